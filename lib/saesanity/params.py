@@ -1,0 +1,173 @@
+"""Notebook parameters: `params/<stem>.yaml` profiles -> a typed, validated dataclass.
+
+Each YAML file maps profile names (`smoke`, `default`, `paper`) to parameter values. `default` must
+give every parameter; other profiles override some of them. Unknown keys, unknown profiles, values
+of the wrong type and conflicting options are rejected with a message naming the bad value.
+
+Command line (used by the Makefile to feed papermill a flat parameter file):
+
+    python -m saesanity.params <stem> <profile>  > flat.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import PARAMS_DIR
+
+PROFILES = ("smoke", "default", "paper")
+
+
+class ParamsError(ValueError):
+    """A parameter file or value is wrong; the message says which and what would be valid."""
+
+
+@dataclass(frozen=True)
+class SeedPairParams:
+    """Parameters of `paulo_fig1_matched_cosines`: two TopK SAEs differing only in seed."""
+
+    profile: str  # which profile these values came from: smoke | default | paper
+    model: str  # model spec: `smollm2-135m`, `smollm2-tiny-random`, an HF name `org/name@revision`, or a local folder
+    variant: str  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
+    corpus: str  # `debian` (all sources), `debian:austen,web`, or `hf:<dataset>[:<config>]`
+    hookpoint: str  # e.g. `mlp_out.6` (MLP output of layer 6); resid_post.L, attn_out.L also exist
+    n_tokens: int  # training tokens of activations collected (and seen by each SAE, one epoch)
+    seq_len: int  # tokens per sequence fed to the model
+    model_batch_size: int  # sequences per model forward pass during collection
+    data_seed: int  # seed of the corpus shuffle and of the SAE batch order (shared by all SAE seeds)
+    d_sae: int  # number of latents
+    k: int  # active latents per token (TopK)
+    batch_size: int  # tokens per SAE optimisation step
+    lr: float  # Adam learning rate
+    auxk_alpha: float  # weight of the AuxK loss on dead latents (0 disables it)
+    seeds: list[int]  # SAE initialisation seeds; the first two are compared
+    threshold: float  # cosine threshold of the shared-latent rule
+    n_eval_tokens: int  # held-out tokens for FVU / L0 of the trained SAEs
+    device: str  # cpu | cuda
+
+    def check(self) -> None:
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
+        if not 0.0 < self.threshold < 1.0:
+            raise ParamsError(f"threshold={self.threshold}: must lie in (0, 1)")
+        if not 0 < self.k < self.d_sae:
+            raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
+        if self.n_tokens < self.batch_size:
+            raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+
+
+REGISTRY: dict[str, type] = {
+    "paulo_fig1_matched_cosines": SeedPairParams,
+}
+
+
+def params_class(stem: str) -> type:
+    try:
+        return REGISTRY[stem]
+    except KeyError:
+        raise ParamsError(f"no parameter schema for notebook '{stem}'; known: {sorted(REGISTRY)}") from None
+
+
+def _type_ok(value: Any, tp: Any) -> Any:
+    """Return `value` coerced to type `tp` (int -> float allowed) or raise TypeError."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return [_type_ok(v, inner) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)  # allow 1e6 in YAML for a count
+    if tp in (int, float) and isinstance(value, bool):
+        raise TypeError("expected a number, got a boolean")
+    if not isinstance(value, tp):
+        raise TypeError(f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def build(stem: str, values: dict[str, Any]) -> Any:
+    """Validate a flat mapping of parameter values against the stem's dataclass."""
+    cls = params_class(stem)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ParamsError(f"{stem}: unknown parameter(s) {unknown}; valid: {names}")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ParamsError(f"{stem}: missing parameter(s) {missing}")
+    coerced = {}
+    for n in names:
+        try:
+            coerced[n] = _type_ok(values[n], hints[n])
+        except TypeError as err:
+            raise ParamsError(f"{stem}: parameter {n}={values[n]!r}: {err}") from None
+    if coerced["profile"] not in PROFILES:
+        raise ParamsError(f"{stem}: profile={coerced['profile']!r}; valid: {list(PROFILES)}")
+    obj = cls(**coerced)
+    obj.check()
+    return obj
+
+
+def read_profiles(stem: str, params_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = (params_dir or PARAMS_DIR) / f"{stem}.yaml"
+    if not path.exists():
+        raise ParamsError(f"no parameter file {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    bad = sorted(set(data) - set(PROFILES))
+    if bad:
+        raise ParamsError(f"{path.name}: unknown profile(s) {bad}; valid: {list(PROFILES)}")
+    if "default" not in data:
+        raise ParamsError(f"{path.name}: needs a `default` profile giving every parameter")
+    return data
+
+
+def profile_values(stem: str, profile: str, params_dir: Path | None = None) -> dict[str, Any]:
+    """Flat parameter values of one profile: `default` overlaid with the profile's own keys."""
+    data = read_profiles(stem, params_dir)
+    if profile not in data:
+        raise ParamsError(f"{stem}: unknown profile {profile!r}; this file has {sorted(data)}")
+    values = dict(data["default"])
+    values.update(data[profile] or {})
+    values["profile"] = profile
+    return values
+
+
+def load(stem: str, profile: str = "default", params_dir: Path | None = None, **overrides: Any) -> Any:
+    """Typed parameters of `stem` under `profile`, with keyword overrides applied last."""
+    values = profile_values(stem, profile, params_dir)
+    values.update(overrides)
+    return build(stem, values)
+
+
+def from_namespace(stem: str, namespace: dict[str, Any]) -> Any:
+    """Collect a notebook's parameter variables (its globals) and validate them."""
+    names = [f.name for f in dataclasses.fields(params_class(stem))]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ParamsError(f"{stem}: the parameters cell does not define {missing}")
+    return build(stem, {n: namespace[n] for n in names})
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m saesanity.params <stem> <profile>", file=sys.stderr)
+        return 2
+    stem, profile = argv
+    values = profile_values(stem, profile)
+    build(stem, values)  # fail here, before papermill starts, on a bad file
+    yaml.safe_dump(values, sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""One style for every figure; `savefig` writes PNG + PDF, `write_json` the quoted numbers.
+
+Figures made on a profile other than `paper` carry the stamp "embedded default — not the paper's
+setup" (smoke runs say "smoke run"), and their JSON says the same under `setup`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .paths import figures_dir  # noqa: E402
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "legend.frameon": False,
+    "pdf.fonttype": 42,
+    "svg.hashsalt": "saesanity",
+}
+COLORS = {"agree": "#1f77b4", "disagree": "#ff7f0e", "paper": "#555555"}
+
+
+def use_style() -> None:
+    plt.rcParams.update(STYLE)
+
+
+def stamp_text(profile: str) -> str | None:
+    if profile == "paper":
+        return None
+    if profile == "smoke":
+        return "smoke run (tiny random model) — not a result"
+    return "embedded default — not the paper's setup"
+
+
+def setup_label(profile: str) -> str:
+    return {"paper": "paper", "smoke": "smoke"}.get(profile, "embedded default (not the paper's setup)")
+
+
+def stamp(fig, profile: str, scale: str = "") -> None:
+    """Write the not-the-paper stamp (if any) and the run's scale along the bottom of `fig`."""
+    text = stamp_text(profile)
+    if text:
+        fig.text(0.99, 0.005, text, ha="right", va="bottom", fontsize=8, color="#b22222", style="italic")
+    if scale:
+        fig.text(0.01, 0.005, scale, ha="left", va="bottom", fontsize=7, color="#444444")
+
+
+def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None = None) -> list[Path]:
+    """Stamp and save `fig` as `<figures>/<stem>.png` and `.pdf` (no embedded timestamps)."""
+    out = Path(out_dir or figures_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    stamp(fig, profile, scale)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+    return paths
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _plain(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
+    if isinstance(x, np.integer):
+        return int(x)
+    if hasattr(x, "__dataclass_fields__"):
+        import dataclasses
+
+        return _plain(dataclasses.asdict(x))
+    return x
+
+
+def write_json(stem: str, params: Any, numbers: dict[str, Any], out_dir: Path | None = None) -> Path:
+    """`<figures>/<stem>.json`: resolved parameters, profile, setup label, versions, and the numbers."""
+    out = Path(out_dir or figures_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    profile = getattr(params, "profile", "default")
+    doc = {
+        "stem": stem,
+        "profile": profile,
+        "setup": setup_label(profile),
+        "saesanity_version": __version__,
+        "python": platform.python_version(),
+        "params": _plain(params),
+        **_plain(numbers),
+    }
+    path = out / f"{stem}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def side_by_side(ours: float | None, paper: float | None) -> dict[str, float | None]:
+    """The JSON shape for a number the paper also reports."""
+    return {"ours": ours, "paper": paper}
+

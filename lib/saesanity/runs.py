@@ -1,0 +1,102 @@
+"""The cached pipeline steps a notebook's parameters describe: activations -> SAEs of several seeds.
+
+Every step goes through `cache.cached`, so notebooks sharing (model, variant, corpus, hookpoint,
+tokens, SAE config) share artifacts: the seed SAEs of one configuration are trained once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .activations import ActivationSpec, artifact_dirs, collect
+from .cache import cached
+from .metrics import l0
+from .sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_topk
+
+_SAE_VERSION = 1
+
+
+@dataclass
+class TrainedSAE:
+    sae: TopKSAE
+    cfg: TrainConfig
+    path: Path  # SAELens folder
+    log: list[dict]
+    info: dict  # training wall time and throughput
+
+
+def activation_spec(P, split: str = "train") -> ActivationSpec:
+    n = P.n_tokens if split == "train" else P.n_eval_tokens
+    return ActivationSpec(model=P.model, variant=P.variant, corpus=P.corpus, n_tokens=n, seq_len=P.seq_len,
+                          seed=P.data_seed, split=split)
+
+
+def train_cfg(P, seed: int) -> TrainConfig:
+    return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=seed,
+                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha)
+
+
+def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress: bool = True,
+                 metadata: dict | None = None) -> TrainedSAE:
+    """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed."""
+    import time
+
+    fields = {"acts": acts_dir.name, "cfg": dataclasses.asdict(cfg)}
+
+    def compute(work: Path) -> dict:
+        t0 = time.perf_counter()
+        ckpt = work / "checkpoint.pt"
+        sae, log = train_topk(acts, cfg, checkpoint=ckpt, progress=progress)
+        secs = time.perf_counter() - t0
+        save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(cfg)})
+        (work / "training_log.json").write_text(json.dumps(log))
+        ckpt.unlink(missing_ok=True)
+        steps = cfg.n_tokens // cfg.batch_size
+        return {"seconds": secs, "tokens_per_s": steps * cfg.batch_size / secs}
+
+    path = cached("sae", fields, compute, version=_SAE_VERSION, resumable=True)
+    from .cache import read_meta
+
+    return TrainedSAE(sae=load_sae(path), cfg=cfg, path=path,
+                      log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
+
+
+def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
+    """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
+    spec = activation_spec(P)
+    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    (acts_dir,) = artifact_dirs(spec, [P.hookpoint])
+    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
+    saes = [train_cached(acts, acts_dir, train_cfg(P, s), progress=progress, metadata=meta) for s in P.seeds]
+    from .cache import read_meta
+
+    return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
+
+
+@torch.no_grad()
+def evaluate(sae: TopKSAE, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
+    """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0."""
+    x_all = torch.from_numpy(np.asarray(acts, dtype=np.float32))
+    mean = x_all.mean(0, keepdim=True)
+    err = tot = l0_sum = 0.0
+    for s in range(0, x_all.shape[0], batch):
+        x = x_all[s:s + batch]
+        z = sae.encode(x)
+        err += float((x - sae.decode(z)).pow(2).sum())
+        tot += float((x - mean).pow(2).sum())
+        l0_sum += float(l0(z)) * x.shape[0]
+    return {"fvu": err / tot, "l0": l0_sum / x_all.shape[0], "n_tokens": int(x_all.shape[0])}
+
+
+def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
+    spec = activation_spec(P, "heldout")
+    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    return [evaluate(t.sae, acts) for t in saes]
+
+

@@ -1,0 +1,131 @@
+"""One training loop for SAEs on a cached activation array.
+
+The seed sets only the initialisation: the batch order is a permutation drawn from `data_seed`,
+so SAEs of different seeds see exactly the same batches in the same order.
+
+Loss per step = FVU(x, x̂) + auxk_alpha · FVU(e, ê), where FVU is centred on the batch mean
+(`metrics.fvu`), e = x − x̂ is the residual and ê its reconstruction from the `k_aux` = D/2 most
+active *dead* latents (AuxK, Gao et al. 2024); a latent is dead when it has not fired in the last
+`dead_tokens` training tokens. After every step the decoder rows are renormalised to unit norm
+and, before it, the gradient component parallel to each row is removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..metrics import fvu
+from .topk import TopKSAE
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    d_sae: int  # number of latents
+    k: int  # active latents per token
+    batch_size: int = 4096  # tokens per step
+    lr: float = 4e-4  # Adam learning rate (after warm-up)
+    n_tokens: int = 1_000_000  # tokens trained on (steps = n_tokens // batch_size)
+    seed: int = 0  # initialisation seed only
+    data_seed: int = 0  # batch order seed, shared by every SAE seed
+    auxk_alpha: float = 1 / 32  # AuxK weight (0 disables AuxK)
+    dead_tokens: int = 500_000  # a latent not fired in this many tokens counts as dead
+    warmup_steps: int = 20  # linear learning-rate warm-up
+    log_every: int = 10  # steps between logged FVU / L0 / dead fraction
+    architecture: str = "topk"
+
+
+def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
+    """[n_steps, batch_size] row indices: a `data_seed` permutation, each batch sorted for locality."""
+    n_steps = cfg.n_tokens // cfg.batch_size
+    if n_steps < 1:
+        raise ValueError(f"n_tokens={cfg.n_tokens} is less than one batch of {cfg.batch_size}")
+    if n_steps * cfg.batch_size > n_rows:
+        raise ValueError(f"n_tokens={cfg.n_tokens:,} exceeds the {n_rows:,} activation rows available")
+    perm = np.random.default_rng(cfg.data_seed).permutation(n_rows)[: n_steps * cfg.batch_size]
+    return np.sort(perm.reshape(n_steps, cfg.batch_size), axis=1)
+
+
+def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
+               on_batch: Callable[[int, torch.Tensor], None] | None = None) -> tuple[TopKSAE, list[dict]]:
+    """Train a TopK SAE on `acts` [N, D]; returns the SAE and its log (one dict per `log_every` steps).
+
+    With `checkpoint` set, state is saved there every 60 s and a run finding it resumes from it.
+    """
+    if cfg.architecture != "topk":
+        raise ValueError(f"architecture {cfg.architecture!r} is not implemented yet; valid: ['topk']")
+    n_rows, d_in = acts.shape
+    if not 0 < cfg.k < cfg.d_sae:
+        raise ValueError(f"k={cfg.k} must satisfy 0 < k < d_sae={cfg.d_sae}")
+    order = batch_order(n_rows, cfg)
+    sae = TopKSAE(d_in, cfg.d_sae, cfg.k, seed=cfg.seed)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long)  # tokens since each latent last fired
+    log: list[dict] = []
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        st = torch.load(checkpoint, weights_only=False)
+        sae.load_state_dict(st["sae"])
+        opt.load_state_dict(st["opt"])
+        last_fired, log, start = st["last_fired"], st["log"], st["step"]
+    elif n_rows:
+        with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
+            sae.b_dec.copy_(torch.from_numpy(np.asarray(acts[order[0]])).mean(0))
+    k_aux = d_in // 2
+    t_save = time.perf_counter()
+    bar = tqdm(range(start, len(order)), total=len(order), initial=start, disable=not progress,
+               desc=f"SAE seed {cfg.seed}", unit="step")
+    for step in bar:
+        x = torch.from_numpy(np.asarray(acts[order[step]], dtype=np.float32))
+        if on_batch is not None:
+            on_batch(step, x)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        vals, idx, pre = sae.encode_sparse(x)
+        x_hat = sae.decode_sparse(vals, idx)
+        loss_main = fvu(x, x_hat)
+        loss = loss_main
+        dead = last_fired >= cfg.dead_tokens
+        aux = torch.zeros(())
+        if cfg.auxk_alpha > 0 and dead.any():
+            n_aux = min(k_aux, int(dead.sum()))
+            with torch.no_grad():
+                aux_idx = pre.masked_fill(~dead, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
+            aux_vals = sae.select(x, pre, aux_idx)
+            resid = (x - x_hat).detach()
+            aux = fvu(resid, sae.decode_sparse(aux_vals, aux_idx, with_bias=False))
+            loss = loss + cfg.auxk_alpha * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_parallel_grad()
+        opt.step()
+        sae.normalize_decoder()
+        with torch.no_grad():
+            fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+            fired[idx[vals > 0]] = True
+            last_fired += x.shape[0]
+            last_fired[fired] = 0
+        if step % cfg.log_every == 0 or step == len(order) - 1:
+            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": float(loss_main),
+                   "l0": float((vals > 0).sum(1).float().mean()), "dead_frac": float(dead.float().mean()),
+                   "auxk_fvu": float(aux)}
+            log.append(rec)
+            bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
+        if checkpoint is not None and time.perf_counter() - t_save > 60:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "last_fired": last_fired,
+                        "log": log, "step": step + 1}, tmp)
+            tmp.replace(checkpoint)
+            t_save = time.perf_counter()
+    return sae, log
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
