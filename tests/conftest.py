@@ -1,0 +1,68 @@
+"""Shared fixtures. Tests never touch the network: models are built locally, data comes from the
+Debian text that `make data` extracted, and each test gets its own cache directory (with the
+Debian text and the built models linked in from the project cache)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from saesanity import paths
+
+PROJECT_CACHE = paths.cache_dir()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def iso_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh cache dir for one test, sharing the project's Debian text and built models."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for shared in ("debian", "model", "tokens"):
+        if (PROJECT_CACHE / shared).exists():
+            (cache / shared).symlink_to(PROJECT_CACHE / shared)
+    monkeypatch.setenv("SAESANITY_CACHE", str(cache))
+    monkeypatch.setenv("SAESANITY_FIGURES", str(tmp_path / "figures"))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    _save_char_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_neox_dir(tmp_path_factory) -> Path:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_neox")
+    GPTNeoXForCausalLM(cfg).save_pretrained(path)
+    _save_char_tokenizer(path)
+    return path
+
+
+def _save_char_tokenizer(path: Path) -> None:
+    """A 97-symbol character-level fast tokenizer, built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": 0, **{chr(32 + i): i + 1 for i in range(95)}, "<unk>": 96}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>").save_pretrained(path)
