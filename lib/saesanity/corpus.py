@@ -273,9 +273,16 @@ def token_sequences(corpus: str, tokenizer: Any, tokenizer_id: str, seq_len: int
     allw = np.concatenate(windows)
     if allw.shape[0] < 2:
         raise CorpusError(f"corpus {corpus!r} has fewer than two {seq_len}-token sequences")
-    order = np.random.default_rng(SPLIT_SEED).permutation(allw.shape[0])
-    n_hold = max(1, int(round(HOLDOUT_FRAC * allw.shape[0])))
-    chosen = order[:n_hold] if split == "heldout" else order[n_hold:]
-    chosen = np.sort(chosen)
-    chosen = chosen[np.random.default_rng(seed).permutation(chosen.size)]
-    return allw[chosen]
+    return allw[window_indices(allw.shape[0], split, seed)]
+
+
+def window_indices(n_windows: int, split: str, seed: int) -> np.ndarray:
+    """Indices of the windows in `split`, in the order `seed` gives them.
+
+    The split is a fixed permutation (`SPLIT_SEED`): its first `HOLDOUT_FRAC` are held out whatever
+    the shuffle seed, so SAEs trained with different data seeds are evaluated on the same text.
+    """
+    order = np.random.default_rng(SPLIT_SEED).permutation(n_windows)
+    n_hold = max(1, int(round(HOLDOUT_FRAC * n_windows)))
+    chosen = np.sort(order[:n_hold] if split == "heldout" else order[n_hold:])
+    return chosen[np.random.default_rng(seed).permutation(chosen.size)]

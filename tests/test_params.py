@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import yaml
+
+from saesanity import params
+from saesanity.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+STEMS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("stem", STEMS)
+@pytest.mark.parametrize("profile", params.PROFILES)
+def test_every_profile_validates(stem, profile):
+    P = params.load(stem, profile)
+    assert P.profile == profile
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_parameters_cell_equals_default_profile(stem):
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1 and nb.cells.index(cells[0]) <= 2, "one `parameters` cell, near the top"
+    ns: dict = {}
+    exec(cells[0].source, ns)
+    ns = {k: v for k, v in ns.items() if not k.startswith("__")}
+    assert ns == params.profile_values(stem, "default")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_source_notebooks_have_no_outputs(stem):
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_unknown_key_rejected(tmp_path):
+    (tmp_path / "paulo_fig1_matched_cosines.yaml").write_text(
+        yaml.safe_dump({"default": {**params.profile_values("paulo_fig1_matched_cosines", "default"), "k_typo": 3}}))
+    with pytest.raises(params.ParamsError, match=r"unknown parameter\(s\) \['k_typo'\]"):
+        params.load("paulo_fig1_matched_cosines", "default", params_dir=tmp_path)
+
+
+def test_unknown_profile_rejected():
+    with pytest.raises(params.ParamsError, match="unknown profile 'fast'"):
+        params.load("paulo_fig1_matched_cosines", "fast")
+
+
+def test_unknown_profile_section_rejected(tmp_path):
+    (tmp_path / "paulo_fig1_matched_cosines.yaml").write_text("default: {}\nquick: {}\n")
+    with pytest.raises(params.ParamsError, match=r"unknown profile\(s\) \['quick'\]"):
+        params.read_profiles("paulo_fig1_matched_cosines", tmp_path)
+
+
+def test_wrong_type_and_conflicts_rejected():
+    with pytest.raises(params.ParamsError, match="parameter k='many'"):
+        params.load("paulo_fig1_matched_cosines", k="many")
+    with pytest.raises(params.ParamsError, match="k=5000: must satisfy 0 < k < d_sae=4608"):
+        params.load("paulo_fig1_matched_cosines", k=5000)
+    with pytest.raises(params.ParamsError, match="two distinct seeds"):
+        params.load("paulo_fig1_matched_cosines", seeds=[3, 3])
+
+
+def test_unknown_stem_rejected():
+    with pytest.raises(params.ParamsError, match="no parameter schema"):
+        params.params_class("nope")
+
+
+def test_cli_writes_flat_profile():
+    out = subprocess.run([sys.executable, "-m", "saesanity.params", "paulo_fig1_matched_cosines", "smoke"],
+                         capture_output=True, text=True, check=True).stdout
+    flat = yaml.safe_load(out)
+    assert flat["profile"] == "smoke" and flat["model"] == "smollm2-tiny-random"
+    assert set(flat) == set(params.profile_values("paulo_fig1_matched_cosines", "default"))
