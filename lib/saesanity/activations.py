@@ -37,6 +37,7 @@ from .models import GaussianEmbedding, LoadedModel, load_model
 HOOK_KINDS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
 _ATTN_NAMES = ("self_attn", "attention", "attn")
 _VERSION = 1
+_SAVE_EVERY_S = 30.0  # how often an in-progress collection records what it has written
 
 
 class HookpointError(ValueError):
@@ -214,7 +215,7 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
                                           f"of {spec.model} {spec.variant})")
                 arr[b * per_seq:b * per_seq + a.shape[0]] = a
             bar.update(len(ids) * per_seq)
-            if time.perf_counter() - last_save > 30:
+            if time.perf_counter() - last_save >= _SAVE_EVERY_S:
                 for w, arr in zip(works, arrays):
                     arr.flush()
                     _atomic_json(w / "progress.json", {"seqs_done": b + len(ids)})

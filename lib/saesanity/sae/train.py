@@ -113,9 +113,9 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
             last_fired += x.shape[0]
             last_fired[fired] = 0
         if step % cfg.log_every == 0 or step == len(order) - 1:
-            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": float(loss_main),
+            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": loss_main.item(),
                    "l0": float((vals > 0).sum(1).float().mean()), "dead_frac": float(dead.float().mean()),
-                   "auxk_fvu": float(aux)}
+                   "auxk_fvu": aux.item()}
             log.append(rec)
             bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
         if checkpoint is not None and time.perf_counter() - t_save > 60:

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from saesanity import activations as A
+from saesanity.models import load_model
+
+
+@pytest.fixture(scope="module", params=["llama", "neox"])
+def lm(request, tiny_llama_dir, tiny_neox_dir):
+    return load_model(str(tiny_llama_dir if request.param == "llama" else tiny_neox_dir))
+
+
+def test_hookpoints_match_hidden_states(lm):
+    ids = torch.randint(0, 97, (2, 10))
+    with torch.no_grad():
+        hs = lm.model(ids, output_hidden_states=True).hidden_states
+    out = A.run_to_hookpoints(lm, ids, ["resid_pre.1", "resid_post.1", "resid_post.0"])
+    torch.testing.assert_close(out["resid_post.0"], hs[1])
+    torch.testing.assert_close(out["resid_pre.1"], hs[1])
+    torch.testing.assert_close(out["resid_post.1"], hs[2])
+
+
+def test_mlp_and_attn_outputs_are_the_blocks_outputs(lm):
+    ids = torch.randint(0, 97, (2, 10))
+    layer = A.decoder_layers(lm.model)[1]
+    seen = {}
+    h1 = layer.mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("mlp", o))
+    attn = getattr(layer, "self_attn", None) or layer.attention
+    h2 = attn.register_forward_hook(lambda m, a, o: seen.__setitem__("attn", o[0]))
+    with torch.no_grad():
+        lm.model(ids)
+    h1.remove(), h2.remove()
+    out = A.run_to_hookpoints(lm, ids, ["mlp_out.1", "attn_out.1"])
+    torch.testing.assert_close(out["mlp_out.1"], seen["mlp"])
+    torch.testing.assert_close(out["attn_out.1"], seen["attn"])
+
+
+def test_forward_stops_after_deepest_layer(lm):
+    layers = A.decoder_layers(lm.model)
+    ran = []
+    hooks = [l.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, l in enumerate(layers)]
+    head = lm.model.get_output_embeddings().register_forward_hook(lambda m, a, o: ran.append("head"))
+    A.run_to_hookpoints(lm, torch.randint(0, 97, (1, 5)), ["mlp_out.0", "resid_post.1"])
+    for h in hooks + [head]:
+        h.remove()
+    assert ran == [0, 1]
+
+
+def test_bad_hookpoints(lm):
+    with pytest.raises(A.HookpointError, match=r"'resid_post.40' does not exist; .* has layers 0–2"):
+        A.run_to_hookpoints(lm, torch.zeros(1, 3, dtype=torch.long), ["resid_post.40"])
+    with pytest.raises(A.HookpointError, match="'mlp_in.1' is not valid"):
+        A.parse_hookpoint("mlp_in.1", 3)
+
+
+@pytest.fixture
+def spec(tiny_llama_dir):
+    return A.ActivationSpec(model=str(tiny_llama_dir), variant="trained", corpus="debian:fortunes", n_tokens=630,
+                            seq_len=64, seed=0)
+
+
+def test_collect_caches_and_reuses(iso_cache, spec, monkeypatch):
+    calls = []
+    real = A.run_to_hookpoints
+    monkeypatch.setattr(A, "run_to_hookpoints", lambda *a, **k: calls.append(1) or real(*a, **k))
+    acts = A.collect(spec, ["resid_post.1", "mlp_out.0"], batch_size=4, progress=False)
+    n_batches = len(calls)
+    assert acts["resid_post.1"].shape == (10 * 63, 32) and n_batches == 3  # 10 sequences, first token dropped
+    again = A.collect(spec, ["resid_post.1", "mlp_out.0"], batch_size=4, progress=False)
+    assert len(calls) == n_batches  # nothing recomputed
+    np.testing.assert_array_equal(acts["mlp_out.0"], again["mlp_out.0"])
+    A.collect(spec, ["resid_post.1", "attn_out.2"], batch_size=4, progress=False)
+    assert len(calls) == 2 * n_batches  # only the new hookpoint computed, in one pass
+
+
+def test_collected_rows_match_direct_forward(iso_cache, spec):
+    acts = A.collect(spec, ["resid_post.2"], batch_size=3, progress=False)["resid_post.2"]
+    (d,) = A.artifact_dirs(spec, ["resid_post.2"])
+    seqs = np.load(d / "tokens.npy")
+    lm = load_model(spec.model)
+    direct = A.run_to_hookpoints(lm, torch.from_numpy(seqs[:2]).long(), ["resid_post.2"])["resid_post.2"]
+    np.testing.assert_allclose(acts[:63], direct[0, 1:].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts[63:126], direct[1, 1:].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_nan_activations_rejected(iso_cache, spec, monkeypatch):
+    real = A.run_to_hookpoints
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        return {h: v.clone().fill_(float("nan")) for h, v in out.items()}
+
+    monkeypatch.setattr(A, "run_to_hookpoints", poisoned)
+    with pytest.raises(A.ActivationError, match="contain NaN/inf"):
+        A.collect(spec, ["resid_post.0"], batch_size=4, progress=False)
+
+
+def test_too_few_tokens_in_corpus(iso_cache, spec):
+    import dataclasses
+
+    big = dataclasses.replace(spec, n_tokens=10**9)
+    with pytest.raises(A.ActivationError, match="n_tokens=1,000,000,000 needs"):
+        A.collect(big, ["resid_post.0"], progress=False)
+
+
+def test_interrupted_collection_resumes(iso_cache, spec, monkeypatch):
+    real = A.run_to_hookpoints
+    count = []
+
+    def dies_on_third(*a, **k):
+        count.append(1)
+        if len(count) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(A, "_SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(A, "run_to_hookpoints", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)
+    count.clear()
+    monkeypatch.setattr(A, "run_to_hookpoints", lambda *a, **k: count.append(1) or real(*a, **k))
+    acts = A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"]
+    assert len(count) == 1  # two of three batches were kept
+    (d,) = A.artifact_dirs(spec, ["resid_post.1"])
+    seqs = torch.from_numpy(np.load(d / "tokens.npy")).long()
+    direct = real(load_model(spec.model), seqs, ["resid_post.1"])["resid_post.1"][:, 1:].reshape(-1, 32)
+    np.testing.assert_allclose(acts, direct.numpy(), rtol=1e-5, atol=1e-5)  # resumed == uninterrupted

@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from saesanity.sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_topk
+from saesanity.sae.io import SAEFormatError
+from saesanity.sae.train import batch_order
+
+
+def _dense_forward(sae, x):
+    return sae.decode(sae.encode(x))
+
+
+def test_sparse_path_matches_dense_autograd():
+    torch.manual_seed(0)
+    sae_a, sae_b = TopKSAE(12, 40, 5, seed=2), TopKSAE(12, 40, 5, seed=2)
+    with torch.no_grad():
+        for s in (sae_a, sae_b):
+            s.b_dec.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(30, 12)
+    target = torch.randn(30, 12)
+    (sae_a(x) - target).pow(2).sum().backward()
+    (_dense_forward(sae_b, x) - target).pow(2).sum().backward()
+    for (name, pa), pb in zip(sae_a.named_parameters(), sae_b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_encode_is_relu_topk_of_preacts():
+    sae = TopKSAE(6, 20, 3, seed=0)
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.05)
+    x = torch.randn(8, 6)
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    z = sae.encode(x)
+    assert ((z != 0).sum(1) <= 3).all()
+    for b in range(8):
+        top = pre[b].topk(3).indices
+        torch.testing.assert_close(z[b, top], pre[b, top].clamp_min(0))
+
+
+def test_saelens_roundtrip_reproduces_outputs(tmp_path):
+    from sae_lens import SAE
+
+    sae = TopKSAE(16, 64, 4, seed=1)
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    save_saelens(sae, tmp_path, {"hook_name": "mlp_out.3"})
+    theirs = SAE.load_from_disk(str(tmp_path))
+    x = torch.randn(50, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.encode(x), sae.encode(x))
+        torch.testing.assert_close(theirs.decode(sae.encode(x)), sae.decode(sae.encode(x)))
+        torch.testing.assert_close(theirs(x), sae(x), rtol=1e-5, atol=1e-5)
+        ours_again = load_sae(tmp_path)
+        torch.testing.assert_close(ours_again(x), sae(x))
+
+
+def test_sparsify_layout_loads(tmp_path):
+    sae = TopKSAE(8, 24, 3, seed=4)
+    save_file({"encoder.weight": sae.W_enc.detach().t().contiguous(), "encoder.bias": sae.b_enc.detach(),
+               "W_dec": sae.W_dec.detach(), "b_dec": sae.b_dec.detach()}, tmp_path / "sae.safetensors")
+    (tmp_path / "cfg.json").write_text(json.dumps({"k": 3, "num_latents": 24, "d_in": 8}))
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(load_sae(tmp_path)(x), sae(x))
+
+
+def test_unknown_sae_format(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"")
+    with pytest.raises(SAEFormatError, match="unknown SAE format"):
+        load_sae(tmp_path)
+
+
+def test_k_must_be_below_latents():
+    with pytest.raises(ValueError, match="k=64 must satisfy 0 < k < d_sae=64"):
+        TopKSAE(8, 64, 64)
+
+
+def _planted(n=8192, d=16, n_feat=32, seed=0):
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n_feat, d))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    coef = (rng.random((n, n_feat)) < 0.06) * rng.uniform(1, 3, (n, n_feat))
+    return (coef @ feats + 0.5).astype(np.float32), feats
+
+
+def test_two_seeds_see_identical_batches():
+    acts, _ = _planted(n=4096)
+    seen = {0: [], 1: []}
+    for seed in (0, 1):
+        cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, seed=seed, data_seed=7)
+        train_topk(acts, cfg, progress=False, on_batch=lambda step, x, s=seed: seen[s].append(x.clone()))
+    assert len(seen[0]) == 8 and all(torch.equal(a, b) for a, b in zip(seen[0], seen[1]))
+    order_a = batch_order(4096, TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, data_seed=7))
+    order_b = batch_order(4096, TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, data_seed=8))
+    assert not np.array_equal(order_a, order_b)
+
+
+def test_seed_changes_initialisation_only():
+    a, b = TopKSAE(8, 32, 4, seed=0), TopKSAE(8, 32, 4, seed=1)
+    assert not torch.equal(a.W_enc, b.W_enc)
+    torch.testing.assert_close(a.W_dec.norm(dim=1), torch.ones(32))
+
+
+def test_training_recovers_planted_features_and_logs():
+    acts, feats = _planted(d=32, n_feat=48)
+    acts6 = np.concatenate([acts] * 6)
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts6.shape[0], lr=1e-2, log_every=5, dead_tokens=2048)
+    sae, log = train_topk(acts6, cfg, progress=False)
+    assert log[-1]["fvu"] < 0.2 < log[0]["fvu"]
+    assert {"fvu", "l0", "dead_frac", "auxk_fvu", "tokens"} <= set(log[0])
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64), rtol=1e-4, atol=1e-4)
+    cos = torch.from_numpy(feats).float() @ sae.W_dec.t().detach()
+    assert cos.max(1).values.mean() > 0.9  # mean max cosine of the planted directions to the decoder
+
+
+def test_checkpoint_resume_gives_same_result(tmp_path):
+    acts, _ = _planted(n=4096)
+    cfg = TrainConfig(d_sae=32, k=4, batch_size=256, n_tokens=4096, log_every=1)
+    full, _ = train_topk(acts, cfg, progress=False)
+    ckpt = tmp_path / "ck.pt"
+    import saesanity.sae.train as T
+
+    calls = []
+
+    def die(step, x):
+        calls.append(step)
+        if step == 9:
+            raise KeyboardInterrupt
+
+    orig = T.time.perf_counter
+    T_counter = iter(range(0, 10**9, 100))  # make every step look 100 s after the last save
+    T.time.perf_counter = lambda: next(T_counter)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_topk(acts, cfg, progress=False, checkpoint=ckpt, on_batch=die)
+    finally:
+        T.time.perf_counter = orig
+    assert ckpt.exists()
+    resumed, log = train_topk(acts, cfg, progress=False, checkpoint=ckpt)
+    assert log[-1]["step"] == 15
+    torch.testing.assert_close(resumed.W_dec, full.W_dec)
