@@ -12,7 +12,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CACHE   := $(or $(SAESANITY_CACHE),.cache)
-DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes
+DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes fortunes-min
 FIGDIR  := figures$(if $(filter default,$(PROFILE)),,/$(PROFILE))
 
 STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))

@@ -8,7 +8,7 @@ Offline sources are English prose shipped in Debian packages (`make data` extrac
 | austen    | r-cran-janeaustenr | the six Jane Austen novels               |
 | web       | sword-text-web     | World English Bible (with Deuterocanon)  |
 | tdavid    | sword-comm-tdavid  | Spurgeon, The Treasury of David          |
-| fortunes  | fortunes           | ~15K fortune-cookie quotations           |
+| fortunes  | fortunes, fortunes-min | ~15K fortune-cookie quotations       |
 
 A corpus spec is `debian` (every source), `debian:austen,fortunes` (some), or
 `hf:<dataset>[:<config>]` for a Hugging Face dataset streamed with `datasets.load_dataset(...,

@@ -200,7 +200,7 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
             model.set_input_embeddings(GaussianEmbedding(emb.weight.shape[1], seed, emb.weight))
     model.eval().requires_grad_(False).to(device)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, variant=variant, seed=seed,
-                       tokenizer_id=f"{spec.partition('@')[0]}")
+                       tokenizer_id=SMOLLM2 if spec == TINY else spec.partition("@")[0])  # TINY shares SmolLM2's
 
 
 def main(argv: list[str]) -> int:

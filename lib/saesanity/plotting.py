@@ -119,3 +119,27 @@ def side_by_side(ours: float | None, paper: float | None) -> dict[str, float | N
     """The JSON shape for a number the paper also reports."""
     return {"ours": ours, "paper": paper}
 
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'; 4608 -> '4.6K' (for scale lines)."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def kde_contours(ax, x: np.ndarray, y: np.ndarray, color: str, mass=(0.5, 0.8, 0.95), max_points: int = 3000,
+                 extent=(-0.1, 1.0, -0.1, 1.0)) -> None:
+    """Contours of a Gaussian KDE of (x, y) that enclose `mass` of the points (highest-density regions)."""
+    from scipy.stats import gaussian_kde
+
+    pts = np.stack([x, y])
+    if pts.shape[1] < 20 or np.linalg.matrix_rank(np.cov(pts)) < 2:
+        return
+    pts = pts[:, np.random.default_rng(0).permutation(pts.shape[1])[:max_points]]
+    kde = gaussian_kde(pts)
+    levels = np.sort(np.quantile(kde(pts), 1 - np.asarray(mass)))
+    gx, gy = np.mgrid[extent[0]:extent[1]:150j, extent[2]:extent[3]:150j]
+    dens = kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+    ax.contour(gx, gy, dens, levels=np.unique(levels), colors=color, linewidths=0.8)
