@@ -51,6 +51,9 @@ $(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py
 
 # ---- figures: papermill runs each notebook on $(PROFILE); the notebook writes PNG/PDF/JSON
 figures: $(foreach s,$(STEMS),$(FIGDIR)/$(s).json)
+ifeq ($(PROFILE),default)
+	$(PY) -m saesanity.report   # README "Results" from the JSONs
+endif
 figure:
 	@test -n "$(STEM)" || { echo "usage: make figure STEM=<stem> [PROFILE=...]; stems: $(STEMS)"; exit 2; }
 	$(MAKE) $(FIGDIR)/$(STEM).json

@@ -143,3 +143,10 @@ def test_checkpoint_resume_gives_same_result(tmp_path):
     resumed, log = train_topk(acts, cfg, progress=False, checkpoint=ckpt)
     assert log[-1]["step"] == 15
     torch.testing.assert_close(resumed.W_dec, full.W_dec)
+
+
+def test_nan_activations_rejected_by_training():
+    acts, _ = _planted(n=1024)
+    acts[700, 3] = np.nan
+    with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
+        train_topk(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)

@@ -84,6 +84,9 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
                desc=f"SAE seed {cfg.seed}", unit="step")
     for step in bar:
         x = torch.from_numpy(np.asarray(acts[order[step]], dtype=np.float32))
+        if not torch.isfinite(x).all():
+            bad = int(order[step][int(torch.nonzero(~torch.isfinite(x).all(1))[0])])
+            raise ValueError(f"activations contain NaN/inf (row {bad:,}, batch {step}); refusing to train on them")
         if on_batch is not None:
             on_batch(step, x)
         for group in opt.param_groups:
