@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
-from .cache import cached
+from .cache import cached, read_meta
 from .metrics import l0
 from .sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_topk
 
@@ -43,16 +44,14 @@ def train_cfg(P, seed: int) -> TrainConfig:
 
 
 def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress: bool = True,
-                 metadata: dict | None = None) -> TrainedSAE:
+                 metadata: dict | None = None, device: str = "cpu") -> TrainedSAE:
     """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed."""
-    import time
-
     fields = {"acts": acts_dir.name, "cfg": dataclasses.asdict(cfg)}
 
     def compute(work: Path) -> dict:
         t0 = time.perf_counter()
         ckpt = work / "checkpoint.pt"
-        sae, log = train_topk(acts, cfg, checkpoint=ckpt, progress=progress)
+        sae, log = train_topk(acts, cfg, checkpoint=ckpt, progress=progress, device=device)
         secs = time.perf_counter() - t0
         save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(cfg)})
         (work / "training_log.json").write_text(json.dumps(log))
@@ -61,8 +60,6 @@ def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress
         return {"seconds": secs, "tokens_per_s": steps * cfg.batch_size / secs}
 
     path = cached("sae", fields, compute, version=_SAE_VERSION, resumable=True)
-    from .cache import read_meta
-
     return TrainedSAE(sae=load_sae(path), cfg=cfg, path=path,
                       log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
 
@@ -73,9 +70,8 @@ def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
     (acts_dir,) = artifact_dirs(spec, [P.hookpoint])
     meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
-    saes = [train_cached(acts, acts_dir, train_cfg(P, s), progress=progress, metadata=meta) for s in P.seeds]
-    from .cache import read_meta
-
+    saes = [train_cached(acts, acts_dir, train_cfg(P, s), progress=progress, metadata=meta, device=P.device)
+            for s in P.seeds]
     return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
 
 

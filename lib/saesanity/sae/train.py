@@ -12,7 +12,6 @@ and, before it, the gradient component parallel to each row is removed.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +53,12 @@ def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
 
 
 def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
-               on_batch: Callable[[int, torch.Tensor], None] | None = None) -> tuple[TopKSAE, list[dict]]:
-    """Train a TopK SAE on `acts` [N, D]; returns the SAE and its log (one dict per `log_every` steps).
+               on_batch: Callable[[int, torch.Tensor], None] | None = None,
+               device: str = "cpu") -> tuple[TopKSAE, list[dict]]:
+    """Train a TopK SAE on `acts` [N, D]; returns the SAE (on the CPU) and its log (one dict per `log_every` steps).
 
     With `checkpoint` set, state is saved there every 60 s and a run finding it resumes from it.
+    Initialisation is drawn on the CPU, so a seed gives the same starting SAE on every device.
     """
     if cfg.architecture != "topk":
         raise ValueError(f"architecture {cfg.architecture!r} is not implemented yet; valid: ['topk']")
@@ -65,19 +66,19 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
     if not 0 < cfg.k < cfg.d_sae:
         raise ValueError(f"k={cfg.k} must satisfy 0 < k < d_sae={cfg.d_sae}")
     order = batch_order(n_rows, cfg)
-    sae = TopKSAE(d_in, cfg.d_sae, cfg.k, seed=cfg.seed)
+    sae = TopKSAE(d_in, cfg.d_sae, cfg.k, seed=cfg.seed).to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long)  # tokens since each latent last fired
+    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)  # tokens since each latent last fired
     log: list[dict] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        st = torch.load(checkpoint, weights_only=False)
+        st = torch.load(checkpoint, weights_only=False, map_location=device)
         sae.load_state_dict(st["sae"])
         opt.load_state_dict(st["opt"])
         last_fired, log, start = st["last_fired"], st["log"], st["step"]
     elif n_rows:
         with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
-            sae.b_dec.copy_(torch.from_numpy(np.asarray(acts[order[0]])).mean(0))
+            sae.b_dec.copy_(torch.from_numpy(np.asarray(acts[order[0]])).mean(0).to(device))
     k_aux = d_in // 2
     t_save = time.perf_counter()
     bar = tqdm(range(start, len(order)), total=len(order), initial=start, disable=not progress,
@@ -89,6 +90,7 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
             raise ValueError(f"activations contain NaN/inf (row {bad:,}, batch {step}); refusing to train on them")
         if on_batch is not None:
             on_batch(step, x)
+        x = x.to(device, non_blocking=True)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         vals, idx, pre = sae.encode_sparse(x)
@@ -96,7 +98,7 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
         loss_main = fvu(x, x_hat)
         loss = loss_main
         dead = last_fired >= cfg.dead_tokens
-        aux = torch.zeros(())
+        aux = torch.zeros((), device=device)
         if cfg.auxk_alpha > 0 and dead.any():
             n_aux = min(k_aux, int(dead.sum()))
             with torch.no_grad():
@@ -111,7 +113,7 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
         opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
-            fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+            fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=device)
             fired[idx[vals > 0]] = True
             last_fired += x.shape[0]
             last_fired[fired] = 0
@@ -127,8 +129,4 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
                         "log": log, "step": step + 1}, tmp)
             tmp.replace(checkpoint)
             t_save = time.perf_counter()
-    return sae, log
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    return sae.cpu(), log
