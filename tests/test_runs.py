@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import torch
+
+from saesanity import runs
+from saesanity.activations import ActivationSpec, artifact_dirs, collect
+from saesanity.metrics import fvu
+from saesanity.sae import TopKSAE, TrainConfig
+
+
+def test_evaluate_pools_like_one_batch():
+    rng = np.random.default_rng(0)
+    acts = (rng.normal(size=(1000, 8)) + 3).astype(np.float32)
+    sae = TopKSAE(8, 32, 3, seed=0)
+    res = runs.evaluate(sae, acts, batch=128)
+    x = torch.from_numpy(acts)
+    with torch.no_grad():
+        assert res["fvu"] == pytest.approx(fvu(x, sae(x)).item(), rel=1e-5)
+    assert res["l0"] <= 3 and res["n_tokens"] == 1000
+
+
+def test_trained_saes_are_cached_and_reused(iso_cache, tiny_llama_dir, monkeypatch):
+    spec = ActivationSpec(model=str(tiny_llama_dir), variant="trained", corpus="debian:fortunes", n_tokens=2048,
+                          seq_len=65, seed=0)
+    acts = collect(spec, ["mlp_out.1"], progress=False)["mlp_out.1"]
+    (d,) = artifact_dirs(spec, ["mlp_out.1"])
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=2048, seed=3)
+    first = runs.train_cached(acts, d, cfg, progress=False)
+    monkeypatch.setattr(runs, "train_topk", lambda *a, **k: pytest.fail("retrained a cached SAE"))
+    again = runs.train_cached(acts, d, cfg, progress=False)
+    assert again.path == first.path and (first.path / "sae_weights.safetensors").exists()
+    torch.testing.assert_close(again.sae.W_dec, first.sae.W_dec)
+    assert first.info["tokens_per_s"] > 0 and len(first.log) >= 1
