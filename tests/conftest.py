@@ -31,30 +31,32 @@ def iso_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
+def _tiny_model(factory, name: str, model_cls, cfg) -> Path:
+    torch.manual_seed(0)
+    path = factory.mktemp(name)
+    model_cls(cfg).save_pretrained(path)
+    _save_char_tokenizer(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
+    """3-layer Llama (tied embeddings), d_model 32, with a character tokenizer: a local stand-in."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    _save_char_tokenizer(path)
-    return path
+    return _tiny_model(tmp_path_factory, "tiny_llama", LlamaForCausalLM, cfg)
 
 
 @pytest.fixture(scope="session")
 def tiny_neox_dir(tmp_path_factory) -> Path:
+    """3-layer GPT-NeoX (Pythia's family, untied unembedding), d_model 32: a local stand-in."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     cfg = GPTNeoXConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                         num_attention_heads=4, max_position_embeddings=128, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_neox")
-    GPTNeoXForCausalLM(cfg).save_pretrained(path)
-    _save_char_tokenizer(path)
-    return path
+    return _tiny_model(tmp_path_factory, "tiny_neox", GPTNeoXForCausalLM, cfg)
 
 
 def _save_char_tokenizer(path: Path) -> None:
