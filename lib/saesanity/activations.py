@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from .cache import cached_many
 from .corpus import token_sequences

@@ -137,9 +137,17 @@ def standard_rules(threshold: float = 0.7) -> dict[str, SharedRule]:
 
 
 def summarize(m: Match, threshold: float = 0.7) -> dict[str, float]:
-    """Fractions of latents shared under each standard rule, agreement, and mean cosines."""
+    """Fractions of latents shared under each standard rule, agreement, and mean cosines.
+
+    `mean_alignment_agree` / `_disagree`: mean over latents whose two Hungarian matchings pick the
+    same / different partners of (matched decoder cosine + matched encoder cosine) / 2.
+    """
     out = {f"shared_frac_{name}": float(shared(m, rule).mean()) for name, rule in standard_rules(threshold).items()}
+    align = (m.dec_cos + m.enc_cos) / 2
+    agree = m.agree
     out.update(
+        mean_alignment_agree=float(np.nanmean(align[agree])) if agree.any() else float("nan"),
+        mean_alignment_disagree=float(np.nanmean(align[~agree])) if (~agree).any() else float("nan"),
         agree_frac=float(m.agree.mean()),
         mean_matched_dec_cos=float(np.nanmean(m.dec_cos)),
         mean_matched_enc_cos=float(np.nanmean(m.enc_cos)),

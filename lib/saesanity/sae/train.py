@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from ..metrics import fvu
 from .topk import TopKSAE
