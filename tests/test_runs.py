@@ -26,7 +26,7 @@ def test_trained_saes_are_cached_and_reused(iso_cache, tiny_llama_dir, monkeypat
     (d,) = artifact_dirs(spec, ["mlp_out.1"])
     cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=2048, seed=3)
     first = runs.train_cached(acts, d, cfg, progress=False)
-    monkeypatch.setattr(runs, "train_topk", lambda *a, **k: pytest.fail("retrained a cached SAE"))
+    monkeypatch.setattr(runs, "train_sae", lambda *a, **k: pytest.fail("retrained a cached SAE"))
     again = runs.train_cached(acts, d, cfg, progress=False)
     assert again.path == first.path and (first.path / "sae_weights.safetensors").exists()
     torch.testing.assert_close(again.sae.W_dec, first.sae.W_dec)

@@ -111,7 +111,7 @@ def test_training_recovers_planted_features_and_logs():
     cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts6.shape[0], lr=1e-2, log_every=5, dead_tokens=2048)
     sae, log = train_topk(acts6, cfg, progress=False)
     assert log[-1]["fvu"] < 0.2 < log[0]["fvu"]
-    assert {"fvu", "l0", "dead_frac", "auxk_fvu", "tokens"} <= set(log[0])
+    assert {"fvu", "l0", "dead_frac", "aux", "tokens"} <= set(log[0])
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64), rtol=1e-4, atol=1e-4)
     cos = torch.from_numpy(feats).float() @ sae.W_dec.t().detach()
     assert cos.max(1).values.mean() > 0.9  # mean max cosine of the planted directions to the decoder

@@ -18,14 +18,14 @@ import torch
 from .activations import ActivationSpec, artifact_dirs, collect
 from .cache import cached, read_meta
 from .metrics import l0
-from .sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_topk
+from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _SAE_VERSION = 1
 
 
 @dataclass
 class TrainedSAE:
-    sae: TopKSAE
+    sae: SAEBase
     cfg: TrainConfig
     path: Path  # SAELens folder
     log: list[dict]
@@ -46,12 +46,12 @@ def train_cfg(P, seed: int) -> TrainConfig:
 def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress: bool = True,
                  metadata: dict | None = None, device: str = "cpu") -> TrainedSAE:
     """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed."""
-    fields = {"acts": acts_dir.name, "cfg": dataclasses.asdict(cfg)}
+    fields = {"acts": acts_dir.name, "cfg": cfg.key()}
 
     def compute(work: Path) -> dict:
         t0 = time.perf_counter()
         ckpt = work / "checkpoint.pt"
-        sae, log = train_topk(acts, cfg, checkpoint=ckpt, progress=progress, device=device)
+        sae, log = train_sae(acts, cfg, checkpoint=ckpt, progress=progress, device=device)
         secs = time.perf_counter() - t0
         save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(cfg)})
         (work / "training_log.json").write_text(json.dumps(log))
@@ -76,7 +76,7 @@ def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
 
 
 @torch.no_grad()
-def evaluate(sae: TopKSAE, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
+def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0."""
     x_all = torch.from_numpy(np.array(acts, dtype=np.float32))  # a writable copy of the memmap
     mean = x_all.mean(0, keepdim=True)

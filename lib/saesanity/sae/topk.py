@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..metrics import fvu
+from .base import SAEBase, StepOut
 
 
 def _bags_by_latent(idx_BK: torch.Tensor, n_lat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,36 +85,14 @@ class _SparseDecode(torch.autograd.Function):
         return grad_vals, grad_W, None
 
 
-class TopKSAE(nn.Module):
+class TopKSAE(SAEBase):
+    architecture = "topk"
+
     def __init__(self, d_in: int, d_sae: int, k: int, *, seed: int | None = None, dtype=torch.float32):
-        super().__init__()
         if not 0 < k < d_sae:
             raise ValueError(f"k={k} must satisfy 0 < k < d_sae={d_sae}")
-        self.d_in, self.d_sae, self.k = d_in, d_sae, k
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        # sparsify's initialisation: encoder ~ U(±1/sqrt(D)), decoder = unit-normalised encoder.T
-        bound = 1.0 / d_in**0.5
-        W_enc = (torch.rand(d_in, d_sae, generator=gen, dtype=dtype) * 2 - 1) * bound
-        self.W_enc = nn.Parameter(W_enc)
-        self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
-        self.W_dec = nn.Parameter(W_enc.t().contiguous())  # row-major: the sparse kernels gather rows
-        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
-        self.normalize_decoder()
-
-    @torch.no_grad()
-    def normalize_decoder(self) -> None:
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
-
-    @torch.no_grad()
-    def remove_parallel_grad(self) -> None:
-        """Project out the gradient component along each decoder row (keeps rows unit-norm to first order)."""
-        if self.W_dec.grad is not None:
-            g = self.W_dec.grad
-            g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
-
-    def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
-        """Dense pre-activations [B, F] = (x - b_dec) @ W_enc + b_enc."""
-        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+        super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
+        self.k = k
 
     def encode_sparse(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values [B, K] after ReLU, indices [B, K], dense pre-activations [B, F] without grad)."""
@@ -135,9 +115,37 @@ class TopKSAE(nn.Module):
         top = pre.topk(self.k, dim=1, sorted=False)
         return torch.zeros_like(pre).scatter_(1, top.indices, F.relu(top.values))
 
-    def decode(self, z_BF: torch.Tensor) -> torch.Tensor:
-        return z_BF @ self.W_dec + self.b_dec
-
     def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
         vals, idx, _ = self.encode_sparse(x_BD)
         return self.decode_sparse(vals, idx)
+
+    def auxk(self, x_BD, x_hat_BD, pre_BF, dead_F, k_aux: int) -> torch.Tensor:
+        """AuxK loss: FVU of the residual x − x̂ reconstructed by the `k_aux` most active dead latents."""
+        n_aux = min(k_aux, int(dead_F.sum()))
+        with torch.no_grad():
+            aux_idx = pre_BF.masked_fill(~dead_F, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
+        resid = (x_BD - x_hat_BD).detach()
+        return fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
+
+    def training_step(self, x_BD: torch.Tensor, dead_F: torch.Tensor, cfg) -> StepOut:
+        vals, idx, pre = self.encode_sparse(x_BD)
+        x_hat = self.decode_sparse(vals, idx)
+        rec = fvu(x_BD, x_hat)
+        aux = self.auxk(x_BD, x_hat, pre, dead_F, self.d_in // 2) if cfg.auxk_alpha > 0 and dead_F.any() else 0.0
+        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x_BD.device)
+        fired[idx[vals > 0]] = True
+        return StepOut(rec + cfg.auxk_alpha * aux, rec, float((vals > 0).sum(1).float().mean()), fired, aux)
+
+    def saelens_cfg(self) -> dict:
+        return {"k": self.k, "rescale_acts_by_decoder_norm": False}
+
+    @classmethod
+    def _ctor_kwargs(cls, cfg: dict) -> dict:
+        return {"k": int(cfg["k"])}
+
+    @classmethod
+    def _state_from_saelens(cls, cfg: dict, state: dict) -> dict:
+        state = dict(state)
+        if not cfg.get("apply_b_dec_to_input", True):  # x@W+b == (x-b_dec)@W + (b + b_dec@W)
+            state["b_enc"] = state["b_enc"] + state["b_dec"] @ state["W_enc"]
+        return state

@@ -1,17 +1,20 @@
-"""One training loop for SAEs on a cached activation array.
+"""One training loop for every SAE architecture on a cached activation array.
 
 The seed sets only the initialisation: the batch order is a permutation drawn from `data_seed`,
-so SAEs of different seeds see exactly the same batches in the same order.
+so SAEs of different seeds see exactly the same batches in the same order. `b_dec` starts at the
+mean of the first batch (data-dependent, the same for every seed).
 
-Loss per step = FVU(x, x̂) + auxk_alpha · FVU(e, ê), where FVU is centred on the batch mean
-(`metrics.fvu`), e = x − x̂ is the residual and ê its reconstruction from the `k_aux` = D/2 most
-active *dead* latents (AuxK, Gao et al. 2024); a latent is dead when it has not fired in the last
-`dead_tokens` training tokens. After every step the decoder rows are renormalised to unit norm
-and, before it, the gradient component parallel to each row is removed.
+Each architecture's loss is in its `training_step` (`topk.py`, `arch.py`); all use the FVU centred on
+the batch mean (`metrics.fvu`) as the reconstruction term. TopK and BatchTopK add
+auxk_alpha · FVU(e, ê): e = x − x̂ reconstructed from the `k_aux` = D/2 most active *dead* latents
+(AuxK, Gao et al. 2024); a latent is dead when it has not fired in the last `dead_tokens` training
+tokens. After every step the decoder rows are renormalised to unit norm and, before it, the
+gradient component parallel to each row is removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
-from ..metrics import fvu
+from .arch import ARCHITECTURES
+from .base import SAEBase
 from .topk import TopKSAE
 
 
@@ -38,7 +42,34 @@ class TrainConfig:
     dead_tokens: int = 500_000  # a latent not fired in this many tokens counts as dead
     warmup_steps: int = 20  # linear learning-rate warm-up
     log_every: int = 10  # steps between logged FVU / L0 / dead fraction
-    architecture: str = "topk"
+    architecture: str = "topk"  # topk | batchtopk | relu | gated | jumprelu
+    l1_coefficient: float = 1.0  # λ₁ of ReLU and Gated SAEs (scale-free, see sae.base)
+    l0_coefficient: float = 1e-3  # λ₀ of JumpReLU SAEs
+    jumprelu_init_threshold: float = 1e-3  # in units of s/√D of the first batch
+    jumprelu_bandwidth: float = 1e-3  # ε of the straight-through estimator, same units
+
+    def key(self) -> dict:
+        """The fields that define this SAE: the ones its architecture uses (the cache key)."""
+        unused = {"topk": ARCH_ONLY_FIELDS, "batchtopk": ARCH_ONLY_FIELDS,
+                  "relu": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
+                  "gated": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
+                  "jumprelu": ARCH_ONLY_FIELDS - {"l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
+                  | {"k", "auxk_alpha", "dead_tokens"}}[self.architecture]
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+
+
+ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
+
+
+def make_sae(cfg: TrainConfig, d_in: int) -> SAEBase:
+    if cfg.architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {cfg.architecture!r}; valid: {list(ARCHITECTURES)}")
+    cls = ARCHITECTURES[cfg.architecture]
+    if issubclass(cls, TopKSAE):
+        if not 0 < cfg.k < cfg.d_sae:
+            raise ValueError(f"k={cfg.k} must satisfy 0 < k < d_sae={cfg.d_sae}")
+        return cls(d_in, cfg.d_sae, cfg.k, seed=cfg.seed)
+    return cls(d_in, cfg.d_sae, seed=cfg.seed)
 
 
 def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
@@ -52,21 +83,20 @@ def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
     return np.sort(perm.reshape(n_steps, cfg.batch_size), axis=1)
 
 
-def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
-               on_batch: Callable[[int, torch.Tensor], None] | None = None,
-               device: str = "cpu") -> tuple[TopKSAE, list[dict]]:
-    """Train a TopK SAE on `acts` [N, D]; returns the SAE (on the CPU) and its log (one dict per `log_every` steps).
+def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
+              on_batch: Callable[[int, torch.Tensor], None] | None = None,
+              device: str = "cpu") -> tuple[SAEBase, list[dict]]:
+    """Train an SAE on `acts` [N, D]; returns the SAE (on the CPU) and its log (one dict per `log_every` steps).
 
     With `checkpoint` set, state is saved there every 60 s and a run finding it resumes from it.
     Initialisation is drawn on the CPU, so a seed gives the same starting SAE on every device.
     """
-    if cfg.architecture != "topk":
-        raise ValueError(f"architecture {cfg.architecture!r} is not implemented yet; valid: ['topk']")
     n_rows, d_in = acts.shape
-    if not 0 < cfg.k < cfg.d_sae:
-        raise ValueError(f"k={cfg.k} must satisfy 0 < k < d_sae={cfg.d_sae}")
+    sae = make_sae(cfg, d_in)
     order = batch_order(n_rows, cfg)
-    sae = TopKSAE(d_in, cfg.d_sae, cfg.k, seed=cfg.seed).to(device)
+    if hasattr(sae, "init_from_data"):
+        sae.init_from_data(torch.from_numpy(np.asarray(acts[order[0]], dtype=np.float32)), cfg)
+    sae = sae.to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     last_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)  # tokens since each latent last fired
     log: list[dict] = []
@@ -79,7 +109,6 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
     elif n_rows:
         with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
             sae.b_dec.copy_(torch.from_numpy(np.asarray(acts[order[0]])).mean(0).to(device))
-    k_aux = d_in // 2
     t_save = time.perf_counter()
     bar = tqdm(range(start, len(order)), total=len(order), initial=start, disable=not progress,
                desc=f"SAE seed {cfg.seed}", unit="step")
@@ -93,34 +122,20 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
         x = x.to(device, non_blocking=True)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        vals, idx, pre = sae.encode_sparse(x)
-        x_hat = sae.decode_sparse(vals, idx)
-        loss_main = fvu(x, x_hat)
-        loss = loss_main
         dead = last_fired >= cfg.dead_tokens
-        aux = torch.zeros((), device=device)
-        if cfg.auxk_alpha > 0 and dead.any():
-            n_aux = min(k_aux, int(dead.sum()))
-            with torch.no_grad():
-                aux_idx = pre.masked_fill(~dead, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
-            aux_vals = sae.select(x, pre, aux_idx)
-            resid = (x - x_hat).detach()
-            aux = fvu(resid, sae.decode_sparse(aux_vals, aux_idx, with_bias=False))
-            loss = loss + cfg.auxk_alpha * aux
+        out = sae.training_step(x, dead, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         sae.remove_parallel_grad()
         opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
-            fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=device)
-            fired[idx[vals > 0]] = True
             last_fired += x.shape[0]
-            last_fired[fired] = 0
+            last_fired[out.fired] = 0
         if step % cfg.log_every == 0 or step == len(order) - 1:
-            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": loss_main.item(),
-                   "l0": float((vals > 0).sum(1).float().mean()), "dead_frac": float(dead.float().mean()),
-                   "auxk_fvu": aux.item()}
+            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": out.fvu.item(), "l0": out.l0,
+                   "dead_frac": float(dead.float().mean()),
+                   "aux": out.aux.item() if torch.is_tensor(out.aux) else float(out.aux)}
             log.append(rec)
             bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
         if checkpoint is not None and time.perf_counter() - t_save > 60:
@@ -130,3 +145,10 @@ def train_topk(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = 
             tmp.replace(checkpoint)
             t_save = time.perf_counter()
     return sae.cpu(), log
+
+
+def train_topk(acts: np.ndarray, cfg: TrainConfig, **kw) -> tuple[SAEBase, list[dict]]:
+    """`train_sae` for a TopK config (kept for callers of the first release)."""
+    if cfg.architecture != "topk":
+        raise ValueError(f"train_topk got architecture {cfg.architecture!r}; use train_sae")
+    return train_sae(acts, cfg, **kw)

@@ -1,0 +1,205 @@
+"""SAE architectures beside TopK (`topk.py`), each with its training loss and SAELens layout.
+
+With x_c = x − b_dec, pre = x_c W_enc + b_enc, s the batch scale (`base.batch_scale`):
+
+- **BatchTopK** (Bussmann et al. 2024): in training, the B·k largest of ReLU(pre) over the whole
+  batch are kept; loss = FVU + α·AuxK. At inference, z = pre · 1[pre > θ], θ an exponential moving
+  average (decay 0.99) of the smallest kept activation per batch. Saved as SAELens `jumprelu` with
+  every threshold θ (SAELens converts BatchTopK the same way).
+- **ReLU + L1** (SAELens `standard`): z = ReLU(pre); loss = FVU + λ₁·mean_b Σ_f z_bf / s.
+- **Gated** (Rajamanoharan et al. 2024, SAELens `gated`): π = x_c W_enc + b_gate,
+  z = 1[π > 0] · ReLU(x_c (W_enc ⊙ exp(r_mag)) + b_mag); loss = FVU + λ₁·mean_b Σ ReLU(π)/s
+  + FVU(x, ReLU(π) W_dec* + b_dec*) with the decoder (*) frozen in the last term.
+- **JumpReLU** (Rajamanoharan et al. 2024b, SAELens `jumprelu`): z = pre · H(pre − θ), θ = exp(log θ)
+  per latent; loss = FVU + λ₀·mean_b Σ_f H(pre_bf − θ_f). H's gradient with respect to θ is the
+  straight-through estimate −(1/ε)·1[|pre − θ| < ε/2] (DeepMind's: no gradient to pre through H).
+  θ starts at, and ε is, `jumprelu_init_threshold` and `jumprelu_bandwidth` times s/√D of the first
+  batch (DeepMind's 0.001 on inputs normalised to s = √D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics import fvu
+from .base import SAEBase, StepOut, batch_scale
+from .topk import TopKSAE
+
+
+def _fired(z_BF: torch.Tensor) -> torch.Tensor:
+    return (z_BF != 0).any(0)
+
+
+def _l0(z_BF: torch.Tensor) -> float:
+    return float((z_BF != 0).sum(1).float().mean())
+
+
+class BatchTopKSAE(TopKSAE):
+    architecture = "jumprelu"  # its inference form
+
+    def __init__(self, d_in: int, d_sae: int, k: int, *, seed: int | None = None, dtype=torch.float32):
+        super().__init__(d_in, d_sae, k, seed=seed, dtype=dtype)
+        self.register_buffer("threshold", torch.tensor(float("nan"), dtype=dtype))
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
+        """Inference: z = pre · 1[pre > θ] (θ ≥ 0, so this is also ReLU(pre) · 1[pre > θ])."""
+        if torch.isnan(self.threshold):
+            raise ValueError("BatchTopK threshold is not set: train the SAE first (or load its jumprelu form)")
+        pre = self.pre_acts(x_BD)
+        return pre * (pre > self.threshold)
+
+    def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x_BD))
+
+    def training_step(self, x_BD, dead_F, cfg) -> StepOut:
+        pre = self.pre_acts(x_BD)
+        acts = F.relu(pre)
+        flat = acts.flatten()
+        top = flat.topk(self.k * x_BD.shape[0], sorted=False)
+        z = torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(acts)
+        x_hat = self.decode(z)
+        rec = fvu(x_BD, x_hat)
+        with torch.no_grad():
+            kept = top.values[top.values > 0]
+            if kept.numel():
+                m = kept.min()
+                self.threshold.copy_(m if torch.isnan(self.threshold) else 0.99 * self.threshold + 0.01 * m)
+        aux = 0.0
+        if cfg.auxk_alpha > 0 and dead_F.any():
+            aux = self.auxk(x_BD, x_hat, pre.detach(), dead_F, self.d_in // 2)
+        return StepOut(rec + cfg.auxk_alpha * aux, rec, _l0(z), _fired(z), aux)
+
+    def saelens_cfg(self) -> dict:
+        return {}
+
+    def saelens_state(self) -> dict:
+        st = {n: p.detach().contiguous().float() for n, p in self.named_parameters()}
+        st["threshold"] = torch.full((self.d_sae,), float(self.threshold))
+        return st
+
+
+class ReLUSAE(SAEBase):
+    architecture = "standard"
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.pre_acts(x_BD))
+
+    def training_step(self, x_BD, dead_F, cfg) -> StepOut:
+        z = self.encode(x_BD)
+        rec = fvu(x_BD, self.decode(z))
+        l1 = z.sum(1).mean() / batch_scale(x_BD)
+        return StepOut(rec + cfg.l1_coefficient * l1, rec, _l0(z), _fired(z), l1)
+
+
+class GatedSAE(SAEBase):
+    architecture = "gated"
+
+    def __init__(self, d_in: int, d_sae: int, *, seed: int | None = None, dtype=torch.float32):
+        super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
+        del self.b_enc
+        self.b_gate = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+        self.r_mag = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+        self.b_mag = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+
+    def _gate_mag(self, x_BD):
+        x_c = x_BD - self.b_dec
+        gate = x_c @ self.W_enc + self.b_gate
+        mag = x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+        return gate, mag
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
+        gate, mag = self._gate_mag(x_BD)
+        return (gate > 0).to(mag.dtype) * F.relu(mag)
+
+    def training_step(self, x_BD, dead_F, cfg) -> StepOut:
+        gate, mag = self._gate_mag(x_BD)
+        z = (gate > 0).to(mag.dtype) * F.relu(mag)
+        rec = fvu(x_BD, self.decode(z))
+        g = F.relu(gate)
+        l1 = g.sum(1).mean() / batch_scale(x_BD)
+        aux = fvu(x_BD, g @ self.W_dec.detach() + self.b_dec.detach())
+        return StepOut(rec + cfg.l1_coefficient * l1 + aux, rec, _l0(z), _fired(z), aux)
+
+
+class _StepSTE(torch.autograd.Function):
+    """H(pre − θ) forward; backward gives θ the rectangle-kernel estimate and pre nothing."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        rect = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)
+        return None, (-(1.0 / ctx.eps) * rect * g).sum(0), None
+
+
+class _JumpSTE(torch.autograd.Function):
+    """pre · H(pre − θ) forward; backward: pre gets H·g, θ gets −(θ/ε)·rect·g."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        rect = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)
+        return (pre > theta).to(g.dtype) * g, (-(theta / ctx.eps) * rect * g).sum(0), None
+
+
+class JumpReLUSAE(SAEBase):
+    architecture = "jumprelu"
+
+    def __init__(self, d_in: int, d_sae: int, *, seed: int | None = None, dtype=torch.float32):
+        super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
+        self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(1e-3), dtype=dtype))
+        self.bandwidth = 1e-3
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def init_from_data(self, x_BD: torch.Tensor, cfg) -> None:
+        unit = float(batch_scale(x_BD)) / self.d_in**0.5
+        with torch.no_grad():
+            self.log_threshold.fill_(math.log(cfg.jumprelu_init_threshold * unit))
+        self.bandwidth = cfg.jumprelu_bandwidth * unit
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_acts(x_BD)
+        return F.relu(pre) * (pre > self.threshold)
+
+    def training_step(self, x_BD, dead_F, cfg) -> StepOut:
+        pre = self.pre_acts(x_BD)
+        theta = self.threshold
+        z = _JumpSTE.apply(F.relu(pre), theta, self.bandwidth)
+        rec = fvu(x_BD, self.decode(z))
+        l0 = _StepSTE.apply(pre, theta, self.bandwidth).sum(1).mean()
+        return StepOut(rec + cfg.l0_coefficient * l0, rec, _l0(z), _fired(z), l0)
+
+    def saelens_state(self) -> dict:
+        st = {n: p.detach().contiguous().float() for n, p in self.named_parameters() if n != "log_threshold"}
+        st["threshold"] = self.threshold.detach().float()
+        return st
+
+    @classmethod
+    def _state_from_saelens(cls, cfg: dict, state: dict) -> dict:
+        st = {k: v for k, v in state.items() if k != "threshold"}
+        st["log_threshold"] = state["threshold"].clamp_min(1e-12).log()
+        return st
+
+
+ARCHITECTURES = {"topk": TopKSAE, "batchtopk": BatchTopKSAE, "relu": ReLUSAE, "gated": GatedSAE,
+                 "jumprelu": JumpReLUSAE}
+# SAELens architecture name -> our class (BatchTopK reloads as the JumpReLU it is saved as)
+FROM_SAELENS = {"topk": TopKSAE, "standard": ReLUSAE, "gated": GatedSAE, "jumprelu": JumpReLUSAE}

@@ -1,0 +1,101 @@
+"""What every SAE architecture shares: parameters in the SAELens layout, initialisation, the
+unit-norm decoder constraint, decoding, and the per-step training output.
+
+Shapes: B batch, D d_in, F d_sae. `W_enc` [D, F], `b_enc` [F], `W_dec` [F, D], `b_dec` [D].
+Every architecture keeps decoder rows at unit norm (renormalised after each step, the gradient
+component parallel to each row removed before it), subtracts `b_dec` before encoding, and is
+initialised the same way for a seed: encoder ~ U(±1/√D), decoder = unit-normalised encoderᵀ.
+
+Sparsity penalties are made scale-free with s = √(mean_b ‖x_b − x̄‖²), the batch's RMS distance
+from its mean: an L1 penalty is λ·mean_b Σ_f |z_bf| / s, so λ means the same on activations of
+any norm (and the reconstruction term is the FVU, also scale-free).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOut:
+    """One training step's outputs: `loss` to minimise, and what the loop logs and tracks."""
+
+    loss: torch.Tensor
+    fvu: torch.Tensor  # reconstruction FVU of this batch
+    l0: float  # mean active latents per token
+    fired: torch.Tensor  # [F] bool: latents active on some token of the batch
+    aux: torch.Tensor | float = 0.0  # auxiliary loss term (AuxK, gated aux, sparsity), for the log
+
+
+def batch_scale(x_BD: torch.Tensor) -> torch.Tensor:
+    """s = √(mean_b ‖x_b − x̄‖²)  (a scalar, no gradient)."""
+    return (x_BD - x_BD.mean(0, keepdim=True)).pow(2).sum(1).mean().sqrt().detach().clamp_min(1e-12)
+
+
+class SAEBase(nn.Module):
+    architecture = "base"  # SAELens architecture name written to cfg.json
+
+    def __init__(self, d_in: int, d_sae: int, *, seed: int | None = None, dtype=torch.float32):
+        super().__init__()
+        self.d_in, self.d_sae = d_in, d_sae
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1.0 / d_in**0.5
+        W_enc = (torch.rand(d_in, d_sae, generator=gen, dtype=dtype) * 2 - 1) * bound
+        self.W_enc = nn.Parameter(W_enc)
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+        self.W_dec = nn.Parameter(W_enc.t().contiguous())  # row-major: sparse kernels gather rows
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
+        self.normalize_decoder()
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Project out the gradient component along each decoder row (keeps rows unit-norm to first order)."""
+        if self.W_dec.grad is not None:
+            g = self.W_dec.grad
+            g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
+
+    def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
+        """Dense pre-activations [B, F] = (x − b_dec) @ W_enc + b_enc."""
+        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+
+    def decode(self, z_BF: torch.Tensor) -> torch.Tensor:
+        return z_BF @ self.W_dec + self.b_dec
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:  # pragma: no cover - each architecture defines it
+        raise NotImplementedError
+
+    def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x_BD))
+
+    # SAELens layout ---------------------------------------------------------------
+    def saelens_cfg(self) -> dict:
+        """Architecture-specific cfg.json fields (beyond d_in, d_sae, dtype, device…)."""
+        return {}
+
+    def saelens_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().contiguous().float() for n, p in self.named_parameters()}
+
+    @classmethod
+    def from_saelens(cls, cfg: dict, state: dict[str, torch.Tensor]) -> "SAEBase":
+        d_in, d_sae = state["W_enc"].shape
+        sae = cls(d_in, d_sae, **cls._ctor_kwargs(cfg))
+        own = dict(sae.named_parameters())
+        with torch.no_grad():
+            for name, value in cls._state_from_saelens(cfg, state).items():
+                own[name].copy_(value)  # a loaded decoder is kept as stored, not renormalised
+        return sae
+
+    @classmethod
+    def _ctor_kwargs(cls, cfg: dict) -> dict:
+        return {}
+
+    @classmethod
+    def _state_from_saelens(cls, cfg: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state
