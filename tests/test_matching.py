@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from saesanity.matching import Match, MatchingError, SharedRule, hungarian, match, shared, standard_rules, summarize
+from saesanity.matching import (Match, MatchingError, SharedRule, exactly_m_of_n, found_in, hungarian, match, match_pair,
+                                only_in_base_curve, pairwise_shared, shared, standard_rules, summarize)
 from saesanity.sae import TopKSAE
 
 
@@ -60,3 +61,44 @@ def test_different_d_model_rejected():
 def test_max_with_agreement_rejected():
     with pytest.raises(MatchingError, match="require_agreement"):
         SharedRule(method="max", require_agreement=True)
+
+
+def test_match_pair_reverse_is_consistent():
+    a, b = TopKSAE(16, 40, 4, seed=1), TopKSAE(16, 40, 4, seed=2)
+    ab, ba = match_pair(a, b)
+    direct = match(b, a)
+    assert np.array_equal(ab.dec_partner[ba.dec_partner], np.arange(40))
+    np.testing.assert_allclose(ba.dec_max, direct.dec_max, rtol=1e-6)
+    np.testing.assert_allclose(np.sort(ba.dec_cos), np.sort(ab.dec_cos), rtol=1e-6)
+
+
+def _hand_masks():
+    """3 SAEs x 4 latents; base 0's latent 0 is everywhere, latent 1 in SAE 1 only, 2 and 3 nowhere."""
+    m = np.ones((3, 3, 4), dtype=bool)
+    m[0, 1] = [True, True, False, False]
+    m[0, 2] = [True, False, False, False]
+    m[1, 0] = m[1, 2] = m[2, 0] = m[2, 1] = [True, True, True, False]
+    return m
+
+
+def test_found_in_and_exactly_m_of_n():
+    m = _hand_masks()
+    assert found_in(m, 0).tolist() == [3, 2, 1, 1]
+    assert found_in(m, 0, [0, 2]).tolist() == [2, 1, 1, 1]
+    np.testing.assert_allclose(exactly_m_of_n(m, 0), [0.5, 0.25, 0.25])
+
+
+def test_only_in_base_curve_by_enumeration():
+    curve = only_in_base_curve(_hand_masks())
+    # N=2: pairs (0,1),(0,2),(1,2) with each base: base0 vs1 -> 2/4, base0 vs2 -> 3/4; base1/2 vs others -> 1/4
+    vals = sorted([0.5, 0.75, 0.25, 0.25, 0.25, 0.25])
+    assert curve[2]["n_draws"] == 6 and sorted(curve[2]["values"]) == pytest.approx(vals)
+    assert curve[3]["mean"] == pytest.approx(np.mean([0.5, 0.25, 0.25]))
+
+
+def test_pairwise_shared_on_shuffled_copies():
+    base = TopKSAE(16, 32, 4, seed=0)
+    copies = [base] + [_shuffled_copy(base, np.random.default_rng(s).permutation(32)) for s in (1, 2)]
+    masks = pairwise_shared(copies)
+    assert masks.all()
+    assert only_in_base_curve(masks)[3]["mean"] == 0.0

@@ -69,22 +69,32 @@ class Match:
         return (self.dec_partner == self.enc_partner) & (self.dec_partner >= 0)
 
 
-def match(sae_a, sae_b) -> Match:
-    """Hungarian and max-cosine matchings of `sae_a`'s latents to `sae_b`'s, on encoder and decoder."""
+def match_pair(sae_a, sae_b) -> tuple[Match, Match]:
+    """Matchings A→B and B→A from one Hungarian solve per direction type (the bijection is symmetric)."""
     enc_a, dec_a = directions(sae_a)
     enc_b, dec_b = directions(sae_b)
     if dec_a.shape[1] != dec_b.shape[1]:
         raise MatchingError(f"cannot match SAEs of different d_model: {dec_a.shape[1]} vs {dec_b.shape[1]}")
-    out = {}
+    ab, ba = {}, {}
     for name, A, B in (("dec", dec_a, dec_b), ("enc", enc_a, enc_b)):
         C = cosine_matrix(A, B)
         partner = hungarian(C)
         rows = np.arange(C.shape[0])
-        out[f"{name}_partner"] = partner
-        out[f"{name}_cos"] = np.where(partner >= 0, C[rows, np.maximum(partner, 0)], np.nan)
-        out[f"{name}_max"] = C.max(1)
+        matched = np.where(partner >= 0, C[rows, np.maximum(partner, 0)], np.nan)
+        back = np.full(C.shape[1], -1, dtype=np.int64)
+        back_cos = np.full(C.shape[1], np.nan)
+        has = partner >= 0
+        back[partner[has]] = rows[has]
+        back_cos[partner[has]] = matched[has]
+        ab.update({f"{name}_partner": partner, f"{name}_cos": matched, f"{name}_max": C.max(1)})
+        ba.update({f"{name}_partner": back, f"{name}_cos": back_cos, f"{name}_max": C.max(0)})
         del C
-    return Match(**out)
+    return Match(**ab), Match(**ba)
+
+
+def match(sae_a, sae_b) -> Match:
+    """Hungarian and max-cosine matchings of `sae_a`'s latents to `sae_b`'s, on encoder and decoder."""
+    return match_pair(sae_a, sae_b)[0]
 
 
 @dataclass(frozen=True)
@@ -155,4 +165,62 @@ def summarize(m: Match, threshold: float = 0.7) -> dict[str, float]:
         mean_max_enc_cos=float(m.enc_max.mean()),
         n_latents=int(m.dec_cos.size),
     )
+    return out
+
+
+# ---------------------------------------------------------------- several seeds
+
+def pairwise_shared(saes: list, rule: SharedRule = PAPER_RULE, progress: bool = False) -> np.ndarray:
+    """[n, n, F] bool: masks[i, j, f] — latent f of SAE i is shared with SAE j (masks[i, i] all True)."""
+    from tqdm.std import tqdm
+
+    n, F = len(saes), saes[0].W_dec.shape[0]
+    if any(s.W_dec.shape[0] != F for s in saes):
+        raise MatchingError(f"multi-seed analysis needs SAEs of one size; got {[s.W_dec.shape[0] for s in saes]}")
+    masks = np.ones((n, n, F), dtype=bool)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    for i, j in tqdm(pairs, desc="Hungarian matchings", disable=not progress):
+        m_ij, m_ji = match_pair(saes[i], saes[j])
+        masks[i, j], masks[j, i] = shared(m_ij, rule), shared(m_ji, rule)
+    return masks
+
+
+def found_in(masks: np.ndarray, base: int, members: list[int] | None = None) -> np.ndarray:
+    """[F] int: in how many SAEs of `members` (the base included) each base latent is found (1 = only base)."""
+    members = list(range(masks.shape[0])) if members is None else list(members)
+    if base not in members:
+        raise MatchingError(f"base {base} is not among members {members}")
+    others = [j for j in members if j != base]
+    return 1 + masks[base, others].sum(0) if others else np.ones(masks.shape[2], dtype=int)
+
+
+def exactly_m_of_n(masks: np.ndarray, base: int) -> np.ndarray:
+    """[n] fractions: entry m-1 is the share of the base's latents found in exactly m of the n SAEs."""
+    n = masks.shape[0]
+    return np.bincount(found_in(masks, base), minlength=n + 1)[1:] / masks.shape[2]
+
+
+def only_in_base_curve(masks: np.ndarray, max_draws: int = 2000, seed: int = 0) -> dict[int, dict]:
+    """For N = 2…n: the fraction of a base SAE's latents found in no other SAE of an N-subset.
+
+    Every (subset, base) pair is enumerated when there are at most `max_draws` of them for that N
+    (as the paper does for 9 seeds: C(9,N)·N); otherwise `max_draws` random subsets with random
+    bases are drawn. Returns {N: {"mean", "sd", "n_draws", "values"}}.
+    """
+    import itertools
+    import math
+
+    n = masks.shape[0]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for N in range(2, n + 1):
+        if math.comb(n, N) * N <= max_draws:
+            draws = [(sub, b) for sub in itertools.combinations(range(n), N) for b in sub]
+        else:
+            draws = []
+            for _ in range(max_draws):
+                sub = tuple(sorted(rng.choice(n, N, replace=False)))
+                draws.append((sub, sub[rng.integers(N)]))
+        vals = np.array([(found_in(masks, b, sub) == 1).mean() for sub, b in draws])
+        out[N] = {"mean": float(vals.mean()), "sd": float(vals.std()), "n_draws": len(draws), "values": vals}
     return out

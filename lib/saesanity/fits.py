@@ -1,0 +1,121 @@
+"""Curve fits of the "only in the base SAE" fraction y against the number of SAEs N.
+
+Models (Paulo & Belrose 2025, Fig. A1):
+- `power_offset`: y = a·N^b + c   (a power law with an offset: c > 0 means some latents stay unique)
+- `power`:        y = a·N^b
+- `exp_offset`:   y = a·exp(−b·N) + c
+
+Each fit is least squares by `scipy.optimize.curve_fit`, optionally weighted by σ (the spread of y
+at each N). Standard errors are the square roots of the diagonal of the returned covariance.
+Goodness of fit, with n points, k parameters and RSS the (weighted) residual sum of squares:
+
+    AIC = n·ln(RSS/n) + 2k        BIC = n·ln(RSS/n) + k·ln(n)
+
+The preferred model is the one with the lowest AIC (BIC is reported beside it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import curve_fit
+
+
+def power_offset(N, a, b, c):
+    return a * np.power(N, b) + c
+
+
+def power(N, a, b):
+    return a * np.power(N, b)
+
+
+def exp_offset(N, a, b, c):
+    return a * np.exp(-b * N) + c
+
+
+MODELS: dict[str, tuple[Callable, list[str], Callable]] = {
+    # name: (function, parameter names, initial guess from data)
+    "power_offset": (power_offset, ["a", "b", "c"], lambda N, y: [y[0] - y[-1], -1.0, max(y[-1] * 0.9, 1e-3)]),
+    "power": (power, ["a", "b"], lambda N, y: [y[0] * N[0], -0.5]),
+    "exp_offset": (exp_offset, ["a", "b", "c"], lambda N, y: [(y[0] - y[-1]) * np.exp(N[0] * 0.5), 0.5, y[-1]]),
+}
+
+
+class FitError(ValueError):
+    pass
+
+
+@dataclass
+class Fit:
+    model: str
+    params: dict[str, float]
+    stderr: dict[str, float]
+    residuals: list[float]
+    rss: float
+    aic: float
+    bic: float
+    n_points: int
+    converged: bool = True
+    message: str = ""
+    curve: Callable = field(repr=False, default=None)
+
+    def predict(self, N) -> np.ndarray:
+        return self.curve(np.asarray(N, dtype=float), *self.params.values())
+
+
+def fit_model(name: str, N, y, sigma=None) -> Fit:
+    """Fit one model; a fit that does not converge is returned with `converged=False` and NaNs."""
+    if name not in MODELS:
+        raise FitError(f"unknown model {name!r}; valid: {list(MODELS)}")
+    fn, names, guess = MODELS[name]
+    N, y = np.asarray(N, dtype=float), np.asarray(y, dtype=float)
+    if N.shape != y.shape or N.ndim != 1:
+        raise FitError(f"N and y must be 1-D of one length, got {N.shape} and {y.shape}")
+    if len(N) <= len(names):
+        raise FitError(f"{name} has {len(names)} parameters; needs more than {len(names)} points, got {len(N)}")
+    w = None if sigma is None else np.maximum(np.asarray(sigma, dtype=float), 1e-12)
+    try:
+        p, cov = curve_fit(fn, N, y, p0=guess(N, y), sigma=w, absolute_sigma=False, maxfev=20000)
+    except RuntimeError as err:
+        nan = {k: float("nan") for k in names}
+        return Fit(name, nan, nan, [float("nan")] * len(N), float("nan"), float("nan"), float("nan"), len(N),
+                   converged=False, message=str(err), curve=fn)
+    resid = y - fn(N, *p)
+    r = resid / w if w is not None else resid
+    rss = float(np.sum(r**2))
+    n, k = len(N), len(names)
+    rss_n = max(rss / n, 1e-300)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(k, np.nan)
+    return Fit(name, dict(zip(names, map(float, p))), dict(zip(names, map(float, se))), list(map(float, resid)), rss,
+               aic=float(n * np.log(rss_n) + 2 * k), bic=float(n * np.log(rss_n) + k * np.log(n)), n_points=n,
+               curve=fn)
+
+
+def fit_all(N, y, sigma=None) -> dict[str, Fit]:
+    return {name: fit_model(name, N, y, sigma) for name in MODELS}
+
+
+def preferred(fits: dict[str, Fit]) -> str:
+    """Name of the converged model with the lowest AIC."""
+    ok = {k: f for k, f in fits.items() if f.converged and np.isfinite(f.aic)}
+    if not ok:
+        raise FitError("no model converged")
+    return min(ok, key=lambda k: ok[k].aic)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: int = 200, seed: int = 0,
+              level: float = 0.95) -> dict[str, float]:
+    """Percentile bootstrap over items (e.g. seeds): resample `n_items` indices with replacement.
+
+    `statistic(indices)` computes the quantity on a resample; returns mean, sd and the `level` interval.
+    Resamples where the statistic is undefined (NaN) are dropped and counted.
+    """
+    rng = np.random.default_rng(seed)
+    vals = np.array([statistic(rng.integers(0, n_items, n_items)) for _ in range(n_boot)], dtype=float)
+    good = vals[np.isfinite(vals)]
+    lo, hi = np.quantile(good, [(1 - level) / 2, 1 - (1 - level) / 2]) if good.size else (np.nan, np.nan)
+    return {"mean": float(np.mean(good)) if good.size else float("nan"), "sd": float(np.std(good)) if good.size else
+            float("nan"), "lo": float(lo), "hi": float(hi), "level": level, "n_boot": n_boot,
+            "n_undefined": int(vals.size - good.size)}

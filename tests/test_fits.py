@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from saesanity import fits
+
+
+@pytest.mark.parametrize("name,true", [("power_offset", (0.5, -1.2, 0.3)), ("power", (0.6, -0.4)),
+                                       ("exp_offset", (0.8, 0.7, 0.25))])
+def test_recovers_known_parameters(name, true):
+    N = np.arange(2, 20, dtype=float)
+    fn = fits.MODELS[name][0]
+    y = fn(N, *true) + np.random.default_rng(0).normal(0, 1e-4, N.size)
+    f = fits.fit_model(name, N, y)
+    assert f.converged
+    np.testing.assert_allclose(list(f.params.values()), true, rtol=0.02, atol=2e-3)
+    assert all(np.isfinite(list(f.stderr.values()))) and len(f.residuals) == N.size
+
+
+def test_preferred_model_is_the_generating_one():
+    N = np.arange(2, 15, dtype=float)
+    y = fits.power_offset(N, 0.5, -1.0, 0.3) + np.random.default_rng(1).normal(0, 2e-4, N.size)
+    all_fits = fits.fit_all(N, y)
+    assert fits.preferred(all_fits) in ("power_offset",)
+    assert all_fits["power_offset"].aic < all_fits["power"].aic
+
+
+def test_aic_bic_hand_computation():
+    N = np.array([2.0, 3, 4, 5, 6])
+    y = fits.power(N, 1.0, -1.0) + np.array([0.01, -0.01, 0.0, 0.005, -0.005])
+    f = fits.fit_model("power", N, y)
+    rss = sum(r * r for r in f.residuals)
+    assert f.rss == pytest.approx(rss)
+    assert f.aic == pytest.approx(5 * np.log(rss / 5) + 4)
+    assert f.bic == pytest.approx(5 * np.log(rss / 5) + 2 * np.log(5))
+
+
+def test_bad_inputs():
+    with pytest.raises(fits.FitError, match="needs more than 3 points"):
+        fits.fit_model("power_offset", [2, 3, 4], [0.5, 0.4, 0.3])
+    with pytest.raises(fits.FitError, match="unknown model 'linear'"):
+        fits.fit_model("linear", [1, 2], [1, 2])
+
+
+def test_bootstrap_interval_covers_the_mean():
+    x = np.random.default_rng(0).normal(3.0, 1.0, 40)
+    b = fits.bootstrap(lambda idx: x[idx].mean(), n_items=40, n_boot=300)
+    assert b["lo"] < x.mean() < b["hi"] and b["sd"] == pytest.approx(1 / np.sqrt(40), rel=0.3)
