@@ -45,3 +45,14 @@ def test_bootstrap_interval_covers_the_mean():
     x = np.random.default_rng(0).normal(3.0, 1.0, 40)
     b = fits.bootstrap(lambda idx: x[idx].mean(), n_items=40, n_boot=300)
     assert b["lo"] < x.mean() < b["hi"] and b["sd"] == pytest.approx(1 / np.sqrt(40), rel=0.3)
+
+
+def test_curve_weighted_by_bases_and_bootstrap():
+    curve = {2: {"values": np.array([0.6, 0.4, 0.5]), "bases": np.array([0, 1, 2])},
+             3: {"values": np.array([0.3, 0.5]), "bases": np.array([0, 1])}}
+    N, mean = fits.curve_weighted_by_bases(curve, np.array([1.0, 1.0, 1.0]))
+    np.testing.assert_allclose(mean, [0.5, 0.4])
+    N, mean = fits.curve_weighted_by_bases(curve, np.array([2.0, 0.0, 1.0]))
+    np.testing.assert_allclose(mean, [(1.2 + 0.5) / 3, 0.3])
+    b = fits.bootstrap_over_bases(curve, 3, lambda N, m: m[0], n_boot=50)
+    assert 0.4 <= b["lo"] <= b["hi"] <= 0.6

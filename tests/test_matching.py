@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from saesanity.matching import (Match, MatchingError, SharedRule, exactly_m_of_n, found_in, hungarian, match, match_pair,
-                                only_in_base_curve, pairwise_shared, shared, standard_rules, summarize)
+                                masks_from_pairs, only_in_base_curve, pairwise_shared, shared, standard_rules,
+                                summarize)
 from saesanity.sae import TopKSAE
 
 
@@ -102,3 +103,13 @@ def test_pairwise_shared_on_shuffled_copies():
     masks = pairwise_shared(copies)
     assert masks.all()
     assert only_in_base_curve(masks)[3]["mean"] == 0.0
+
+
+def test_masks_from_pairs_equals_pairwise_shared():
+    saes = [TopKSAE(8, 24, 3, seed=s) for s in range(3)]
+    pairs = {}
+    for i in range(3):
+        for j in range(i + 1, 3):
+            pairs[i, j], pairs[j, i] = match_pair(saes[i], saes[j])
+    rule = SharedRule(0.3, require_agreement=False)
+    np.testing.assert_array_equal(masks_from_pairs(pairs, 3, rule), pairwise_shared(saes, rule))

@@ -39,3 +39,10 @@ def test_fvu_shape_error():
 def test_l0():
     z = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 3.0]])
     assert l0(z).item() == pytest.approx(1.5)
+
+
+def test_firing_frequency():
+    from saesanity.metrics import firing_frequency
+
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 3.0], [0.0, 0.5, 0.1], [0.0, 0.0, 7.0]])
+    assert firing_frequency(z).tolist() == [0.0, 0.5, 1.0]

@@ -15,6 +15,20 @@ REQUIRED = {
     "paulo_fig1_matched_cosines": ["compared.shared_frac_paper.ours", "compared.shared_frac_paper.paper",
                                    "compared.agree_frac.ours", "compared.mean_matched_dec_cos.ours",
                                    "compared.mean_matched_enc_cos.ours", "heldout", "scale", "setup"],
+    "paulo_fig2_similarity_vs_frequency": ["n_seeds", "found_in_exactly_m", "compared.only_in_base_frac.ours",
+                                           "compared.in_all_frac.ours", "spearman_logfreq_vs_similarity",
+                                           "mean_similarity_by_count", "scale"],
+    "paulo_figA1_power_law_offset": ["curve", "fits.power_offset.params.c", "fits.power.aic", "fits.exp_offset.bic",
+                                     "preferred_fit", "offset_c.estimate", "offset_c.bootstrap.lo", "n_seeds"],
+    "paulo_figA2_threshold_rules": ["compared.mean_alignment_agree.ours", "compared.mean_alignment_disagree.paper",
+                                    "compared.shared_frac_paper_rule_at_0.7.ours", "max_minus_hungarian_at_0.7",
+                                    "shared_frac_at_thresholds"],
+    "paulo_fig5_overlap_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens", "paper.d_sae",
+                                            "spearman_shared_vs_axis", "paper_trend"],
+    "paulo_figA4_mean_cosines_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens",
+                                                  "max_at_least_matched_everywhere"],
+    "paulo_figA3_hungarian_vs_max": ["frac_matched_to_nearest_neighbour", "frac_nearest_neighbour_among_agreeing",
+                                     "mean_max_minus_matched_dec_cos", "scale"],
 }
 
 
@@ -43,3 +57,8 @@ def test_notebook_smoke(stem, iso_cache, tmp_path):
     for key in REQUIRED.get(stem, []):
         _get(doc, key)
     assert stem in REQUIRED, f"list the JSON keys {stem} must provide in REQUIRED"
+    from saesanity import report
+
+    section = report.SECTIONS[stem](doc)  # the README section renders from this JSON
+    assert f"figures/{stem}.png" in section and "smoke" in section
+

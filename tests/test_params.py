@@ -74,3 +74,15 @@ def test_cli_writes_flat_profile():
     flat = yaml.safe_load(out)
     assert flat["profile"] == "smoke" and flat["model"] == "smollm2-tiny-random"
     assert set(flat) == set(params.profile_values("paulo_fig1_matched_cosines", "default"))
+
+
+@pytest.mark.parametrize("profile", params.PROFILES)
+def test_seed_family_shares_fig1_activations_and_sae_config(profile):
+    """Fig. 2, A1, A2, A3 must name the same activations and SAE settings as Fig. 1 so they reuse its SAEs."""
+    shared_keys = ["model", "variant", "corpus", "hookpoint", "n_tokens", "seq_len", "data_seed", "d_sae", "k",
+                   "batch_size", "lr", "auxk_alpha", "n_eval_tokens"]
+    ref = params.profile_values("paulo_fig1_matched_cosines", profile)
+    for stem in params.SEED_FAMILY:
+        vals = params.profile_values(stem, profile)
+        assert {k: vals[k] for k in shared_keys} == {k: ref[k] for k in shared_keys}, stem
+        assert vals["seeds"][:2] == ref["seeds"][:2], stem

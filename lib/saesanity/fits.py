@@ -119,3 +119,24 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: in
     return {"mean": float(np.mean(good)) if good.size else float("nan"), "sd": float(np.std(good)) if good.size else
             float("nan"), "lo": float(lo), "hi": float(hi), "level": level, "n_boot": n_boot,
             "n_undefined": int(vals.size - good.size)}
+
+
+def curve_weighted_by_bases(curve: dict[int, dict], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, mean) of an only-in-base curve with each draw weighted by `weights[its base seed]`."""
+    Ns, means = [], []
+    for N, c in sorted(curve.items()):
+        w = weights[c["bases"]]
+        Ns.append(N)
+        means.append(float(np.sum(w * c["values"]) / np.sum(w)) if np.sum(w) > 0 else float("nan"))
+    return np.array(Ns, dtype=float), np.array(means)
+
+
+def bootstrap_over_bases(curve: dict[int, dict], n_seeds: int, statistic: Callable[[np.ndarray, np.ndarray], float],
+                         n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Bootstrap over seeds as bases: resample the n seeds with replacement, re-weight every (subset, base)
+    draw by how often its base was drawn, and recompute `statistic(N, mean)` on the re-weighted curve."""
+    def stat(idx: np.ndarray) -> float:
+        N, mean = curve_weighted_by_bases(curve, np.bincount(idx, minlength=n_seeds).astype(float))
+        return statistic(N, mean)
+
+    return bootstrap(stat, n_seeds, n_boot=n_boot, seed=seed)

@@ -205,7 +205,7 @@ def only_in_base_curve(masks: np.ndarray, max_draws: int = 2000, seed: int = 0) 
 
     Every (subset, base) pair is enumerated when there are at most `max_draws` of them for that N
     (as the paper does for 9 seeds: C(9,N)·N); otherwise `max_draws` random subsets with random
-    bases are drawn. Returns {N: {"mean", "sd", "n_draws", "values"}}.
+    bases are drawn. Returns {N: {"mean", "sd", "n_draws", "values", "bases"}}.
     """
     import itertools
     import math
@@ -222,5 +222,15 @@ def only_in_base_curve(masks: np.ndarray, max_draws: int = 2000, seed: int = 0) 
                 sub = tuple(sorted(rng.choice(n, N, replace=False)))
                 draws.append((sub, sub[rng.integers(N)]))
         vals = np.array([(found_in(masks, b, sub) == 1).mean() for sub, b in draws])
-        out[N] = {"mean": float(vals.mean()), "sd": float(vals.std()), "n_draws": len(draws), "values": vals}
+        out[N] = {"mean": float(vals.mean()), "sd": float(vals.std()), "n_draws": len(draws), "values": vals,
+                  "bases": np.array([b for _, b in draws])}
     return out
+
+
+def masks_from_pairs(pairs: dict[tuple[int, int], Match], n: int, rule: SharedRule = PAPER_RULE) -> np.ndarray:
+    """[n, n, F] shared masks (as `pairwise_shared`) from already computed ordered-pair matchings."""
+    F = next(iter(pairs.values())).dec_cos.size
+    masks = np.ones((n, n, F), dtype=bool)
+    for (i, j), m in pairs.items():
+        masks[i, j] = shared(m, rule)
+    return masks

@@ -25,3 +25,8 @@ def fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
 def l0(z_BF: torch.Tensor) -> torch.Tensor:
     """Mean number of non-zero latents per token: L0 = (1/B) Σ_b #{f : z_bf ≠ 0}."""
     return (z_BF != 0).sum(1).float().mean()
+
+
+def firing_frequency(z_BF: torch.Tensor) -> torch.Tensor:
+    """[F] fraction of tokens on which each latent is active: (1/B) Σ_b 1[z_bf ≠ 0]."""
+    return (z_BF != 0).float().mean(0)

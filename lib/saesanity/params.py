@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ class ParamsError(ValueError):
 
 
 @dataclass(frozen=True)
-class SeedPairParams:
-    """Parameters of `paulo_fig1_matched_cosines`: two TopK SAEs differing only in seed."""
+class SeedRunParams:
+    """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
 
     profile: str  # which profile these values came from: smoke | default | paper
     model: str  # model spec: `smollm2-135m`, `smollm2-tiny-random`, an HF name `org/name@revision`, or a local folder
@@ -47,7 +47,7 @@ class SeedPairParams:
     batch_size: int  # tokens per SAE optimisation step
     lr: float  # Adam learning rate
     auxk_alpha: float  # weight of the AuxK loss on dead latents (0 disables it)
-    seeds: list[int]  # SAE initialisation seeds; the first two are compared
+    seeds: list[int]  # SAE initialisation seeds (all see the same batches); pair figures compare the first two
     threshold: float  # cosine threshold of the shared-latent rule
     n_eval_tokens: int  # held-out tokens for FVU / L0 of the trained SAEs
     device: str  # cpu | cuda
@@ -63,9 +63,63 @@ class SeedPairParams:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
 
 
+SeedPairParams = SeedRunParams  # the name of the first release
+
+
+@dataclass(frozen=True)
+class PowerLawParams(SeedRunParams):
+    """Fig. A1: only-in-base fraction vs number of SAEs, with fits and a bootstrap over base seeds."""
+
+    n_boot: int  # bootstrap resamples of the base seeds for the fit's offset c
+    max_draws: int  # (subset, base) pairs per N; all of them are used when there are fewer
+
+    def check(self) -> None:
+        super().check()
+        if len(self.seeds) < 5:
+            raise ParamsError(f"seeds={self.seeds}: a 3-parameter fit over N = 2…n needs n >= 5 seeds")
+
+
+@dataclass(frozen=True)
+class ThresholdSweepParams(SeedRunParams):
+    """Fig. A2: shared fraction vs cosine threshold under each rule."""
+
+    thresholds: list[float]  # thresholds to sweep
+
+    def check(self) -> None:
+        super().check()
+        if not self.thresholds or any(not 0 <= t <= 1 for t in self.thresholds):
+            raise ParamsError(f"thresholds={self.thresholds}: need a non-empty list of values in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SweepParams(SeedRunParams):
+    """Fig. 5 / A4: pairs of seeds swept over dictionary size, k and training tokens (one axis at a time)."""
+
+    sizes: list[int]  # d_sae values (k and tokens at their base values)
+    ks: list[int]  # k values (d_sae and tokens at their base values)
+    train_tokens: list[int]  # training tokens, each <= n_tokens (d_sae and k at their base values)
+
+    def check(self) -> None:
+        super().check()
+        bad = [k for k in self.ks for s in [self.d_sae] if not 0 < k < s] + [s for s in self.sizes if s <= self.k]
+        if bad:
+            raise ParamsError(f"sweep values {bad} violate 0 < k < d_sae (base d_sae={self.d_sae}, k={self.k})")
+        over = [t for t in self.train_tokens if t > self.n_tokens or t < self.batch_size]
+        if over:
+            raise ParamsError(f"train_tokens {over} must lie in [batch_size={self.batch_size}, n_tokens={self.n_tokens}]")
+
+
 REGISTRY: dict[str, type] = {
-    "paulo_fig1_matched_cosines": SeedPairParams,
+    "paulo_fig1_matched_cosines": SeedRunParams,
+    "paulo_fig2_similarity_vs_frequency": SeedRunParams,
+    "paulo_figA1_power_law_offset": PowerLawParams,
+    "paulo_figA2_threshold_rules": ThresholdSweepParams,
+    "paulo_figA3_hungarian_vs_max": SeedRunParams,
+    "paulo_fig5_overlap_vs_size_k_tokens": SweepParams,
+    "paulo_figA4_mean_cosines_vs_size_k_tokens": SweepParams,
 }
+# notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs)
+SEED_FAMILY = [stem for stem, cls in REGISTRY.items() if issubclass(cls, SeedRunParams)]
 
 
 def params_class(stem: str) -> type:

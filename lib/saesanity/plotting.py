@@ -57,8 +57,8 @@ def setup_label(profile: str) -> str:
 def stamp(fig, profile: str, scale: str = "") -> None:
     """Write the not-the-paper stamp (if any) and the run's scale along the bottom of `fig`."""
     text = stamp_text(profile)
-    if text:
-        fig.text(0.99, 0.005, text, ha="right", va="bottom", fontsize=8, color="#b22222", style="italic")
+    if text:  # its own line, above the scale line, so long scale lines never run into it
+        fig.text(0.99, 0.035, text, ha="right", va="bottom", fontsize=8, color="#b22222", style="italic")
     if scale:
         fig.text(0.01, 0.005, scale, ha="left", va="bottom", fontsize=7, color="#444444")
 
@@ -68,7 +68,7 @@ def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None 
     out = Path(out_dir or figures_dir())
     out.mkdir(parents=True, exist_ok=True)
     stamp(fig, profile, scale)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})

@@ -23,6 +23,11 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def _f(x: float | None, spec: str) -> str:
+    """Format a JSON number; NaN/inf were written as null and show as a dash."""
+    return "—" if x is None else format(x, spec)
+
+
 def fig1_section(doc: dict) -> str:
     c = doc["compared"]
     rows = [
@@ -68,7 +73,127 @@ def fig1_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"paulo_fig1_matched_cosines": fig1_section}
+def _verdict(ok: bool) -> str:
+    return "**reproduced**" if ok else "**not reproduced**"
+
+
+def _setup(doc: dict) -> str:
+    return f"Setup: **{doc['setup']}** — {doc['scale']}."
+
+
+def fig2_section(doc: dict) -> str:
+    c, n = doc["compared"], doc["n_seeds"]
+    sims = [v for _, v in sorted(doc["mean_similarity_by_count"].items(), key=lambda kv: int(kv[0])) if v is not None]
+    rising = all(b >= a for a, b in zip(sims, sims[1:])) and len(sims) > 1
+    found = ", ".join(f"{m} of {n}: {_pct(f)}" for m, f in doc["found_in_exactly_m"].items())
+    return "\n".join([
+        "### Paulo & Belrose Fig. 2 — similarity vs firing frequency, by how many seeds share a latent", "",
+        f"![Fig 2](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        "| quantity | ours | paper |", "|---|---|---|",
+        f"| base latents in no other of the {n} SAEs | {_pct(c['only_in_base_frac']['ours'])} | "
+        f"{_pct(c['only_in_base_frac']['paper'])} (its Fig. A1 at N={n}) |",
+        f"| base latents in all {n} SAEs | {_pct(c['in_all_frac']['ours'])} | "
+        f"{_pct(c['in_all_frac']['paper']) if c['in_all_frac']['paper'] is not None else '17.2% of 9 (n differs)'} |",
+        "", f"Found in exactly m of the {n} SAEs: {found}. Spearman correlation of log firing frequency with "
+        f"similarity: {doc['spearman_logfreq_vs_similarity']:.2f}.", "",
+        f"- Latents shared by more seeds are more similar across seeds (mean similarity rises with the count): "
+        f"{_verdict(rising)}.",
+    ])
+
+
+def figA1_section(doc: dict) -> str:
+    fits, best = doc["fits"], doc["preferred_fit"]
+    c = doc["offset_c"]
+    rows = [f"| {name} | " + ", ".join(f"{k}={_f(v, '.3g')}±{_f(f['stderr'][k], '.2g')}" for k, v in f["params"].items())
+            + f" | {_f(f['aic'], '.1f')} | {_f(f['bic'], '.1f')} |" for name, f in fits.items()]
+    curve = doc["curve"]
+    ours = " ".join(_f(v["ours"]["mean"], ".3f") for v in curve.values())
+    paper = " ".join(f"{v['paper']:.3f}" for v in curve.values() if v["paper"] is not None)
+    b = c["bootstrap"]
+    return "\n".join([
+        "### Paulo & Belrose Fig. A1 — latents only in the base SAE vs number of SAEs", "",
+        f"![Fig A1](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        f"Only-in-base fraction for N = 2…{doc['n_seeds']}: ours {ours}; paper {paper}.", "",
+        "| fit | parameters (± s.e.) | AIC | BIC |", "|---|---|---|---|", *rows, "",
+        f"Offset c = {_f(c['estimate'], '.3f')}, 95% bootstrap interval over base seeds "
+        f"[{_f(b['lo'], '.3f')}, {_f(b['hi'], '.3f')}].", "",
+        f"- A power law with an offset fits better than one without (AIC): "
+        f"{_verdict(None not in (fits['power_offset']['aic'], fits['power']['aic']) and fits['power_offset']['aic'] < fits['power']['aic'])}"
+        f"; preferred model: `{best}`.",
+        f"- The offset is above zero (interval excludes 0): {_verdict(b['lo'] is not None and b['lo'] > 0)}.",
+    ])
+
+
+def figA2_section(doc: dict) -> str:
+    c = doc["compared"]
+    gap = doc["max_minus_hungarian_at_0.7"]
+    return "\n".join([
+        "### Paulo & Belrose Fig. A2 — shared fraction vs threshold, by rule", "",
+        f"![Fig A2](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        "| quantity | ours | paper |", "|---|---|---|",
+        f"| mean alignment, matchings agree | {_num(c['mean_alignment_agree']['ours'])} | "
+        f"{_num(c['mean_alignment_agree']['paper'])} |",
+        f"| mean alignment, matchings disagree | {_num(c['mean_alignment_disagree']['ours'])} | "
+        f"{_num(c['mean_alignment_disagree']['paper'])} |",
+        f"| shared at 0.7, paper's rule | {_pct(c['shared_frac_paper_rule_at_0.7']['ours'])} | "
+        f"{_pct(c['shared_frac_paper_rule_at_0.7']['paper'])} |", "",
+        f"- Max-cosine and Hungarian rules give essentially the same shared fraction at 0.7 (within 2 points; "
+        f"ours differ by {100 * gap:+.1f}): {_verdict(abs(gap) <= 0.02)}.",
+    ])
+
+
+def figA3_section(doc: dict) -> str:
+    return "\n".join([
+        "### Paulo & Belrose Fig. A3 — Hungarian-matched vs max cosine", "",
+        f"![Fig A3](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        f"{_pct(doc['frac_matched_to_nearest_neighbour'])} of latents are matched to their nearest neighbour "
+        f"({_pct(doc['frac_nearest_neighbour_among_agreeing'])} of those whose two matchings agree); the max cosine "
+        f"exceeds the matched one by {doc['mean_max_minus_matched_dec_cos']:.3f} on average.", "",
+        f"- The Hungarian matching mostly picks nearest neighbours (more than half of latents): "
+        f"{_verdict(doc['frac_matched_to_nearest_neighbour'] > 0.5)}.",
+    ])
+
+
+_AXIS = {"d_sae": "number of latents", "k": "k", "n_tokens": "training tokens"}
+_TREND = {1: "rises", -1: "falls"}
+
+
+def _trend_ok(rho, sign) -> bool:
+    return rho is not None and rho * sign > 0
+
+
+def fig5_section(doc: dict) -> str:
+    lines = ["### Paulo & Belrose Fig. 5 — shared fraction vs number of latents, k and training tokens", "",
+             f"![Fig 5](figures/{doc['stem']}.png)", "", _setup(doc), "",
+             "| axis | ours (value → shared) | paper (value → shared) |", "|---|---|---|"]
+    for axis, rs in doc["ours"].items():
+        ours = ", ".join(f"{r[axis]:,} → {_pct(r['shared_frac_paper'])}" for r in rs)
+        paper = ", ".join(f"{int(k):,} → {_pct(v)}" for k, v in doc["paper"][axis].items())
+        lines.append(f"| {_AXIS[axis]} | {ours} | {paper} |")
+    lines.append("")
+    for axis, sign in doc["paper_trend"].items():
+        rho = doc["spearman_shared_vs_axis"][axis]
+        rho_txt = "undefined (constant)" if rho is None else f"{rho:+.2f}"
+        lines.append(f"- Sharing {_TREND[sign]} with {_AXIS[axis]} (Spearman ρ {rho_txt}): {_verdict(_trend_ok(rho, sign))}.")
+    return "\n".join(lines)
+
+
+def figA4_section(doc: dict) -> str:
+    lines = ["### Paulo & Belrose Fig. A4 — mean matched and mean max cosine vs number of latents, k, tokens", "",
+             f"![Fig A4](figures/{doc['stem']}.png)", "", _setup(doc), "",
+             "| axis | value → mean matched / mean max decoder cosine |", "|---|---|"]
+    for axis, rs in doc["ours"].items():
+        vals = ", ".join(f"{r[axis]:,} → {r['mean_matched_dec_cos']:.3f} / {r['mean_max_dec_cos']:.3f}" for r in rs)
+        lines.append(f"| {_AXIS[axis]} | {vals} |")
+    lines += ["", f"- Max cosine at or above the matched cosine at every point: "
+                  f"{_verdict(doc['max_at_least_matched_everywhere'])}."]
+    return "\n".join(lines)
+
+
+SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
+            "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
+            "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
+            "paulo_figA4_mean_cosines_vs_size_k_tokens": figA4_section}
 
 
 def render(figs: Path | None = None) -> str:

@@ -17,10 +17,12 @@ import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
 from .cache import cached, read_meta
-from .metrics import l0
+from .matching import Match, match_pair
+from .metrics import firing_frequency, l0
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _SAE_VERSION = 1
+_MATCH_VERSION = 1
 
 
 @dataclass
@@ -91,8 +93,66 @@ def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, flo
 
 
 def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
-    spec = activation_spec(P, "heldout")
-    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    acts = heldout_acts(P, progress=progress)
     return [evaluate(t.sae, acts) for t in saes]
 
 
+
+
+def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tuple[int, int], Match]:
+    """Matchings between every ordered pair (i, j) of `trained`, each Hungarian pair solved once and cached."""
+    from tqdm.std import tqdm
+
+    out: dict[tuple[int, int], Match] = {}
+    pairs = [(i, j) for i in range(len(trained)) for j in range(i + 1, len(trained))]
+    for i, j in tqdm(pairs, desc="Hungarian matchings", disable=not progress):
+        def compute(work: Path, a=trained[i].sae, b=trained[j].sae) -> dict:
+            ab, ba = match_pair(a, b)
+            np.savez(work / "match.npz", **{f"ab_{k}": v for k, v in vars(ab).items()},
+                     **{f"ba_{k}": v for k, v in vars(ba).items()})
+            return {}
+
+        path = cached("match", {"a": trained[i].path.name, "b": trained[j].path.name}, compute, version=_MATCH_VERSION)
+        with np.load(path / "match.npz") as z:
+            for key, pre in (((i, j), "ab_"), ((j, i), "ba_")):
+                out[key] = Match(**{k[3:]: z[k] for k in z.files if k.startswith(pre)})
+    return out
+
+
+@torch.no_grad()
+def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """[F] firing frequency of each latent over `acts` (`metrics.firing_frequency`, pooled over rows)."""
+    total = torch.zeros(sae.W_dec.shape[0])
+    for s in range(0, acts.shape[0], batch):
+        x = torch.from_numpy(np.array(acts[s:s + batch], dtype=np.float32))
+        total += firing_frequency(sae.encode(x)) * x.shape[0]
+    return (total / acts.shape[0]).numpy()
+
+
+def heldout_acts(P, *, progress: bool = True) -> np.ndarray:
+    spec = activation_spec(P, "heldout")
+    return collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+
+
+def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dict]:
+    """Seed pairs (P.seeds[:2]) trained at each value of one axis — `d_sae`, `k` or `n_tokens` (training
+    tokens) — with the others at P's values; each row: the value, `matching.summarize` of the pair, and
+    the pair's held-out FVU. SAEs and matchings are cached, so the base point reuses Fig. 1's."""
+    import dataclasses as dc
+
+    from .matching import summarize
+
+    if axis not in ("d_sae", "k", "n_tokens"):
+        raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
+    spec = activation_spec(P)
+    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    (acts_dir,) = artifact_dirs(spec, [P.hookpoint])
+    held = heldout_acts(P, progress=progress)
+    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
+    rows = []
+    for v in values:
+        pair = [train_cached(acts, acts_dir, dc.replace(train_cfg(P, s), **{axis: v}), progress=progress,
+                             metadata=meta, device=P.device) for s in P.seeds[:2]]
+        m = pair_matches(pair, progress=False)[0, 1]
+        rows.append({axis: v, **summarize(m, P.threshold), "heldout_fvu": [evaluate(t.sae, held)["fvu"] for t in pair]})
+    return rows
