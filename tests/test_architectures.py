@@ -1,6 +1,7 @@
 """Every architecture: recovers planted sparse features, and round-trips through SAELens."""
 
 import numpy as np
+from helpers import planted
 import pytest
 import torch
 
@@ -15,17 +16,9 @@ SETTINGS = {  # per-architecture knobs for the planted-feature problem (lr, spar
 }
 
 
-def _planted(n=8192, d=32, n_feat=48, seed=0):
-    rng = np.random.default_rng(seed)
-    feats = rng.normal(size=(n_feat, d))
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    coef = (rng.random((n, n_feat)) < 0.06) * rng.uniform(1, 3, (n, n_feat))
-    return (coef @ feats + 0.5).astype(np.float32), feats
-
-
 @pytest.fixture(scope="module")
 def trained():
-    acts, feats = _planted()
+    acts, feats = planted(d=32, n_feat=48)
     acts6 = np.concatenate([acts] * 6)
     out = {}
     for arch, kw in SETTINGS.items():

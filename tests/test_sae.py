@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+from helpers import planted
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -79,16 +80,8 @@ def test_k_must_be_below_latents():
         TopKSAE(8, 64, 64)
 
 
-def _planted(n=8192, d=16, n_feat=32, seed=0):
-    rng = np.random.default_rng(seed)
-    feats = rng.normal(size=(n_feat, d))
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    coef = (rng.random((n, n_feat)) < 0.06) * rng.uniform(1, 3, (n, n_feat))
-    return (coef @ feats + 0.5).astype(np.float32), feats
-
-
 def test_two_seeds_see_identical_batches():
-    acts, _ = _planted(n=4096)
+    acts, _ = planted(n=4096)
     seen = {0: [], 1: []}
     for seed in (0, 1):
         cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, seed=seed, data_seed=7)
@@ -106,7 +99,7 @@ def test_seed_changes_initialisation_only():
 
 
 def test_training_recovers_planted_features_and_logs():
-    acts, feats = _planted(d=32, n_feat=48)
+    acts, feats = planted(d=32, n_feat=48)
     acts6 = np.concatenate([acts] * 6)
     cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts6.shape[0], lr=1e-2, log_every=5, dead_tokens=2048)
     sae, log = train_topk(acts6, cfg, progress=False)
@@ -118,7 +111,7 @@ def test_training_recovers_planted_features_and_logs():
 
 
 def test_checkpoint_resume_gives_same_result(tmp_path):
-    acts, _ = _planted(n=4096)
+    acts, _ = planted(n=4096)
     cfg = TrainConfig(d_sae=32, k=4, batch_size=256, n_tokens=4096, log_every=1)
     full, _ = train_topk(acts, cfg, progress=False)
     ckpt = tmp_path / "ck.pt"
@@ -146,7 +139,7 @@ def test_checkpoint_resume_gives_same_result(tmp_path):
 
 
 def test_nan_activations_rejected_by_training():
-    acts, _ = _planted(n=1024)
+    acts, _ = planted(n=1024)
     acts[700, 3] = np.nan
     with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
         train_topk(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)

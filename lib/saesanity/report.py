@@ -81,14 +81,18 @@ def _setup(doc: dict) -> str:
     return f"Setup: **{doc['setup']}** — {doc['scale']}."
 
 
+def _head(title: str, alt: str, doc: dict) -> list[str]:
+    """Section heading, the figure, and the setup line every section starts with."""
+    return [f"### {title}", "", f"![{alt}](figures/{doc['stem']}.png)", "", _setup(doc), ""]
+
+
 def fig2_section(doc: dict) -> str:
     c, n = doc["compared"], doc["n_seeds"]
     sims = [v for _, v in sorted(doc["mean_similarity_by_count"].items(), key=lambda kv: int(kv[0])) if v is not None]
     rising = all(b >= a for a, b in zip(sims, sims[1:])) and len(sims) > 1
     found = ", ".join(f"{m} of {n}: {_pct(f)}" for m, f in doc["found_in_exactly_m"].items())
     return "\n".join([
-        "### Paulo & Belrose Fig. 2 — similarity vs firing frequency, by how many seeds share a latent", "",
-        f"![Fig 2](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        *_head("Paulo & Belrose Fig. 2 — similarity vs firing frequency, by how many seeds share a latent", "Fig 2", doc),
         "| quantity | ours | paper |", "|---|---|---|",
         f"| base latents in no other of the {n} SAEs | {_pct(c['only_in_base_frac']['ours'])} | "
         f"{_pct(c['only_in_base_frac']['paper'])} (its Fig. A1 at N={n}) |",
@@ -111,8 +115,7 @@ def figA1_section(doc: dict) -> str:
     paper = " ".join(f"{v['paper']:.3f}" for v in curve.values() if v["paper"] is not None)
     b = c["bootstrap"]
     return "\n".join([
-        "### Paulo & Belrose Fig. A1 — latents only in the base SAE vs number of SAEs", "",
-        f"![Fig A1](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        *_head("Paulo & Belrose Fig. A1 — latents only in the base SAE vs number of SAEs", "Fig A1", doc),
         f"Only-in-base fraction for N = 2…{doc['n_seeds']}: ours {ours}; paper {paper}.", "",
         "| fit | parameters (± s.e.) | AIC | BIC |", "|---|---|---|---|", *rows, "",
         f"Offset c = {_f(c['estimate'], '.3f')}, 95% bootstrap interval over base seeds "
@@ -128,8 +131,7 @@ def figA2_section(doc: dict) -> str:
     c = doc["compared"]
     gap = doc["max_minus_hungarian_at_0.7"]
     return "\n".join([
-        "### Paulo & Belrose Fig. A2 — shared fraction vs threshold, by rule", "",
-        f"![Fig A2](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        *_head("Paulo & Belrose Fig. A2 — shared fraction vs threshold, by rule", "Fig A2", doc),
         "| quantity | ours | paper |", "|---|---|---|",
         f"| mean alignment, matchings agree | {_num(c['mean_alignment_agree']['ours'])} | "
         f"{_num(c['mean_alignment_agree']['paper'])} |",
@@ -144,8 +146,7 @@ def figA2_section(doc: dict) -> str:
 
 def figA3_section(doc: dict) -> str:
     return "\n".join([
-        "### Paulo & Belrose Fig. A3 — Hungarian-matched vs max cosine", "",
-        f"![Fig A3](figures/{doc['stem']}.png)", "", _setup(doc), "",
+        *_head("Paulo & Belrose Fig. A3 — Hungarian-matched vs max cosine", "Fig A3", doc),
         f"{_pct(doc['frac_matched_to_nearest_neighbour'])} of latents are matched to their nearest neighbour "
         f"({_pct(doc['frac_nearest_neighbour_among_agreeing'])} of those whose two matchings agree); the max cosine "
         f"exceeds the matched one by {doc['mean_max_minus_matched_dec_cos']:.3f} on average.", "",
@@ -163,8 +164,7 @@ def _trend_ok(rho, sign) -> bool:
 
 
 def fig5_section(doc: dict) -> str:
-    lines = ["### Paulo & Belrose Fig. 5 — shared fraction vs number of latents, k and training tokens", "",
-             f"![Fig 5](figures/{doc['stem']}.png)", "", _setup(doc), "",
+    lines = [*_head("Paulo & Belrose Fig. 5 — shared fraction vs number of latents, k and training tokens", "Fig 5", doc),
              "| axis | ours (value → shared) | paper (value → shared) |", "|---|---|---|"]
     for axis, rs in doc["ours"].items():
         ours = ", ".join(f"{r[axis]:,} → {_pct(r['shared_frac_paper'])}" for r in rs)
@@ -179,8 +179,8 @@ def fig5_section(doc: dict) -> str:
 
 
 def figA4_section(doc: dict) -> str:
-    lines = ["### Paulo & Belrose Fig. A4 — mean matched and mean max cosine vs number of latents, k, tokens", "",
-             f"![Fig A4](figures/{doc['stem']}.png)", "", _setup(doc), "",
+    lines = [*_head("Paulo & Belrose Fig. A4 — mean matched and mean max cosine vs number of latents, k, tokens", "Fig A4",
+                   doc),
              "| axis | value → mean matched / mean max decoder cosine |", "|---|---|"]
     for axis, rs in doc["ours"].items():
         vals = ", ".join(f"{r[axis]:,} → {r['mean_matched_dec_cos']:.3f} / {r['mean_max_dec_cos']:.3f}" for r in rs)
