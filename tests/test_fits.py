@@ -56,3 +56,14 @@ def test_curve_weighted_by_bases_and_bootstrap():
     np.testing.assert_allclose(mean, [(1.2 + 0.5) / 3, 0.3])
     b = fits.bootstrap_over_bases(curve, 3, lambda N, m: m[0], n_boot=50)
     assert 0.4 <= b["lo"] <= b["hi"] <= 0.6
+
+
+def test_fits_stay_within_the_fraction_bounds():
+    """Four nearly flat points: unbounded, the offset fit wanders to c >> 1 with a < 0; bounded it must not."""
+    N = np.array([2.0, 3, 4, 5])
+    y = np.array([0.963, 0.951, 0.945, 0.940])
+    for name, f in fits.fit_all(N, y).items():
+        assert f.converged, name
+        if "c" in f.params:
+            assert 0 <= f.params["c"] <= 1 and f.params["a"] >= 0, (name, f.params)
+        assert np.all(np.diff(f.predict(np.arange(2, 30))) <= 1e-12), name  # non-increasing

@@ -6,7 +6,10 @@ Models (Paulo & Belrose 2025, Fig. A1):
 - `exp_offset`:   y = a·exp(−b·N) + c
 
 Each fit is least squares by `scipy.optimize.curve_fit`, optionally weighted by σ (the spread of y
-at each N). Standard errors are the square roots of the diagonal of the returned covariance.
+at each N), within bounds that keep the curve a non-increasing fraction: a ≥ 0, b ≤ 0 for the power
+laws (b ≥ 0 for the exponential), 0 ≤ c ≤ 1. Without them a 3-parameter fit to few points can wander
+to c = 60 with a = −59 and still pass through the data. Standard errors are the square roots of the
+diagonal of the returned covariance.
 Goodness of fit, with n points, k parameters and RSS the (weighted) residual sum of squares:
 
     AIC = n·ln(RSS/n) + 2k        BIC = n·ln(RSS/n) + k·ln(n)
@@ -35,11 +38,16 @@ def exp_offset(N, a, b, c):
     return a * np.exp(-b * N) + c
 
 
-MODELS: dict[str, tuple[Callable, list[str], Callable]] = {
-    # name: (function, parameter names, initial guess from data)
-    "power_offset": (power_offset, ["a", "b", "c"], lambda N, y: [y[0] - y[-1], -1.0, max(y[-1] * 0.9, 1e-3)]),
-    "power": (power, ["a", "b"], lambda N, y: [y[0] * N[0], -0.5]),
-    "exp_offset": (exp_offset, ["a", "b", "c"], lambda N, y: [(y[0] - y[-1]) * np.exp(N[0] * 0.5), 0.5, y[-1]]),
+_INF = np.inf
+MODELS: dict[str, tuple[Callable, list[str], Callable, tuple]] = {
+    # name: (function, parameter names, initial guess from data, (lower bounds, upper bounds))
+    "power_offset": (power_offset, ["a", "b", "c"],
+                     lambda N, y: [max(y[0] - y[-1], 1e-3), -1.0, float(np.clip(y[-1] * 0.9, 1e-3, 0.999))],
+                     ([0, -_INF, 0], [_INF, 0, 1])),
+    "power": (power, ["a", "b"], lambda N, y: [max(y[0] * N[0] ** 0.5, 1e-3), -0.5], ([0, -_INF], [_INF, 0])),
+    "exp_offset": (exp_offset, ["a", "b", "c"],
+                   lambda N, y: [max((y[0] - y[-1]) * np.exp(N[0] * 0.5), 1e-3), 0.5, float(np.clip(y[-1], 1e-3, 0.999))],
+                   ([0, 0, 0], [_INF, _INF, 1])),
 }
 
 
@@ -69,7 +77,7 @@ def fit_model(name: str, N, y, sigma=None) -> Fit:
     """Fit one model; a fit that does not converge is returned with `converged=False` and NaNs."""
     if name not in MODELS:
         raise FitError(f"unknown model {name!r}; valid: {list(MODELS)}")
-    fn, names, guess = MODELS[name]
+    fn, names, guess, bounds = MODELS[name]
     N, y = np.asarray(N, dtype=float), np.asarray(y, dtype=float)
     if N.shape != y.shape or N.ndim != 1:
         raise FitError(f"N and y must be 1-D of one length, got {N.shape} and {y.shape}")
@@ -77,8 +85,8 @@ def fit_model(name: str, N, y, sigma=None) -> Fit:
         raise FitError(f"{name} has {len(names)} parameters; needs more than {len(names)} points, got {len(N)}")
     w = None if sigma is None else np.maximum(np.asarray(sigma, dtype=float), 1e-12)
     try:
-        p, cov = curve_fit(fn, N, y, p0=guess(N, y), sigma=w, absolute_sigma=False, maxfev=20000)
-    except RuntimeError as err:
+        p, cov = curve_fit(fn, N, y, p0=guess(N, y), sigma=w, absolute_sigma=False, bounds=bounds, max_nfev=20000)
+    except (RuntimeError, ValueError) as err:
         nan = {k: float("nan") for k in names}
         return Fit(name, nan, nan, [float("nan")] * len(N), float("nan"), float("nan"), float("nan"), len(N),
                    converged=False, message=str(err), curve=fn)

@@ -13,6 +13,7 @@ from pathlib import Path
 from .paths import REPO_ROOT, figures_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+_INF = float("inf")
 
 
 def _pct(x: float | None) -> str:
@@ -123,7 +124,8 @@ def figA1_section(doc: dict) -> str:
         f"- A power law with an offset fits better than one without (AIC): "
         f"{_verdict(None not in (fits['power_offset']['aic'], fits['power']['aic']) and fits['power_offset']['aic'] < fits['power']['aic'])}"
         f"; preferred model: `{best}`.",
-        f"- The offset is above zero (interval excludes 0): {_verdict(b['lo'] is not None and b['lo'] > 0)}.",
+        f"- A positive offset, determined by the data (bootstrap interval inside (0, 1], standard error below c): "
+        f"{_verdict(b['lo'] is not None and b['lo'] > 0 and b['hi'] <= 1 and c['estimate'] is not None and (fits['power_offset']['stderr']['c'] or _INF) < c['estimate'])}.",
     ])
 
 
