@@ -31,3 +31,20 @@ def test_trained_saes_are_cached_and_reused(iso_cache, tiny_llama_dir, monkeypat
     assert again.path == first.path and (first.path / "sae_weights.safetensors").exists()
     torch.testing.assert_close(again.sae.W_dec, first.sae.W_dec)
     assert first.info["tokens_per_s"] > 0 and len(first.log) >= 1
+
+
+def test_sweep_rejects_unknown_axis():
+    from saesanity import params
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke")
+    with pytest.raises(ValueError, match="sweep axis 'width'; valid: 'd_sae', 'k', 'n_tokens'"):
+        runs.sweep(P, "width", [1, 2])
+
+
+def test_sweep_params_reject_impossible_points():
+    from saesanity import params
+
+    with pytest.raises(params.ParamsError, match=r"sweep values \[4608\] violate 0 < k < d_sae"):
+        params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", ks=[16, 4608])
+    with pytest.raises(params.ParamsError, match=r"train_tokens \[2000000\] must lie in"):
+        params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", train_tokens=[2_000_000])
