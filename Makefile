@@ -16,7 +16,8 @@ DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes fortunes
 FIGDIR  := figures$(if $(filter default,$(PROFILE)),,/$(PROFILE))
 
 STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
-LIB_SRC := $(shell find lib/saesanity -name '*.py' 2>/dev/null)
+# the library the notebooks import (report.py only writes README, after the figures)
+LIB_SRC := $(filter-out lib/saesanity/report.py,$(shell find lib/saesanity -name '*.py' 2>/dev/null))
 SETUP   := $(VENV)/.deps-stamp $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
 
 .PHONY: setup data models figures figure test test-fast lab clean-figures help

@@ -142,7 +142,7 @@ def figA2_section(doc: dict) -> str:
         f"| shared at 0.7, paper's rule | {_pct(c['shared_frac_paper_rule_at_0.7']['ours'])} | "
         f"{_pct(c['shared_frac_paper_rule_at_0.7']['paper'])} |", "",
         f"- Max-cosine and Hungarian rules give essentially the same shared fraction at 0.7 (within 2 points; "
-        f"ours differ by {100 * gap:+.1f}): {_verdict(abs(gap) <= 0.02)}.",
+        f"ours differ by {100 * gap:+.2f} points): {_verdict(abs(gap) <= 0.02)}.",
     ])
 
 
