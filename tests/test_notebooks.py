@@ -33,8 +33,13 @@ REQUIRED = {
 
 
 def _get(doc, dotted):
-    for part in dotted.split("."):
-        doc = doc[part]
+    """doc["a"]["b.c"]… for "a.b.c…": at each level take the longest key that prefixes the rest (keys may hold dots)."""
+    rest = dotted
+    while rest:
+        key = max((k for k in doc if rest == k or rest.startswith(k + ".")), key=len, default=None)
+        if key is None:
+            raise KeyError(f"{rest!r} (in {dotted!r})")
+        doc, rest = doc[key], rest[len(key) + 1:]
     return doc
 
 
