@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saesanity.sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_topk
+from saesanity.sae import TopKSAE, TrainConfig, load_sae, save_saelens, train_sae
 from saesanity.sae.io import SAEFormatError
 from saesanity.sae.train import batch_order
 
@@ -85,7 +85,7 @@ def test_two_seeds_see_identical_batches():
     seen = {0: [], 1: []}
     for seed in (0, 1):
         cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, seed=seed, data_seed=7)
-        train_topk(acts, cfg, progress=False, on_batch=lambda step, x, s=seed: seen[s].append(x.clone()))
+        train_sae(acts, cfg, progress=False, on_batch=lambda step, x, s=seed: seen[s].append(x.clone()))
     assert len(seen[0]) == 8 and all(torch.equal(a, b) for a, b in zip(seen[0], seen[1]))
     order_a = batch_order(4096, TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, data_seed=7))
     order_b = batch_order(4096, TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=4096, data_seed=8))
@@ -102,7 +102,7 @@ def test_training_recovers_planted_features_and_logs():
     acts, feats = planted(d=32, n_feat=48)
     acts6 = np.concatenate([acts] * 6)
     cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts6.shape[0], lr=1e-2, log_every=5, dead_tokens=2048)
-    sae, log = train_topk(acts6, cfg, progress=False)
+    sae, log = train_sae(acts6, cfg, progress=False)
     assert log[-1]["fvu"] < 0.2 < log[0]["fvu"]
     assert {"fvu", "l0", "dead_frac", "aux", "tokens"} <= set(log[0])
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64), rtol=1e-4, atol=1e-4)
@@ -113,7 +113,7 @@ def test_training_recovers_planted_features_and_logs():
 def test_checkpoint_resume_gives_same_result(tmp_path):
     acts, _ = planted(n=4096)
     cfg = TrainConfig(d_sae=32, k=4, batch_size=256, n_tokens=4096, log_every=1)
-    full, _ = train_topk(acts, cfg, progress=False)
+    full, _ = train_sae(acts, cfg, progress=False)
     ckpt = tmp_path / "ck.pt"
     import saesanity.sae.train as T
 
@@ -129,11 +129,11 @@ def test_checkpoint_resume_gives_same_result(tmp_path):
     T.time.perf_counter = lambda: next(T_counter)
     try:
         with pytest.raises(KeyboardInterrupt):
-            train_topk(acts, cfg, progress=False, checkpoint=ckpt, on_batch=die)
+            train_sae(acts, cfg, progress=False, checkpoint=ckpt, on_batch=die)
     finally:
         T.time.perf_counter = orig
     assert ckpt.exists()
-    resumed, log = train_topk(acts, cfg, progress=False, checkpoint=ckpt)
+    resumed, log = train_sae(acts, cfg, progress=False, checkpoint=ckpt)
     assert log[-1]["step"] == 15
     torch.testing.assert_close(resumed.W_dec, full.W_dec)
 
@@ -142,4 +142,4 @@ def test_nan_activations_rejected_by_training():
     acts, _ = planted(n=1024)
     acts[700, 3] = np.nan
     with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
-        train_topk(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)
+        train_sae(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)

@@ -170,19 +170,24 @@ def summarize(m: Match, threshold: float = 0.7) -> dict[str, float]:
 
 # ---------------------------------------------------------------- several seeds
 
-def pairwise_shared(saes: list, rule: SharedRule = PAPER_RULE, progress: bool = False) -> np.ndarray:
-    """[n, n, F] bool: masks[i, j, f] — latent f of SAE i is shared with SAE j (masks[i, i] all True)."""
+def pair_matchings(n: int, solve, progress: bool = False) -> dict[tuple[int, int], Match]:
+    """{(i, j): Match of i→j} for every ordered pair of n SAEs; `solve(i, j)` returns (i→j, j→i) for i < j."""
     from tqdm.std import tqdm
 
-    n, F = len(saes), saes[0].W_dec.shape[0]
-    if any(s.W_dec.shape[0] != F for s in saes):
-        raise MatchingError(f"multi-seed analysis needs SAEs of one size; got {[s.W_dec.shape[0] for s in saes]}")
-    masks = np.ones((n, n, F), dtype=bool)
+    out: dict[tuple[int, int], Match] = {}
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     for i, j in tqdm(pairs, desc="Hungarian matchings", disable=not progress):
-        m_ij, m_ji = match_pair(saes[i], saes[j])
-        masks[i, j], masks[j, i] = shared(m_ij, rule), shared(m_ji, rule)
-    return masks
+        out[i, j], out[j, i] = solve(i, j)
+    return out
+
+
+def pairwise_shared(saes: list, rule: SharedRule = PAPER_RULE, progress: bool = False) -> np.ndarray:
+    """[n, n, F] bool: masks[i, j, f] — latent f of SAE i is shared with SAE j (masks[i, i] all True)."""
+    F = saes[0].W_dec.shape[0]
+    if any(s.W_dec.shape[0] != F for s in saes):
+        raise MatchingError(f"multi-seed analysis needs SAEs of one size; got {[s.W_dec.shape[0] for s in saes]}")
+    pairs = pair_matchings(len(saes), lambda i, j: match_pair(saes[i], saes[j]), progress)
+    return masks_from_pairs(pairs, len(saes), rule)
 
 
 def found_in(masks: np.ndarray, base: int, members: list[int] | None = None) -> np.ndarray:

@@ -63,9 +63,6 @@ class SeedRunParams:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
 
 
-SeedPairParams = SeedRunParams  # the name of the first release
-
-
 @dataclass(frozen=True)
 class PowerLawParams(SeedRunParams):
     """Fig. A1: only-in-base fraction vs number of SAEs, with fits and a bootstrap over base seeds."""

@@ -17,7 +17,7 @@ import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
 from .cache import cached, read_meta
-from .matching import Match, match_pair
+from .matching import Match, match_pair, pair_matchings
 from .metrics import firing_frequency, l0
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
@@ -101,22 +101,19 @@ def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list
 
 def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tuple[int, int], Match]:
     """Matchings between every ordered pair (i, j) of `trained`, each Hungarian pair solved once and cached."""
-    from tqdm.std import tqdm
 
-    out: dict[tuple[int, int], Match] = {}
-    pairs = [(i, j) for i in range(len(trained)) for j in range(i + 1, len(trained))]
-    for i, j in tqdm(pairs, desc="Hungarian matchings", disable=not progress):
-        def compute(work: Path, a=trained[i].sae, b=trained[j].sae) -> dict:
-            ab, ba = match_pair(a, b)
+    def solve(i: int, j: int) -> tuple[Match, Match]:
+        def compute(work: Path) -> dict:
+            ab, ba = match_pair(trained[i].sae, trained[j].sae)
             np.savez(work / "match.npz", **{f"ab_{k}": v for k, v in vars(ab).items()},
                      **{f"ba_{k}": v for k, v in vars(ba).items()})
             return {}
 
         path = cached("match", {"a": trained[i].path.name, "b": trained[j].path.name}, compute, version=_MATCH_VERSION)
         with np.load(path / "match.npz") as z:
-            for key, pre in (((i, j), "ab_"), ((j, i), "ba_")):
-                out[key] = Match(**{k[3:]: z[k] for k in z.files if k.startswith(pre)})
-    return out
+            return tuple(Match(**{k[3:]: z[k] for k in z.files if k.startswith(pre)}) for pre in ("ab_", "ba_"))
+
+    return pair_matchings(len(trained), solve, progress)
 
 
 @torch.no_grad()

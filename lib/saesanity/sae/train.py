@@ -146,9 +146,3 @@ def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = N
             t_save = time.perf_counter()
     return sae.cpu(), log
 
-
-def train_topk(acts: np.ndarray, cfg: TrainConfig, **kw) -> tuple[SAEBase, list[dict]]:
-    """`train_sae` for a TopK config (kept for callers of the first release)."""
-    if cfg.architecture != "topk":
-        raise ValueError(f"train_topk got architecture {cfg.architecture!r}; use train_sae")
-    return train_sae(acts, cfg, **kw)
