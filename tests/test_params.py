@@ -86,3 +86,10 @@ def test_seed_family_shares_fig1_activations_and_sae_config(profile):
         vals = params.profile_values(stem, profile)
         assert {k: vals[k] for k in shared_keys} == {k: ref[k] for k in shared_keys}, stem
         assert vals["seeds"][:2] == ref["seeds"][:2], stem
+
+
+def test_executed_notebook_streams_lose_timing():
+    from saesanity.notebooks import _collapse_carriage_returns
+
+    raw = "SAE seed 0:  10%|#  | 1/10 [00:01<00:09, 1.1step/s]\rSAE seed 0: 100%|###| 10/10 [00:10<00:00, 1.0step/s]\ndone"
+    assert _collapse_carriage_returns(raw) == "SAE seed 0: 100%|###| 10/10\ndone"

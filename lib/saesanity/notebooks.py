@@ -15,9 +15,13 @@ import nbformat
 _VOLATILE = ("start_time", "end_time", "duration", "exception")
 
 
+_TQDM_TIMING = re.compile(r" ?\[\d[\d:]*<[^\]]*\]")  # "[00:12<00:30, 465.84it/s]": elapsed, remaining, rate
+
+
 def _collapse_carriage_returns(text: str) -> str:
-    """Keep what a terminal would show: for each line, the text after its last carriage return."""
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    """Keep what a terminal would show (the text after each line's last carriage return), minus the
+    progress bars' elapsed/remaining/rate field, which differs on every run."""
+    return "\n".join(_TQDM_TIMING.sub("", line.rsplit("\r", 1)[-1]) for line in text.split("\n"))
 
 
 def clean_executed(path: Path) -> None:
