@@ -143,3 +143,12 @@ def test_nan_activations_rejected_by_training():
     acts[700, 3] = np.nan
     with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
         train_sae(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)
+
+
+def test_mis_shaped_decoder_rejected(tmp_path):
+    sae = TopKSAE(8, 24, 3, seed=4)
+    save_file({"encoder.weight": sae.W_enc.detach().t().contiguous(), "encoder.bias": sae.b_enc.detach(),
+               "W_dec": sae.W_dec.detach().t().contiguous(), "b_dec": sae.b_dec.detach()}, tmp_path / "sae.safetensors")
+    (tmp_path / "cfg.json").write_text(json.dumps({"k": 3, "num_latents": 24, "d_in": 8}))
+    with pytest.raises(ValueError, match=r"W_dec has shape \(8, 24\); W_enc \[8, 24\] needs \(24, 8\)"):
+        load_sae(tmp_path)

@@ -17,7 +17,7 @@ import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
 from .cache import cached, read_meta
-from .matching import Match, match_pair, pair_matchings
+from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import firing_frequency, l0
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
@@ -66,14 +66,22 @@ def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress
                       log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
 
 
+def _acts(P, split: str, progress: bool) -> tuple[np.ndarray, Path]:
+    """P's activations of one split (collected once, cached) and the artifact folder they live in."""
+    spec = activation_spec(P, split)
+    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    return acts, artifact_dirs(spec, [P.hookpoint])[0]
+
+
+def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool) -> TrainedSAE:
+    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
+    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=meta, device=P.device)
+
+
 def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
-    spec = activation_spec(P)
-    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
-    (acts_dir,) = artifact_dirs(spec, [P.hookpoint])
-    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
-    saes = [train_cached(acts, acts_dir, train_cfg(P, s), progress=progress, metadata=meta, device=P.device)
-            for s in P.seeds]
+    acts, acts_dir = _acts(P, "train", progress)
+    saes = [_train(P, acts, acts_dir, train_cfg(P, s), progress) for s in P.seeds]
     return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
 
 
@@ -95,8 +103,6 @@ def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, flo
 def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
     acts = heldout_acts(P, progress=progress)
     return [evaluate(t.sae, acts) for t in saes]
-
-
 
 
 def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tuple[int, int], Match]:
@@ -127,29 +133,21 @@ def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> np.
 
 
 def heldout_acts(P, *, progress: bool = True) -> np.ndarray:
-    spec = activation_spec(P, "heldout")
-    return collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
+    return _acts(P, "heldout", progress)[0]
 
 
 def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dict]:
     """Seed pairs (P.seeds[:2]) trained at each value of one axis — `d_sae`, `k` or `n_tokens` (training
     tokens) — with the others at P's values; each row: the value, `matching.summarize` of the pair, and
     the pair's held-out FVU. SAEs and matchings are cached, so the base point reuses Fig. 1's."""
-    import dataclasses as dc
-
-    from .matching import summarize
-
     if axis not in ("d_sae", "k", "n_tokens"):
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
-    spec = activation_spec(P)
-    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
-    (acts_dir,) = artifact_dirs(spec, [P.hookpoint])
+    acts, acts_dir = _acts(P, "train", progress)
     held = heldout_acts(P, progress=progress)
-    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
     rows = []
     for v in values:
-        pair = [train_cached(acts, acts_dir, dc.replace(train_cfg(P, s), **{axis: v}), progress=progress,
-                             metadata=meta, device=P.device) for s in P.seeds[:2]]
+        pair = [_train(P, acts, acts_dir, dataclasses.replace(train_cfg(P, s), **{axis: v}), progress)
+                for s in P.seeds[:2]]
         m = pair_matches(pair, progress=False)[0, 1]
         rows.append({axis: v, **summarize(m, P.threshold), "heldout_fvu": [evaluate(t.sae, held)["fvu"] for t in pair]})
     return rows

@@ -85,6 +85,8 @@ class SAEBase(nn.Module):
     @classmethod
     def from_saelens(cls, cfg: dict, state: dict[str, torch.Tensor]) -> "SAEBase":
         d_in, d_sae = state["W_enc"].shape
+        if tuple(state["W_dec"].shape) != (d_sae, d_in):
+            raise ValueError(f"W_dec has shape {tuple(state['W_dec'].shape)}; W_enc [{d_in}, {d_sae}] needs {(d_sae, d_in)}")
         sae = cls(d_in, d_sae, **cls._ctor_kwargs(cfg))
         own = dict(sae.named_parameters())
         with torch.no_grad():
