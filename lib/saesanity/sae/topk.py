@@ -40,7 +40,17 @@ def _per_latent_sum(src_BD: torch.Tensor, w_BK: torch.Tensor, idx_BK: torch.Tens
 
 
 def _rowwise_dot(g_BD: torch.Tensor, W_FD: torch.Tensor, idx_BK: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """out[b, j] = <g[b], W[idx[b, j]]>  [B, K], gathered in chunks to bound memory at chunk·K·D."""
+    """out[b, j] = <g[b], W[idx[b, j]]>  [B, K].
+
+    Two ways, chosen by cost: gathering the K rows per token moves B·K·D floats through memory
+    (`F.embedding` + `bmm`, chunked to bound memory at chunk·K·D); the dense product g @ Wᵀ then a
+    gather costs B·D·F multiply-adds at matmul speed. Measured on 2 CPU cores (B=1024, D=576,
+    F=4608) the gather takes 4.7 / 19 / 55 / 114 ms at K = 16 / 32 / 64 / 128 and the dense product
+    17 ms whatever K; in a whole training step (bench/bench_topk_step.py) the gather still wins at
+    K = 32, so the dense way is used once F ≤ 100·K (AuxK's K = D/2 always takes it).
+    """
+    if W_FD.shape[0] <= 100 * idx_BK.shape[1]:
+        return (g_BD @ W_FD.t()).gather(1, idx_BK)
     out = torch.empty(idx_BK.shape, dtype=g_BD.dtype, device=g_BD.device)
     for s in range(0, idx_BK.shape[0], chunk):
         rows = F.embedding(idx_BK[s:s + chunk], W_FD)  # [c, K, D]
