@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,26 @@ def test_sweep_params_reject_impossible_points():
         params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", ks=[16, 4608])
     with pytest.raises(params.ParamsError, match=r"train_tokens \[2000000\] must lie in"):
         params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", train_tokens=[2_000_000])
+
+
+def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, monkeypatch):
+    from saesanity import params
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
+                    d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
+                    train_tokens=[1024, 2048, 4096])
+    calls = []
+    real = runs.train_sae
+    monkeypatch.setattr(runs, "train_sae", lambda acts, cfg, **kw: calls.append(cfg.n_tokens) or real(acts, cfg, **kw))
+    rows = runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
+    assert calls == [4096, 4096]  # one run per seed; the 1024 and 2048 points are its snapshots
+    assert [r["n_tokens"] for r in rows] == [1024, 2048, 4096]
+    acts, d = runs._acts(P, "train", False)
+    short = runs.train_cached(acts, d, dataclasses.replace(runs.train_cfg(P, P.seeds[0]), n_tokens=2048), progress=False)
+    fresh, _ = real(acts, short.cfg, progress=False)
+    torch.testing.assert_close(short.sae.W_dec, fresh.W_dec, rtol=0, atol=0)
+    calls.clear()  # with the longest cached and a shorter one lost, only the lost length is retrained
+    import shutil
+    shutil.rmtree(short.path)
+    runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
+    assert calls == [2048]

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -153,3 +154,20 @@ def test_mis_shaped_decoder_rejected(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({"k": 3, "num_latents": 24, "d_in": 8}))
     with pytest.raises(ValueError, match=r"W_dec has shape \(8, 24\); W_enc \[8, 24\] needs \(24, 8\)"):
         load_sae(tmp_path)
+
+
+def test_snapshot_is_the_shorter_run():
+    acts, _ = planted(n=4096)
+    long_cfg = TrainConfig(d_sae=32, k=4, batch_size=256, n_tokens=4096, log_every=3, warmup_steps=4,
+                           dead_tokens=600)
+    got = {}
+    train_sae(acts, long_cfg, progress=False,
+              snapshots={n: (lambda sae, log, n=n: got.setdefault(n, ({k: v.clone() for k, v in sae.state_dict().items()}, log))) for n in (1000, 2560)})
+    for n in (1000, 2560):
+        short, short_log = train_sae(acts, dataclasses.replace(long_cfg, n_tokens=n), progress=False)
+        state, log = got[n]
+        for name, t in short.state_dict().items():
+            torch.testing.assert_close(state[name], t, rtol=0, atol=0, msg=name)
+        assert log == short_log
+    with pytest.raises(ValueError, match=r"snapshot at 4,096 tokens: must lie in \[batch_size, n_tokens\)"):
+        train_sae(acts, long_cfg, progress=False, snapshots={4096: lambda *a: None})

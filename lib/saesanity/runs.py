@@ -6,6 +6,7 @@ tokens, SAE config) share artifacts: the seed SAEs of one configuration are trai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
-from .cache import cached, read_meta
+from .cache import artifact_path, cached, is_valid, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import firing_frequency, l0
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
@@ -45,23 +46,52 @@ def train_cfg(P, seed: int) -> TrainConfig:
                        data_seed=P.data_seed, auxk_alpha=P.auxk_alpha)
 
 
+def _sae_fields(acts_dir: Path, cfg: TrainConfig) -> dict:
+    return {"acts": acts_dir.name, "cfg": cfg.key()}
+
+
+def is_trained(acts_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether the SAE for (activation artifact, config) is in the cache and valid."""
+    path = artifact_path("sae", _sae_fields(acts_dir, cfg), _SAE_VERSION)
+    return path.exists() and is_valid(path)
+
+
 def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress: bool = True,
-                 metadata: dict | None = None, device: str = "cpu") -> TrainedSAE:
-    """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed."""
-    fields = {"acts": acts_dir.name, "cfg": cfg.key()}
+                 metadata: dict | None = None, device: str = "cpu", snapshots: tuple[int, ...] = ()) -> TrainedSAE:
+    """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed.
+
+    `snapshots`: shorter training lengths (tokens) whose SAEs this run also publishes to the cache, as
+    the runs `replace(cfg, n_tokens=n)` would (`train_sae` explains why they are the same SAEs).
+    """
+    def fields(c: TrainConfig) -> dict:
+        return _sae_fields(acts_dir, c)
+
+    def publish(c: TrainConfig, work: Path, sae, log: list[dict], secs: float) -> dict:
+        save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(c)})
+        (work / "training_log.json").write_text(json.dumps(log))
+        steps = c.n_tokens // c.batch_size
+        return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
 
     def compute(work: Path) -> dict:
         t0 = time.perf_counter()
-        ckpt = work / "checkpoint.pt"
-        sae, log = train_sae(acts, cfg, checkpoint=ckpt, progress=progress, device=device)
-        secs = time.perf_counter() - t0
-        save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(cfg)})
-        (work / "training_log.json").write_text(json.dumps(log))
-        ckpt.unlink(missing_ok=True)
-        steps = cfg.n_tokens // cfg.batch_size
-        return {"seconds": secs, "tokens_per_s": steps * cfg.batch_size / secs}
 
-    path = cached("sae", fields, compute, version=_SAE_VERSION, resumable=True)
+        def snap(n: int):
+            short = dataclasses.replace(cfg, n_tokens=n)
+
+            def save(sae, log):
+                secs = time.perf_counter() - t0
+                cached("sae", fields(short), lambda w: publish(short, w, copy.deepcopy(sae).cpu(), log, secs),
+                       version=_SAE_VERSION)
+            return save
+
+        ckpt = work / "checkpoint.pt"
+        sae, log = train_sae(acts, cfg, checkpoint=ckpt, progress=progress, device=device,
+                             snapshots={n: snap(n) for n in snapshots})
+        info = publish(cfg, work, sae, log, time.perf_counter() - t0)
+        ckpt.unlink(missing_ok=True)
+        return info
+
+    path = cached("sae", fields(cfg), compute, version=_SAE_VERSION, resumable=True)
     return TrainedSAE(sae=load_sae(path), cfg=cfg, path=path,
                       log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
 
@@ -73,9 +103,10 @@ def _acts(P, split: str, progress: bool) -> tuple[np.ndarray, Path]:
     return acts, artifact_dirs(spec, [P.hookpoint])[0]
 
 
-def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool) -> TrainedSAE:
+def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool,
+           snapshots: tuple[int, ...] = ()) -> TrainedSAE:
     meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
-    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=meta, device=P.device)
+    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=meta, device=P.device, snapshots=snapshots)
 
 
 def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
@@ -144,10 +175,15 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
     acts, acts_dir = _acts(P, "train", progress)
     held = heldout_acts(P, progress=progress)
+    base = {s: train_cfg(P, s) for s in P.seeds[:2]}
+    if axis == "n_tokens":  # per seed, one run to the longest missing length publishes the shorter ones
+        for c in base.values():
+            todo = sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v)))
+            if todo:
+                _train(P, acts, acts_dir, dataclasses.replace(c, n_tokens=todo[-1]), progress, snapshots=tuple(todo[:-1]))
     rows = []
     for v in values:
-        pair = [_train(P, acts, acts_dir, dataclasses.replace(train_cfg(P, s), **{axis: v}), progress)
-                for s in P.seeds[:2]]
+        pair = [_train(P, acts, acts_dir, dataclasses.replace(c, **{axis: v}), progress) for c in base.values()]
         m = pair_matches(pair, progress=False)[0, 1]
         rows.append({axis: v, **summarize(m, P.threshold), "heldout_fvu": [evaluate(t.sae, held)["fvu"] for t in pair]})
     return rows

@@ -85,15 +85,28 @@ def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
 
 def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
               on_batch: Callable[[int, torch.Tensor], None] | None = None,
+              snapshots: dict[int, Callable[[SAEBase, list[dict]], None]] | None = None,
               device: str = "cpu") -> tuple[SAEBase, list[dict]]:
     """Train an SAE on `acts` [N, D]; returns the SAE (on the CPU) and its log (one dict per `log_every` steps).
 
     With `checkpoint` set, state is saved there every 60 s and a run finding it resumes from it.
     Initialisation is drawn on the CPU, so a seed gives the same starting SAE on every device.
+
+    `snapshots` maps a token count n < cfg.n_tokens to a callback given (SAE, log) once n tokens have
+    been trained on. The batch order of a shorter run is a prefix of a longer one's and the learning
+    rate is constant after warm-up, so the snapshot *is* the SAE that `replace(cfg, n_tokens=n)`
+    trains, log included (tests check they are identical): one run gives every point of a
+    training-length sweep.
     """
     n_rows, d_in = acts.shape
     sae = make_sae(cfg, d_in)
     order = batch_order(n_rows, cfg)
+    snap_steps = {}
+    for n, fn in (snapshots or {}).items():
+        if not cfg.batch_size <= n < cfg.n_tokens:
+            raise ValueError(f"snapshot at {n:,} tokens: must lie in [batch_size, n_tokens) = "
+                             f"[{cfg.batch_size:,}, {cfg.n_tokens:,})")
+        snap_steps[n // cfg.batch_size - 1] = fn
     if hasattr(sae, "init_from_data"):
         sae.init_from_data(torch.from_numpy(np.asarray(acts[order[0]], dtype=np.float32)), cfg)
     sae = sae.to(device)
@@ -132,12 +145,15 @@ def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = N
         with torch.no_grad():
             last_fired += x.shape[0]
             last_fired[out.fired] = 0
-        if step % cfg.log_every == 0 or step == len(order) - 1:
+        if step % cfg.log_every == 0 or step == len(order) - 1 or step in snap_steps:
             rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": out.fvu.item(), "l0": out.l0,
                    "dead_frac": float(dead.float().mean()),
                    "aux": out.aux.item() if torch.is_tensor(out.aux) else float(out.aux)}
             log.append(rec)
             bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
+        if step in snap_steps:  # the shorter run's log holds only its own records
+            snap_log = [r for r in log if r["step"] % cfg.log_every == 0 or r["step"] == step]
+            snap_steps[step](sae, snap_log)
         if checkpoint is not None and time.perf_counter() - t_save > 60:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "last_fired": last_fired,
