@@ -1,3 +1,4 @@
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -126,3 +127,20 @@ def test_interrupted_collection_resumes(iso_cache, spec, monkeypatch):
     seqs = torch.from_numpy(np.load(d / "tokens.npy")).long()
     direct = real(load_model(spec.model), seqs, ["resid_post.1"])["resid_post.1"][:, 1:].reshape(-1, 32)
     np.testing.assert_allclose(acts, direct.numpy(), rtol=1e-5, atol=1e-5)  # resumed == uninterrupted
+
+
+def test_bf16_forward_is_its_own_artifact_close_to_fp32(iso_cache, spec):
+    fp32 = A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"]
+    bf16_spec = dataclasses.replace(spec, model_dtype="bfloat16")
+    bf16 = A.collect(bf16_spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"]
+    assert A.artifact_dirs(spec, ["resid_post.1"]) != A.artifact_dirs(bf16_spec, ["resid_post.1"])
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert np.median(rel) < 0.05  # bf16 keeps 8 mantissa bits: ~0.4% per op, a few layers compound it
+
+
+def test_unknown_model_dtype(tiny_llama_dir):
+    from saesanity.models import ModelError, load_model
+
+    with pytest.raises(ModelError, match=r"dtype 'int8'; valid: \['float32', 'bfloat16', 'float16'\]"):
+        load_model(str(tiny_llama_dir), dtype="int8")

@@ -143,6 +143,7 @@ class ActivationSpec:
     split: str = "train"
     variant_seed: int = 0
     drop_first: int = 1  # leading positions dropped from each sequence (attention-sink outliers)
+    model_dtype: str = "float32"  # dtype of the forward pass; arrays are stored fp32 either way
 
     def n_seqs(self) -> int:
         return math.ceil(self.n_tokens / (self.seq_len - self.drop_first))
@@ -170,7 +171,7 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
     def compute(missing: list[int], works: list[Path]) -> list[dict]:
         nonlocal lm
         if lm is None:
-            lm = load_model(spec.model, spec.variant, spec.variant_seed, device)
+            lm = load_model(spec.model, spec.variant, spec.variant_seed, device, spec.model_dtype)
         names = [hookpoints[i] for i in missing]
         for h in names:
             parse_hookpoint(h, lm.n_layers, lm.name)

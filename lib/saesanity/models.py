@@ -174,8 +174,17 @@ class GaussianEmbedding(nn.Module):
         return noise.to(input_ids.device)
 
 
-def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str = "cpu") -> LoadedModel:
-    """Load `spec` as `variant` (see the module docstring), in eval mode and fp32."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str = "cpu",
+               dtype: str = "float32") -> LoadedModel:
+    """Load `spec` as `variant` (see the module docstring), in eval mode, cast to `dtype` last.
+
+    Variants are built in fp32 (re-randomisation draws the same numbers whatever `dtype`), then cast.
+    """
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r}; valid: {list(DTYPES)}")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if variant not in VARIANTS:
@@ -198,7 +207,7 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
         elif variant == "control":
             emb = model.get_input_embeddings()
             model.set_input_embeddings(GaussianEmbedding(emb.weight.shape[1], seed, emb.weight))
-    model.eval().requires_grad_(False).to(device)
+    model.eval().requires_grad_(False).to(device=device, dtype=DTYPES[dtype])
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, variant=variant, seed=seed,
                        tokenizer_id=SMOLLM2 if spec == TINY else spec.partition("@")[0])  # TINY shares SmolLM2's
 

@@ -41,6 +41,7 @@ class SeedRunParams:
     n_tokens: int  # training tokens of activations collected (and seen by each SAE, one epoch)
     seq_len: int  # tokens per sequence fed to the model
     model_batch_size: int  # sequences per model forward pass during collection
+    model_dtype: str  # float32 | bfloat16 | float16: dtype of the model's forward pass (activations kept fp32)
     data_seed: int  # seed of the corpus shuffle and of the SAE batch order (shared by all SAE seeds)
     d_sae: int  # number of latents
     k: int  # active latents per token (TopK)
@@ -53,6 +54,8 @@ class SeedRunParams:
     device: str  # cpu | cuda
 
     def check(self) -> None:
+        if self.model_dtype not in ("float32", "bfloat16", "float16"):
+            raise ParamsError(f"model_dtype={self.model_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
         if not 0.0 < self.threshold < 1.0:

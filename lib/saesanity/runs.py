@@ -38,7 +38,7 @@ class TrainedSAE:
 def activation_spec(P, split: str = "train") -> ActivationSpec:
     n = P.n_tokens if split == "train" else P.n_eval_tokens
     return ActivationSpec(model=P.model, variant=P.variant, corpus=P.corpus, n_tokens=n, seq_len=P.seq_len,
-                          seed=P.data_seed, split=split)
+                          seed=P.data_seed, split=split, model_dtype=P.model_dtype)
 
 
 def train_cfg(P, seed: int) -> TrainConfig:
