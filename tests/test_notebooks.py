@@ -27,6 +27,9 @@ REQUIRED = {
                                             "spearman_shared_vs_axis", "paper_trend"],
     "paulo_figA4_mean_cosines_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens",
                                                   "max_at_least_matched_everywhere"],
+    "paulo_fig4_overlap_vs_layer_position_arch": ["ours.layers", "ours.architectures", "ours.edge_minus_middle_layers",
+                                                  "ours.mlp_vs_resid", "paper.architectures_decoder_only_gpt2",
+                                                  "scale"],
     "paulo_figA3_hungarian_vs_max": ["frac_matched_to_nearest_neighbour", "frac_nearest_neighbour_among_agreeing",
                                      "mean_max_minus_matched_dec_cos", "scale"],
 }

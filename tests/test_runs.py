@@ -73,3 +73,32 @@ def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, m
     shutil.rmtree(short.path)
     runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
     assert calls == [2048]
+
+
+def test_calibrate_sparsity_moves_relu_l0_to_target(iso_cache, tmp_path):
+    from helpers import planted
+
+    from saesanity import params
+
+    acts, _ = planted(n=16384, d=32, n_feat=64)  # λ₁ 0.1 / 0.3 / 1 → L0 28 / 19 / 0.7 here
+    acts_dir = tmp_path / "acts"
+    acts_dir.mkdir()
+    P = params.load("paulo_fig4_overlap_vs_layer_position_arch", "smoke")
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=16384, lr=5e-3, architecture="relu", l1_coefficient=0.1)
+    out, tried = runs.calibrate_sparsity(P, acts, acts_dir, cfg, 20.0, acts[:2048], n_tokens=16384, n_runs=4,
+                                         progress=False)
+    l0s = [t["l0"] for t in tried]
+    best = min(l0s, key=lambda v: abs(np.log(v / 20.0)))
+    assert abs(np.log(best / 20.0)) < abs(np.log(l0s[0] / 20.0))  # the search got closer than its start
+    assert abs(np.log(best / 20.0)) < np.log(1.1), tried  # within 10% of the target
+    assert out.l1_coefficient == next(t["l1_coefficient"] for t in tried if t["l0"] == best)
+    topk = dataclasses.replace(cfg, architecture="topk")
+    assert runs.calibrate_sparsity(P, acts, acts_dir, topk, 4.0, acts, n_tokens=4096, n_runs=4) == (topk, [])
+
+
+def test_next_coefficient_solves_a_power_law():
+    law = lambda lam: 50.0 * lam ** -1.5  # noqa: E731  (L0 = 50 λ^-1.5)
+    first = runs._next_coefficient([(1.0, law(1.0))], 10.0)  # slope −1 assumed: 1 · 50/10
+    assert first == pytest.approx(5.0)
+    second = runs._next_coefficient([(1.0, law(1.0)), (first, law(first))], 10.0)  # bracketed: exact in log–log
+    assert law(second) == pytest.approx(10.0, rel=1e-9)

@@ -109,6 +109,37 @@ class SweepParams(SeedRunParams):
             raise ParamsError(f"train_tokens {over} must lie in [batch_size={self.batch_size}, n_tokens={self.n_tokens}]")
 
 
+@dataclass(frozen=True)
+class LayerArchParams(SeedRunParams):
+    """Fig. 4: seed pairs across layers × sizes, hookpoint kinds (MLP vs residual), and architectures."""
+
+    layers: list[int]  # decoder layers of panels (a) and (b)
+    layer_sizes: list[int]  # d_sae values at every layer of the first kind in `kinds` (panel a)
+    kinds: list[str]  # hookpoint kinds compared at d_sae in panel (b), e.g. [mlp_out, resid_post]
+    architectures: list[str]  # panel (c), at `hookpoint` and d_sae: topk | batchtopk | relu | gated | jumprelu
+    calib_tokens: int  # tokens of each short run that sets an L1/L0 architecture's coefficient to reach L0 ≈ k
+    calib_runs: int  # short runs per calibrated architecture
+
+    def check(self) -> None:
+        super().check()
+        from .sae.arch import ARCHITECTURES
+
+        bad = [a for a in self.architectures if a not in ARCHITECTURES]
+        if bad or not self.architectures:
+            raise ParamsError(f"architectures {bad or self.architectures}: valid {list(ARCHITECTURES)}")
+        bad = [k for k in self.kinds if k not in ("resid_pre", "resid_post", "mlp_out", "attn_out")]
+        if bad or not self.kinds:
+            raise ParamsError(f"kinds {bad or self.kinds}: valid ['resid_pre', 'resid_post', 'mlp_out', 'attn_out']")
+        if not self.layers or min(self.layers) < 0:
+            raise ParamsError(f"layers={self.layers}: need non-negative layer indices")
+        bad = [s for s in self.layer_sizes if s <= self.k]
+        if bad or not self.layer_sizes:
+            raise ParamsError(f"layer_sizes {bad or self.layer_sizes}: need values above k={self.k}")
+        if not self.batch_size <= self.calib_tokens <= self.n_tokens or self.calib_runs < 1:
+            raise ParamsError(f"calib_tokens={self.calib_tokens} must lie in [batch_size, n_tokens] and "
+                              f"calib_runs={self.calib_runs} be >= 1")
+
+
 REGISTRY: dict[str, type] = {
     "paulo_fig1_matched_cosines": SeedRunParams,
     "paulo_fig2_similarity_vs_frequency": SeedRunParams,
@@ -117,9 +148,12 @@ REGISTRY: dict[str, type] = {
     "paulo_figA3_hungarian_vs_max": SeedRunParams,
     "paulo_fig5_overlap_vs_size_k_tokens": SweepParams,
     "paulo_figA4_mean_cosines_vs_size_k_tokens": SweepParams,
+    "paulo_fig4_overlap_vs_layer_position_arch": LayerArchParams,
 }
-# notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs)
-SEED_FAMILY = [stem for stem, cls in REGISTRY.items() if issubclass(cls, SeedRunParams)]
+# notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
+# Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them
+SEED_FAMILY = [stem for stem, cls in REGISTRY.items()
+               if issubclass(cls, SeedRunParams) and not issubclass(cls, LayerArchParams)]
 
 
 def params_class(stem: str) -> type:

@@ -192,10 +192,46 @@ def figA4_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def fig4_section(doc: dict) -> str:
+    o, paper_arch = doc["ours"], doc["paper"]["architectures_decoder_only_gpt2"]
+    by_size: dict[int, list[str]] = {}
+    for r in o["layers"]:
+        by_size.setdefault((r["hookpoint"].split(".")[0], r["d_sae"]), []).append(
+            f"{r['hookpoint'].split('.')[1]} → {_pct(r['shared_frac_paper'])}")
+    lines = [*_head("Paulo & Belrose Fig. 4 — shared fraction vs layer × size, MLP vs residual stream, architecture",
+                    "Fig 4", doc),
+             "| hookpoint kind, latents | layer → shared (paper's rule) |", "|---|---|"]
+    lines += [f"| {kind}, {size:,} | {', '.join(v)} |" for (kind, size), v in by_size.items()]
+    lines += ["", "| architecture | coefficient | held-out L0 (seed 0, 1) | held-out FVU | shared, decoder rule: ours | "
+                  "paper (GPT-2) |", "|---|---|---|---|---|---|"]
+    for r in o["architectures"]:
+        coef = "—" if r["sparsity_coefficient"] is None else f"λ = {r['sparsity_coefficient']:.3g}"
+        lines.append(f"| {r['architecture']} | {coef} | {', '.join(_f(x, '.1f') for x in r['heldout_l0'])} | "
+                     f"{', '.join(_num(x) for x in r['heldout_fvu'])} | {_pct(r['shared_frac_decoder_only'])} | "
+                     f"{_pct(paper_arch.get(r['architecture']))} |")
+    edges = o["edge_minus_middle_layers"]
+    mvr = o["mlp_vs_resid"]
+    shares = {r["architecture"]: r["shared_frac_decoder_only"] for r in o["architectures"]}
+    l1_above = [a for a in ("relu", "gated") if a in shares]
+    edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" for s, v in edges.items())
+    lines += ["",
+              f"- Sharing lower at the first and last layer than in the middle (edge − middle: {edge_txt}): "
+              f"{_verdict(all(v is not None and v < 0 for v in edges.values()))}."]
+    if mvr:
+        lines.append(f"- {mvr['kinds'][0]} shares more than {mvr['kinds'][1]} (as on SmolLM and GPT-2 in the paper) at "
+                     f"{mvr['layers_where_first_shares_more']} of {mvr['n_layers']} layers: "
+                     f"{_verdict(2 * mvr['layers_where_first_shares_more'] > mvr['n_layers'])}.")
+    if "topk" in shares and l1_above:
+        lines.append(f"- L1-trained SAEs ({', '.join(l1_above)}) share more than TopK at matched L0 (decoder rule): "
+                     f"{_verdict(all(shares[a] > shares['topk'] for a in l1_above))}.")
+    return "\n".join(lines)
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
-            "paulo_figA4_mean_cosines_vs_size_k_tokens": figA4_section}
+            "paulo_figA4_mean_cosines_vs_size_k_tokens": figA4_section,
+            "paulo_fig4_overlap_vs_layer_position_arch": fig4_section}
 
 
 def render(figs: Path | None = None) -> str:

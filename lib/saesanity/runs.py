@@ -96,16 +96,22 @@ def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress
                       log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
 
 
-def _acts(P, split: str, progress: bool) -> tuple[np.ndarray, Path]:
-    """P's activations of one split (collected once, cached) and the artifact folder they live in."""
+def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
+    """P's activations of one split (collected once, cached) and the artifact folder they live in.
+
+    With `hookpoints`, a dict hookpoint -> (array, folder) for all of them, missing ones collected in
+    one forward pass; otherwise the pair for `P.hookpoint`.
+    """
+    names = hookpoints or [P.hookpoint]
     spec = activation_spec(P, split)
-    acts = collect(spec, [P.hookpoint], batch_size=P.model_batch_size, device=P.device, progress=progress)[P.hookpoint]
-    return acts, artifact_dirs(spec, [P.hookpoint])[0]
+    acts = collect(spec, names, batch_size=P.model_batch_size, device=P.device, progress=progress)
+    out = {h: (acts[h], d) for h, d in zip(names, artifact_dirs(spec, names))}
+    return out if hookpoints else out[P.hookpoint]
 
 
 def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool,
-           snapshots: tuple[int, ...] = ()) -> TrainedSAE:
-    meta = {"model": P.model, "variant": P.variant, "hook_name": P.hookpoint, "corpus": P.corpus}
+           snapshots: tuple[int, ...] = (), hookpoint: str | None = None) -> TrainedSAE:
+    meta = {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
     return train_cached(acts, acts_dir, cfg, progress=progress, metadata=meta, device=P.device, snapshots=snapshots)
 
 
@@ -181,9 +187,103 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
             todo = sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v)))
             if todo:
                 _train(P, acts, acts_dir, dataclasses.replace(c, n_tokens=todo[-1]), progress, snapshots=tuple(todo[:-1]))
+    return [{axis: v, **pair_row(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for c in base.values()],
+                                 held, progress)} for v in values]
+
+
+def pair_row(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
+             hookpoint: str | None = None) -> dict:
+    """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
+    SAE's held-out FVU and L0 (`evaluate`)."""
+    pair = [_train(P, acts, acts_dir, c, progress, hookpoint=hookpoint) for c in cfgs]
+    m = pair_matches(pair, progress=False)[0, 1]
+    ev = [evaluate(t.sae, held) for t in pair]
+    return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev]}
+
+
+SPARSITY_FIELD = {"relu": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient"}
+# where `architecture_pairs` starts each search. Measured on SmolLM2 mlp_out.15, 576 latents, 250K tokens:
+# ReLU λ₁ 0.03 / 0.1 / 0.2 / 1 → L0 259 / 98 / 27 / 1; Gated λ₁ 0.03 / 0.2 → 330 / 93; JumpReLU λ₀ 0.03 and 1
+# both → L0 570 of 576 (with DeepMind's bandwidth ε the threshold hardly moves in so few tokens).
+CALIBRATION_START = {"relu": 0.15, "gated": 0.5, "jumprelu": 1.0}
+
+
+def _next_coefficient(runs_: list[tuple[float, float]], target: float) -> float:
+    """Next λ to try from (λ, L0) runs, in log–log space: interpolate between the closest runs either side of
+    the target once it is bracketed (regula falsi), else step from the closest run with the secant slope
+    of the last two runs (−1 with one run), clipped to [−3, −0.2]."""
+    pts = sorted((np.log(c), np.log(max(l0, 1e-2))) for c, l0 in runs_)
+    t = np.log(target)
+    above = [p for p in pts if p[1] > t]  # L0 too high: λ too small
+    below = [p for p in pts if p[1] <= t]
+    if above and below:
+        (x0, y0), (x1, y1) = max(above, key=lambda p: p[0]), min(below, key=lambda p: p[0])
+        return float(np.exp(x0 + (t - y0) * (x1 - x0) / (y1 - y0))) if y1 != y0 else float(np.exp((x0 + x1) / 2))
+    slope = -1.0
+    last = [(np.log(c), np.log(max(l0, 1e-2))) for c, l0 in runs_[-2:]]
+    if len(last) == 2 and last[0][0] != last[1][0]:
+        slope = float(np.clip((last[1][1] - last[0][1]) / (last[1][0] - last[0][0]), -3.0, -0.2))
+    x, y = min(pts, key=lambda p: abs(p[1] - t))
+    return float(np.exp(x + (t - y) / slope))
+
+
+def calibrate_sparsity(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, target_l0: float, held: np.ndarray,
+                       *, n_tokens: int, n_runs: int, hookpoint: str | None = None,
+                       progress: bool = True) -> tuple[TrainConfig, list[dict]]:
+    """`cfg` with its sparsity coefficient (λ₁ of ReLU/Gated, λ₀ of JumpReLU) set so that held-out L0 ≈ target_l0.
+
+    Search: `n_runs` runs of `n_tokens` tokens (cached SAEs), starting at cfg's coefficient, each next
+    coefficient from `_next_coefficient` (log–log secant, then regula falsi once the target is
+    bracketed). Returns cfg with the coefficient whose short run came closest to the target in
+    log L0, and every run tried (λ, L0, FVU). Architectures without a coefficient (TopK, BatchTopK:
+    L0 = k by construction) are returned unchanged. The full-length run's L0 can differ from the
+    short one's; callers report the L0 actually reached.
+    """
+    field = SPARSITY_FIELD.get(cfg.architecture)
+    if field is None:
+        return cfg, []
+    if n_runs < 1 or target_l0 <= 0:
+        raise ValueError(f"calibration needs n_runs >= 1 and target_l0 > 0 (got {n_runs}, {target_l0})")
+    tried: list[dict] = []
+    coef = getattr(cfg, field)
+    for _ in range(n_runs):
+        short = dataclasses.replace(cfg, n_tokens=n_tokens, **{field: coef})
+        ev = evaluate(_train(P, acts, acts_dir, short, progress, hookpoint=hookpoint).sae, held)
+        tried.append({field: coef, "l0": ev["l0"], "fvu": ev["fvu"]})
+        coef = _next_coefficient([(t[field], t["l0"]) for t in tried], target_l0)
+    best = min(tried, key=lambda t: abs(np.log(max(t["l0"], 1e-2) / target_l0)))
+    return dataclasses.replace(cfg, **{field: best[field]}), tried
+
+
+def hookpoint_pairs(P, points: list[tuple[str, int]], *, progress: bool = True) -> list[dict]:
+    """Seed pairs (P.seeds[:2]) at each (hookpoint, d_sae) point, other settings as P; every hookpoint's
+    activations come from one forward pass per split. Rows: hookpoint, d_sae, then `pair_row`."""
+    hps = list(dict.fromkeys(h for h, _ in points))
+    train, held = _acts(P, "train", progress, hps), _acts(P, "heldout", progress, hps)
     rows = []
-    for v in values:
-        pair = [_train(P, acts, acts_dir, dataclasses.replace(c, **{axis: v}), progress) for c in base.values()]
-        m = pair_matches(pair, progress=False)[0, 1]
-        rows.append({axis: v, **summarize(m, P.threshold), "heldout_fvu": [evaluate(t.sae, held)["fvu"] for t in pair]})
+    for h, size in points:
+        acts, acts_dir = train[h]
+        cfgs = [dataclasses.replace(train_cfg(P, s), d_sae=size) for s in P.seeds[:2]]
+        rows.append({"hookpoint": h, "d_sae": size, **pair_row(P, acts, acts_dir, cfgs, held[h][0], progress, h)})
+    return rows
+
+
+def architecture_pairs(P, architectures: list[str], *, calib_tokens: int, calib_runs: int,
+                       progress: bool = True) -> list[dict]:
+    """Seed pairs of each architecture at P's hookpoint and size. ReLU, Gated and JumpReLU get the
+    sparsity coefficient whose short run reaches held-out L0 ≈ P.k (`calibrate_sparsity`, on seed
+    P.seeds[0]); TopK and BatchTopK use k. Rows: architecture, the coefficient and calibration runs,
+    then `pair_row` (whose `heldout_l0` is the L0 the full runs actually reached)."""
+    acts, acts_dir = _acts(P, "train", progress)
+    held = heldout_acts(P, progress=progress)
+    rows = []
+    for arch in architectures:
+        field = SPARSITY_FIELD.get(arch)
+        start = dataclasses.replace(train_cfg(P, P.seeds[0]), architecture=arch,
+                                    **({field: CALIBRATION_START[arch]} if field else {}))
+        cfg, tried = calibrate_sparsity(P, acts, acts_dir, start, P.k, held, n_tokens=calib_tokens,
+                                        n_runs=calib_runs, progress=progress)
+        cfgs = [dataclasses.replace(cfg, seed=s) for s in P.seeds[:2]]
+        rows.append({"architecture": arch, "sparsity_coefficient": getattr(cfg, field) if field else None,
+                     "calibration": tried, **pair_row(P, acts, acts_dir, cfgs, held, progress)})
     return rows
