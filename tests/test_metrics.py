@@ -3,7 +3,9 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from saesanity.metrics import fvu, l0
+from saesanity.metrics import (ce_loss_score, cosine_sim, dead_fraction, explained_variance_saebench,
+                               explained_variance_saelens_legacy, fvu, kl_next_token, kl_score, l0, l1_norm,
+                               token_entropy)
 
 
 def test_fvu_hand_computation():
@@ -21,14 +23,23 @@ def test_fvu_matches_sklearn_variance_weighted_r2():
     assert ours == pytest.approx(1 - r2_score(x, x_hat, multioutput="variance_weighted"), rel=1e-10)
 
 
-def test_fvu_differs_from_variance_around_zero_on_large_mean():
-    """SAELens<6 / SAEBench 'explained variance' divides by Σ‖x‖²; with a large mean it flatters."""
+def test_fvu_differs_from_saebench_and_saelens_legacy_on_large_mean():
+    """A reconstruction that only predicts the mean explains nothing (FVU ≈ 1); SAEBench's core-eval
+    formula (almost uncentred) calls it nearly perfect, and SAELens's legacy per-token mean of ratios
+    is dominated by tokens near the mean."""
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.normal(100.0, 1.0, size=(500, 4)))
     x_hat = torch.full_like(x, 100.0)  # predicts only the mean
-    around_zero = 1 - (x - x_hat).pow(2).sum() / x.pow(2).sum()
     assert fvu(x, x_hat).item() == pytest.approx(1.0, abs=0.02)  # explains nothing
-    assert around_zero.item() > 0.999  # looks perfect
+    assert explained_variance_saebench(x, x_hat).item() > 0.999  # looks perfect
+    # hand: 1 − E‖e‖² / (E‖x‖² − m²), m = mean of x² over all entries
+    m = (x ** 2).mean()
+    hand = 1 - ((x - x_hat) ** 2).sum(1).mean() / ((x ** 2).sum(1).mean() - m ** 2)
+    assert explained_variance_saebench(x, x_hat).item() == pytest.approx(hand.item())
+    legacy = explained_variance_saelens_legacy(x, x_hat).item()
+    per_token = 1 - ((x - x_hat) ** 2).sum(1) / ((x - x.mean(0)) ** 2).sum(1)
+    assert legacy == pytest.approx(per_token.mean().item())
+    assert abs(legacy - (1 - fvu(x, x_hat).item())) > 1e-3  # mean of ratios ≠ ratio of sums
 
 
 def test_fvu_shape_error():
@@ -46,3 +57,47 @@ def test_firing_frequency():
 
     z = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 3.0], [0.0, 0.5, 0.1], [0.0, 0.0, 7.0]])
     assert firing_frequency(z).tolist() == [0.0, 0.5, 1.0]
+
+
+def test_dead_fraction_and_l1():
+    assert dead_fraction(torch.tensor([0.0, 0.5, 0.0, 1e-6])) == 0.5
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 3.0]])
+    assert l1_norm(z).item() == pytest.approx(3.0)  # (3 + 3) / 2
+
+
+def test_cosine_sim_matches_sklearn():
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    rng = np.random.default_rng(2)
+    x, x_hat = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    ref = np.diag(cosine_similarity(x, x_hat)).mean()
+    assert cosine_sim(torch.from_numpy(x), torch.from_numpy(x_hat)).item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_ce_and_kl_scores_hand():
+    assert ce_loss_score(ce_clean=3.0, ce_sae=3.5, ce_zero=8.0) == pytest.approx(0.9)  # (8 − 3.5) / (8 − 3)
+    assert np.isnan(ce_loss_score(5.0, 5.2, 5.0))
+    assert kl_score(kl_sae=0.2, kl_zero=2.0) == pytest.approx(0.9)
+    assert np.isnan(kl_score(0.1, 0.0))
+
+
+def test_kl_next_token_matches_scipy_and_saelens():
+    from scipy.stats import entropy
+    from sae_lens.evals import _kl
+
+    rng = np.random.default_rng(3)
+    a, b = torch.from_numpy(rng.normal(size=(4, 11))), torch.from_numpy(rng.normal(size=(4, 11)))
+    ours = kl_next_token(a, b).numpy()
+    pa, pb = torch.softmax(a, -1).numpy(), torch.softmax(b, -1).numpy()
+    np.testing.assert_allclose(ours, [entropy(p, q) for p, q in zip(pa, pb)], rtol=1e-5)
+    np.testing.assert_allclose(ours, _kl(a.float(), b.float()).numpy(), rtol=1e-4)
+
+
+def test_token_entropy_matches_scipy():
+    from scipy.stats import entropy
+
+    top = np.array([[5, 5, 5, 5], [1, 2, 3, 4], [7, 7, 8, -1], [-1, -1, -1, -1]])
+    h = token_entropy(top)
+    assert h[0] == 0.0 and h[1] == pytest.approx(2.0)
+    assert h[2] == pytest.approx(entropy([2, 1], base=2))
+    assert np.isnan(h[3])

@@ -5,7 +5,11 @@ Shapes: x, x̂ [B, D] (rows are tokens), z [B, F] latents.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
@@ -13,8 +17,11 @@ def fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
 
         FVU = Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖²,   x̄ = (1/B) Σ_b x_b.
 
-    1 − FVU is the explained variance. Not SAELens<6 / SAEBench's "explained variance", which
-    divides by Σ‖x_b‖² (variance around zero) and so looks better on data with a large mean.
+    1 − FVU is the explained variance. It equals SAELens ≥ 6's `explained_variance` (pooled over the
+    data); it differs from SAELens's `explained_variance_legacy` (a mean of per-token ratios,
+    `explained_variance_saelens_legacy`) and from SAEBench's core-eval formula, whose "total variance"
+    subtracts the squared mean of x² rather than ‖x̄‖² (`explained_variance_saebench`) and so is
+    nearly uncentred: on data with a large mean it reports far more variance explained.
     """
     if x_BD.shape != x_hat_BD.shape or x_BD.ndim != 2:
         raise ValueError(f"fvu needs two [B, D] tensors of one shape, got {tuple(x_BD.shape)} and {tuple(x_hat_BD.shape)}")
@@ -30,3 +37,82 @@ def l0(z_BF: torch.Tensor) -> torch.Tensor:
 def firing_frequency(z_BF: torch.Tensor) -> torch.Tensor:
     """[F] fraction of tokens on which each latent is active: (1/B) Σ_b 1[z_bf ≠ 0]."""
     return (z_BF != 0).float().mean(0)
+
+
+def dead_fraction(freq_F: torch.Tensor | np.ndarray) -> float:
+    """Fraction of latents that never fire on the evaluated tokens: (1/F) #{f : freq_f = 0}, with freq
+    from `firing_frequency` pooled over every evaluated token (not a training-time window)."""
+    return float((torch.as_tensor(freq_F) == 0).float().mean())
+
+
+def cosine_sim(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of the cosine between input and reconstruction: (1/B) Σ_b ⟨x_b, x̂_b⟩/(‖x_b‖‖x̂_b‖),
+    a zero-norm row counting as cosine 0 (SAELens `cossim` divides by the raw norms)."""
+    return F.cosine_similarity(x_BD, x_hat_BD, dim=1, eps=1e-12).mean()
+
+
+def l1_norm(z_BF: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of the L1 norm of the latents: (1/B) Σ_b Σ_f |z_bf| (SAELens `l1`, for z ≥ 0)."""
+    return z_BF.abs().sum(1).mean()
+
+
+def explained_variance_saelens_legacy(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+    """SAELens's `explained_variance_legacy`, for comparison only: the mean over tokens of
+    1 − ‖x_b − x̂_b‖² / ‖x_b − x̄‖² (x̄ the batch mean). A token near the mean gets a huge ratio."""
+    resid = (x_BD - x_hat_BD).pow(2).sum(1)
+    return (1 - resid / (x_BD - x_BD.mean(0, keepdim=True)).pow(2).sum(1)).mean()
+
+
+def explained_variance_saebench(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+    """SAEBench's core-eval `explained_variance` (from dictionary_learning), for comparison only:
+    1 − E_b‖x_b − x̂_b‖² / (E_b‖x_b‖² − m²), m = mean over tokens and dimensions of x². Subtracting
+    m² instead of ‖x̄‖² leaves the denominator close to E‖x‖², i.e. almost uncentred."""
+    m = x_BD.pow(2).mean()
+    return 1 - (x_BD - x_hat_BD).pow(2).sum(1).mean() / (x_BD.pow(2).sum(1).mean() - m * m)
+
+
+def ce_loss_score(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
+    """Fraction of the cross-entropy lost to zero-ablating the hookpoint that the SAE recovers:
+
+        (CE_zero − CE_sae) / (CE_zero − CE_clean)
+
+    with CE the mean next-token cross-entropy of the model run clean, with the hookpoint's activations
+    replaced by the SAE's reconstruction, and with them replaced by zeros (SAELens `ce_loss_score`).
+    1 = the SAE loses nothing; 0 = as bad as zero-ablation. Ill-conditioned when CE_zero ≈ CE_clean
+    (a model that does not use the hookpoint, e.g. a random one): NaN when they are equal."""
+    gap = ce_zero - ce_clean
+    return (ce_zero - ce_sae) / gap if gap != 0 else math.nan
+
+
+def kl_score(kl_sae: float, kl_zero: float) -> float:
+    """(KL_zero − KL_sae) / KL_zero, KL = mean over tokens of KL(p_clean ‖ p_spliced) of the next-token
+    distributions (SAELens `kl_div_score`); NaN when zero-ablation changes nothing (KL_zero = 0)."""
+    return (kl_zero - kl_sae) / kl_zero if kl_zero != 0 else math.nan
+
+
+def kl_next_token(logits_clean_BV: torch.Tensor, logits_new_BV: torch.Tensor) -> torch.Tensor:
+    """[B] KL(p_clean ‖ p_new) = Σ_v p_clean(v) (log p_clean(v) − log p_new(v)) per position, in nats."""
+    lp_clean = F.log_softmax(logits_clean_BV.float(), -1)
+    lp_new = F.log_softmax(logits_new_BV.float(), -1)
+    return (lp_clean.exp() * (lp_clean - lp_new)).sum(-1)
+
+
+def token_entropy(top_tokens_FN: np.ndarray) -> np.ndarray:
+    """[F] entropy in bits of each latent's token distribution over its top activations:
+
+        H_f = −Σ_t p_f(t) log₂ p_f(t),   p_f(t) = (1/N) #{n : top_tokens[f, n] = t}
+
+    where top_tokens[f] holds the token ids at latent f's N highest activations over the evaluated
+    tokens (`runs.top_activation_tokens`). 0 bits: the latent fires on one token only; log₂ N: every
+    top activation is on a different token. Heap et al.'s "abstractness": a latent tied to single
+    tokens has low entropy. Rows with fewer than N activations are padded with −1, which is ignored
+    (the distribution is over the valid entries; a latent with none gets NaN)."""
+    top = np.asarray(top_tokens_FN)
+    out = np.full(top.shape[0], np.nan)
+    for f, row in enumerate(top):
+        row = row[row >= 0]
+        if row.size:
+            _, counts = np.unique(row, return_counts=True)
+            p = counts / row.size
+            out[f] = float(-(p * np.log2(p)).sum()) + 0.0
+    return out
