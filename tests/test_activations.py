@@ -144,3 +144,22 @@ def test_unknown_model_dtype(tiny_llama_dir):
 
     with pytest.raises(ModelError, match=r"dtype 'int8'; valid: \['float32', 'bfloat16', 'float16'\]"):
         load_model(str(tiny_llama_dir), dtype="int8")
+
+
+@pytest.mark.parametrize("hookpoint", ["resid_pre.1", "resid_post.1", "mlp_out.0", "attn_out.2"])
+def test_replaced_splices_the_activation(lm, hookpoint):
+    ids = torch.randint(0, lm.model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        clean = lm.model(ids).logits
+        with A.replaced(lm, hookpoint, lambda a: a):  # identity splice changes nothing
+            same = lm.model(ids).logits
+        with A.replaced(lm, hookpoint, lambda a: torch.zeros_like(a)):
+            zeroed = lm.model(ids).logits
+            inner = A.run_to_hookpoints(lm, ids, [hookpoint])[hookpoint]
+    torch.testing.assert_close(same, clean)
+    assert not torch.allclose(zeroed, clean)
+    if hookpoint != "resid_pre.1":  # a pre-hook's input is seen before the replacement
+        assert inner.abs().max() == 0
+    with torch.no_grad():
+        after = lm.model(ids).logits  # the hook is gone after the block
+    torch.testing.assert_close(after, clean)

@@ -12,6 +12,9 @@ from saesanity import paths
 STEMS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 # keys the README and later notebooks read from each JSON
 REQUIRED = {
+    "heap_metrics_vs_layer": ["ours", "claims", "scale", "setup"],
+    "heap_toy_models": ["ours.hypothesis1", "ours.hypothesis2", "claims", "scale"],
+    "heap_token_entropy": ["ours.median_entropy_bits", "ours.max_entropy_bits", "claims", "scale"],
     "paulo_fig1_matched_cosines": ["compared.shared_frac_paper.ours", "compared.shared_frac_paper.paper",
                                    "compared.agree_frac.ours", "compared.mean_matched_dec_cos.ours",
                                    "compared.mean_matched_enc_cos.ours", "heldout", "scale", "setup"],

@@ -15,6 +15,7 @@ deepest requested layer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -128,6 +129,35 @@ def run_to_hookpoints(lm: LoadedModel, input_ids: torch.Tensor, hookpoints: list
         for h in handles:
             h.remove()
     return {h: out[h] for h in hookpoints}
+
+
+def _replace_output(output, new):
+    if isinstance(output, tuple):
+        return (new, *output[1:])
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    return new
+
+
+@contextlib.contextmanager
+def replaced(lm: LoadedModel, hookpoint: str, fn):
+    """Within the block, the activation at `hookpoint` [B, T, d] is replaced by `fn(activation)` in every
+    forward pass of `lm` (a splice: the rest of the model runs on the replacement)."""
+    hp = parse_hookpoint(hookpoint, lm.n_layers, lm.name)
+    layer = decoder_layers(lm.model)[hp.layer]
+    if hp.kind == "resid_pre":
+        def pre(mod, args, kwargs):
+            if args:
+                return (fn(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+        handle = layer.register_forward_pre_hook(pre, with_kwargs=True)
+    else:
+        target = layer if hp.kind == "resid_post" else _block(layer, hp.kind)
+        handle = target.register_forward_hook(lambda mod, args, output: _replace_output(output, fn(_first(output))))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,83 @@ class LayerArchParams(SeedRunParams):
                               f"calib_runs={self.calib_runs} be >= 1")
 
 
+@dataclass(frozen=True)
+class VariantSweepParams:
+    """Heap et al.: one TopK SAE per (model variant × layer), evaluated on the same held-out tokens."""
+
+    profile: str  # which profile these values came from: smoke | default | paper
+    model: str  # model spec (see SeedRunParams.model)
+    variants: list[str]  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
+    corpus: str  # corpus spec (see SeedRunParams.corpus)
+    kind: str  # hookpoint kind at every layer: resid_post (the paper), resid_pre, mlp_out, attn_out
+    layers: list[int]  # decoder layers (0-based)
+    n_tokens: int  # training tokens per variant (activations collected; one epoch per SAE)
+    seq_len: int  # tokens per sequence fed to the model
+    model_batch_size: int  # sequences per model forward pass
+    model_dtype: str  # float32 | bfloat16 | float16: dtype of the model's forward pass
+    data_seed: int  # corpus shuffle and SAE batch order
+    d_sae: int  # number of latents
+    k: int  # active latents per token (TopK)
+    batch_size: int  # tokens per SAE optimisation step
+    lr: float  # Adam learning rate
+    auxk_alpha: float  # AuxK loss weight
+    seed: int  # SAE initialisation seed
+    n_eval_tokens: int  # held-out tokens for reconstruction metrics and token entropy
+    n_splice_tokens: int  # held-out tokens for the CE / KL scores (3 forward passes per SAE)
+    entropy_top_n: int  # top activations per latent whose token distribution gives its entropy
+    device: str  # cpu | cuda
+
+    def check(self) -> None:
+        from .activations import HOOK_KINDS
+        from .models import VARIANTS
+
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ParamsError(f"variants {bad or self.variants}: need distinct values from {list(VARIANTS)}")
+        if self.kind not in HOOK_KINDS:
+            raise ParamsError(f"kind={self.kind!r}; valid: {list(HOOK_KINDS)}")
+        if not self.layers or min(self.layers) < 0 or len(set(self.layers)) != len(self.layers):
+            raise ParamsError(f"layers={self.layers}: need distinct non-negative layer indices")
+        if self.model_dtype not in ("float32", "bfloat16", "float16"):
+            raise ParamsError(f"model_dtype={self.model_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
+        if not 0 < self.k < self.d_sae:
+            raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
+        if self.n_tokens < self.batch_size:
+            raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        if self.entropy_top_n < 2 or self.n_splice_tokens < self.seq_len:
+            raise ParamsError(f"entropy_top_n={self.entropy_top_n} must be >= 2 and n_splice_tokens="
+                              f"{self.n_splice_tokens} at least one sequence ({self.seq_len})")
+
+
+@dataclass(frozen=True)
+class ToyParams:
+    """Heap et al. Section 4 toy models (`saesanity.toy`)."""
+
+    profile: str  # which profile these values came from: smoke | default | paper
+    d: int  # input dimension
+    n_features: int  # ground-truth features in the sparsity sweep (n_features / d = superposition)
+    ps: list[float]  # feature probabilities swept (hypothesis 1)
+    depths: list[int]  # random residual MLP blocks (0 = identity) for hypothesis 1
+    superpositions: list[int]  # n_features values swept at p = p_superposition (hypothesis 1)
+    p_superposition: float  # feature probability in the superposition sweep
+    h2_depths: list[int]  # random MLP depths fed dense Gaussian input (hypothesis 2)
+    h2_d_sae: int  # SAE latents in hypothesis 2
+    h2_k: int  # SAE k in hypothesis 2
+    n_steps: int  # SAE steps per fit (one epoch of fresh samples)
+    batch_size: int  # samples per SAE step
+    seed: int  # data, network and SAE seed
+
+    def check(self) -> None:
+        if not self.ps or any(not 0 < p <= 1 for p in self.ps) or not 0 < self.p_superposition <= 1:
+            raise ParamsError(f"ps={self.ps}, p_superposition={self.p_superposition}: probabilities must lie in (0, 1]")
+        if not self.depths or not self.h2_depths or min(self.depths + self.h2_depths) < 0:
+            raise ParamsError(f"depths={self.depths}, h2_depths={self.h2_depths}: need non-negative depths")
+        if not self.superpositions or min(self.superpositions) < 2 or self.n_features < 2:
+            raise ParamsError(f"superpositions={self.superpositions}, n_features={self.n_features}: need >= 2 features")
+        if not 0 < self.h2_k < self.h2_d_sae:
+            raise ParamsError(f"h2_k={self.h2_k}: must satisfy 0 < k < h2_d_sae={self.h2_d_sae}")
+
+
 REGISTRY: dict[str, type] = {
     "paulo_fig1_matched_cosines": SeedRunParams,
     "paulo_fig2_similarity_vs_frequency": SeedRunParams,
@@ -149,6 +226,9 @@ REGISTRY: dict[str, type] = {
     "paulo_fig5_overlap_vs_size_k_tokens": SweepParams,
     "paulo_figA4_mean_cosines_vs_size_k_tokens": SweepParams,
     "paulo_fig4_overlap_vs_layer_position_arch": LayerArchParams,
+    "heap_metrics_vs_layer": VariantSweepParams,
+    "heap_token_entropy": VariantSweepParams,
+    "heap_toy_models": ToyParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
 # Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them

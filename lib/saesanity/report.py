@@ -227,11 +227,68 @@ def fig4_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _claims(doc: dict) -> list[str]:
+    return [f"- {c['claim']}: {_verdict(c['verdict'])} ({_claim_numbers(c['ours'])})." for c in doc["claims"]]
+
+
+def _claim_numbers(ours: dict) -> str:
+    def fmt(v):
+        if isinstance(v, dict):
+            return "; ".join(f"{k} {fmt(x)}" for k, x in v.items())
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return "—" if v is None else str(v)
+    return fmt(ours)
+
+
+def heap_metrics_section(doc: dict) -> str:
+    ours = doc["ours"]
+    layers = sorted({h for rs in ours.values() for h in rs}, key=lambda h: int(h.split(".")[1]))
+    lines = [*_head("Heap et al. — SAE metrics vs layer for trained, re-randomized, initial and control models",
+                    "Heap metrics", doc),
+             "| variant | " + " | ".join(f"{h}: FVU / CE score / KL score" for h in layers) + " |",
+             "|---|" + "---|" * len(layers)]
+    for v, rs in ours.items():
+        cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
+                 if h in rs else "—" for h in layers]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
+
+
+def heap_entropy_section(doc: dict) -> str:
+    med = doc["ours"]["median_entropy_bits"]
+    layers = sorted({h for rs in med.values() for h in rs}, key=lambda h: int(h.split(".")[1]))
+    lines = [*_head("Heap et al. — token-distribution entropy of latents vs layer", "Heap entropy", doc),
+             f"Median over latents of the entropy (bits; max {doc['ours']['max_entropy_bits']:.2f}) of the tokens at "
+             "each latent's top activations.", "",
+             "| variant | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
+    lines += [f"| {v} | " + " | ".join(_f(rs.get(h), ".2f") for h in layers) + " |" for v, rs in med.items()]
+    return "\n".join([*lines, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
+
+
+def heap_toy_section(doc: dict) -> str:
+    h1, h2 = doc["ours"]["hypothesis1"], doc["ours"]["hypothesis2"]
+    depths = sorted({r["depth"] for r in h1})
+    ps = sorted({r["p"] for r in h1 if r["sweep"] == "sparsity"})
+    lines = [*_head("Heap et al. Section 4 — toy models", "Heap toy models", doc),
+             "| feature probability p | " + " | ".join(f"recovery, {d} random MLP blocks" for d in depths) + " |",
+             "|---|" + "---|" * len(depths)]
+    for p in ps:
+        cells = [next(f"{r['recovery']:.3f}" for r in h1 if r["sweep"] == "sparsity" and r["p"] == p and r["depth"] == d)
+                 for d in depths]
+        lines.append(f"| {p:g} | " + " | ".join(cells) + " |")
+    lines += ["", "Dense N(0, I) input: FVU(network output) / FVU(covariance-matched Gaussian) by depth: "
+              + ", ".join(f"{r['depth']} → {r['fvu_ratio']:.3f}" for r in h2) + ".", "", *_claims(doc)]
+    return "\n".join(lines)
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
             "paulo_figA4_mean_cosines_vs_size_k_tokens": figA4_section,
-            "paulo_fig4_overlap_vs_layer_position_arch": fig4_section}
+            "paulo_fig4_overlap_vs_layer_position_arch": fig4_section,
+            "heap_metrics_vs_layer": heap_metrics_section, "heap_token_entropy": heap_entropy_section,
+            "heap_toy_models": heap_toy_section}
 
 
 def render(figs: Path | None = None) -> str:

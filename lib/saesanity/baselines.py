@@ -1,0 +1,217 @@
+"""Random-transformer baselines (Heap et al. 2025): one SAE per (model variant × layer) and its metrics.
+
+Each variant's activations at every layer come from one forward pass (an activation artifact per
+(variant, hookpoint), collected once and cached); one SAE per (variant, layer) with seed `P.seed`,
+cached like every SAE. Evaluation uses the held-out split of the same corpus for every variant, so
+the `control` variant (Gaussian input embeddings) is evaluated on the same tokens as the others.
+
+Metrics (definitions in `metrics`): held-out FVU centred on the evaluation set's mean, L0, L1,
+cosine(x, x̂), dead fraction, SAELens-legacy and SAEBench explained variance (for comparison); CE-loss
+and KL scores with the SAE spliced into the forward pass (`spliced_scores`); each latent's token
+entropy over its top activations (`top_activation_tokens`, `metrics.token_entropy`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.std import tqdm
+
+from . import metrics as M
+from .activations import ActivationSpec, replaced
+from .cache import cached
+from .corpus import token_sequences
+from .models import GaussianEmbedding, LoadedModel, load_model
+from .runs import TrainedSAE, _acts, _train, activation_spec, train_cfg
+from .sae import SAEBase
+
+VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
+                 "rerandomized_excl_emb": "re-randomized excl. emb.", "init": "init (from_config)",
+                 "step0": "step 0", "control": "control (Gaussian input)"}
+_SPLICE_VERSION = 1
+
+
+def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
+    """The per-(variant, hookpoint) parameters the `runs` pipeline steps read from a sweep's P."""
+    return SimpleNamespace(model=P.model, variant=variant, corpus=P.corpus, n_tokens=P.n_tokens,
+                           n_eval_tokens=P.n_eval_tokens, seq_len=P.seq_len, data_seed=P.data_seed,
+                           model_dtype=P.model_dtype, model_batch_size=P.model_batch_size, device=P.device,
+                           hookpoint=hookpoint, d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr,
+                           auxk_alpha=P.auxk_alpha, seeds=[P.seed])
+
+
+def hookpoints(P) -> list[str]:
+    return [f"{P.kind}.{layer}" for layer in P.layers]
+
+
+def variant_saes(P, variant: str, *, progress: bool = True) -> dict[str, TrainedSAE]:
+    """hookpoint -> the SAE trained on `variant`'s activations there (all layers from one forward pass)."""
+    V = view(P, variant)
+    train = _acts(V, "train", progress, hookpoints(P))
+    out = {}
+    for h, (acts, acts_dir) in train.items():
+        out[h] = _train(view(P, variant, h), acts, acts_dir, train_cfg(V, P.seed), progress, hookpoint=h)
+    return out
+
+
+def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """hookpoint -> (held-out activations [N, d], the token id at each row [N]) for `variant`."""
+    spec: ActivationSpec = activation_spec(view(P, variant), "heldout")
+    out = {}
+    for h, (acts, acts_dir) in _acts(view(P, variant), "heldout", progress, hookpoints(P)).items():
+        toks = np.load(acts_dir / "tokens.npy")[:, spec.drop_first:].reshape(-1)[: acts.shape[0]]
+        out[h] = (acts, toks)
+    return out
+
+
+@torch.no_grad()
+def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
+    """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
+    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance."""
+    x_all = torch.from_numpy(np.array(acts, dtype=np.float32))
+    mean = x_all.mean(0, keepdim=True)
+    n = x_all.shape[0]
+    sums = dict.fromkeys(("err", "tot", "l0", "l1", "cos", "legacy", "sq", "m2"), 0.0)
+    fired = torch.zeros(sae.W_dec.shape[0])
+    for s in range(0, n, batch):
+        x = x_all[s:s + batch]
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        b = x.shape[0]
+        sums["err"] += float((x - x_hat).pow(2).sum())
+        sums["tot"] += float((x - mean).pow(2).sum())
+        sums["l0"] += float(M.l0(z)) * b
+        sums["l1"] += float(M.l1_norm(z)) * b
+        sums["cos"] += float(M.cosine_sim(x, x_hat)) * b
+        sums["legacy"] += float((1 - (x - x_hat).pow(2).sum(1) / (x - mean).pow(2).sum(1)).sum())
+        sums["sq"] += float(x.pow(2).sum())
+        sums["m2"] += float(x.pow(2).mean()) * b
+        fired += M.firing_frequency(z) * b
+    m = sums["m2"] / n  # SAEBench: E‖x‖² − (mean x²)², pooled the same way
+    return {"fvu": sums["err"] / sums["tot"], "l0": sums["l0"] / n, "l1": sums["l1"] / n, "cosine": sums["cos"] / n,
+            "dead_frac": M.dead_fraction(fired), "explained_variance_saelens_legacy": sums["legacy"] / n,
+            "explained_variance_saebench": 1 - (sums["err"] / n) / (sums["sq"] / n - m * m), "n_tokens": n}
+
+
+@torch.no_grad()
+def top_activation_tokens(sae: SAEBase, acts: np.ndarray, tokens: np.ndarray, n_top: int,
+                          batch: int = 8192) -> np.ndarray:
+    """[F, n_top] token ids at each latent's n_top highest activations over `acts` (rows aligned with
+    `tokens`), highest first; −1 where a latent fired on fewer than n_top rows."""
+    F_ = sae.W_dec.shape[0]
+    best_v = torch.full((F_, n_top), -torch.inf)
+    best_i = torch.full((F_, n_top), -1, dtype=torch.long)
+    for s in range(0, acts.shape[0], batch):
+        z = sae.encode(torch.from_numpy(np.array(acts[s:s + batch], dtype=np.float32))).t()  # [F, b]
+        z = z.masked_fill(z <= 0, -torch.inf)
+        rows = torch.arange(s, s + z.shape[1]).expand(F_, -1)
+        v, idx = torch.cat([best_v, z], 1).topk(n_top, dim=1)
+        best_i = torch.cat([best_i, rows], 1).gather(1, idx)
+        best_v = v
+    tok = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    return torch.where(torch.isfinite(best_v), tok[best_i.clamp_min(0)], -1).numpy()
+
+
+def _next_token_ce(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, start: int) -> torch.Tensor:
+    """[B·(T−1−start)] cross-entropy of predicting ids[:, t+1] from position t, for t ≥ start."""
+    lg = logits_BTV[:, start:-1].float()
+    return F.cross_entropy(lg.reshape(-1, lg.shape[-1]), ids_BT[:, start + 1:].reshape(-1), reduction="none")
+
+
+@torch.no_grad()
+def spliced_scores(lm: LoadedModel, saes: dict[str, SAEBase], seqs: np.ndarray, *, drop_first: int = 1,
+                   batch_size: int = 8, progress: bool = True) -> dict[str, dict[str, float]]:
+    """hookpoint -> CE and KL with the SAE spliced in (`metrics.ce_loss_score`, `metrics.kl_score`).
+
+    For each batch of `seqs` the model runs once clean and, per hookpoint, once with the activation
+    there replaced by the SAE's reconstruction and once by zeros. Positions before `drop_first` are
+    left clean (the SAEs never saw them) and losses count only predictions made from positions ≥
+    drop_first. The control variant's Gaussian inputs are redrawn identically for the three runs.
+    """
+    emb = lm.model.get_input_embeddings()
+    acc = {h: dict.fromkeys(("ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero"), 0.0) for h in saes}
+    n = 0
+
+    def run(ids, b):
+        if isinstance(emb, GaussianEmbedding):
+            emb.call_index = b
+        return lm.model(input_ids=ids, use_cache=False).logits
+
+    def splice(fn):
+        def apply(a):
+            out = a.clone()
+            out[:, drop_first:] = fn(a[:, drop_first:]).to(a.dtype)
+            return out
+        return apply
+
+    for b in tqdm(range(0, len(seqs), batch_size), disable=not progress, desc="spliced CE/KL", unit="batch"):
+        ids = torch.from_numpy(np.asarray(seqs[b:b + batch_size], dtype=np.int64)).to(lm.model.device)
+        clean = run(ids, b)
+        ce_clean = _next_token_ce(clean, ids, drop_first)
+        lc = clean[:, drop_first:-1].reshape(-1, clean.shape[-1])
+        for h, sae in saes.items():
+            def recon(a, sae=sae):
+                flat = a.reshape(-1, a.shape[-1]).float()
+                return sae(flat.to(sae.W_dec.device)).reshape(a.shape)
+            with replaced(lm, h, splice(recon)):
+                with_sae = run(ids, b)
+            with replaced(lm, h, splice(torch.zeros_like)):
+                zeroed = run(ids, b)
+            for key, logits in (("sae", with_sae), ("zero", zeroed)):
+                acc[h][f"ce_{key}"] += float(_next_token_ce(logits, ids, drop_first).sum())
+                acc[h][f"kl_{key}"] += float(M.kl_next_token(lc, logits[:, drop_first:-1].reshape(lc.shape)).sum())
+            acc[h]["ce_clean"] += float(ce_clean.sum())
+        n += ce_clean.numel()
+    out = {}
+    for h, a in acc.items():
+        r = {k: v / n for k, v in a.items()}
+        r["ce_loss_score"] = M.ce_loss_score(r["ce_clean"], r["ce_sae"], r["ce_zero"])
+        r["kl_score"] = M.kl_score(r["kl_sae"], r["kl_zero"])
+        r["n_predictions"] = n
+        out[h] = r
+    return out
+
+
+def variant_scores(P, variant: str, saes: dict[str, TrainedSAE], *, progress: bool = True) -> dict[str, dict]:
+    """`spliced_scores` of `variant`'s SAEs on the first `P.n_splice_tokens` held-out tokens, cached
+    by (SAE artifacts, model, variant, dtype, tokens)."""
+    n_seqs = max(1, -(-P.n_splice_tokens // (P.seq_len - 1)))
+    fields = {"saes": {h: t.path.name for h, t in saes.items()}, "model": P.model, "variant": variant,
+              "model_dtype": P.model_dtype, "corpus": P.corpus, "seq_len": P.seq_len, "data_seed": P.data_seed,
+              "n_seqs": n_seqs}
+
+    def compute(work: Path) -> dict:
+        lm = load_model(P.model, variant, 0, P.device, P.model_dtype)
+        seqs = token_sequences(P.corpus, lm.tokenizer, lm.tokenizer_id, P.seq_len, split="heldout",
+                               seed=P.data_seed, max_tokens=n_seqs * P.seq_len)[:n_seqs]
+        res = spliced_scores(lm, {h: t.sae.to(P.device) for h, t in saes.items()}, seqs,
+                             batch_size=P.model_batch_size, progress=progress)
+        (work / "scores.json").write_text(json.dumps(res))
+        return {}
+
+    path = cached("splice", fields, compute, version=_SPLICE_VERSION)
+    return json.loads((path / "scores.json").read_text())
+
+
+VARIANT_COLOR = {"trained": "#000000", "rerandomized_incl_emb": "#d62728", "rerandomized_excl_emb": "#ff7f0e",
+                 "init": "#1f77b4", "step0": "#1f77b4", "control": "#2ca02c"}
+
+
+def layer_of(hookpoint: str) -> int:
+    return int(hookpoint.split(".")[1])
+
+
+def spearman_with_layer(values: dict[str, float]) -> float | None:
+    """Spearman correlation of a per-hookpoint value with the layer index (None if undefined)."""
+    from scipy.stats import spearmanr
+
+    hs = sorted(values, key=layer_of)
+    if len(hs) < 3:
+        return None
+    rho = spearmanr([layer_of(h) for h in hs], [values[h] for h in hs]).statistic
+    return None if np.isnan(rho) else float(rho)
