@@ -101,3 +101,15 @@ def test_token_entropy_matches_scipy():
     assert h[0] == 0.0 and h[1] == pytest.approx(2.0)
     assert h[2] == pytest.approx(entropy([2, 1], base=2))
     assert np.isnan(h[3])
+
+
+def test_massive_activation_stats_hand():
+    from saesanity.baselines import massive_activation_stats
+
+    x = np.ones((100, 4))
+    x[:, 1] = np.arange(100) % 2  # variance 0.25 in dim 1
+    x[7] = [0, 1000, 0, 0]  # one massive row
+    s = massive_activation_stats(x)
+    assert s["frac_rows_above"] == pytest.approx(0.01)
+    assert s["top_dim_variance_share"] > 0.99  # dim 1 carries almost all variance
+    assert s["max_over_median_norm"] == pytest.approx(1000 / np.median(np.linalg.norm(x, axis=1)))

@@ -215,3 +215,17 @@ def spearman_with_layer(values: dict[str, float]) -> float | None:
         return None
     rho = spearmanr([layer_of(h) for h in hs], [values[h] for h in hs]).statistic
     return None if np.isnan(rho) else float(rho)
+
+
+def massive_activation_stats(acts: np.ndarray, factor: float = 10.0) -> dict[str, float]:
+    """Diagnostics of "massive activations" (a few tokens with residual norms orders of magnitude above
+    the rest, Sun et al. 2024), which dominate any variance-based metric: the fraction of rows whose
+    norm exceeds `factor` × the median norm, the max / median norm ratio, and the share of the total
+    (centred) variance carried by the single largest-variance dimension."""
+    x = np.asarray(acts, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1)
+    var = x.var(0)
+    med = float(np.median(norms))
+    return {"frac_rows_above": float((norms > factor * med).mean()), "factor": factor,
+            "max_over_median_norm": float(norms.max() / med) if med > 0 else float("nan"),
+            "top_dim_variance_share": float(var.max() / var.sum()) if var.sum() > 0 else float("nan")}

@@ -252,7 +252,12 @@ def heap_metrics_section(doc: dict) -> str:
         cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
                  if h in rs else "—" for h in layers]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
+    massive = [f"{v} {h}: {rs[h]['massive']['frac_rows_above']:.1%} of rows, top dimension "
+               f"{rs[h]['massive']['top_dim_variance_share']:.0%} of variance"
+               for v, rs in ours.items() for h in rs if rs[h].get("massive", {}).get("frac_rows_above", 0) > 0.001]
+    notes = ["", "Massive activations (rows with norm > 10× the median; they dominate FVU): "
+             + ("; ".join(massive) if massive else "none above 0.1% of rows") + "."]
+    return "\n".join([*lines, *notes, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
 
 
 def heap_entropy_section(doc: dict) -> str:
