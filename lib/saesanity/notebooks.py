@@ -36,6 +36,15 @@ def clean_executed(path: Path) -> None:
         cell.metadata.pop("execution", None)
         for key in _VOLATILE:
             cell.metadata.get("papermill", {}).pop(key, None)
+        merged = []  # a kernel flushes a progress bar as many stream outputs; join them before collapsing
+        for out in cell.get("outputs", []):
+            prev = merged[-1] if merged else None
+            if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                    and prev.get("name") == out.get("name")):
+                prev["text"] += out["text"]
+            else:
+                merged.append(out)
+        cell["outputs"] = merged
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 out["text"] = _collapse_carriage_returns(out["text"])

@@ -150,7 +150,7 @@ def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = N
                    "dead_frac": float(dead.float().mean()),
                    "aux": out.aux.item() if torch.is_tensor(out.aux) else float(out.aux)}
             log.append(rec)
-            bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
+            bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}", refresh=False)
         if step in snap_steps:  # the shorter run's log holds only its own records
             snap_log = [r for r in log if r["step"] % cfg.log_every == 0 or r["step"] == step]
             snap_steps[step](sae, snap_log)
