@@ -3,23 +3,18 @@
     .venv/bin/python bench/bench_early_stop.py [--hookpoint mlp_out.15 --batch 8 --seq 256 --reps 3]
 """
 
-import argparse
 import time
 
 import torch
+
+from common import model_args
 
 from saesanity.activations import run_to_hookpoints
 from saesanity.models import load_model
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--hookpoint", default="mlp_out.15")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args()
+    a = model_args(__doc__)
     lm = load_model(a.model)
     ids = torch.randint(0, lm.model.config.vocab_size, (a.batch, a.seq))
 

@@ -7,23 +7,18 @@ weights and activations and, on CPUs with AMX / AVX512-BF16, runs the matmuls on
 Also prints the median relative difference of the bf16 activations from the fp32 ones.
 """
 
-import argparse
 import time
 
 import torch
+
+from common import model_args
 
 from saesanity.activations import run_to_hookpoints
 from saesanity.models import load_model
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--hookpoint", default="mlp_out.15")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args()
+    a = model_args(__doc__)
     res, acts = {}, {}
     for dtype in ("float32", "bfloat16"):
         lm = load_model(a.model, dtype=dtype)
