@@ -14,6 +14,10 @@ STEMS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 REQUIRED = {
     "heap_metrics_vs_layer": ["ours", "claims", "scale", "setup"],
     "heap_toy_models": ["ours.hypothesis1", "ours.hypothesis2", "claims", "scale"],
+    "autointerp_calibration": ["summary", "claims", "configs", "explanations", "scale"],
+    "heap_figB_autointerp_roc": ["auroc", "auroc_bootstrap_sd", "claims", "config", "scale"],
+    "paulo_fig3_interp_vs_sharing": ["mean_auroc_by_found", "compared", "spearman_found_vs_score", "claims", "pairs", "scale"],
+    "paulo_table1_unpaired_explanations": ["ours", "paper", "claims", "score", "scale"],
     "heap_token_entropy": ["ours.median_entropy_bits", "ours.max_entropy_bits", "claims", "scale"],
     "paulo_fig1_matched_cosines": ["compared.shared_frac_paper.ours", "compared.shared_frac_paper.paper",
                                    "compared.agree_frac.ours", "compared.mean_matched_dec_cos.ours",

@@ -123,6 +123,19 @@ def resolve(spec: str) -> tuple[str, str | None]:
     return name, revision or None
 
 
+def tokenizer_id(spec: str) -> str:
+    """The name under which `spec`'s token streams are cached (the tiny random model shares SmolLM2's)."""
+    return SMOLLM2 if spec == TINY else spec.partition("@")[0]
+
+
+def load_tokenizer(spec: str):
+    """The tokenizer of model `spec` alone (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    path, revision = resolve(spec)
+    return AutoTokenizer.from_pretrained(path, **({"revision": revision} if revision else {}))
+
+
 def _from_pretrained(path: str, revision: str | None) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
@@ -209,7 +222,7 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
             model.set_input_embeddings(GaussianEmbedding(emb.weight.shape[1], seed, emb.weight))
     model.eval().requires_grad_(False).to(device=device, dtype=DTYPES[dtype])
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, variant=variant, seed=seed,
-                       tokenizer_id=SMOLLM2 if spec == TINY else spec.partition("@")[0])  # TINY shares SmolLM2's
+                       tokenizer_id=tokenizer_id(spec))
 
 
 def main(argv: list[str]) -> int:

@@ -217,6 +217,103 @@ class ToyParams:
             raise ParamsError(f"h2_k={self.h2_k}: must satisfy 0 < k < h2_d_sae={self.h2_d_sae}")
 
 
+@dataclass(frozen=True)
+class InterpFields:
+    """Auto-interpretability settings shared by the auto-interp notebooks (`autointerp.pipeline.InterpConfig`)."""
+
+    llm_backend: str  # hf-local | openai-compatible: the chat model that explains (llm explainer) and scores
+    llm_model: str  # hf-local: a model spec (smollm2-135m); openai-compatible: the served model name
+    api_base: str  # openai-compatible base URL, e.g. http://localhost:8000/v1 ('' for hf-local)
+    api_key_env: str  # environment variable holding the endpoint's API key
+    llm_dtype: str  # hf-local forward-pass dtype: float32 | bfloat16
+    scorers: list[str]  # detection | fuzzing | embedding
+    n_explain: int  # explanation examples per latent, spread over the activation quantiles
+    n_score_act: int  # activating scoring examples per latent (held out from the explainer)
+    n_score_non: int  # non-activating scoring examples per latent
+    n_quantiles: int  # activation quantile bins examples are spread over
+    ctx_len: int  # tokens per example window
+    highlight_frac: float  # fuzzing marks the tokens at or above this fraction of the example maximum
+    n_boot: int  # bootstrap resamples of the ROC band
+    interp_seed: int  # seed of latent and example sampling
+
+    def check_interp(self, explainers: list[str]) -> None:
+        from .autointerp.pipeline import InterpConfig
+
+        for e in explainers:
+            try:
+                InterpConfig(explainer=e, llm_backend=self.llm_backend, scorers=tuple(self.scorers),
+                             n_explain=self.n_explain, n_score_act=self.n_score_act, n_score_non=self.n_score_non,
+                             n_quantiles=self.n_quantiles, ctx_len=self.ctx_len,
+                             highlight_frac=self.highlight_frac).check()
+            except ValueError as err:
+                raise ParamsError(str(err)) from None
+        if self.llm_dtype not in ("float32", "bfloat16", "float16"):
+            raise ParamsError(f"llm_dtype={self.llm_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
+        if self.llm_backend == "openai-compatible" and not self.api_base:
+            raise ParamsError("llm_backend='openai-compatible' needs api_base, e.g. 'http://localhost:8000/v1'")
+        if self.n_boot < 2:
+            raise ParamsError(f"n_boot={self.n_boot}: need at least 2 bootstrap resamples")
+        if getattr(self, "n_latents", 1) < 1:
+            raise ParamsError(f"n_latents={self.n_latents}: need at least one latent")
+
+
+@dataclass(frozen=True)
+class InterpCalibrationParams(InterpFields):
+    """Auto-interp pipeline calibration: synthetic latents with a known token rule vs random-noise latents."""
+
+    profile: str  # which profile these values came from: smoke | default | paper
+    model: str  # model spec whose tokenizer and held-out text give the examples (see SeedRunParams.model)
+    corpus: str  # corpus spec (see SeedRunParams.corpus)
+    seq_len: int  # tokens per held-out sequence
+    data_seed: int  # corpus shuffle seed
+    n_eval_tokens: int  # held-out tokens the synthetic latents are evaluated on
+    rules: list[str]  # each digit, capitalised, word:W (the word W) or punct:C (contains C); a latent per rule
+    n_noise: int  # random-noise latents
+    noise_rate: float  # fraction of tokens a noise latent fires on
+    explainers: list[str]  # explainers compared: llm | top-tokens
+
+    def check(self) -> None:
+        self.check_interp(self.explainers)
+        from .autointerp.examples import rule_test
+
+        try:
+            [rule_test(r) for r in self.rules]
+        except ValueError as err:
+            raise ParamsError(str(err)) from None
+        if not self.rules or len(set(self.rules)) != len(self.rules):
+            raise ParamsError(f"rules={self.rules}: need distinct rules")
+        if self.n_noise < 1 or not 0 < self.noise_rate < 1:
+            raise ParamsError(f"n_noise={self.n_noise} must be >= 1 and noise_rate={self.noise_rate} in (0, 1)")
+
+
+@dataclass(frozen=True)
+class VariantInterpParams(VariantSweepParams, InterpFields):
+    """Heap et al. App. B: auto-interp ROC of the (variant × layer) SAEs of `heap_metrics_vs_layer`."""
+
+    explainer: str  # llm | top-tokens (baseline)
+    n_latents: int  # latents sampled per (variant, layer) SAE among the eligible ones
+    interp_layers: list[int]  # layers (a subset of `layers`) whose SAEs are explained and scored
+
+    def check(self) -> None:
+        VariantSweepParams.check(self)
+        self.check_interp([self.explainer])
+        bad = [layer for layer in self.interp_layers if layer not in self.layers]
+        if bad or not self.interp_layers:
+            raise ParamsError(f"interp_layers {bad or self.interp_layers}: need a non-empty subset of layers={self.layers}")
+
+
+@dataclass(frozen=True)
+class SeedInterpParams(SeedRunParams, InterpFields):
+    """Paulo & Belrose Fig. 3 / Table 1: auto-interp scores of seed-0 latents and their seed-1 partners."""
+
+    explainer: str  # llm | top-tokens (baseline)
+    n_latents: int  # seed-0 latents sampled, evenly over how many seeds share them (each with its seed-1 partner)
+
+    def check(self) -> None:
+        SeedRunParams.check(self)
+        self.check_interp([self.explainer])
+
+
 REGISTRY: dict[str, type] = {
     "paulo_fig1_matched_cosines": SeedRunParams,
     "paulo_fig2_similarity_vs_frequency": SeedRunParams,
@@ -229,6 +326,10 @@ REGISTRY: dict[str, type] = {
     "heap_metrics_vs_layer": VariantSweepParams,
     "heap_token_entropy": VariantSweepParams,
     "heap_toy_models": ToyParams,
+    "autointerp_calibration": InterpCalibrationParams,
+    "heap_figB_autointerp_roc": VariantInterpParams,
+    "paulo_fig3_interp_vs_sharing": SeedInterpParams,
+    "paulo_table1_unpaired_explanations": SeedInterpParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
 # Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them

@@ -143,3 +143,11 @@ def kde_contours(ax, x: np.ndarray, y: np.ndarray, color: str, mass=(0.5, 0.8, 0
     gx, gy = np.mgrid[extent[0]:extent[1]:150j, extent[2]:extent[3]:150j]
     dens = kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
     ax.contour(gx, gy, dens, levels=np.unique(levels), colors=color, linewidths=0.8)
+
+
+def roc_band(ax, band: dict, color: str, label: str) -> None:
+    """A bootstrap ROC band (`autointerp.roc.bootstrap_band`): mean curve and ±1.96 sd shading, on the chance diagonal."""
+    ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=0.8)
+    ax.fill_between(band["fpr"], band["lo"], band["hi"], color=color, alpha=0.15, lw=0)
+    ax.plot(band["fpr"], band["mean"], color=color, lw=1.4, label=f"{label} ({band['auroc_mean']:.2f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate")

@@ -287,13 +287,77 @@ def heap_toy_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
+PAPER_EXPLAINER = ("To run the papers' explainer and scorer, serve Llama-3.1-70B-Instruct behind any OpenAI-compatible "
+                   "endpoint (e.g. `vllm serve meta-llama/Llama-3.1-70B-Instruct`) and run "
+                   "`make figure STEM=<stem> PROFILE=paper` (its `api_base` is `http://localhost:8000/v1`; the key, if "
+                   "any, is read from `$OPENAI_API_KEY`), or set `llm_backend: openai-compatible`, `llm_model` and "
+                   "`api_base` in a notebook's parameters.")
+
+
+def calibration_section(doc: dict) -> str:
+    summ = doc["summary"]
+    lines = [*_head("Auto-interp calibration — what the offline explainer and scorers can detect", "calibration", doc),
+             "Synthetic latents that fire on a known token rule vs random-noise latents, through the same pipeline "
+             "as SAE latents. *Separation*: the fraction of (rule, noise) pairs whose rule latent has the higher "
+             "per-latent AUROC (0.5 = chance). `top-tokens` is a baseline explainer (no model).", "",
+             "| explainer | scorer | rule AUROC | noise AUROC | separation | P(yes)+P(no) mass |", "|---|---|---|---|---|---|"]
+    for e, by in summ.items():
+        for sc, v in by.items():
+            lines.append(f"| {e} | {sc} | {v['rule_mean']:.2f} | {v['noise_mean']:.2f} | {v['separation']:.2f} | "
+                         f"{_f(v.get('answer_mass'), '.2f')} |")
+    ok = [c for c in doc["claims"] if c["verdict"]]
+    lines += ["", "Pipelines that separate rule from noise latents (separation ≥ 0.8): "
+              + (", ".join(c["claim"].split(" separates")[0] for c in ok) if ok else "none") + ".", "",
+              "Per-latent AUROCs and every explanation are in the JSON. " + PAPER_EXPLAINER]
+    return "\n".join(lines)
+
+
+def heap_roc_section(doc: dict) -> str:
+    au = doc["auroc"]
+    layers = list(next(iter(next(iter(au.values())).values())))
+    lines = [*_head("Heap et al. App. B — auto-interp ROC curves, trained vs random transformers", "Heap ROC", doc),
+             "Pooled AUROC per scorer, variant and layer (bootstrap bands in the figure; the paper shows curves only).", "",
+             "| scorer | variant | " + " | ".join(layers) + " |", "|---|---|" + "---|" * len(layers)]
+    for sc, by in au.items():
+        lines += [f"| {sc} | {v} | " + " | ".join(_f(r.get(h), ".2f") for h in layers) + " |" for v, r in by.items()]
+    return "\n".join([*lines, "", "The paper's claims, our verdicts (read with the calibration above):", "", *_claims(doc)])
+
+
+def paulo_fig3_section(doc: dict) -> str:
+    lines = [*_head("Paulo & Belrose Fig. 3 — interpretability of latents by how many seeds share them", "Paulo Fig 3", doc),
+             "Mean per-latent AUROC of seed-0 latents by the number of seeds (of "
+             f"{len(next(iter(doc['mean_auroc_by_found'].values())))}) in which each is found:", "",
+             "| scorer | " + " | ".join(next(iter(doc["mean_auroc_by_found"].values()))) + " |",
+             "|---|" + "---|" * len(next(iter(doc["mean_auroc_by_found"].values())))]
+    lines += [f"| {sc} | " + " | ".join(_f(v, ".2f") for v in by.values()) + " |" for sc, by in doc["mean_auroc_by_found"].items()]
+    lines += ["", "| quoted number | ours | paper |", "|---|---|---|"]
+    lines += [f"| {k} | {_num(v['ours']) if not isinstance(v['ours'], list) else ', '.join(_num(x) for x in v['ours'])} | "
+              f"{_num(v['paper']) if not isinstance(v['paper'], list) else ', '.join(_num(x) for x in v['paper'])} |"
+              for k, v in doc["compared"].items()]
+    return "\n".join([*lines, "", *_claims(doc)])
+
+
+def paulo_table1_section(doc: dict) -> str:
+    lines = [*_head("Paulo & Belrose Table 1 — explanations of matched pairs by alignment", "Paulo Table 1", doc),
+             f"Score: {doc['score']}. Ours:", "", "| alignment | seed 0 | seed 1 |", "|---|---|---|"]
+    cell = lambda e, s: f"{e} ({s:.2f})".replace("|", "/")  # noqa: E731
+    lines += [f"| {r['alignment']:.2f} | {cell(r['explanations'][0], r['scores'][0])} | {cell(r['explanations'][1], r['scores'][1])} |"
+              for r in doc["ours"]]
+    lines += ["", "The paper (Pythia-160M, Llama-3.1-70B detection score):", "", "| alignment | seed 1 | seed 2 |", "|---|---|---|"]
+    lines += [f"| {r['alignment']:.2f} | {cell(r['explanations'][0], r['scores'][0])} | {cell(r['explanations'][1], r['scores'][1])} |"
+              for r in doc["paper"]]
+    return "\n".join([*lines, "", *_claims(doc)])
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
             "paulo_figA4_mean_cosines_vs_size_k_tokens": figA4_section,
             "paulo_fig4_overlap_vs_layer_position_arch": fig4_section,
             "heap_metrics_vs_layer": heap_metrics_section, "heap_token_entropy": heap_entropy_section,
-            "heap_toy_models": heap_toy_section}
+            "heap_toy_models": heap_toy_section, "autointerp_calibration": calibration_section,
+            "heap_figB_autointerp_roc": heap_roc_section, "paulo_fig3_interp_vs_sharing": paulo_fig3_section,
+            "paulo_table1_unpaired_explanations": paulo_table1_section}
 
 
 def render(figs: Path | None = None) -> str:

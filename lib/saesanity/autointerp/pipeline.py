@@ -1,0 +1,151 @@
+"""Explain and score a set of latents end to end, cached as a whole and call by call.
+
+`score_latents` draws each latent's examples (`examples.sample_examples`), explains it
+(`explainers`), scores the explanation with every requested scorer (`scorers`) and returns one
+record per latent:
+    {"latent", "n_active_windows", "explanation",
+     "<scorer>": {"labels": [n], "scores": [n], "auroc": float, "accuracy": float | None}}
+where `accuracy` is the balanced accuracy at P(yes) ≥ 0.5 for the chat-model scorers (the papers'
+"score") and None for the embedding scorer (a cosine has no natural cut).
+
+The records are cached under (the caller's key fields, the config, the latents); inside a run every
+model call is cached on its own (`llm.CallCache`), so an interrupted run resumes where it stopped and
+a finished one is reloaded without loading any model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from ..cache import cached
+from . import explainers, scorers
+from .examples import LatentActs, Windows, sample_examples
+from .llm import BACKENDS, Backend, make_backend
+
+_VERSION = 1
+_EXPLAIN_CHUNK = 16  # explanations per batch of chat-model calls
+
+
+@dataclass(frozen=True)
+class InterpConfig:
+    explainer: str = "llm"  # llm | top-tokens (a baseline, no model)
+    llm_backend: str = "hf-local"  # hf-local | openai-compatible: explains (if explainer=llm) and scores
+    llm_model: str = "smollm2-135m"  # a model spec for hf-local; the served model name for openai-compatible
+    api_base: str = ""  # openai-compatible base URL, e.g. http://localhost:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the endpoint's key
+    llm_dtype: str = "bfloat16"  # hf-local forward-pass dtype
+    scorers: tuple[str, ...] = ("detection", "fuzzing", "embedding")
+    n_explain: int = 40  # explanation examples per latent, spread over the activation quantiles
+    n_score_act: int = 10  # activating scoring examples per latent (held out from the explainer)
+    n_score_non: int = 10  # non-activating scoring examples per latent
+    n_quantiles: int = 10
+    ctx_len: int = 32  # tokens per example window
+    highlight_frac: float = 0.3  # fuzzing marks tokens >= this x the example's maximum activation
+    max_new_tokens: int = 40  # explanation length cap (a reply is cut at its first line break)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.explainer not in explainers.EXPLAINERS:
+            raise ValueError(f"explainer={self.explainer!r}; valid: {list(explainers.EXPLAINERS)}")
+        if self.llm_backend not in BACKENDS:
+            raise ValueError(f"llm_backend={self.llm_backend!r}; valid: {list(BACKENDS)}")
+        bad = [s for s in self.scorers if s not in scorers.SCORERS]
+        if bad or not self.scorers:
+            raise ValueError(f"scorers {bad or list(self.scorers)}: valid {list(scorers.SCORERS)}")
+        if min(self.n_explain, self.n_score_act, self.n_score_non, self.n_quantiles, self.ctx_len) < 1:
+            raise ValueError("n_explain, n_score_act, n_score_non, n_quantiles and ctx_len must all be >= 1")
+        if not 0 < self.highlight_frac <= 1:
+            raise ValueError(f"highlight_frac={self.highlight_frac}: must lie in (0, 1]")
+
+    @property
+    def needs_llm(self) -> bool:
+        return self.explainer == "llm" or any(s != "embedding" for s in self.scorers)
+
+    def describe(self) -> str:
+        llm = f"{self.llm_backend} {self.llm_model}"
+        parts = [f"explainer: {llm if self.explainer == 'llm' else 'top-tokens (baseline, no model)'}"]
+        chat = [s for s in self.scorers if s != "embedding"]
+        if chat:
+            parts.append(f"{' + '.join(chat)} scorer: {llm}")
+        if "embedding" in self.scorers:
+            parts.append("embedding scorer: all-MiniLM-L6-v2")
+        return "; ".join(parts)
+
+
+def config_from(P) -> InterpConfig:
+    """The `InterpConfig` fields of a notebook's parameters (same names)."""
+    vals = {f.name: getattr(P, f.name) for f in dataclasses.fields(InterpConfig)}
+    vals["scorers"] = tuple(vals["scorers"])
+    cfg = InterpConfig(**vals)
+    cfg.check()
+    return cfg
+
+
+def _record(cfg: InterpConfig, name: str, labels: np.ndarray, scores_: np.ndarray) -> dict:
+    both = 0 < labels.sum() < len(labels)
+    return {"labels": labels.tolist(), "scores": np.round(scores_, 6).tolist(),
+            "auroc": float(roc_auc_score(labels, scores_)) if both else None,
+            "accuracy": scorers.balanced_accuracy(labels, scores_) if name != "embedding" and both else None}
+
+
+def run(la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig, pieces: list[str], *,
+        backend: Backend | None = None, encoder: scorers.Encoder | None = None, progress: bool = True,
+        desc: str = "auto-interp") -> list[dict]:
+    """Records (module docstring) for every eligible latent of `latents`, uncached at this level."""
+    backend = backend or (make_backend(cfg.llm_backend, cfg.llm_model, api_base=cfg.api_base,
+                                       api_key_env=cfg.api_key_env, dtype=cfg.llm_dtype) if cfg.needs_llm else None)
+    encoder = encoder or scorers.Encoder()
+    exs = [sample_examples(la, win, int(f), n_explain=cfg.n_explain, n_score_act=cfg.n_score_act,
+                           n_score_non=cfg.n_score_non, n_quantiles=cfg.n_quantiles, seed=cfg.seed) for f in latents]
+    exs = [ex for ex in exs if ex is not None]
+    if cfg.explainer == "llm":  # in chunks, so the chat model can batch them and a bar shows progress
+        expls = []
+        for s in tqdm(range(0, len(exs), _EXPLAIN_CHUNK), desc=f"{desc}: explain", disable=not progress):
+            expls += explainers.explain_llm(backend, exs[s:s + _EXPLAIN_CHUNK], pieces, cfg.max_new_tokens)
+    else:
+        expls = explainers.explain_top_tokens(exs, pieces)
+    out = []
+    for ex, expl in tqdm(list(zip(exs, expls)), desc=f"{desc}: score", disable=not progress, mininterval=5):
+        rec = {"latent": ex.latent, "n_active_windows": ex.n_active_windows, "explanation": expl}
+        for name in cfg.scorers:
+            if name == "detection":
+                y, s = scorers.detection(backend, expl, ex, pieces)
+            elif name == "fuzzing":
+                y, s = scorers.fuzzing(backend, expl, ex, pieces, cfg.highlight_frac, cfg.seed)
+            else:
+                y, s = scorers.embedding(encoder, expl, ex, pieces)
+            rec[name] = _record(cfg, name, y, s)
+            if name != "embedding":
+                rec[name]["answer_mass"] = float(np.mean(backend.last_answer_mass))
+        out.append(rec)
+    return out
+
+
+def score_latents(key: dict, la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig,
+                  pieces: list[str] | Callable[[], list[str]], **kw) -> list[dict]:
+    """`run`, cached under (`key` — what identifies `la` and `win` —, cfg, latents). `pieces` may be
+    a function returning the token-piece table, called only when something has to be computed."""
+
+    def compute(work: Path) -> dict:
+        recs = run(la, win, latents, cfg, pieces() if callable(pieces) else pieces, **kw)
+        (work / "records.json").write_text(json.dumps(recs))
+        return {"n_records": len(recs)}
+
+    fields = {**key, "cfg": dataclasses.asdict(cfg), "latents": [int(f) for f in latents], "ctx": win.ctx_len}
+    path = cached("autointerp", fields, compute, version=_VERSION)
+    return json.loads((path / "records.json").read_text())
+
+
+def pooled_arrays(records: list[dict], scorer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of one scorer pooled over every record."""
+    y = np.concatenate([r[scorer]["labels"] for r in records]) if records else np.zeros(0)
+    s = np.concatenate([r[scorer]["scores"] for r in records]) if records else np.zeros(0)
+    return y.astype(int), s.astype(float)

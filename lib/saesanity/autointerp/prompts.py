@@ -1,0 +1,74 @@
+"""Every prompt the pipeline sends, in one place (written for this package).
+
+Examples are shown as text with the marked tokens between `<<` and `>>`; adjacent marked tokens
+share one pair of marks. The explainer sees activating tokens marked; the detection scorer sees
+plain text; the fuzzing scorer sees text whose marks are either the latent's strongest tokens
+(≥ `highlight_frac` × that example's maximum) or random ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+L, R = "<<", ">>"
+
+EXPLAIN_SYSTEM = (
+    "You are studying a neural network. One of its units (a 'feature') fires on some words of a text. "
+    f"You are shown text excerpts in which the words where the feature fires are marked {L}like this{R}. "
+    "Say in one short sentence what the marked words have in common (the words themselves, their "
+    "meaning, or the context around them). Reply with the sentence only.")
+
+DETECTION_SYSTEM = (
+    "You check descriptions of a neural-network feature against text. Given the description of what the "
+    "feature responds to and an excerpt, answer Yes if the feature would fire somewhere in the excerpt, "
+    "otherwise No. Answer with one word: Yes or No.")
+
+FUZZING_SYSTEM = (
+    "You check descriptions of a neural-network feature against text. Given the description of what the "
+    f"feature responds to and an excerpt with some words marked {L}like this{R}, answer Yes if the marked "
+    "words are ones the description says the feature fires on, otherwise No. Answer with one word: Yes or No.")
+
+
+def mark(pieces: Sequence[str], marked: Sequence[bool]) -> str:
+    """Concatenate token strings, wrapping each run of marked tokens in one `<<`…`>>` pair."""
+    out, inside = [], False
+    for p, m in zip(pieces, marked):
+        if m and not inside:
+            lead = p[: len(p) - len(p.lstrip())]  # keep the token's leading space outside the marks
+            out.append(lead + L + p[len(lead):])
+            inside = True
+            continue
+        if not m and inside:
+            out.append(R)
+            inside = False
+        out.append(p)
+    if inside:
+        out.append(R)
+    return "".join(out).replace("\n", " ")
+
+
+def explain(examples: Sequence[str]) -> list[dict[str, str]]:
+    body = "\n".join(f"Excerpt {i + 1}: {e}" for i, e in enumerate(examples))
+    return [{"role": "system", "content": EXPLAIN_SYSTEM},
+            {"role": "user", "content": f"{body}\n\nWhat do the marked words have in common?"}]
+
+
+def detection(explanation: str, text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": DETECTION_SYSTEM},
+            {"role": "user", "content": f"Description: {explanation}\nExcerpt: {text}\n"
+                                        "Would the feature fire in this excerpt? Yes or No?"}]
+
+
+def fuzzing(explanation: str, text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": FUZZING_SYSTEM},
+            {"role": "user", "content": f"Description: {explanation}\nExcerpt: {text}\n"
+                                        "Are the marked words what the feature fires on? Yes or No?"}]
+
+
+def clean_explanation(reply: str) -> str:
+    """First non-empty line of a reply, without a leading 'Explanation:'-style label or quotes."""
+    line = next((ln.strip() for ln in reply.splitlines() if ln.strip()), "")
+    for label in ("explanation:", "answer:", "the marked words", "feature:"):
+        if line.lower().startswith(label) and label.endswith(":"):
+            line = line[len(label):].strip()
+    return line.strip('"\' ') or "(no explanation)"
