@@ -93,3 +93,27 @@ def test_executed_notebook_streams_lose_timing():
 
     raw = "SAE seed 0:  10%|#  | 1/10 [00:01<00:09, 1.1step/s]\rSAE seed 0: 100%|###| 10/10 [00:10<00:00, 1.0step/s]\ndone"
     assert _collapse_carriage_returns(raw) == "SAE seed 0: 100%|###| 10/10\ndone"
+
+
+@pytest.mark.parametrize("profile", params.PROFILES)
+def test_autointerp_notebooks_share_the_sae_settings_they_reuse(profile):
+    """Heap App. B must name heap_metrics_vs_layer's SAEs; Paulo Table 1 must score Fig. 3's pairs."""
+    import dataclasses
+
+    heap = params.profile_values("heap_metrics_vs_layer", profile)
+    roc = params.profile_values("heap_figB_autointerp_roc", profile)
+    sae_keys = [f.name for f in dataclasses.fields(params.VariantSweepParams)]
+    assert {k: roc[k] for k in sae_keys} == {k: heap[k] for k in sae_keys}
+    assert params.profile_values("paulo_fig3_interp_vs_sharing", profile) == \
+        params.profile_values("paulo_table1_unpaired_explanations", profile)
+
+
+def test_autointerp_params_reject_bad_values():
+    with pytest.raises(params.ParamsError, match="interp_layers"):
+        params.load("heap_figB_autointerp_roc", "smoke", interp_layers=[1])
+    with pytest.raises(params.ParamsError, match="explainer='gpt4'"):
+        params.load("paulo_fig3_interp_vs_sharing", "smoke", explainer="gpt4")
+    with pytest.raises(params.ParamsError, match="needs api_base"):
+        params.load("autointerp_calibration", "smoke", llm_backend="openai-compatible")
+    with pytest.raises(params.ParamsError, match="rule 'colour:red'"):
+        params.load("autointerp_calibration", "smoke", rules=["colour:red"])
