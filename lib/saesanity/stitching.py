@@ -1,0 +1,193 @@
+"""Leask et al. (2025): novel vs reconstruction latents across dictionary sizes, SAE stitching, meta-SAEs.
+
+Definitions (S the smaller SAE, L the larger, both on the same activations; directions are unit decoder rows):
+
+* **max decoder cosine** of a latent j of L: max_i cos(W_dec_L[j], W_dec_S[i]).
+* **novel latent** of L: max decoder cosine < θ; **reconstruction latent**: ≥ θ.
+* **groups**: the connected components of the bipartite graph whose nodes are the latents of S and L
+  and whose edges join (i ∈ S, j ∈ L) with cos(W_dec_S[i], W_dec_L[j]) ≥ θ. A component with latents of
+  both SAEs is a *swap group*; an L-only component is a novel latent; an S-only component is a latent
+  of S with no counterpart in L ("dropped").
+* **stitched SAE**: a set of S latents and a set of L latents used together. Each SAE encodes x with
+  its own encoder (so each latent's activation is what it is in its own SAE; TopK selection happens
+  inside each SAE), the kept latents are decoded with their own decoder rows, and the decoder bias is
+  S's throughout. x̂ = Σ_{i ∈ kept S} z_S,i W_dec_S[i] + Σ_{j ∈ added L} z_L,j W_dec_L[j] + b_dec_S.
+* **MSE**: mean over tokens of ‖x − x̂‖² (summed over dimensions); **L0**: mean over tokens of the number
+  of non-zero kept latents. (FVU divides the MSE by the mean squared distance to the evaluation mean.)
+* **insertion**: S plus a set of L latents; ΔMSE of inserting a single latent j is
+  mean_t[(r_t − z_t,j w_j)² − r_t²] = mean_t[z_t,j² − 2 z_t,j (r_t · w_j)], r = x − x̂_S.
+* **swap path**: from S, swap the swap groups one at a time (seeded random order: drop the group's S
+  latents, add its L latents), then add the novel latents, then drop S's dropped latents; the end
+  point has exactly L's latents (with S's decoder bias). MSE and L0 are traced after every step.
+* **meta-SAE**: a BatchTopK SAE trained on the unit decoder rows of a base SAE (each row one training
+  example, `epochs` passes in a seeded order); its *decoder FVU* is `metrics.fvu` of the rows it
+  reconstructs, and a meta-latent *groups* the base latents on which it is active.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .cache import cached
+from .matching import cosine_matrix, unit_rows
+from .metrics import fvu
+from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
+
+_META_VERSION = 1
+
+
+def _dirs(sae: SAEBase) -> torch.Tensor:
+    return unit_rows(sae.W_dec.detach().float())
+
+
+def max_decoder_cos(small: SAEBase, large: SAEBase) -> np.ndarray:
+    """[F_L] max decoder cosine of each latent of `large` to any latent of `small`."""
+    return cosine_matrix(_dirs(large), _dirs(small)).max(1)
+
+
+def novel_fraction(small: SAEBase, large: SAEBase, thetas: list[float]) -> np.ndarray:
+    """Fraction of `large`'s latents that are novel (max decoder cosine < θ) at each θ."""
+    m = max_decoder_cos(small, large)
+    return np.array([(m < t).mean() for t in thetas])
+
+
+@dataclasses.dataclass
+class Groups:
+    swap: list[tuple[np.ndarray, np.ndarray]]  # (S latents, L latents) of each swap group
+    novel: np.ndarray  # L latents with no S partner above θ
+    dropped: np.ndarray  # S latents with no L partner above θ
+
+
+def groups(small: SAEBase, large: SAEBase, theta: float) -> Groups:
+    """Connected components of the cosine graph above θ (module docstring)."""
+    C = cosine_matrix(_dirs(small), _dirs(large))  # [F_S, F_L]
+    fs, fl = C.shape
+    i, j = np.nonzero(C >= theta)
+    g = coo_matrix((np.ones(i.size), (i, fs + j)), shape=(fs + fl, fs + fl))
+    _, label = connected_components(g, directed=False)
+    ls, ll = label[:fs], label[fs:]
+    swap = []
+    for c in np.intersect1d(ls, ll):
+        swap.append((np.flatnonzero(ls == c), np.flatnonzero(ll == c)))
+    return Groups(swap, np.flatnonzero(~np.isin(ll, ls)), np.flatnonzero(~np.isin(ls, ll)))
+
+
+@torch.no_grad()
+def _codes(sae: SAEBase, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    return torch.cat([sae.encode(x[s:s + batch]) for s in range(0, x.shape[0], batch)])
+
+
+class Stitcher:
+    """Both SAEs' codes on a fixed set of evaluation rows, for fast stitched MSE / L0 (module docstring)."""
+
+    @torch.no_grad()
+    def __init__(self, small: SAEBase, large: SAEBase, acts: np.ndarray):
+        self.x = torch.from_numpy(np.array(acts, dtype=np.float32))
+        self.zs, self.zl = _codes(small, self.x), _codes(large, self.x)
+        self.ws, self.wl = small.W_dec.detach().float(), large.W_dec.detach().float()
+        self.b = small.b_dec.detach().float()
+        self.var = float((self.x - self.x.mean(0)).pow(2).sum(1).mean())
+        self.large_mse = float((self.x - (self.zl @ self.wl + large.b_dec.detach().float())).pow(2).sum(1).mean())
+
+    @torch.no_grad()
+    def evaluate(self, keep_small: np.ndarray, add_large: np.ndarray) -> dict[str, float]:
+        ks, al = torch.as_tensor(keep_small, dtype=torch.long), torch.as_tensor(add_large, dtype=torch.long)
+        x_hat = self.zs[:, ks] @ self.ws[ks] + self.zl[:, al] @ self.wl[al] + self.b
+        mse = float((self.x - x_hat).pow(2).sum(1).mean())
+        l0 = float((self.zs[:, ks] != 0).sum(1).float().mean() + (self.zl[:, al] != 0).sum(1).float().mean())
+        return {"mse": mse, "fvu": mse / self.var, "l0": l0}
+
+    @torch.no_grad()
+    def single_insert_delta(self, latents: np.ndarray) -> np.ndarray:
+        """ΔMSE of inserting each L latent alone into S (module docstring)."""
+        r = self.x - (self.zs @ self.ws + self.b)
+        idx = torch.as_tensor(latents, dtype=torch.long)
+        z = self.zl[:, idx]
+        return (z.pow(2).mean(0) * self.wl[idx].pow(2).sum(1) - 2 * (z * (r @ self.wl[idx].T)).mean(0)).numpy()
+
+    @torch.no_grad()
+    def swap_path(self, g: Groups, seed: int = 0) -> list[dict]:
+        """MSE and L0 after every step of the swap path (module docstring); the first row is S itself."""
+        order = np.random.default_rng(seed).permutation(len(g.swap))
+        fs = self.zs.shape[1]
+        keep = np.ones(fs, bool)
+        added: list[int] = []
+        r = self.x - (self.zs @ self.ws + self.b)
+        l0 = (self.zs != 0).sum(1).float()
+
+        def row(step: str, n_swapped: int) -> dict:
+            return {"step": step, "groups_swapped": n_swapped, "mse": float(r.pow(2).sum(1).mean()),
+                    "fvu": float(r.pow(2).sum(1).mean()) / self.var, "l0": float(l0.mean()),
+                    "n_small": int(keep.sum()), "n_large": len(added)}
+
+        def apply(drop_s: np.ndarray, add_l: np.ndarray) -> None:
+            nonlocal r, l0
+            ds, dl = torch.as_tensor(drop_s, dtype=torch.long), torch.as_tensor(add_l, dtype=torch.long)
+            r = r + self.zs[:, ds] @ self.ws[ds] - self.zl[:, dl] @ self.wl[dl]
+            l0 = l0 - (self.zs[:, ds] != 0).sum(1) + (self.zl[:, dl] != 0).sum(1)
+            keep[drop_s] = False
+            added.extend(int(j) for j in add_l)
+
+        out = [row("small", 0)]
+        for n, gi in enumerate(order, 1):
+            apply(*g.swap[gi])
+            out.append(row("swap", n))
+        apply(np.zeros(0, int), g.novel)
+        out.append(row("add novel", len(order)))
+        apply(g.dropped, np.zeros(0, int))
+        out.append(row("drop unmatched small", len(order)))
+        return out
+
+
+# ---- meta-SAEs ----
+
+def meta_cfg(d_meta: int, k: int, n_rows: int, epochs: int, batch_size: int, lr: float, seed: int) -> TrainConfig:
+    steps = max(1, (n_rows * epochs) // batch_size)
+    return TrainConfig(d_sae=d_meta, k=k, batch_size=batch_size, lr=lr, n_tokens=steps * batch_size, seed=seed,
+                       data_seed=seed, auxk_alpha=1 / 32, dead_tokens=max(batch_size, n_rows), architecture="batchtopk",
+                       warmup_steps=min(20, steps))
+
+
+def meta_sae(base: SAEBase, base_path: Path, cfg: TrainConfig, epochs: int, *, progress: bool = True) -> SAEBase:
+    """A BatchTopK SAE trained on `base`'s unit decoder rows (`epochs` copies, in cfg's seeded order),
+    cached under (base SAE artifact, cfg)."""
+    rows = _dirs(base).numpy()
+
+    def compute(work: Path) -> dict:
+        data = np.tile(rows, (epochs, 1))
+        sae, log = train_sae(data, cfg, progress=progress)
+        save_saelens(sae, work / "sae")
+        return {"final_log": log[-1] if log else {}}
+
+    path = cached("meta_sae", {"base": Path(base_path).name, "cfg": cfg.key(), "epochs": epochs}, compute,
+                  version=_META_VERSION)
+    return load_sae(path / "sae")
+
+
+@torch.no_grad()
+def decoder_fvu(meta: SAEBase, base: SAEBase) -> dict[str, float]:
+    """FVU (`metrics.fvu`, centred on the rows' mean) and mean L0 of `meta` on `base`'s unit decoder rows."""
+    w = _dirs(base)
+    z = meta.encode(w)
+    return {"fvu": float(fvu(w, meta.decode(z))), "l0": float((z != 0).sum(1).float().mean())}
+
+
+@torch.no_grad()
+def meta_groups(meta: SAEBase, base: SAEBase, n_top: int = 6) -> list[dict]:
+    """For every meta-latent: the base latents it is active on (`members`, by activation, highest first,
+    at most `n_top`) and how many it is active on in all (`n_members`)."""
+    z = meta.encode(_dirs(base))  # [F_base, F_meta]
+    out = []
+    for m in range(z.shape[1]):
+        col = z[:, m]
+        idx = torch.nonzero(col > 0).flatten()
+        top = idx[torch.argsort(col[idx], descending=True)][:n_top]
+        out.append({"meta_latent": m, "n_members": int(idx.numel()), "members": top.tolist(),
+                    "activations": col[top].tolist()})
+    return out
