@@ -117,3 +117,26 @@ def test_autointerp_params_reject_bad_values():
         params.load("autointerp_calibration", "smoke", llm_backend="openai-compatible")
     with pytest.raises(params.ParamsError, match="rule 'colour:red'"):
         params.load("autointerp_calibration", "smoke", rules=["colour:red"])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default"])
+def test_leask_notebooks_reuse_fig5_saes(profile):
+    """Offline, the Leask size family is Fig. 5's size sweep (seed 0): same activations and SAE settings."""
+    shared = ["model", "variant", "corpus", "hookpoint", "n_tokens", "seq_len", "data_seed", "k", "batch_size", "lr",
+              "auxk_alpha", "n_eval_tokens", "model_dtype"]
+    fig5 = params.profile_values("paulo_fig5_overlap_vs_size_k_tokens", profile)
+    for stem in ("leask_novel_fraction", "leask_stitching", "leask_meta_sae"):
+        vals = params.profile_values(stem, profile)
+        assert {k: vals[k] for k in shared} == {k: fig5[k] for k in shared}, stem
+        assert vals["seeds"][0] == fig5["seeds"][0]
+        if profile == "default":  # every size already trained by Fig. 5
+            assert set(vals["sizes"]) <= set(fig5["sizes"]) | {fig5["d_sae"]}
+    assert params.profile_values("leask_stitching", profile) == params.profile_values("leask_meta_sae", profile)
+    assert params.profile_values("leask_stitching", profile) == params.profile_values("leask_novel_fraction", profile)
+
+
+def test_leask_params_reject_bad_values():
+    with pytest.raises(params.ParamsError, match="ascending"):
+        params.load("leask_stitching", "smoke", sizes=[128, 64])
+    with pytest.raises(params.ParamsError, match="must contain"):
+        params.load("leask_stitching", "smoke", release="some-release", release_id="no-size-here")

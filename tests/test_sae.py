@@ -171,3 +171,28 @@ def test_snapshot_is_the_shorter_run():
         assert log == short_log
     with pytest.raises(ValueError, match=r"snapshot at 4,096 tokens: must lie in \[batch_size, n_tokens\)"):
         train_sae(acts, long_cfg, progress=False, snapshots={4096: lambda *a: None})
+
+
+def test_load_release_reads_what_sae_lens_returns(tmp_path, monkeypatch):
+    """The hub path (SAELens `from_pretrained`) on a local stand-in: whatever SAE sae_lens returns is read
+    back through our loader with the same outputs."""
+    import sae_lens
+
+    from saesanity.sae import ReLUSAE, load_release
+
+    ours = ReLUSAE(16, 48, seed=2)
+    with torch.no_grad():
+        ours.b_dec.normal_()
+    save_saelens(ours, tmp_path / "stand-in")
+    calls = []
+
+    def fake(release, sae_id, device="cpu", **kw):
+        calls.append((release, sae_id))
+        return sae_lens.SAE.load_from_disk(str(tmp_path / "stand-in"))
+
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", staticmethod(fake))
+    got = load_release("gpt2-small-res-jb-feature-splitting", "blocks.8.hook_resid_pre_768")
+    assert calls == [("gpt2-small-res-jb-feature-splitting", "blocks.8.hook_resid_pre_768")]
+    x = torch.randn(20, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(got(x), ours(x), rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import TrainedSAE, _acts, _train, activation_spec, train_cfg
+from .runs import TrainedSAE, _acts, _train, activation_spec, row_tokens, train_cfg
 from .sae import SAEBase
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
@@ -64,8 +64,7 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
     spec: ActivationSpec = activation_spec(view(P, variant), "heldout")
     out = {}
     for h, (acts, acts_dir) in _acts(view(P, variant), "heldout", progress, hookpoints(P)).items():
-        toks = np.load(acts_dir / "tokens.npy")[:, spec.drop_first:].reshape(-1)[: acts.shape[0]]
-        out[h] = (acts, toks)
+        out[h] = (acts, row_tokens(acts_dir, spec.drop_first, acts.shape[0]))
     return out
 
 

@@ -314,6 +314,37 @@ class SeedInterpParams(SeedRunParams, InterpFields):
         self.check_interp([self.explainer])
 
 
+@dataclass(frozen=True)
+class StitchParams(SeedRunParams):
+    """Leask et al.: a family of SAE sizes on Fig. 1's activations (seed `seeds[0]`), stitching, meta-SAEs."""
+
+    sizes: list[int]  # d_sae of the size family, ascending (the paper doubles: 768 x 2^n)
+    release: str  # a SAELens release to load the family from instead of training it ('' = train our own)
+    release_id: str  # that release's SAE id with {size} for d_sae, e.g. blocks.8.hook_resid_pre_{size}
+    theta: float  # decoder-cosine threshold between novel and reconstruction latents
+    thetas: list[float]  # thresholds of the novel-fraction curve
+    n_stitch_tokens: int  # held-out rows on which stitched MSE and L0 are measured
+    meta_sizes: list[int]  # meta-SAE widths, trained on the decoder of the largest SAE in sizes
+    meta_k: int  # meta-SAE BatchTopK k (the paper: 4)
+    meta_epochs: int  # passes over the decoder rows
+    meta_lr: float  # meta-SAE Adam learning rate
+    meta_batch_size: int  # decoder rows per meta-SAE step
+    n_meta_examples: int  # meta-latents shown with the base latents they group
+
+    def check(self) -> None:
+        super().check()
+        if len(self.sizes) < 2 or sorted(set(self.sizes)) != self.sizes or self.sizes[0] <= self.k:
+            raise ParamsError(f"sizes={self.sizes}: need >= 2 ascending distinct sizes above k={self.k}")
+        if self.release and "{size}" not in self.release_id:
+            raise ParamsError(f"release_id={self.release_id!r} must contain {{size}} when release is set")
+        if not 0 < self.theta < 1 or not self.thetas or any(not 0 <= t <= 1 for t in self.thetas):
+            raise ParamsError(f"theta={self.theta} must lie in (0, 1) and thetas={self.thetas} in [0, 1]")
+        if not self.meta_sizes or not 0 < self.meta_k < min(self.meta_sizes):
+            raise ParamsError(f"meta_k={self.meta_k} must satisfy 0 < meta_k < min(meta_sizes={self.meta_sizes})")
+        if self.meta_epochs < 1 or self.n_stitch_tokens < 1 or self.n_meta_examples < 1:
+            raise ParamsError("meta_epochs, n_stitch_tokens and n_meta_examples must be >= 1")
+
+
 REGISTRY: dict[str, type] = {
     "paulo_fig1_matched_cosines": SeedRunParams,
     "paulo_fig2_similarity_vs_frequency": SeedRunParams,
@@ -330,11 +361,15 @@ REGISTRY: dict[str, type] = {
     "heap_figB_autointerp_roc": VariantInterpParams,
     "paulo_fig3_interp_vs_sharing": SeedInterpParams,
     "paulo_table1_unpaired_explanations": SeedInterpParams,
+    "leask_novel_fraction": StitchParams,
+    "leask_stitching": StitchParams,
+    "leask_meta_sae": StitchParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
-# Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them
+# Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them;
+# Leask et al. shares them offline but its `paper` profile is GPT-2's SAELens release (tested separately)
 SEED_FAMILY = [stem for stem, cls in REGISTRY.items()
-               if issubclass(cls, SeedRunParams) and not issubclass(cls, LayerArchParams)]
+               if issubclass(cls, SeedRunParams) and not issubclass(cls, (LayerArchParams, StitchParams))]
 
 
 def params_class(stem: str) -> type:

@@ -349,6 +349,38 @@ def paulo_table1_section(doc: dict) -> str:
     return "\n".join([*lines, "", *_claims(doc)])
 
 
+def leask_novel_section(doc: dict) -> str:
+    c = doc["compared"]["novel_fraction_consecutive_mean"]
+    lines = [*_head("Leask et al. — novel vs reconstruction latents across dictionary sizes", "Leask novel", doc),
+             f"Fraction of the larger SAE's latents that are novel (max decoder cosine to the smaller SAE < θ = {doc['theta']}):", "",
+             "| pair | novel | reconstruction |", "|---|---|---|"]
+    lines += [f"| {n} | {_pct(v)} | {_pct(1 - v)} |" for n, v in doc["novel_fraction_at_theta"].items()]
+    lines += ["", f"Mean over consecutive pairs: ours {_pct(c['ours'])}, paper ≈ {_pct(c['paper'])} (GPT-2 small).", "", *_claims(doc)]
+    return "\n".join(lines)
+
+
+def leask_stitching_section(doc: dict) -> str:
+    lines = [*_head("Leask et al. — SAE stitching", "Leask stitching", doc),
+             "Held-out MSE per token of S, S with L's novel / reconstruction latents inserted, and L:", "",
+             "| pair | S | S + novel | S + reconstruction | L | novel / reconstruction latents | swap groups |",
+             "|---|---|---|---|---|---|---|"]
+    for n, r in doc["insertion"].items():
+        lines.append(f"| {n} | {r['small']['mse']:.4g} | {r['small+novel']['mse']:.4g} | {r['small+reconstruction']['mse']:.4g} | "
+                     f"{r['large_mse']:.4g} | {r['n_novel']} / {r['n_reconstruction']} | {r['n_groups']} |")
+    return "\n".join([*lines, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
+
+
+def leask_meta_section(doc: dict) -> str:
+    lines = [*_head("Leask et al. — meta-SAEs on decoder directions", "Leask meta-SAE", doc),
+             "| meta-SAE width | decoder FVU | L0 | FVU on structureless rows |", "|---|---|---|---|"]
+    lines += [f"| {m['meta_size']} | {m['fvu']:.3f} | {m['l0']:.2f} | {m['gaussian_rows_fvu']:.3f} |" for m in doc["meta"]]
+    lines += ["", f"Examples (width {doc['examples_meta_size']}): "]
+    for e in doc["examples"][:3]:
+        lines.append(f"- meta-latent {e['meta_latent']} ({e['n_members']} base latents): "
+                     + "; ".join(f"{m['latent']} → {' '.join(m['top_tokens'])}" for m in e["members"]))
+    return "\n".join([*lines, "", *_claims(doc)])
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
@@ -357,7 +389,8 @@ SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_v
             "heap_metrics_vs_layer": heap_metrics_section, "heap_token_entropy": heap_entropy_section,
             "heap_toy_models": heap_toy_section, "autointerp_calibration": calibration_section,
             "heap_figB_autointerp_roc": heap_roc_section, "paulo_fig3_interp_vs_sharing": paulo_fig3_section,
-            "paulo_table1_unpaired_explanations": paulo_table1_section}
+            "paulo_table1_unpaired_explanations": paulo_table1_section, "leask_novel_fraction": leask_novel_section,
+            "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section}
 
 
 def render(figs: Path | None = None) -> str:

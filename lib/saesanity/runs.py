@@ -169,6 +169,11 @@ def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> np.
     return (total / acts.shape[0]).numpy()
 
 
+def row_tokens(acts_dir: Path, drop_first: int, n_rows: int) -> np.ndarray:
+    """[n_rows] the token id at each activation row of the artifact in `acts_dir`."""
+    return np.load(Path(acts_dir) / "tokens.npy")[:, drop_first:].reshape(-1)[:n_rows]
+
+
 def heldout_acts(P, *, progress: bool = True) -> np.ndarray:
     return _acts(P, "heldout", progress)[0]
 

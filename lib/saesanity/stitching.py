@@ -191,3 +191,57 @@ def meta_groups(meta: SAEBase, base: SAEBase, n_top: int = 6) -> list[dict]:
         out.append({"meta_latent": m, "n_members": int(idx.numel()), "members": top.tolist(),
                     "activations": col[top].tolist()})
     return out
+
+
+# ---- the notebooks' pipeline steps ----
+
+def size_family(P, *, progress: bool = True) -> list:
+    """`runs.TrainedSAE`-like records (`.sae`, `.path`) of every size in `P.sizes`: trained on Fig. 1's
+    activations with seed `P.seeds[0]` (so Fig. 5's size sweep provides them from the cache), or loaded
+    from the SAELens release `P.release` when it is set."""
+    from types import SimpleNamespace
+
+    from . import runs
+    from .sae import load_release
+
+    if P.release:
+        return [SimpleNamespace(sae=load_release(P.release, P.release_id.format(size=s)),
+                                path=Path(f"{P.release}/{P.release_id.format(size=s)}")) for s in P.sizes]
+    acts, acts_dir = runs._acts(P, "train", progress)
+    base = runs.train_cfg(P, P.seeds[0])
+    return [runs._train(P, acts, acts_dir, dataclasses.replace(base, d_sae=s), progress) for s in P.sizes]
+
+
+def stitch_rows(P, *, progress: bool = True) -> np.ndarray:
+    """The first `P.n_stitch_tokens` held-out activation rows."""
+    from . import runs
+
+    return np.asarray(runs.heldout_acts(P, progress=progress)[: P.n_stitch_tokens])
+
+
+def meta_family(P, base, *, progress: bool = True) -> list[dict]:
+    """A meta-SAE of every width in `P.meta_sizes` on `base`'s decoder rows, each with its decoder FVU and
+    L0 (`decoder_fvu`), and the same for a meta-SAE of each width on structureless rows (Gaussian
+    directions of the same shape and seed) as the no-structure reference."""
+    from types import SimpleNamespace
+
+    n = base.sae.W_dec.shape[0]
+    g = torch.Generator().manual_seed(P.seeds[0])
+    noise = SimpleNamespace(W_dec=torch.randn(base.sae.W_dec.shape, generator=g))
+    out = []
+    for m in P.meta_sizes:
+        cfg = meta_cfg(m, P.meta_k, n, P.meta_epochs, P.meta_batch_size, P.meta_lr, P.seeds[0])
+        meta = meta_sae(base.sae, base.path, cfg, P.meta_epochs, progress=progress)
+        ref = meta_sae(noise, Path(f"gaussian-rows-{n}x{base.sae.W_dec.shape[1]}-seed{P.seeds[0]}"), cfg,
+                       P.meta_epochs, progress=progress)
+        out.append({"meta_size": m, "sae": meta, **decoder_fvu(meta, base.sae),
+                    "gaussian_rows": decoder_fvu(ref, noise)})
+    return out
+
+
+def heldout_with_tokens(P, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out activation rows [N, d], the token id at each row [N]) of P's activations."""
+    from . import runs
+
+    acts, acts_dir = runs._acts(P, "heldout", progress)
+    return acts, runs.row_tokens(acts_dir, runs.activation_spec(P, "heldout").drop_first, acts.shape[0])

@@ -71,3 +71,18 @@ def load_sae(folder: str | Path) -> SAEBase:
     files = sorted(p.name for p in folder.iterdir())
     raise SAEFormatError(f"{folder}: unknown SAE format (files {files}); expected SAELens "
                          "(cfg.json + sae_weights.safetensors) or sparsify (cfg.json + sae.safetensors)")
+
+
+def load_release(release: str, sae_id: str) -> SAEBase:
+    """An SAE from a SAELens pretrained release (e.g. `gpt2-small-res-jb-feature-splitting`,
+    `blocks.8.hook_resid_pre_768`), fetched by `sae_lens.SAE.from_pretrained` (needs the hub), written
+    in SAELens's own layout and read back by `load_sae`."""
+    import tempfile
+
+    from sae_lens import SAE
+
+    theirs = SAE.from_pretrained(release, sae_id, device="cpu")
+    theirs = theirs[0] if isinstance(theirs, tuple) else theirs  # sae_lens < 6 returned (sae, cfg, sparsity)
+    with tempfile.TemporaryDirectory() as d:
+        theirs.save_model(d)
+        return load_sae(d)
