@@ -327,3 +327,10 @@ def test_config_rejects_bad_values():
         pipeline.InterpConfig(scorers=("simulation",)).check()
     with pytest.raises(ValueError, match="highlight_frac"):
         pipeline.InterpConfig(highlight_frac=0).check()
+
+
+def test_at_chance_flags_uninformative_scores():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(60), np.zeros(60)].astype(int)
+    assert roc.at_chance(y, rng.random(120))
+    assert not roc.at_chance(y, y + rng.normal(0, 0.5, 120))

@@ -74,7 +74,9 @@ def fig1_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _verdict(ok: bool) -> str:
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "**inconclusive** (scores at chance)"
     return "**reproduced**" if ok else "**not reproduced**"
 
 

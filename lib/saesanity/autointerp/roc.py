@@ -52,3 +52,10 @@ def bootstrap_band(labels: np.ndarray, scores: np.ndarray, n_boot: int = 100, n_
     mean, sd = curves.mean(0), curves.std(0, ddof=1) if n_boot > 1 else np.zeros(n_grid)
     return {"fpr": grid, "mean": mean, "lo": np.clip(mean - 1.96 * sd, 0, 1), "hi": np.clip(mean + 1.96 * sd, 0, 1),
             "auroc_mean": float(aucs.mean()), "auroc_sd": float(aucs.std(ddof=1)) if n_boot > 1 else 0.0}
+
+
+def at_chance(labels: np.ndarray, scores: np.ndarray, n_boot: int = 100, seed: int = 0) -> bool:
+    """Whether the pooled AUROC is within 1.96 bootstrap sd (`bootstrap_band`) of 0.5: a scorer at
+    chance cannot support a claim about the latents it scored."""
+    b = bootstrap_band(labels, scores, n_boot=n_boot, seed=seed)
+    return bool(abs(b["auroc_mean"] - 0.5) <= 1.96 * b["auroc_sd"])
