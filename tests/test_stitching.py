@@ -86,7 +86,12 @@ def test_swap_path_runs_from_small_to_large(planted):
     assert path[0]["step"] == "small" and path[0]["mse"] == pytest.approx(st.evaluate(np.arange(12), np.zeros(0, int))["mse"])
     assert path[-1]["n_small"] == 0 and path[-1]["n_large"] == 20
     assert path[-1]["mse"] == pytest.approx(st.large_mse, rel=1e-4)  # same b_dec (0): the end point is L
-    assert len(path) == 12 + 3
+    assert len(path) == 1 + 12 + 8 and sorted(q["step"] for q in path[1:]) == ["novel"] * 8 + ["swap"] * 12
+    # swapping a latent for its identical copy changes little (the two TopKs select slightly differently);
+    # adding a planted direction only helps
+    mse = np.array([q["mse"] for q in path])
+    assert np.all(np.diff(mse) <= 1e-3 * mse[0]) and mse[-1] < 0.01 * mse[0]
+    assert [q["n_small"] for q in path] == sorted((q["n_small"] for q in path), reverse=True)
 
 
 def test_meta_sae_recovers_planted_atoms(iso_cache):

@@ -16,9 +16,12 @@ Definitions (S the smaller SAE, L the larger, both on the same activations; dire
   of non-zero kept latents. (FVU divides the MSE by the mean squared distance to the evaluation mean.)
 * **insertion**: S plus a set of L latents; ΔMSE of inserting a single latent j is
   mean_t[(r_t − z_t,j w_j)² − r_t²] = mean_t[z_t,j² − 2 z_t,j (r_t · w_j)], r = x − x̂_S.
-* **swap path**: from S, swap the swap groups one at a time (seeded random order: drop the group's S
-  latents, add its L latents), then add the novel latents, then drop S's dropped latents; the end
-  point has exactly L's latents (with S's decoder bias). MSE and L0 are traced after every step.
+* **swap path**: from S, visit every component of the cosine graph once, in a seeded random order — a
+  swap group, a novel latent or a dropped latent — removing its S latents and adding its L latents; the
+  end point has exactly L's latents (with S's decoder bias). MSE and L0 are traced after every step.
+  (Visiting the novel and dropped latents interleaved with the groups, rather than all at the end,
+  makes the midpoint of the path a mixture of the two SAEs: where most latents are novel, adding them
+  all before dropping S's unmatched ones would double-count the reconstruction.)
 * **meta-SAE**: a BatchTopK SAE trained on the unit decoder rows of a base SAE (each row one training
   example, `epochs` passes in a seeded order); its *decoder FVU* is `metrics.fvu` of the rows it
   reconstructs, and a meta-latent *groups* the base latents on which it is active.
@@ -114,34 +117,25 @@ class Stitcher:
     @torch.no_grad()
     def swap_path(self, g: Groups, seed: int = 0) -> list[dict]:
         """MSE and L0 after every step of the swap path (module docstring); the first row is S itself."""
-        order = np.random.default_rng(seed).permutation(len(g.swap))
-        fs = self.zs.shape[1]
-        keep = np.ones(fs, bool)
-        added: list[int] = []
+        empty = np.zeros(0, int)
+        units = ([("swap", s, l) for s, l in g.swap] + [("novel", empty, np.array([j])) for j in g.novel]
+                 + [("dropped", np.array([i]), empty) for i in g.dropped])
+        order = np.random.default_rng(seed).permutation(len(units))
         r = self.x - (self.zs @ self.ws + self.b)
         l0 = (self.zs != 0).sum(1).float()
-
-        def row(step: str, n_swapped: int) -> dict:
-            return {"step": step, "groups_swapped": n_swapped, "mse": float(r.pow(2).sum(1).mean()),
-                    "fvu": float(r.pow(2).sum(1).mean()) / self.var, "l0": float(l0.mean()),
-                    "n_small": int(keep.sum()), "n_large": len(added)}
-
-        def apply(drop_s: np.ndarray, add_l: np.ndarray) -> None:
-            nonlocal r, l0
-            ds, dl = torch.as_tensor(drop_s, dtype=torch.long), torch.as_tensor(add_l, dtype=torch.long)
+        n_small, n_large = self.zs.shape[1], 0
+        out = [{"step": "small", "mse": float(r.pow(2).sum(1).mean()), "l0": float(l0.mean()),
+                "n_small": n_small, "n_large": 0}]
+        for u in order:
+            kind, ds, dl = units[u]
+            ds, dl = torch.as_tensor(ds, dtype=torch.long), torch.as_tensor(dl, dtype=torch.long)
             r = r + self.zs[:, ds] @ self.ws[ds] - self.zl[:, dl] @ self.wl[dl]
             l0 = l0 - (self.zs[:, ds] != 0).sum(1) + (self.zl[:, dl] != 0).sum(1)
-            keep[drop_s] = False
-            added.extend(int(j) for j in add_l)
-
-        out = [row("small", 0)]
-        for n, gi in enumerate(order, 1):
-            apply(*g.swap[gi])
-            out.append(row("swap", n))
-        apply(np.zeros(0, int), g.novel)
-        out.append(row("add novel", len(order)))
-        apply(g.dropped, np.zeros(0, int))
-        out.append(row("drop unmatched small", len(order)))
+            n_small, n_large = n_small - ds.numel(), n_large + dl.numel()
+            out.append({"step": kind, "mse": float(r.pow(2).sum(1).mean()), "l0": float(l0.mean()),
+                        "n_small": n_small, "n_large": n_large})
+        for row in out:
+            row["fvu"] = row["mse"] / self.var
         return out
 
 
