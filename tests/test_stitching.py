@@ -50,7 +50,7 @@ def test_novel_latents_are_exactly_the_planted_ones(planted):
     g = ST.groups(small, large, 0.7)
     assert g.novel.tolist() == list(range(12, 20)) and g.dropped.size == 0
     assert sorted((s.tolist(), l.tolist()) for s, l in g.swap) == [([i], [i]) for i in range(12)]
-    np.testing.assert_allclose(ST.novel_fraction(small, large, [0.5, 0.7]), [0.4, 0.4])
+    np.testing.assert_allclose(ST.novel_fraction(m, [0.5, 0.7]), [0.4, 0.4])
 
 
 def test_inserting_novel_latents_lowers_mse_and_single_deltas_match(planted):

@@ -29,6 +29,13 @@ class ParamsError(ValueError):
     """A parameter file or value is wrong; the message says which and what would be valid."""
 
 
+def _check_dtype(name: str, value: str) -> None:
+    from .models import DTYPES
+
+    if value not in DTYPES:
+        raise ParamsError(f"{name}={value!r}; valid: {list(DTYPES)}")
+
+
 @dataclass(frozen=True)
 class SeedRunParams:
     """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
@@ -54,8 +61,7 @@ class SeedRunParams:
     device: str  # cpu | cuda
 
     def check(self) -> None:
-        if self.model_dtype not in ("float32", "bfloat16", "float16"):
-            raise ParamsError(f"model_dtype={self.model_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
+        _check_dtype("model_dtype", self.model_dtype)
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
         if not 0.0 < self.threshold < 1.0:
@@ -177,8 +183,7 @@ class VariantSweepParams:
             raise ParamsError(f"kind={self.kind!r}; valid: {list(HOOK_KINDS)}")
         if not self.layers or min(self.layers) < 0 or len(set(self.layers)) != len(self.layers):
             raise ParamsError(f"layers={self.layers}: need distinct non-negative layer indices")
-        if self.model_dtype not in ("float32", "bfloat16", "float16"):
-            raise ParamsError(f"model_dtype={self.model_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
+        _check_dtype("model_dtype", self.model_dtype)
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
         if self.n_tokens < self.batch_size:
@@ -247,8 +252,7 @@ class InterpFields:
                              highlight_frac=self.highlight_frac).check()
             except ValueError as err:
                 raise ParamsError(str(err)) from None
-        if self.llm_dtype not in ("float32", "bfloat16", "float16"):
-            raise ParamsError(f"llm_dtype={self.llm_dtype!r}; valid: ['float32', 'bfloat16', 'float16']")
+        _check_dtype("llm_dtype", self.llm_dtype)
         if self.llm_backend == "openai-compatible" and not self.api_base:
             raise ParamsError("llm_backend='openai-compatible' needs api_base, e.g. 'http://localhost:8000/v1'")
         if self.n_boot < 2:

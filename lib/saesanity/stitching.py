@@ -54,10 +54,9 @@ def max_decoder_cos(small: SAEBase, large: SAEBase) -> np.ndarray:
     return cosine_matrix(_dirs(large), _dirs(small)).max(1)
 
 
-def novel_fraction(small: SAEBase, large: SAEBase, thetas: list[float]) -> np.ndarray:
-    """Fraction of `large`'s latents that are novel (max decoder cosine < θ) at each θ."""
-    m = max_decoder_cos(small, large)
-    return np.array([(m < t).mean() for t in thetas])
+def novel_fraction(max_cos: np.ndarray, thetas: list[float]) -> np.ndarray:
+    """Fraction of latents that are novel (max decoder cosine `max_cos` [F_L] < θ) at each θ."""
+    return np.array([(max_cos < t).mean() for t in thetas])
 
 
 @dataclasses.dataclass

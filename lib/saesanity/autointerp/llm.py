@@ -138,11 +138,10 @@ class HFLocal(Backend):
     def lm(self):
         if self._lm is None:
             from ..models import load_model
+            from .examples import piece_table
 
             self._lm = load_model(self.model, "trained", device=self.device, dtype=self.dtype)
-            tok = self._lm.tokenizer
-            vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
-            words = [_answer_word(tok.convert_tokens_to_string([t])) if t is not None else "" for t in vocab]
+            words = [_answer_word(t) for t in piece_table(self._lm.tokenizer)]
             self._yes = [i for i, w in enumerate(words) if w == "yes"]
             self._no = [i for i, w in enumerate(words) if w == "no"]
             if not self._yes or not self._no:

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from ..cache import cached
-from . import explainers, scorers
+from . import explainers, roc, scorers
 from .examples import LatentActs, Windows, sample_examples
 from .llm import BACKENDS, Backend, make_backend
 
@@ -80,19 +79,10 @@ class InterpConfig:
         return "; ".join(parts)
 
 
-def config_from(P) -> InterpConfig:
-    """The `InterpConfig` fields of a notebook's parameters (same names)."""
-    vals = {f.name: getattr(P, f.name) for f in dataclasses.fields(InterpConfig)}
-    vals["scorers"] = tuple(vals["scorers"])
-    cfg = InterpConfig(**vals)
-    cfg.check()
-    return cfg
-
-
 def _record(cfg: InterpConfig, name: str, labels: np.ndarray, scores_: np.ndarray) -> dict:
     both = 0 < labels.sum() < len(labels)
     return {"labels": labels.tolist(), "scores": np.round(scores_, 6).tolist(),
-            "auroc": float(roc_auc_score(labels, scores_)) if both else None,
+            "auroc": roc.latent_auroc(labels, scores_) if both else None,
             "accuracy": scorers.balanced_accuracy(labels, scores_) if name != "embedding" and both else None}
 
 

@@ -20,8 +20,13 @@ def pooled(labels: np.ndarray, scores: np.ndarray) -> dict:
     return {"fpr": fpr, "tpr": tpr, "auroc": float(roc_auc_score(labels, scores))}
 
 
+def latent_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC of one latent's examples; NaN when they lack one of the classes."""
+    return float(roc_auc_score(labels, scores)) if 0 < np.sum(labels) < len(labels) else float("nan")
+
+
 def per_latent_auroc(results: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    return np.array([roc_auc_score(y, s) if 0 < np.sum(y) < len(y) else np.nan for y, s in results])
+    return np.array([latent_auroc(y, s) for y, s in results])
 
 
 def tpr_on_grid(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> np.ndarray:
