@@ -3,8 +3,15 @@
 Directions: decoder rows `W_dec[f]` and encoder directions `W_enc[:, f]` (columns in the SAELens
 layout), each normalised to unit length per latent. Cosine matrices C_dec[i, j] = d̂ᵃ_i · d̂ᵇ_j and
 C_enc likewise, shape [F_a, F_b]. A Hungarian matching maximises the summed cosine over a
-bijection (`scipy.optimize.linear_sum_assignment(maximize=True)`); a max-cosine matching gives each
-latent of A its most similar latent of B (not a bijection).
+bijection; a max-cosine matching gives each latent of A its most similar latent of B (not a
+bijection).
+
+Two solvers give the same matching (`method`):
+- `"sparse"` (the default for SAEs of one size): `assignment.sparse_assignment`, exact without
+  the dense matrix — top candidates per row and column, a sparse solve, LP dual prices and a
+  certificate that no pair of the dense matrix could improve the matching (see that module);
+- `"scipy"`: the dense [F_a, F_b] cosine matrix and `scipy.optimize.linear_sum_assignment`
+  (the papers' method; also used for SAEs of different sizes). Tests check the two agree.
 
 Shared-latent rule (`SharedRule`), applied to each latent i of SAE A:
 - `threshold`: the Hungarian-matched decoder cosine and, unless `decoder_only`, the matched encoder
@@ -22,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from .assignment import sparse_assignment
 
 
 class MatchingError(ValueError):
@@ -42,6 +51,39 @@ def cosine_matrix(A_FD: torch.Tensor, B_GD: torch.Tensor) -> np.ndarray:
     if A_FD.shape[1] != B_GD.shape[1]:
         raise MatchingError(f"cannot match SAEs of different d_model: {A_FD.shape[1]} vs {B_GD.shape[1]}")
     return (unit_rows(A_FD) @ unit_rows(B_GD).t()).numpy()
+
+
+METHODS = ("auto", "sparse", "scipy")
+PARALLEL_MIN = 16384  # from this many latents match_pair solves encoder and decoder in two processes
+
+
+def assign(A_FD: torch.Tensor, B_GD: torch.Tensor, method: str = "auto", progress: bool = False):
+    """Hungarian matching of the rows of A to the rows of B on cosines.
+
+    Returns (partner [F_a] (-1 where unmatched), matched cosine [F_a] (NaN where unmatched),
+    row max [F_a], column max [F_b]).
+    """
+    if method not in METHODS:
+        raise MatchingError(f"method {method!r}; valid: {', '.join(METHODS)}")
+    if A_FD.shape[1] != B_GD.shape[1]:
+        raise MatchingError(f"cannot match SAEs of different d_model: {A_FD.shape[1]} vs {B_GD.shape[1]}")
+    square = A_FD.shape[0] == B_GD.shape[0]
+    if method == "sparse" and not square:
+        raise MatchingError(f"method='sparse' matches sets of one size; got {A_FD.shape[0]} and {B_GD.shape[0]} "
+                            f"latents (use method='scipy')")
+    if method == "scipy" or not square:
+        C = cosine_matrix(A_FD, B_GD)
+        partner = hungarian(C)
+        rows = np.arange(C.shape[0])
+        matched = np.where(partner >= 0, C[rows, np.maximum(partner, 0)], np.nan)
+        return partner, matched, C.max(1), C.max(0)
+    a = sparse_assignment(unit_rows(A_FD.float()), unit_rows(B_GD.float()), progress=progress)
+    return a.partner, a.matched, a.row_max, a.col_max
+
+
+def _assign_worker(A: np.ndarray, B: np.ndarray, method: str):
+    torch.set_num_threads(1)
+    return assign(torch.from_numpy(A), torch.from_numpy(B), method)
 
 
 def hungarian(C: np.ndarray) -> np.ndarray:
@@ -69,32 +111,49 @@ class Match:
         return (self.dec_partner == self.enc_partner) & (self.dec_partner >= 0)
 
 
-def match_pair(sae_a, sae_b) -> tuple[Match, Match]:
-    """Matchings A→B and B→A from one Hungarian solve per direction type (the bijection is symmetric)."""
+def match_pair(sae_a, sae_b, method: str = "auto", parallel: bool | None = None) -> tuple[Match, Match]:
+    """Matchings A→B and B→A from one Hungarian solve per direction type (the bijection is symmetric).
+
+    `parallel` (default: from `PARALLEL_MIN` latents on) solves the encoder matching in a second
+    process while this one solves the decoder: the sparse solve is single-threaded, so the two
+    overlap on two cores.
+    """
     enc_a, dec_a = directions(sae_a)
     enc_b, dec_b = directions(sae_b)
     if dec_a.shape[1] != dec_b.shape[1]:
         raise MatchingError(f"cannot match SAEs of different d_model: {dec_a.shape[1]} vs {dec_b.shape[1]}")
+    if parallel is None:
+        parallel = method != "scipy" and dec_a.shape[0] == dec_b.shape[0] >= PARALLEL_MIN
+    if parallel:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = torch.get_num_threads()
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            fut = ex.submit(_assign_worker, enc_a.numpy(), enc_b.numpy(), method)
+            torch.set_num_threads(1)
+            try:
+                results = {"dec": assign(dec_a, dec_b, method), "enc": fut.result()}
+            finally:
+                torch.set_num_threads(threads)
+    else:
+        results = {"dec": assign(dec_a, dec_b, method), "enc": assign(enc_a, enc_b, method)}
     ab, ba = {}, {}
-    for name, A, B in (("dec", dec_a, dec_b), ("enc", enc_a, enc_b)):
-        C = cosine_matrix(A, B)
-        partner = hungarian(C)
-        rows = np.arange(C.shape[0])
-        matched = np.where(partner >= 0, C[rows, np.maximum(partner, 0)], np.nan)
-        back = np.full(C.shape[1], -1, dtype=np.int64)
-        back_cos = np.full(C.shape[1], np.nan)
+    for name, (partner, matched, row_max, col_max) in results.items():
+        rows = np.arange(partner.size)
+        back = np.full(col_max.size, -1, dtype=np.int64)
+        back_cos = np.full(col_max.size, np.nan)
         has = partner >= 0
         back[partner[has]] = rows[has]
         back_cos[partner[has]] = matched[has]
-        ab.update({f"{name}_partner": partner, f"{name}_cos": matched, f"{name}_max": C.max(1)})
-        ba.update({f"{name}_partner": back, f"{name}_cos": back_cos, f"{name}_max": C.max(0)})
-        del C
+        ab.update({f"{name}_partner": partner, f"{name}_cos": matched, f"{name}_max": row_max})
+        ba.update({f"{name}_partner": back, f"{name}_cos": back_cos, f"{name}_max": col_max})
     return Match(**ab), Match(**ba)
 
 
-def match(sae_a, sae_b) -> Match:
+def match(sae_a, sae_b, method: str = "auto") -> Match:
     """Hungarian and max-cosine matchings of `sae_a`'s latents to `sae_b`'s, on encoder and decoder."""
-    return match_pair(sae_a, sae_b)[0]
+    return match_pair(sae_a, sae_b, method)[0]
 
 
 @dataclass(frozen=True)
