@@ -196,3 +196,30 @@ def test_load_release_reads_what_sae_lens_returns(tmp_path, monkeypatch):
     x = torch.randn(20, 16)
     with torch.no_grad():
         torch.testing.assert_close(got(x), ours(x), rtol=1e-5, atol=1e-5)
+
+
+def test_auxk_dense_over_dead_latents_equals_the_definition():
+    """AuxK on the dead columns only = FVU(resid, decode of the k_aux most active dead latents), grads too."""
+    torch.manual_seed(0)
+    from saesanity.metrics import fvu
+
+    for n_dead in (40, 200):  # ≤ F/2: dense over the dead columns; > F/2: the sparse top-k path
+        sae = TopKSAE(24, 300, 6, seed=1)
+        x = torch.randn(64, 24)
+        dead = torch.zeros(300, dtype=torch.bool)
+        dead[torch.randperm(300)[:n_dead]] = True
+        with torch.no_grad():
+            x_hat = sae(x)
+            pre = sae.pre_acts(x)
+        got = sae.auxk(x, x_hat, pre, dead, 12)
+        g_got = torch.autograd.grad(got, [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec])
+        # reference: plain dense autograd of the definition
+        pre_ref = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        masked = pre_ref.detach().masked_fill(~dead, -torch.inf)
+        idx = masked.topk(12, dim=1).indices
+        z = torch.zeros_like(pre_ref).scatter(1, idx, torch.relu(pre_ref.gather(1, idx)))
+        ref = fvu((x - x_hat).detach(), z @ sae.W_dec)
+        g_ref = torch.autograd.grad(ref, [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec])
+        assert torch.allclose(got, ref, atol=1e-6)
+        for a, b in zip(g_got, g_ref):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

@@ -92,7 +92,7 @@ def _block_rows(n: int, block_bytes: int) -> int:
     return max(1, min(n, block_bytes // (4 * n)))
 
 
-def top_candidates(A: torch.Tensor, B: torch.Tensor, R: int, block_bytes: int = 256 << 20,
+def top_candidates(A: torch.Tensor, B: torch.Tensor, R: int, block_bytes: int = 128 << 20,
                    progress: bool = False) -> _Candidates:
     """Each row's and each column's top-R entries of S = A @ Bᵀ, computed in row blocks of ≤ block_bytes.
 
@@ -330,7 +330,7 @@ def _merge(keys, vals, new_keys, new_vals):
 def sparse_assignment(A: torch.Tensor, B: torch.Tensor, R: int = 8, R_bound: int = 32, tol: float = 1e-6,
                       delta: float = 0.05, margin: float = 0.02, per_row: int = 8, hops: int = 4,
                       region_margins: tuple[float, ...] = (0.002, 0.01, 0.05), local_frac: float = 0.5,
-                      max_rounds: int = 50, block_bytes: int = 256 << 20, progress: bool = False) -> Assignment:
+                      max_rounds: int = 50, block_bytes: int = 128 << 20, progress: bool = False) -> Assignment:
     """Exact maximum-weight bijection of S = A @ Bᵀ (A, B: [n, D] unit rows) with its certificate (module doc).
 
     Pool: every pair whose exact cosine is held — each row's and column's top `R_bound`, the greedy
@@ -414,7 +414,7 @@ def sparse_assignment(A: torch.Tensor, B: torch.Tensor, R: int = 8, R_bound: int
 
 
 def certify(A: torch.Tensor, B: torch.Tensor, partner: np.ndarray, R_bound: int = 32, tol: float = 1e-6,
-            block_bytes: int = 256 << 20, max_sweeps: int = 10_000, max_rounds: int = 20) -> Certificate:
+            block_bytes: int = 128 << 20, max_sweeps: int = 10_000, max_rounds: int = 20) -> Certificate:
     """Check any bijection `partner` for optimality on S = A @ Bᵀ without the dense matrix.
 
     The same test `sparse_assignment` ends with: dual prices from the candidate pool (each row's and
@@ -457,7 +457,7 @@ def certify(A: torch.Tensor, B: torch.Tensor, partner: np.ndarray, R_bound: int 
 
 
 def check_certificate(A: torch.Tensor, B: torch.Tensor, partner: np.ndarray, u: np.ndarray, v: np.ndarray,
-                      block_bytes: int = 256 << 20) -> float:
+                      block_bytes: int = 128 << 20) -> float:
     """Max over all pairs of S_ij − u_i − v_j and over matched pairs of |S − u − v|, computed densely in blocks.
 
     A brute-force audit of a certificate (O(n²·D)); ≤ tol means (partner, u, v) proves optimality.

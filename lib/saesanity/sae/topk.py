@@ -59,24 +59,31 @@ def _rowwise_dot(g_BD: torch.Tensor, W_FD: torch.Tensor, idx_BK: torch.Tensor, c
 
 
 class _GatherPreacts(torch.autograd.Function):
-    """out[b, j] = pre[b, idx[b, j]] with pre = x_c @ W_enc + b_enc, given `pre` precomputed."""
+    """out[b, j] = pre[b, idx[b, j]] with pre = (x − b_dec) @ W_enc + b_enc, given `pre` precomputed.
+
+    b_dec's gradient is −W_enc @ grad_b_enc (the sum over tokens of the gradient w.r.t. x − b_dec),
+    so the [B, D] input gradient — and the transposed copy of W_enc it needs — is built only when x
+    itself requires grad (never in training).
+    """
 
     @staticmethod
-    def forward(ctx, x_c, W_enc, b_enc, pre, idx):
-        ctx.save_for_backward(x_c, W_enc, idx)
+    def forward(ctx, x, b_dec, W_enc, b_enc, pre, idx):
+        ctx.save_for_backward(x, b_dec, W_enc, idx)
         return pre.gather(1, idx)
 
     @staticmethod
     def backward(ctx, g):  # g: [B, K]
-        x_c, W_enc, idx = ctx.saved_tensors
+        x, b_dec, W_enc, idx = ctx.saved_tensors
         n_lat = W_enc.shape[1]
-        grad_x = grad_W = None
+        grad_x = grad_bd = grad_W = None
+        grad_b = torch.zeros(n_lat, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
         if ctx.needs_input_grad[0]:  # grad_x[b] = Σ_j g[b,j] · W_enc[:, idx[b,j]]
             grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
         if ctx.needs_input_grad[1]:
-            grad_W = _per_latent_sum(x_c, g, idx, n_lat).t().contiguous()
-        grad_b = torch.zeros(n_lat, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
-        return grad_x, grad_W, grad_b, None, None
+            grad_bd = -(W_enc @ grad_b)
+        if ctx.needs_input_grad[2]:
+            grad_W = _per_latent_sum(x - b_dec, g, idx, n_lat).t().contiguous()
+        return grad_x, grad_bd, grad_W, grad_b, None, None
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -113,7 +120,7 @@ class TopKSAE(SAEBase):
 
     def select(self, x_BD: torch.Tensor, pre_BF: torch.Tensor, idx_BK: torch.Tensor) -> torch.Tensor:
         """ReLU of the pre-activations at `idx` [B, K], differentiable with a sparse backward."""
-        return F.relu(_GatherPreacts.apply(x_BD - self.b_dec, self.W_enc, self.b_enc, pre_BF, idx_BK))
+        return F.relu(_GatherPreacts.apply(x_BD, self.b_dec, self.W_enc, self.b_enc, pre_BF, idx_BK))
 
     def decode_sparse(self, vals_BK: torch.Tensor, idx_BK: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
         out = _SparseDecode.apply(vals_BK, self.W_dec, idx_BK)
@@ -130,12 +137,25 @@ class TopKSAE(SAEBase):
         return self.decode_sparse(vals, idx)
 
     def auxk(self, x_BD, x_hat_BD, pre_BF, dead_F, k_aux: int) -> torch.Tensor:
-        """AuxK loss: FVU of the residual x − x̂ reconstructed by the `k_aux` most active dead latents."""
-        n_aux = min(k_aux, int(dead_F.sum()))
-        with torch.no_grad():
-            aux_idx = pre_BF.masked_fill(~dead_F, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
+        """AuxK loss: FVU of the residual x − x̂ reconstructed by the `k_aux` most active dead latents.
+
+        Cost: with G dead latents (G ≤ F/2, the usual case), only their G columns are encoded and
+        decoded, densely: ~6·B·D·G multiply-adds forward and backward, instead of a top-k over all F
+        pre-activations and B·k_aux gathers and scatters per step (k_aux = D/2 is large).
+        """
+        dead_idx = torch.nonzero(dead_F).squeeze(1)
+        n_aux = min(k_aux, dead_idx.numel())
         resid = (x_BD - x_hat_BD).detach()
-        return fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
+        if dead_idx.numel() > self.d_sae // 2:
+            with torch.no_grad():
+                aux_idx = pre_BF.masked_fill(~dead_F, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
+            return fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
+        with torch.no_grad():
+            keep = torch.zeros(x_BD.shape[0], dead_idx.numel(), dtype=torch.bool, device=x_BD.device)
+            keep.scatter_(1, pre_BF[:, dead_idx].topk(n_aux, dim=1, sorted=False).indices, True)
+        pre_dead = (x_BD - self.b_dec) @ self.W_enc[:, dead_idx] + self.b_enc[dead_idx]  # [B, G]
+        z_dead = F.relu(pre_dead) * keep
+        return fvu(resid, z_dead @ self.W_dec[dead_idx])
 
     def training_step(self, x_BD: torch.Tensor, dead_F: torch.Tensor, cfg) -> StepOut:
         vals, idx, pre = self.encode_sparse(x_BD)

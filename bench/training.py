@@ -1,0 +1,140 @@
+"""SAE training throughput: our trainer vs SAELens's training classes on the same activations, same run;
+and activation collection: our forward stopped at the hooked layer vs a naive full-model forward.
+
+    .venv/bin/python bench/training.py [--d 576 --latents 4608 --k 32 --batch 4096 --steps 20 --reps 3]
+                                       [--threads 2] [--acts acts.npy] [--no-activations]
+
+Training, per architecture (TopK with AuxK; an L1 ReLU SAE), one timed `--steps`-step run per
+repetition after a 3-step warm-up, median of `--reps`; tokens/s = steps · batch / seconds:
+- ours: `saesanity.sae.train_sae` (batch gathering, AuxK with dead-latent tracking, decoder
+  gradient projection and renormalisation, logging: the loop every figure uses);
+- SAELens: `SAETrainer(...).fit()` with `TopKTrainingSAE` / `StandardTrainingSAE` (its defaults
+  otherwise: wandb off, no checkpoints), fed the same batches in the same order. TopK is run with
+  SAELens's dense activations (its default) and with `use_sparse_activations=True`.
+Both get the same activations (`--acts`, an [N, d] float32 .npy; by default N(0, 1) rows — the
+step's cost does not depend on the values), width, k, batch, learning rate and thread count.
+
+Activation collection: SmolLM2-135M (the embedded default) on random token ids, tokens/s of
+`activations.run_to_hookpoints` (stops after the hooked layer) vs the whole model with its LM head.
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def our_run(acts, arch, a, steps):
+    from saesanity.sae import TrainConfig, train_sae
+
+    cfg = TrainConfig(d_sae=a.latents, k=a.k, batch_size=a.batch, n_tokens=steps * a.batch, lr=a.lr,
+                      architecture=arch, warmup_steps=1, log_every=10, auxk_alpha=1 / 32)
+    t = time.perf_counter()
+    train_sae(acts, cfg, progress=False)
+    return time.perf_counter() - t
+
+
+def saelens_run(acts, arch, a, steps, sparse=False):
+    from sae_lens import SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, \
+        TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    from saesanity.sae.train import TrainConfig, batch_order
+
+    if arch == "topk":
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=a.latents, k=a.k,
+                                                    aux_loss_coefficient=1 / 32, use_sparse_activations=sparse))
+    else:
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=acts.shape[1], d_sae=a.latents, l1_coefficient=1.0))
+    order = batch_order(acts.shape[0], TrainConfig(d_sae=a.latents, k=a.k, batch_size=a.batch,
+                                                   n_tokens=steps * a.batch))
+    batches = (torch.from_numpy(np.asarray(acts[o], dtype=np.float32)) for o in order)
+    cfg = SAETrainerConfig(total_training_samples=steps * a.batch, train_batch_size_samples=a.batch, lr=a.lr,
+                           lr_end=a.lr, lr_warm_up_steps=1, logger=LoggingConfig(log_to_wandb=False))
+    t = time.perf_counter()
+    SAETrainer(cfg, sae, batches).fit()
+    return time.perf_counter() - t
+
+
+def timed(fn, a):
+    fn(3)  # warm-up: allocator, thread pool, first-call overheads
+    return statistics.median(fn(a.steps) for _ in range(a.reps))
+
+
+def training_table(a):
+    acts = np.load(a.acts, mmap_mode="r") if a.acts else \
+        np.random.default_rng(0).standard_normal((a.steps * a.batch, a.d), dtype=np.float32)
+    print(f"SAE training, torch {torch.__version__}, d={acts.shape[1]} latents={a.latents} k={a.k} batch={a.batch}, "
+          f"{torch.get_num_threads()} threads, {a.steps} steps x {a.reps} reps (median)")
+    for arch, label in (("topk", "TopK + AuxK"), ("relu", "ReLU + L1")):
+        res = {"ours": timed(lambda s: our_run(acts, arch, a, s), a),
+               "SAELens": timed(lambda s: saelens_run(acts, arch, a, s), a)}
+        failed = {}
+        if arch == "topk":
+            try:
+                res["SAELens (sparse activations)"] = timed(lambda s: saelens_run(acts, arch, a, s, sparse=True), a)
+            except Exception as e:  # noqa: BLE001 — report it and keep measuring
+                failed["SAELens (sparse activations)"] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
+        best_ref = min(v for k, v in res.items() if k != "ours")
+        print(f"  {label}")
+        for name, sec in res.items():
+            tps = a.steps * a.batch / sec
+            print(f"    {name:30s} {tps:9,.0f} tok/s   ours is {sec / res['ours']:5.2f}x this")
+        for name, why in failed.items():
+            print(f"    {name:30s} failed here: {why}")
+        print(f"    ours vs the fastest SAELens setting that runs: {best_ref / res['ours']:.2f}x")
+
+
+def activation_table(a):
+    from saesanity.activations import run_to_hookpoints
+    from saesanity.models import load_model
+
+    lm = load_model("smollm2-135m")
+    ids = torch.randint(0, lm.model.config.vocab_size, (8, 256), generator=torch.Generator().manual_seed(0))
+
+    def full():
+        with torch.no_grad():
+            lm.model(ids, use_cache=False)
+
+    def early():
+        run_to_hookpoints(lm, ids, ["mlp_out.15"])
+
+    print(f"Activation collection, smollm2-135m, batch 8x256, {torch.get_num_threads()} threads")
+    res = {}
+    for name, fn in (("full forward + LM head (naive)", full), ("ours: stop after mlp_out.15", early)):
+        fn()
+        res[name] = statistics.median(ids.numel() / _sec(fn) for _ in range(a.reps))
+    ref = res["full forward + LM head (naive)"]
+    for name, tps in res.items():
+        print(f"    {name:30s} {tps:9,.0f} tok/s   ratio {tps / ref:.2f}x")
+
+
+def _sec(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--d", type=int, default=576)
+    ap.add_argument("--latents", type=int, default=4608)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--acts", default=None)
+    ap.add_argument("--no-activations", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    training_table(a)
+    if not a.no_activations:
+        activation_table(a)
+
+
+if __name__ == "__main__":
+    main()
