@@ -6,12 +6,15 @@ C_enc likewise, shape [F_a, F_b]. A Hungarian matching maximises the summed cosi
 bijection; a max-cosine matching gives each latent of A its most similar latent of B (not a
 bijection).
 
-Two solvers give the same matching (`method`):
-- `"sparse"` (the default for SAEs of one size): `assignment.sparse_assignment`, exact without
-  the dense matrix — top candidates per row and column, a sparse solve, LP dual prices and a
-  certificate that no pair of the dense matrix could improve the matching (see that module);
+Two solvers give the same matching (`method`; tests and `bench/matching.py` check they agree):
+- `"sparse"`: `assignment.sparse_assignment`, exact without the dense matrix — top candidates per
+  row and column, a sparse solve, LP dual prices and a certificate that no pair of the dense matrix
+  could improve the matching (see that module); memory O(F·32) instead of F²;
 - `"scipy"`: the dense [F_a, F_b] cosine matrix and `scipy.optimize.linear_sum_assignment`
-  (the papers' method; also used for SAEs of different sizes). Tests check the two agree.
+  (the papers' method; also used for SAEs of different sizes).
+`"auto"` (the default) takes the sparse solver from `SPARSE_MIN` = 8,192 latents on — the papers'
+32K and 131K SAEs — and dense scipy below, where it is faster (the measured crossover lies between
+4K and 8K latents; `bench/RESULTS.md`).
 
 Shared-latent rule (`SharedRule`), applied to each latent i of SAE A:
 - `threshold`: the Hungarian-matched decoder cosine and, unless `decoder_only`, the matched encoder
@@ -54,6 +57,7 @@ def cosine_matrix(A_FD: torch.Tensor, B_GD: torch.Tensor) -> np.ndarray:
 
 
 METHODS = ("auto", "sparse", "scipy")
+SPARSE_MIN = 8192  # method="auto" uses the sparse solver from this many latents (dense scipy is faster below)
 PARALLEL_MIN = 16384  # from this many latents match_pair solves encoder and decoder in two processes
 
 
@@ -71,7 +75,7 @@ def assign(A_FD: torch.Tensor, B_GD: torch.Tensor, method: str = "auto", progres
     if method == "sparse" and not square:
         raise MatchingError(f"method='sparse' matches sets of one size; got {A_FD.shape[0]} and {B_GD.shape[0]} "
                             f"latents (use method='scipy')")
-    if method == "scipy" or not square:
+    if method == "scipy" or not square or (method == "auto" and A_FD.shape[0] < SPARSE_MIN):
         C = cosine_matrix(A_FD, B_GD)
         partner = hungarian(C)
         rows = np.arange(C.shape[0])
@@ -123,7 +127,7 @@ def match_pair(sae_a, sae_b, method: str = "auto", parallel: bool | None = None)
     if dec_a.shape[1] != dec_b.shape[1]:
         raise MatchingError(f"cannot match SAEs of different d_model: {dec_a.shape[1]} vs {dec_b.shape[1]}")
     if parallel is None:
-        parallel = method != "scipy" and dec_a.shape[0] == dec_b.shape[0] >= PARALLEL_MIN
+        parallel = method != "scipy" and dec_a.shape[0] == dec_b.shape[0] >= max(PARALLEL_MIN, SPARSE_MIN)
     if parallel:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
