@@ -115,12 +115,14 @@ class Match:
         return (self.dec_partner == self.enc_partner) & (self.dec_partner >= 0)
 
 
-def match_pair(sae_a, sae_b, method: str = "auto", parallel: bool | None = None) -> tuple[Match, Match]:
+def match_pair(sae_a, sae_b, method: str = "auto", parallel: bool | None = None,
+               progress: bool = False) -> tuple[Match, Match]:
     """Matchings A→B and B→A from one Hungarian solve per direction type (the bijection is symmetric).
 
     `parallel` (default: from `PARALLEL_MIN` latents on) solves the encoder matching in a second
     process while this one solves the decoder: the sparse solve is single-threaded, so the two
-    overlap on two cores.
+    overlap on two cores. `progress` shows the sparse solver's cosine blocks and rounds (of the
+    decoder matching when parallel).
     """
     enc_a, dec_a = directions(sae_a)
     enc_b, dec_b = directions(sae_b)
@@ -137,11 +139,11 @@ def match_pair(sae_a, sae_b, method: str = "auto", parallel: bool | None = None)
             fut = ex.submit(_assign_worker, enc_a.numpy(), enc_b.numpy(), method)
             torch.set_num_threads(1)
             try:
-                results = {"dec": assign(dec_a, dec_b, method), "enc": fut.result()}
+                results = {"dec": assign(dec_a, dec_b, method, progress), "enc": fut.result()}
             finally:
                 torch.set_num_threads(threads)
     else:
-        results = {"dec": assign(dec_a, dec_b, method), "enc": assign(enc_a, enc_b, method)}
+        results = {"dec": assign(dec_a, dec_b, method, progress), "enc": assign(enc_a, enc_b, method, progress)}
     ab, ba = {}, {}
     for name, (partner, matched, row_max, col_max) in results.items():
         rows = np.arange(partner.size)
