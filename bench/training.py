@@ -88,33 +88,13 @@ def training_table(a):
 
 
 def activation_table(a):
-    from saesanity.activations import run_to_hookpoints
-    from saesanity.models import load_model
-
-    lm = load_model("smollm2-135m")
-    ids = torch.randint(0, lm.model.config.vocab_size, (8, 256), generator=torch.Generator().manual_seed(0))
-
-    def full():
-        with torch.no_grad():
-            lm.model(ids, use_cache=False)
-
-    def early():
-        run_to_hookpoints(lm, ids, ["mlp_out.15"])
+    from common import early_stop_rates
 
     print(f"Activation collection, smollm2-135m, batch 8x256, {torch.get_num_threads()} threads")
-    res = {}
-    for name, fn in (("full forward + LM head (naive)", full), ("ours: stop after mlp_out.15", early)):
-        fn()
-        res[name] = statistics.median(ids.numel() / _sec(fn) for _ in range(a.reps))
-    ref = res["full forward + LM head (naive)"]
+    res = early_stop_rates("smollm2-135m", "mlp_out.15", 8, 256, a.reps)
+    ref = next(iter(res.values()))
     for name, tps in res.items():
-        print(f"    {name:30s} {tps:9,.0f} tok/s   ratio {tps / ref:.2f}x")
-
-
-def _sec(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+        print(f"    {name:36s} {tps:9,.0f} tok/s   ratio {tps / ref:.2f}x")
 
 
 def main():
