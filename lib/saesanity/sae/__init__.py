@@ -1,10 +1,12 @@
-"""Sparse autoencoders: architectures, the training loop, and SAELens/sparsify I/O."""
+"""Sparse autoencoders: architectures, the training loop, and I/O (SAELens, sparsify, dictionary_learning, hub names)."""
 
 from .arch import ARCHITECTURES, BatchTopKSAE, GatedSAE, JumpReLUSAE, ReLUSAE
 from .base import SAEBase
-from .io import load_release, load_sae, save_saelens
+from .io import (FORMATS, SAEFormatError, detect_format, find_saes, load_release, load_sae, load_saes, resolve,
+                 save_saelens)
 from .topk import TopKSAE
 from .train import TrainConfig, train_sae
 
 __all__ = ["ARCHITECTURES", "SAEBase", "TopKSAE", "BatchTopKSAE", "ReLUSAE", "GatedSAE", "JumpReLUSAE",
-           "TrainConfig", "train_sae", "save_saelens", "load_sae", "load_release"]
+           "TrainConfig", "train_sae", "save_saelens", "load_sae", "load_saes", "load_release", "find_saes",
+           "detect_format", "resolve", "FORMATS", "SAEFormatError"]

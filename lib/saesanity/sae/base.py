@@ -35,6 +35,19 @@ def batch_scale(x_BD: torch.Tensor) -> torch.Tensor:
     return (x_BD - x_BD.mean(0, keepdim=True)).pow(2).sum(1).mean().sqrt().detach().clamp_min(1e-12)
 
 
+def fold_input_bias(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State (SAELens names) of an SAE that does not subtract b_dec before encoding, rewritten for one that
+    does: x·W + b = (x − b_dec)·W + (b + b_dec·W) for b_enc and b_gate, and b_mag gets b_dec·(W ⊙ e^r_mag)."""
+    out = dict(state)
+    shift = state["b_dec"] @ state["W_enc"]
+    for key in ("b_enc", "b_gate"):
+        if key in out:
+            out[key] = out[key] + shift
+    if "b_mag" in out:
+        out["b_mag"] = out["b_mag"] + shift * state["r_mag"].exp()
+    return out
+
+
 class SAEBase(nn.Module):
     architecture = "base"  # SAELens architecture name written to cfg.json
 
@@ -87,6 +100,8 @@ class SAEBase(nn.Module):
         d_in, d_sae = state["W_enc"].shape
         if tuple(state["W_dec"].shape) != (d_sae, d_in):
             raise ValueError(f"W_dec has shape {tuple(state['W_dec'].shape)}; W_enc [{d_in}, {d_sae}] needs {(d_sae, d_in)}")
+        if not cfg.get("apply_b_dec_to_input", True):
+            state = fold_input_bias(state)
         sae = cls(d_in, d_sae, **cls._ctor_kwargs(cfg))
         own = dict(sae.named_parameters())
         with torch.no_grad():

@@ -1,19 +1,42 @@
-"""SAE files: save in SAELens layout, load SAELens and sparsify folders.
+"""SAE files: save in SAELens layout; load SAELens, sparsify and dictionary_learning folders; hub names.
 
-SAELens layout: `cfg.json` (architecture, d_in, d_sae, dtype, device, apply_b_dec_to_input,
-normalize_activations, metadata, and e.g. k for topk) and `sae_weights.safetensors` with `W_enc`
-[D, F], `b_enc` [F], `W_dec` [F, D], `b_dec` [D], plus `threshold` [F] (jumprelu) or `b_gate`,
-`r_mag`, `b_mag` instead of `b_enc` (gated). `sae_lens.SAE.load_from_disk(folder)` loads it (tests check that the
-loaded SAE reproduces our encode/decode).
+Formats read (`FORMATS`; `detect_format` tells them apart by their files):
 
-sparsify layout (EleutherAI): `cfg.json` (k, num_latents | expansion_factor, d_in) and
-`sae.safetensors` with `encoder.weight` [F, D], `encoder.bias` [F], `W_dec` [F, D], `b_dec` [D];
-the encoder is applied to x − b_dec, as ours.
+* **SAELens** — `cfg.json` + `sae_weights.safetensors` with `W_enc` [D, F], `b_enc` [F], `W_dec` [F, D],
+  `b_dec` [D], plus `threshold` [F] (jumprelu) or `b_gate`, `r_mag`, `b_mag` instead of `b_enc`
+  (gated). v6 configs name the `architecture` (standard | topk | gated | jumprelu) and `k`;
+  pre-6.0 configs say `activation_fn_str` ("relu" | "topk") with `activation_fn_kwargs: {k}`,
+  `hook_point`, a boolean `normalize_activations`, and may carry `finetuning_scaling_factor` with a
+  `scaling_factor` [F] tensor that multiplies the latents before decoding (folded here into the
+  decoder rows: `W_dec[f] · s_f`, so decode(encode(x)) is unchanged). `apply_b_dec_to_input: false`
+  (e.g. Gemma Scope) is folded into the encoder bias (x·W + b = (x − b_dec)·W + (b + b_dec·W)), so
+  every loaded SAE subtracts `b_dec` before encoding, as ours do. Activation normalisation other than
+  "none" is refused (the scale it needs is not in the folder).
+* **sparsify** (EleutherAI) — `cfg.json` (k, num_latents | expansion_factor, d_in, activation,
+  transcode, skip_connection) + `sae.safetensors` with `encoder.weight` [F, D], `encoder.bias` [F],
+  `W_dec` [F, D] (unit-norm rows), `b_dec` [D]. Latents: top-k of ReLU((x − b_dec)·Wᵀ + b) — the same
+  set and values as ReLU of the top-k pre-activations (ours). A training run keeps one folder per
+  hookpoint, `<hookpoint>/seed<N>/` when several seeds were trained (`init_seeds`). Transcoders,
+  skip connections and `groupmax` are refused: they are not autoencoders of the form above.
+* **dictionary_learning** (saprmarks) — `ae.pt` (a state dict) + `config.json` whose `trainer.dict_class`
+  names the class: `AutoEncoder` (ReLU; keys `encoder.*`, `decoder.weight` [D, F], `bias` = b_dec;
+  loaded with its decoder normalised and the norms moved into the encoder, as their
+  `from_pretrained` does), `AutoEncoderNew` (ReLU, no input bias), `GatedAutoEncoder`,
+  `JumpReluAutoEncoder` (their default: b_dec not subtracted), `AutoEncoderTopK` (k from the config),
+  `BatchTopKSAE` and `MatryoshkaBatchTopKSAE` (inference: ReLU(pre)·[ReLU(pre) > θ] with one scalar θ,
+  i.e. a JumpReLU with θ on every latent, or a plain ReLU SAE while θ < 0 is unset).
+
+Every format is converted to SAELens names and read by the architecture class's `from_saelens`.
+`find_saes` lists the SAE folders under a directory (a sparsify run's hookpoints or seeds);
+`resolve` turns a local path, an HF hub repository (`hf:owner/name[:subfolder]`, or a bare
+`owner/name` that is not a local path) or a SAELens release (`sae_lens:<release>:<sae_id>`) into
+SAEs through these same loaders.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +45,19 @@ from safetensors.torch import load_file, save_file
 
 from .arch import FROM_SAELENS
 from .base import SAEBase
-from .topk import TopKSAE
 
 
 class SAEFormatError(ValueError):
     pass
+
+
+FORMATS = {
+    "saelens": "SAELens: cfg.json + sae_weights.safetensors (v6 and pre-6.0 configs)",
+    "sparsify": "EleutherAI sparsify: cfg.json + sae.safetensors (a run keeps <hookpoint>/ or <hookpoint>/seedN/ folders)",
+    "dictionary_learning": "dictionary_learning: ae.pt + config.json (trainer.dict_class)",
+}
+_MARKERS = {"saelens": ("cfg.json", "sae_weights.safetensors"), "sparsify": ("cfg.json", "sae.safetensors"),
+            "dictionary_learning": ("ae.pt", "config.json")}
 
 
 def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -49,29 +80,202 @@ def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = N
     return folder
 
 
-def load_sae(folder: str | Path) -> SAEBase:
-    """Load an SAE from a SAELens folder (topk, standard, gated, jumprelu) or a sparsify TopK folder."""
+def _formats_line() -> str:
+    return "; ".join(FORMATS.values())
+
+
+def detect_format(folder: str | Path) -> str | None:
+    """'saelens' | 'sparsify' | 'dictionary_learning' by the files in `folder`, or None."""
+    folder = Path(folder)
+    for name, files in _MARKERS.items():
+        if all((folder / f).is_file() for f in files):
+            return name
+    return None
+
+
+def _natural(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def find_saes(root: str | Path, max_depth: int = 3) -> dict[str, Path]:
+    """name -> folder of every SAE at or under `root` (depth ≤ max_depth), naturally sorted by the path
+    relative to root (`layers.6/seed0`, `layers.6/seed1`, …; `root`'s own name if root is one SAE)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SAEFormatError(f"SAE folder {root} does not exist")
+    if detect_format(root):
+        return {root.name: root}
+    found = {}
+    frontier = [root]
+    for _ in range(max_depth):
+        nxt = []
+        for d in frontier:
+            for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if detect_format(sub):
+                    found[sub.relative_to(root).as_posix()] = sub
+                else:
+                    nxt.append(sub)
+        frontier = nxt
+    return {k: found[k] for k in sorted(found, key=_natural)}
+
+
+def load_sae(folder: str | Path, format: str | None = None) -> SAEBase:
+    """Load the SAE in `folder`, its format detected from the files (or given as `format`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SAEFormatError(f"SAE folder {folder} does not exist")
-    cfg_path = folder / "cfg.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    if (folder / "sae_weights.safetensors").exists():
-        arch = cfg.get("architecture", "standard")
-        if arch not in FROM_SAELENS:
-            raise SAEFormatError(f"{folder}: SAELens architecture {arch!r}; supported: {sorted(FROM_SAELENS)}")
-        if cfg.get("normalize_activations", "none") != "none":
-            raise SAEFormatError(f"{folder}: normalize_activations={cfg['normalize_activations']!r} is not supported")
-        return FROM_SAELENS[arch].from_saelens(cfg, load_file(folder / "sae_weights.safetensors"))
-    if (folder / "sae.safetensors").exists():
-        st = load_file(folder / "sae.safetensors")
-        state = {"W_enc": st["encoder.weight"].t().contiguous(), "b_enc": st["encoder.bias"], "W_dec": st["W_dec"],
-                 "b_dec": st["b_dec"]}
-        return TopKSAE.from_saelens({"k": cfg["k"]}, state)
-    files = sorted(p.name for p in folder.iterdir())
-    raise SAEFormatError(f"{folder}: unknown SAE format (files {files}); expected SAELens "
-                         "(cfg.json + sae_weights.safetensors) or sparsify (cfg.json + sae.safetensors)")
+    fmt = format or detect_format(folder)
+    if fmt is None:
+        inside = find_saes(folder)
+        if inside:
+            raise SAEFormatError(f"{folder} holds {len(inside)} SAEs ({', '.join(list(inside)[:8])}"
+                                 f"{', …' if len(inside) > 8 else ''}); load one folder, or all with load_saes")
+        files = sorted(p.name for p in folder.iterdir())
+        raise SAEFormatError(f"{folder}: unknown SAE format (files {files}); formats read: {_formats_line()}")
+    if fmt not in FORMATS:
+        raise SAEFormatError(f"format {fmt!r}; valid: {list(FORMATS)}")
+    return _LOADERS[fmt](folder)
 
+
+def load_saes(root: str | Path) -> dict[str, SAEBase]:
+    """name -> SAE for every SAE folder at or under `root` (`find_saes`)."""
+    found = find_saes(root)
+    if not found:
+        files = sorted(p.name for p in Path(root).iterdir())
+        raise SAEFormatError(f"{root}: no SAE found (files {files}); formats read: {_formats_line()}")
+    return {name: load_sae(path) for name, path in found.items()}
+
+
+def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _build(arch: str, cfg: dict, state: dict[str, torch.Tensor], where: Path) -> SAEBase:
+    if arch not in FROM_SAELENS:
+        raise SAEFormatError(f"{where}: architecture {arch!r}; supported: {sorted(FROM_SAELENS)}")
+    try:
+        return FROM_SAELENS[arch].from_saelens(cfg, state)
+    except KeyError as e:
+        raise SAEFormatError(f"{where}: weights lack {e.args[0]!r} for a {arch} SAE (have {sorted(state)})") from None
+
+
+# ---------------------------------------------------------------- SAELens
+
+def saelens_v6_cfg(cfg: dict) -> dict:
+    """A SAELens config in v6 terms: pre-6.0 keys mapped (activation_fn_str "topk" + activation_fn_kwargs.k
+    -> architecture "topk" with k; boolean normalize_activations -> "none" | "expected_average_only_in");
+    a v6 config comes back unchanged."""
+    out = dict(cfg)
+    act = out.pop("activation_fn_str", None) or out.get("activation_fn")
+    if act not in (None, "relu", "topk"):
+        raise SAEFormatError(f"SAELens activation function {act!r} is not supported (relu, topk)")
+    out.setdefault("architecture", "standard")
+    if act == "topk":
+        k = (out.get("activation_fn_kwargs") or {}).get("k", out.get("k"))
+        if k is None:
+            raise SAEFormatError("SAELens config has activation_fn topk but no activation_fn_kwargs.k")
+        out["architecture"], out["k"] = "topk", int(k)
+    norm = out.get("normalize_activations", "none")
+    out["normalize_activations"] = ("expected_average_only_in" if norm else "none") if isinstance(norm, bool) \
+        else (norm or "none")
+    out.setdefault("apply_b_dec_to_input", True)
+    return out
+
+
+def _load_saelens(folder: Path) -> SAEBase:
+    cfg = saelens_v6_cfg(json.loads((folder / "cfg.json").read_text()))
+    if cfg["normalize_activations"] != "none":
+        raise SAEFormatError(f"{folder}: normalize_activations={cfg['normalize_activations']!r} is not supported "
+                             "(the scale it divides activations by is not stored in the folder)")
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise SAEFormatError(f"{folder}: rescale_acts_by_decoder_norm=true is not supported")
+    state = _float_state(load_file(folder / "sae_weights.safetensors"))
+    scale = state.pop("scaling_factor", None)
+    if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
+        if not cfg.get("finetuning_scaling_factor"):
+            raise SAEFormatError(f"{folder}: scaling_factor is stored but finetuning_scaling_factor is false")
+        state["W_dec"] = state["W_dec"] * scale[:, None]  # decode(z·s) = (z·s)·W_dec + b = z·(s ⊙ W_dec) + b
+    return _build(cfg["architecture"], cfg, state, folder)
+
+
+# ---------------------------------------------------------------- sparsify
+
+def _load_sparsify(folder: Path) -> SAEBase:
+    cfg = json.loads((folder / "cfg.json").read_text())
+    for flag, why in (("transcode", "a transcoder (predicts another activation), not an autoencoder"),
+                      ("skip_connection", "has a linear skip connection W_skip")):
+        if cfg.get(flag):
+            raise SAEFormatError(f"{folder}: sparsify {flag}=true is not supported: {why}")
+    if cfg.get("activation", "topk") != "topk":
+        raise SAEFormatError(f"{folder}: sparsify activation {cfg['activation']!r} is not supported (topk)")
+    if "k" not in cfg:
+        raise SAEFormatError(f"{folder}: sparsify cfg.json has no k")
+    st = _float_state(load_file(folder / "sae.safetensors"))
+    if "W_dec" not in st:
+        raise SAEFormatError(f"{folder}: sae.safetensors has no W_dec (saved without a decoder)")
+    state = {"W_enc": st["encoder.weight"].t().contiguous(), "b_enc": st["encoder.bias"], "W_dec": st["W_dec"],
+             "b_dec": st["b_dec"]}
+    if "d_in" in cfg and cfg["d_in"] != state["W_enc"].shape[0]:
+        raise SAEFormatError(f"{folder}: cfg d_in={cfg['d_in']} but encoder.weight has {state['W_enc'].shape[0]} columns")
+    return _build("topk", {"k": cfg["k"]}, state, folder)
+
+
+# ---------------------------------------------------------------- dictionary_learning
+
+def _dl_linear_state(st: dict, b_dec_key: str) -> dict:
+    """encoder.weight [F, D], decoder.weight [D, F] (nn.Linear layout) -> SAELens names."""
+    out = {"W_enc": st["encoder.weight"].t().contiguous(), "W_dec": st["decoder.weight"].t().contiguous(),
+           "b_dec": st[b_dec_key]}
+    if "encoder.bias" in st:
+        out["b_enc"] = st["encoder.bias"]
+    return out
+
+
+def _load_dictionary_learning(folder: Path) -> SAEBase:
+    config = json.loads((folder / "config.json").read_text())
+    trainer = config.get("trainer", {})
+    cls = trainer.get("dict_class")
+    st = torch.load(folder / "ae.pt", map_location="cpu", weights_only=True)
+    if isinstance(st, dict) and isinstance(st.get("ae"), dict):
+        raise SAEFormatError(f"{folder}: ae.pt is a training backup (step {st.get('step')}), not a finished SAE; "
+                             "its biases may still be in the normalised-activation scale")
+    st = _float_state(st)
+    cfg: dict[str, Any] = {"apply_b_dec_to_input": True}
+    if cls == "AutoEncoder":
+        state = _dl_linear_state(st, "bias")
+        norms = state["W_dec"].norm(dim=1)  # their from_pretrained normalises the decoder, output unchanged
+        state = {**state, "W_dec": state["W_dec"] / norms[:, None], "W_enc": state["W_enc"] * norms,
+                 "b_enc": state["b_enc"] * norms}
+        return _build("standard", cfg, state, folder)
+    if cls == "AutoEncoderNew":
+        return _build("standard", {"apply_b_dec_to_input": False}, _dl_linear_state(st, "decoder.bias"), folder)
+    if cls == "GatedAutoEncoder":
+        state = {**_dl_linear_state(st, "decoder_bias"), "b_gate": st["gate_bias"], "r_mag": st["r_mag"],
+                 "b_mag": st["mag_bias"]}
+        return _build("gated", cfg, state, folder)
+    if cls == "JumpReluAutoEncoder":
+        state = {k: st[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
+        return _build("jumprelu", {"apply_b_dec_to_input": bool(trainer.get("apply_b_dec_to_input", False))},
+                      state, folder)
+    if cls == "AutoEncoderTopK":
+        k = trainer.get("k", int(st["k"]) if "k" in st else None)
+        return _build("topk", {**cfg, "k": k}, _dl_linear_state(st, "b_dec"), folder)
+    if cls in ("BatchTopKSAE", "MatryoshkaBatchTopKSAE"):
+        state = _dl_linear_state(st, "b_dec") if "encoder.weight" in st else \
+            {k: st[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        theta = float(st.get("threshold", torch.tensor(-1.0)))
+        if theta < 0:  # never set: their use_threshold path keeps every positive pre-activation
+            return _build("standard", cfg, state, folder)
+        return _build("jumprelu", cfg, {**state, "threshold": torch.full_like(state["b_enc"], theta)}, folder)
+    known = ["AutoEncoder", "AutoEncoderNew", "GatedAutoEncoder", "JumpReluAutoEncoder", "AutoEncoderTopK",
+             "BatchTopKSAE", "MatryoshkaBatchTopKSAE"]
+    raise SAEFormatError(f"{folder}: dictionary_learning dict_class {cls!r}; supported: {known}")
+
+
+_LOADERS = {"saelens": _load_saelens, "sparsify": _load_sparsify, "dictionary_learning": _load_dictionary_learning}
+
+
+# ---------------------------------------------------------------- hub names
 
 def load_release(release: str, sae_id: str) -> SAEBase:
     """An SAE from a SAELens pretrained release (e.g. `gpt2-small-res-jb-feature-splitting`,
@@ -86,3 +290,34 @@ def load_release(release: str, sae_id: str) -> SAEBase:
     with tempfile.TemporaryDirectory() as d:
         theirs.save_model(d)
         return load_sae(d)
+
+
+def download_repo(repo: str, subfolder: str | None = None) -> Path:
+    """Local folder of an HF hub repository (only `subfolder`'s files when given), via huggingface_hub."""
+    from huggingface_hub import snapshot_download
+
+    pattern = f"{subfolder.strip('/')}/*" if subfolder else None
+    path = Path(snapshot_download(repo, allow_patterns=pattern))
+    return path / subfolder if subfolder else path
+
+
+SOURCE_HELP = ("a local folder (one SAE, or a run holding several: hookpoint or seedN/ subfolders), "
+               "hf:<owner>/<repo>[:<subfolder>] (or a bare <owner>/<repo>), or sae_lens:<release>:<sae_id>")
+
+
+def resolve(source: str, subfolder: str | None = None) -> dict[str, SAEBase]:
+    """name -> SAE for a source string (`SOURCE_HELP`); local folders and hub downloads go through `load_saes`."""
+    if source.startswith("sae_lens:"):
+        parts = source.split(":", 2)
+        if len(parts) != 3 or not all(parts[1:]):
+            raise SAEFormatError(f"{source!r}: a SAELens source is sae_lens:<release>:<sae_id>")
+        return {parts[2]: load_release(parts[1], parts[2])}
+    local = Path(source).expanduser()
+    if local.exists():
+        return load_saes(local / subfolder if subfolder else local)
+    spec = source.removeprefix("hf:")
+    repo, _, sub = spec.partition(":")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise SAEFormatError(f"{source!r} is neither an existing folder nor a hub source; expected {SOURCE_HELP}")
+    sub = "/".join(p for p in (sub, subfolder) if p) or None
+    return load_saes(download_repo(repo, sub))

@@ -173,9 +173,3 @@ class TopKSAE(SAEBase):
     def _ctor_kwargs(cls, cfg: dict) -> dict:
         return {"k": int(cfg["k"])}
 
-    @classmethod
-    def _state_from_saelens(cls, cfg: dict, state: dict) -> dict:
-        state = dict(state)
-        if not cfg.get("apply_b_dec_to_input", True):  # x@W+b == (x-b_dec)@W + (b + b_dec@W)
-            state["b_enc"] = state["b_enc"] + state["b_dec"] @ state["W_enc"]
-        return state

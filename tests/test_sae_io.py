@@ -1,0 +1,336 @@
+"""Loaders for the ecosystem's SAE formats: every format made by that library's own code where it
+installs from PyPI (sae-lens, eai-sparsify, dictionary-learning's classes), loaded by ours, and our
+encode/decode checked against their forward pass on the same inputs."""
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from saesanity.sae import GatedSAE, JumpReLUSAE, ReLUSAE, TopKSAE
+from saesanity.sae.io import (FORMATS, SAEFormatError, detect_format, find_saes, load_sae, load_saes, resolve,
+                              save_saelens)
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter (and float buffer) to random values, so no bias or gate hides a wrong mapping."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _x(d: int, n: int = 64) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(99))
+
+
+# ---------------------------------------------------------------- SAELens (its own classes)
+
+def _saelens_sae(arch: str, d: int, f: int, **kw):
+    import sae_lens as S
+
+    cls, cfg_cls = {"standard": (S.StandardSAE, S.StandardSAEConfig), "topk": (S.TopKSAE, S.TopKSAEConfig),
+                    "jumprelu": (S.JumpReLUSAE, S.JumpReLUSAEConfig), "gated": (S.GatedSAE, S.GatedSAEConfig)}[arch]
+    sae = cls(cfg_cls(d_in=d, d_sae=f, **kw))
+    _randomise(sae, 3)
+    if arch == "jumprelu":
+        with torch.no_grad():
+            sae.threshold.copy_(sae.threshold.abs())
+    return sae
+
+
+@pytest.mark.parametrize("arch,kw,ours", [
+    ("standard", {}, ReLUSAE), ("topk", {"k": 5}, TopKSAE), ("gated", {}, GatedSAE),
+    ("jumprelu", {}, JumpReLUSAE),
+    ("jumprelu", {"apply_b_dec_to_input": False}, JumpReLUSAE),  # Gemma Scope's setting
+    ("standard", {"apply_b_dec_to_input": False}, ReLUSAE),
+    ("gated", {"apply_b_dec_to_input": False}, GatedSAE),
+])
+def test_saelens_v6_folder_matches_their_forward(tmp_path, arch, kw, ours):
+    theirs = _saelens_sae(arch, 12, 40, **kw)
+    theirs.save_model(str(tmp_path))
+    assert detect_format(tmp_path) == "saelens"
+    got = load_sae(tmp_path)
+    assert type(got) is ours
+    x = _x(12)
+    with torch.no_grad():
+        z = theirs.encode(x)
+        torch.testing.assert_close(got.encode(x), z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def _pre6_folder(tmp_path, cfg_extra: dict, state: dict) -> None:
+    """A folder as sae_lens 3.x–5.x wrote it: `activation_fn_str`, `hook_point`, boolean normalisation."""
+    d, f = state["W_enc"].shape
+    cfg = {"architecture": "standard", "d_in": d, "d_sae": f, "dtype": "float32", "device": "cpu",
+           "model_name": "gpt2-small", "hook_point": "blocks.8.hook_resid_pre", "hook_point_layer": 8,
+           "hook_point_head_index": None, "activation_fn_str": "relu", "apply_b_dec_to_input": True,
+           "finetuning_scaling_factor": False, "context_size": 128, "dataset_path": "Skylion007/openwebtext",
+           "normalize_activations": False, "sae_lens_training_version": "3.0.0", **cfg_extra}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    save_file(state, tmp_path / "sae_weights.safetensors")
+
+
+def _plain_state(d: int, f: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"W_enc": torch.randn(d, f, generator=g) * 0.3, "b_enc": torch.randn(f, generator=g) * 0.3,
+            "W_dec": torch.randn(f, d, generator=g) * 0.3, "b_dec": torch.randn(d, generator=g) * 0.3}
+
+
+@pytest.mark.parametrize("extra,ours", [({}, ReLUSAE),
+                                        ({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 6}}, TopKSAE)])
+def test_saelens_pre6_folder_matches_sae_lens_reading_it(tmp_path, extra, ours):
+    """sae-lens 6 reads pre-6.0 folders itself (`handle_pre_6_0_config`); ours must agree with it."""
+    from sae_lens import SAE
+
+    _pre6_folder(tmp_path, extra, _plain_state(10, 30, 1))
+    theirs = SAE.load_from_disk(str(tmp_path))
+    got = load_sae(tmp_path)
+    assert type(got) is ours and (not extra or got.k == 6)
+    x = _x(10)
+    with torch.no_grad():
+        torch.testing.assert_close(got.encode(x), theirs.encode(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_saelens_pre6_finetuning_scaling_factor_by_hand(tmp_path):
+    """sae-lens 5 decoded (z ⊙ s)·W_dec + b_dec; sae-lens 6 no longer reads `scaling_factor`, so the
+    reference is the formula itself."""
+    st = _plain_state(8, 20, 2)
+    s = torch.rand(20) + 0.5
+    _pre6_folder(tmp_path, {"finetuning_scaling_factor": True}, {**st, "scaling_factor": s})
+    got = load_sae(tmp_path)
+    x = _x(8)
+    z = torch.relu((x - st["b_dec"]) @ st["W_enc"] + st["b_enc"])
+    with torch.no_grad():
+        torch.testing.assert_close(got(x), (z * s) @ st["W_dec"] + st["b_dec"], rtol=1e-5, atol=1e-5)
+    _pre6_folder(tmp_path, {"finetuning_scaling_factor": False}, {**st, "scaling_factor": s})
+    with pytest.raises(SAEFormatError, match="finetuning_scaling_factor is false"):
+        load_sae(tmp_path)
+
+
+@pytest.mark.parametrize("extra,match", [({"activation_fn_str": "tanh-relu"}, "activation function 'tanh-relu'"),
+                                         ({"normalize_activations": True}, "normalize_activations='expected_average"),
+                                         ({"architecture": "transcoder"}, "architecture 'transcoder'")])
+def test_saelens_unsupported_configs_say_why(tmp_path, extra, match):
+    _pre6_folder(tmp_path, extra, _plain_state(4, 8, 0))
+    with pytest.raises(SAEFormatError, match=match):
+        load_sae(tmp_path)
+
+
+# ---------------------------------------------------------------- sparsify (eai-sparsify's own code)
+
+def _sparsify_coder(d: int, f: int, k: int, seed: int, **cfg):
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(seed)
+    coder = SparseCoder(d, SparseCoderConfig(num_latents=f, k=k, **cfg))
+    with torch.no_grad():
+        coder.encoder.bias.normal_(0, 0.3)
+        coder.b_dec.normal_(0, 0.3)
+    return coder
+
+
+def _dense(acts_BK: torch.Tensor, idx_BK: torch.Tensor, f: int) -> torch.Tensor:
+    return torch.zeros(acts_BK.shape[0], f).scatter_(1, idx_BK, acts_BK)
+
+
+def test_sparsify_folder_matches_their_forward(tmp_path):
+    coder = _sparsify_coder(16, 48, 4, 0)
+    coder.save_to_disk(tmp_path / "layers.3")
+    assert detect_format(tmp_path / "layers.3") == "sparsify"
+    got = load_sae(tmp_path / "layers.3")
+    assert isinstance(got, TopKSAE) and got.k == 4
+    x = _x(16)
+    with torch.no_grad():
+        out = coder.encode(x)
+        z = _dense(out.top_acts, out.top_indices, 48)
+        torch.testing.assert_close(got.encode(x), z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.decode(z), coder.decode(out.top_acts, out.top_indices), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got(x), coder(x).sae_out, rtol=1e-5, atol=1e-5)
+
+
+def test_sparsify_multi_seed_run(tmp_path):
+    """A run with `init_seeds` keeps `<hookpoint>/seed<N>/`; every seed is found, naturally sorted."""
+    coders = {s: _sparsify_coder(8, 24, 3, s) for s in (0, 2, 10)}
+    for s, c in coders.items():
+        c.save_to_disk(tmp_path / "run" / "layers.2" / f"seed{s}")
+    assert list(find_saes(tmp_path / "run")) == ["layers.2/seed0", "layers.2/seed2", "layers.2/seed10"]
+    saes = load_saes(tmp_path / "run" / "layers.2")
+    assert list(saes) == ["seed0", "seed2", "seed10"]
+    x = _x(8)
+    with torch.no_grad():
+        for s, c in coders.items():
+            torch.testing.assert_close(saes[f"seed{s}"](x), c(x).sae_out, rtol=1e-5, atol=1e-5)
+    with pytest.raises(SAEFormatError, match=r"holds 3 SAEs \(layers.2/seed0, layers.2/seed2, layers.2/seed10\)"):
+        load_sae(tmp_path / "run")
+
+
+@pytest.mark.parametrize("cfg,match", [({"transcode": True}, "transcode=true"),
+                                       ({"skip_connection": True}, "skip_connection=true")])
+def test_sparsify_non_autoencoders_refused(tmp_path, cfg, match):
+    _sparsify_coder(8, 24, 3, 0, **cfg).save_to_disk(tmp_path)
+    with pytest.raises(SAEFormatError, match=match):
+        load_sae(tmp_path)
+
+
+# ---------------------------------------------------------------- dictionary_learning (its own classes)
+
+def _dl(module: str):
+    """A dictionary_learning submodule, imported without the package's __init__ (which pulls nnsight for
+    its activation buffer); the dictionary classes themselves need only torch and einops."""
+    if "dictionary_learning" not in sys.modules:
+        spec = importlib.util.find_spec("dictionary_learning")
+        assert spec is not None, "dictionary-learning is installed by `make setup` (pip --no-deps)"
+        pkg = types.ModuleType("dictionary_learning")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules["dictionary_learning"] = pkg
+    return importlib.import_module(f"dictionary_learning.{module}")
+
+
+def _dl_save(folder, ae, trainer_cfg: dict) -> None:
+    """What their `trainSAE` writes: `ae.pt` = the state dict, `config.json` = {"trainer": trainer.config}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in ae.state_dict().items()}, folder / "ae.pt")
+    (folder / "config.json").write_text(json.dumps({"trainer": trainer_cfg}, indent=4))
+
+
+def _dl_cases():
+    D, F = 12, 36
+    dic = _dl("dictionary")
+    tk = _dl("trainers.top_k")
+    btk = _dl("trainers.batch_top_k")
+
+    def jump():
+        ae = dic.JumpReluAutoEncoder(D, F)
+        _randomise(ae, 5)
+        with torch.no_grad():
+            ae.threshold.copy_(ae.threshold.abs())
+        return ae
+
+    def btopk(theta):
+        ae = btk.BatchTopKSAE(D, F, 4)
+        _randomise(ae, 6)
+        ae.threshold.fill_(theta)
+        return ae
+
+    return {
+        "AutoEncoder": (lambda: dic.AutoEncoder(D, F), ReLUSAE, lambda p: dic.AutoEncoder.from_pretrained(p)),
+        "AutoEncoderNew": (lambda: dic.AutoEncoderNew(D, F), ReLUSAE, lambda p: dic.AutoEncoderNew.from_pretrained(p)),
+        "GatedAutoEncoder": (lambda: dic.GatedAutoEncoder(D, F), GatedSAE,
+                             lambda p: dic.GatedAutoEncoder.from_pretrained(p)),
+        "JumpReluAutoEncoder": (jump, JumpReLUSAE, lambda p: dic.JumpReluAutoEncoder.from_pretrained(p)),
+        "AutoEncoderTopK": (lambda: tk.AutoEncoderTopK(D, F, 4), TopKSAE,
+                            lambda p: tk.AutoEncoderTopK.from_pretrained(p, k=4)),
+        "BatchTopKSAE": (lambda: btopk(0.2), JumpReLUSAE, lambda p: btk.BatchTopKSAE.from_pretrained(p, k=4)),
+        "BatchTopKSAE-unset": (lambda: btopk(-1.0), ReLUSAE, lambda p: btk.BatchTopKSAE.from_pretrained(p, k=4)),
+    }
+
+
+@pytest.mark.parametrize("name", ["AutoEncoder", "AutoEncoderNew", "GatedAutoEncoder", "JumpReluAutoEncoder",
+                                  "AutoEncoderTopK", "BatchTopKSAE", "BatchTopKSAE-unset"])
+def test_dictionary_learning_folder_matches_their_forward(tmp_path, name):
+    make, ours, their_load = _dl_cases()[name]
+    ae = make()
+    if name not in ("JumpReluAutoEncoder", "BatchTopKSAE", "BatchTopKSAE-unset"):
+        _randomise(ae, 4)
+    cls = name.split("-")[0]
+    _dl_save(tmp_path, ae, {"dict_class": cls, "k": 4, "activation_dim": 12, "dict_size": 36, "lr": 1e-3,
+                            "layer": 3, "lm_name": "EleutherAI/pythia-70m-deduped"})
+    assert detect_format(tmp_path) == "dictionary_learning"
+    got = load_sae(tmp_path)
+    theirs = their_load(str(tmp_path / "ae.pt"))  # what their utils.load_dictionary calls for this class
+    assert type(got) is ours
+    x = _x(12)
+    with torch.no_grad():
+        z = theirs.encode(x)
+        torch.testing.assert_close(got.encode(x), z, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got(x), theirs(x), rtol=1e-4, atol=1e-5)
+
+
+def test_dictionary_learning_topk_trainer_config(tmp_path):
+    """The config.json their TopKTrainer writes (its `.config`), with k read from it."""
+    tk = _dl("trainers.top_k")
+    trainer = tk.TopKTrainer(steps=2000, activation_dim=12, dict_size=36, k=3, layer=2, lm_name="m", device="cpu")
+    _randomise(trainer.ae, 8)
+    _dl_save(tmp_path, trainer.ae, trainer.config)
+    got = load_sae(tmp_path)
+    assert isinstance(got, TopKSAE) and got.k == 3
+    x = _x(12)
+    with torch.no_grad():
+        torch.testing.assert_close(got(x), trainer.ae(x), rtol=1e-4, atol=1e-5)
+
+
+def test_dictionary_learning_backup_and_unknown_class_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
+    torch.save({"step": 5, "ae": {"bias": torch.zeros(3)}, "norm_factor": 2.0}, tmp_path / "ae.pt")
+    with pytest.raises(SAEFormatError, match=r"training backup \(step 5\)"):
+        load_sae(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "IdentityDict"}}))
+    torch.save({"bias": torch.zeros(3)}, tmp_path / "ae.pt")
+    with pytest.raises(SAEFormatError, match="dict_class 'IdentityDict'; supported"):
+        load_sae(tmp_path)
+
+
+# ---------------------------------------------------------------- detection, errors, hub names
+
+def test_unknown_folder_lists_every_format(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"")
+    with pytest.raises(SAEFormatError) as e:
+        load_sae(tmp_path)
+    assert "unknown SAE format" in str(e.value) and all(desc in str(e.value) for desc in FORMATS.values())
+    with pytest.raises(SAEFormatError, match="does not exist"):
+        load_sae(tmp_path / "nope")
+    with pytest.raises(SAEFormatError, match="no SAE found"):
+        load_saes(tmp_path)
+
+
+def test_hub_repo_resolves_through_the_same_loaders(tmp_path, monkeypatch):
+    """`hf:` (or a bare owner/name) downloads with huggingface_hub and reads the folder like a local one;
+    here the download is a local stand-in with a sparsify multi-seed layout."""
+    import huggingface_hub
+
+    coders = {s: _sparsify_coder(8, 24, 3, s) for s in (0, 1)}
+    for s, c in coders.items():
+        c.save_to_disk(tmp_path / "repo" / "layers.6" / f"seed{s}")
+    calls = []
+
+    def fake(repo, allow_patterns=None, **kw):
+        calls.append((repo, allow_patterns))
+        return str(tmp_path / "repo")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    saes = resolve("hf:EleutherAI/sae-pythia-160m-32k:layers.6")
+    assert calls == [("EleutherAI/sae-pythia-160m-32k", "layers.6/*")]
+    assert list(saes) == ["seed0", "seed1"]
+    assert list(resolve("EleutherAI/sae-pythia-160m-32k")) == ["layers.6/seed0", "layers.6/seed1"]
+    x = _x(8)
+    with torch.no_grad():
+        torch.testing.assert_close(saes["seed1"](x), coders[1](x).sae_out, rtol=1e-5, atol=1e-5)
+
+
+def test_saelens_release_source_and_bad_sources(tmp_path, monkeypatch):
+    import sae_lens
+
+    ours = TopKSAE(8, 24, 3, seed=1)
+    save_saelens(ours, tmp_path / "stand-in")
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained",
+                        staticmethod(lambda release, sae_id, device="cpu", **kw:
+                                     sae_lens.SAE.load_from_disk(str(tmp_path / "stand-in"))))
+    got = resolve("sae_lens:gpt2-small-res-jb:blocks.8.hook_resid_pre")
+    assert list(got) == ["blocks.8.hook_resid_pre"]
+    x = _x(8)
+    with torch.no_grad():
+        torch.testing.assert_close(got["blocks.8.hook_resid_pre"](x), ours(x), rtol=1e-5, atol=1e-5)
+    assert list(resolve(str(tmp_path / "stand-in"))) == ["stand-in"]
+    with pytest.raises(SAEFormatError, match="sae_lens:<release>:<sae_id>"):
+        resolve("sae_lens:only-release")
+    with pytest.raises(SAEFormatError, match="neither an existing folder nor a hub source"):
+        resolve(str(tmp_path / "missing" / "deeper"))
