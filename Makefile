@@ -16,8 +16,10 @@ DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes fortunes
 FIGDIR  := figures$(if $(filter default,$(PROFILE)),,/$(PROFILE))
 
 STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
-# the library the notebooks import (report.py only writes README, after the figures)
-LIB_SRC := $(filter-out lib/saesanity/report.py,$(shell find lib/saesanity -name '*.py' 2>/dev/null))
+# the library the notebooks import (report.py writes README after the figures; cli.py, sanity.py and
+# __main__.py are the `saesanity report` command, which no notebook imports)
+CLI_SRC := lib/saesanity/cli.py lib/saesanity/sanity.py lib/saesanity/__main__.py
+LIB_SRC := $(filter-out lib/saesanity/report.py $(CLI_SRC),$(shell find lib/saesanity -name '*.py' 2>/dev/null))
 SETUP   := $(VENV)/.deps-stamp $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
 
 .PHONY: setup data models figures figure test test-fast lab clean-figures help
@@ -51,10 +53,15 @@ $(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py
 	touch $@
 
 # ---- figures: papermill runs each notebook on $(PROFILE); the notebook writes PNG/PDF/JSON
-figures: $(foreach s,$(STEMS),$(FIGDIR)/$(s).json)
+figures: $(foreach s,$(STEMS),$(FIGDIR)/$(s).json) $(if $(filter default,$(PROFILE)),figures/report/report.json)
 ifeq ($(PROFILE),default)
 	$(PY) -m saesanity.report   # README "Results" from the JSONs
 endif
+
+# ---- the README's example of `saesanity report` on the embedded default
+figures/report/report.json: $(LIB_SRC) $(CLI_SRC) | $(SETUP)
+	TQDM_MININTERVAL=15 $(VENV)/bin/saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2 \
+	  --out figures/report
 figure:
 	@test -n "$(STEM)" || { echo "usage: make figure STEM=<stem> [PROFILE=...]; stems: $(STEMS)"; exit 2; }
 	$(MAKE) $(FIGDIR)/$(STEM).json

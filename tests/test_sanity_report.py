@@ -1,0 +1,144 @@
+"""`saesanity report`: the bootstrap interval, the command end to end on the smoke profile (trained seeds
+and a given SAE in another library's format), resuming from the cache, and clear errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from saesanity import cli, sanity
+from saesanity.sanity import ReportConfig, ReportError, bootstrap_interval
+
+
+def test_bootstrap_interval_of_a_mask_matches_explicit_resampling():
+    rng = np.random.default_rng(0)
+    mask = rng.random(3000) < 0.3
+    lo, hi = bootstrap_interval(mask, n_boot=4000, seed=1)
+    explicit = mask[rng.integers(0, mask.size, size=(4000, mask.size))].mean(1)
+    e_lo, e_hi = np.quantile(explicit, [0.025, 0.975])
+    assert lo < mask.mean() < hi
+    assert abs(lo - e_lo) < 0.004 and abs(hi - e_hi) < 0.004
+    se = np.sqrt(mask.mean() * (1 - mask.mean()) / mask.size)  # the normal approximation's half-width
+    assert abs((hi - lo) / 2 - 1.96 * se) < 0.003
+    assert bootstrap_interval(np.ones(50, bool)) == (1.0, 1.0)
+    vals = rng.random(400)  # a non-0/1 input takes the explicit path
+    v_lo, v_hi = bootstrap_interval(vals, n_boot=2000)
+    assert v_lo < vals.mean() < v_hi and abs((v_hi - v_lo) / 2 - 1.96 * vals.std() / 20) < 0.005
+    with pytest.raises(ReportError, match="empty"):
+        bootstrap_interval(np.zeros(0))
+
+
+def _report(tmp_path, *extra) -> dict:
+    out = tmp_path / "report"
+    rc = cli.main(["report", "--profile", "smoke", "--hookpoint", "mlp_out.2", "--out", str(out), "--no-progress",
+                   *extra])
+    assert rc == 0
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.notebook
+def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
+    r = _report(tmp_path)
+    out = tmp_path / "report"
+    assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "report.json", "stability.png",
+                                              "baseline.png"}
+    assert [s["name"] for s in r["saes"]] == ["seed0", "seed1"]
+    (pair,) = r["stability"]["pairs"]
+    assert set(pair["rules"]) == {"paper", "dec_and_enc", "decoder_only", "max_cosine"}
+    for v in pair["rules"].values():
+        assert v["ci_low"] <= v["shared_frac"] <= v["ci_high"]
+    # a stricter rule never shares more
+    assert pair["rules"]["paper"]["shared_frac"] <= pair["rules"]["dec_and_enc"]["shared_frac"] \
+        <= pair["rules"]["decoder_only"]["shared_frac"]
+    assert list(r["baseline"]) == ["trained", "rerandomized_incl_emb", "control"]
+    assert r["baseline"]["trained"] == r["recon"]["seed0"]  # the trained-model baseline SAE is seed 0
+    for m in [*r["recon"].values(), *r["baseline"].values()]:
+        assert 0 < m["fvu"] < 1.5 and m["l0"] <= 8 + 1e-6 and np.isfinite(m["ce_loss_score"])
+    md = (out / "report.md").read_text()
+    assert "smoke model" in md and "| seed0 vs seed1 |" in md and "Paulo & Belrose" in md
+    assert "<table>" in (out / "report.html").read_text()
+
+    # a second run trains and matches nothing and adds no artifact: every step comes from the cache
+    import saesanity.runs as runs_mod
+
+    def artifacts():
+        return sorted(f"{d.name}/{a.name}" for d in iso_cache.iterdir() if d.is_dir() and not d.is_symlink()
+                      for a in d.iterdir())
+    before = artifacts()
+
+    def fail(*a, **k):
+        raise AssertionError("recomputed a cached step")
+    monkeypatch.setattr(runs_mod, "train_sae", fail)
+    monkeypatch.setattr(runs_mod, "match_pair", fail)
+    assert _report(tmp_path) == r
+    assert artifacts() == before
+
+
+@pytest.mark.notebook
+def test_report_interrupted_resumes_from_cache(iso_cache, tmp_path, monkeypatch):
+    """Killed while training seed 1: the rerun keeps the activations and seed 0 and trains only seed 1."""
+    import saesanity.runs as runs_mod
+
+    real = runs_mod.train_sae
+    trained = []
+
+    def dying(acts, cfg, **kw):
+        trained.append(cfg.seed)
+        if cfg.seed == 1 and trained.count(1) == 1:
+            raise KeyboardInterrupt
+        return real(acts, cfg, **kw)
+    monkeypatch.setattr(runs_mod, "train_sae", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _report(tmp_path)
+    assert trained == [0, 1]
+    _report(tmp_path)
+    assert trained[:3] == [0, 1, 1]  # then only the baseline variants' SAEs (seed 0 on other activations)
+
+
+@pytest.mark.notebook
+def test_report_on_a_given_sparsify_sae(iso_cache, tmp_path):
+    """A given SAE (eai-sparsify's own files) is checked against one seed trained here, with its own size and k."""
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    import torch
+
+    torch.manual_seed(0)
+    SparseCoder(64, SparseCoderConfig(num_latents=128, k=6)).save_to_disk(tmp_path / "mine" / "layers.2")
+    r = _report(tmp_path, "--sae", str(tmp_path / "mine"), "--variants", "trained")
+    assert [(s["name"], s["d_sae"], s["k"]) for s in r["saes"]] == [("layers.2", 128, 6), ("seed0", 128, 6)]
+    assert [(p["a"], p["b"]) for p in r["stability"]["pairs"]] == [("layers.2", "seed0")]
+    assert set(r["recon"]) == {"layers.2", "seed0"} and list(r["baseline"]) == ["trained"]
+
+
+def test_report_bad_input_is_a_clear_error(iso_cache, tmp_path, capsys):
+    base = ["report", "--profile", "smoke", "--hookpoint", "mlp_out.2", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert cli.main([*base, "--variants", "trained", "shuffled"]) == 2
+    assert "variants ['shuffled']: valid" in capsys.readouterr().err
+    assert cli.main([*base, "--train-seeds", "0"]) == 2
+    assert "nothing to report on" in capsys.readouterr().err
+    assert cli.main([*base, "--sae", str(tmp_path / "nowhere" / "x")]) == 2
+    assert "neither an existing folder nor a hub source" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="profile 'huge'"):
+        ReportConfig.from_profile("huge", hookpoint="mlp_out.2")
+
+
+@pytest.mark.notebook
+def test_report_rejects_an_sae_of_another_width(iso_cache, tmp_path, capsys):
+    from saesanity.sae import TopKSAE, save_saelens
+
+    save_saelens(TopKSAE(32, 64, 4, seed=0), tmp_path / "wrong")
+    rc = cli.main(["report", "--profile", "smoke", "--hookpoint", "mlp_out.2", "--out", str(tmp_path / "r"),
+                   "--no-progress", "--sae", str(tmp_path / "wrong")])
+    assert rc == 2
+    assert "has d_in=32, but mlp_out.2 of smollm2-tiny-random has d_model=64" in capsys.readouterr().err
+
+
+def test_module_and_console_script_entry_points():
+    res = subprocess.run([sys.executable, "-m", "saesanity", "report", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--train-seeds" in res.stdout and "sae_lens:<release>:<sae_id>" in res.stdout
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "saesanity"]
+    assert ep.value == "saesanity.cli:main" and sanity.PROFILES["smoke"]["model"] == "smollm2-tiny-random"
