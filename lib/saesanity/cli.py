@@ -140,7 +140,7 @@ def _figures(result: dict, out: Path) -> dict[str, str]:
         figs["stability"] = "stability.png"
     bl = result["baseline"]
     keys = [("fvu", "FVU (lower is better)"), ("ce_loss_score", "CE-loss score"), ("kl_score", "KL score"),
-            ("dead_frac", "dead latents")]
+            ("dead_frac", "dead latents (fraction)")]
     fig, axes = plt.subplots(1, len(keys), figsize=(12, 3.2))
     vs = list(bl)
     for ax, (key, title) in zip(axes, keys):
@@ -148,6 +148,8 @@ def _figures(result: dict, out: Path) -> dict[str, str]:
                color=[VARIANT_COLOR.get(v, "grey") for v in vs])
         ax.set_xticks(range(len(vs)), [VARIANT_LABEL.get(v, v) for v in vs], rotation=20, fontsize=7, ha="right")
         ax.set_title(title, fontsize=9)
+        if key == "dead_frac":
+            ax.set_ylim(0, max(0.05, 1.2 * max(bl[v][key] for v in vs)))
     fig.suptitle(f"Random baseline: the same SAE recipe on each model variant\n{label}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "baseline.png", dpi=110)
@@ -205,33 +207,45 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     return out
 
 
+_SECTION_FIG = {"Seed stability": "stability", "Random baseline": "baseline"}  # the figure under each section
+
+
+def _title(result: dict) -> str:
+    return f"saesanity report: {result['config']['model']} {result['config']['hookpoint']}"
+
+
+def markdown(result: dict, figs: dict[str, str], heading: str = "#") -> list[str]:
+    """The report as Markdown lines; `figs` maps "stability" / "baseline" to image paths; `heading` is the
+    top level's marker (the README embeds the report one level down)."""
+    md = [f"{heading} {_title(result)}", "", f"*{_provenance(result)}. saesanity {__version__}.*", ""]
+    for sec, intro, head, rows in _tables(result):
+        md += [f"{heading}# {sec}", "", intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md.append("")
+        fig = _SECTION_FIG.get(sec)
+        if fig in figs:
+            md += [f"![{sec}]({figs[fig]})", ""]
+    return md
+
+
 def write_report(result: dict, out: Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=1, default=float))
     figs = _figures(result, out)
-    title = f"saesanity report: {result['config']['model']} {result['config']['hookpoint']}"
-    prov = _provenance(result)
-    tables = _tables(result)
-    md = [f"# {title}", "", f"*{prov}. saesanity {__version__}.*", ""]
-    for sec, intro, head, rows in tables:
-        md += [f"## {sec}", "", intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        md += ["| " + " | ".join(r) + " |" for r in rows]
-        md.append("")
-        fig = {"Seed stability": "stability", "Random baseline": "baseline"}.get(sec)
-        if fig in figs:
-            md += [f"![{sec}]({figs[fig]})", ""]
+    title, prov = _title(result), _provenance(result)
+    md = markdown(result, figs)
     (out / "report.md").write_text("\n".join(md))
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
          "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>",
          f"<h1>{html.escape(title)}</h1><p><em>{html.escape(prov)}. saesanity {__version__}.</em></p>"]
-    for sec, intro, head, rows in tables:
+    for sec, intro, head, rows in _tables(result):
         h.append(f"<h2>{html.escape(sec)}</h2><p>{html.escape(intro).replace('**', '')}</p><table><tr>"
                  + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
         h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
         h.append("</table>")
-        fig = {"Seed stability": "stability", "Random baseline": "baseline"}.get(sec)
+        fig = _SECTION_FIG.get(sec)
         if fig in figs:
             h.append(f"<p><img src='{figs[fig]}' alt='{html.escape(sec)}'></p>")
     h.append("</body></html>")

@@ -13,6 +13,8 @@ from pathlib import Path
 from .paths import REPO_ROOT, figures_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+EXAMPLE_START, EXAMPLE_END = "<!-- report-example:start -->", "<!-- report-example:end -->"
+EXAMPLE_COMMAND = "saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2 --out figures/report"
 _INF = float("inf")
 
 
@@ -412,18 +414,33 @@ def render(figs: Path | None = None) -> str:
     return "\n\n".join(parts)
 
 
-def updated_readme(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"README.md needs the markers {START} and {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}\n{END}{tail}"
+def render_example(figs: Path | None = None) -> str:
+    """The README's `saesanity report` example: `figures/report/report.json` rendered as the command renders
+    its report.md (one heading level down, images under figures/report/)."""
+    from .cli import markdown
+
+    path = (figs or figures_dir()) / "report" / "report.json"
+    if not path.exists():
+        return f"Not generated yet: `make figures` runs `{EXAMPLE_COMMAND}`."
+    result = json.loads(path.read_text())
+    figs_ = {name: f"figures/report/{name}.png" for name in ("stability", "baseline")}
+    return "\n".join([f"Made by `{EXAMPLE_COMMAND}` (run by `make figures`):", "",
+                      *markdown(result, figs_, heading="###")]).rstrip()
+
+
+def updated_readme(text: str, block: str, start: str = START, end: str = END) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"README.md needs the markers {start} and {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def main(argv: list[str]) -> int:
     readme = REPO_ROOT / "README.md"
     text = readme.read_text()
     new = updated_readme(text, render())
+    new = updated_readme(new, render_example(), EXAMPLE_START, EXAMPLE_END)
     if "--check" in argv:
         if new != text:
             print("README.md results are out of date: run `python -m saesanity.report`", file=sys.stderr)

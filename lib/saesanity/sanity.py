@@ -273,15 +273,16 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
         if v == "trained" and trained:
             t, vheld, vheld_dir = trained[0], held, held_dir
         else:
-            stage(stages.index(f"random baseline: {v}") if v != "trained" else 3)
+            if v != "trained":
+                stage(stages.index(f"random baseline: {v}"))
             V = _view(cfg, v, d_sae, k)
             vacts, vdir = runs._acts(V, "train", progress)
             vheld, vheld_dir = runs._acts(V, "heldout", progress)
             t = runs._train(V, vacts, vdir, runs.train_cfg(V, 0), progress)
-            if v != "trained":
-                bar.update()
         baseline[v] = _metrics(cfg, v, t, vheld, progress)
         interp_targets.append((v, t, vheld, vheld_dir))
+        if v != "trained":
+            bar.update()
     if given:
         interp_targets.append((given[0].name, given[0], held, held_dir))
 
