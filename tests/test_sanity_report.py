@@ -142,3 +142,17 @@ def test_module_and_console_script_entry_points():
 
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "saesanity"]
     assert ep.value == "saesanity.cli:main" and sanity.PROFILES["smoke"]["model"] == "smollm2-tiny-random"
+
+
+@pytest.mark.notebook
+def test_report_with_auto_interp(iso_cache, tmp_path):
+    """`--explainer` adds pooled AUROCs per scorer (here the model-free top-tokens explainer and the MiniLM
+    embedding scorer) for each baseline SAE."""
+    r = _report(tmp_path, "--variants", "trained", "control", "--explainer", "top-tokens", "--scorers", "embedding",
+                "--n-interp-latents", "3", "--train-seeds", "1")
+    ai = r["autointerp"]
+    assert "top-tokens" in ai["config"] and set(ai["saes"]) == {"trained", "control"}
+    for res in ai["saes"].values():
+        assert 1 <= res["n_latents"] <= 3
+        assert res["embedding"] is None or 0.0 <= res["embedding"] <= 1.0
+    assert "## Auto-interp" in (tmp_path / "report" / "report.md").read_text()

