@@ -120,6 +120,8 @@ def test_report_bad_input_is_a_clear_error(iso_cache, tmp_path, capsys):
     assert "nothing to report on" in capsys.readouterr().err
     assert cli.main([*base, "--sae", str(tmp_path / "nowhere" / "x")]) == 2
     assert "neither an existing folder nor a hub source" in capsys.readouterr().err
+    assert cli.main([*base, "--sae", "someone/no-such-repo"]) == 2  # tests run with HF_HUB_OFFLINE=1
+    assert "LocalEntryNotFoundError" in capsys.readouterr().err
     with pytest.raises(ReportError, match="profile 'huge'"):
         ReportConfig.from_profile("huge", hookpoint="mlp_out.2")
 

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, ValueError) as e:
         print(f"saesanity report: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a hub source while offline, a full disk
+        print(f"saesanity report: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     paths = write_report(result, out)
     print(f"report written: {paths['md']} and {paths['html']}")
     return 0
