@@ -29,6 +29,16 @@ def _x(d: int, n: int = 64) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(99))
 
 
+def _same_forward(got, theirs, d: int, rtol: float) -> None:
+    """Our encode, decode and forward equal another library's SAE object on the same inputs (atol 1e-5)."""
+    x = _x(d)
+    with torch.no_grad():
+        z = theirs.encode(x)
+        torch.testing.assert_close(got.encode(x), z, rtol=rtol, atol=1e-5)
+        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=rtol, atol=1e-5)
+        torch.testing.assert_close(got(x), theirs(x), rtol=rtol, atol=1e-5)
+
+
 # ---------------------------------------------------------------- SAELens (its own classes)
 
 def _saelens_sae(arch: str, d: int, f: int, **kw):
@@ -57,12 +67,7 @@ def test_saelens_v6_folder_matches_their_forward(tmp_path, arch, kw, ours):
     assert detect_format(tmp_path) == "saelens"
     got = load_sae(tmp_path)
     assert type(got) is ours
-    x = _x(12)
-    with torch.no_grad():
-        z = theirs.encode(x)
-        torch.testing.assert_close(got.encode(x), z, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(got(x), theirs(x), rtol=1e-5, atol=1e-5)
+    _same_forward(got, theirs, 12, rtol=1e-5)
 
 
 def _pre6_folder(tmp_path, cfg_extra: dict, state: dict) -> None:
@@ -247,12 +252,7 @@ def test_dictionary_learning_folder_matches_their_forward(tmp_path, name):
     got = load_sae(tmp_path)
     theirs = their_load(str(tmp_path / "ae.pt"))  # what their utils.load_dictionary calls for this class
     assert type(got) is ours
-    x = _x(12)
-    with torch.no_grad():
-        z = theirs.encode(x)
-        torch.testing.assert_close(got.encode(x), z, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got(x), theirs(x), rtol=1e-4, atol=1e-5)
+    _same_forward(got, theirs, 12, rtol=1e-4)
 
 
 def test_dictionary_learning_topk_trainer_config(tmp_path):
