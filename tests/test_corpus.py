@@ -1,4 +1,6 @@
 import json
+import re
+import shutil
 import struct
 import zlib
 
@@ -68,20 +70,75 @@ def char_tokenizer(tiny_llama_dir):
     return AutoTokenizer.from_pretrained(tiny_llama_dir)
 
 
-def test_hf_local_dataset_folder(iso_cache, tmp_path, char_tokenizer):
-    folder = tmp_path / "my_dataset"
+def _numbered_docs(folder, n):
     folder.mkdir()
-    rows = [{"text": f"document number {i} says hello."} for i in range(300)]
+    rows = [{"text": f"doc {i:05d} says hello."} for i in range(n)]
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def _doc_numbers(rows, tokenizer) -> set[int]:
+    """Numbers of the documents whose text appears (whole or cut at a row edge) in `rows`."""
+    text = "|".join("".join(tokenizer.convert_ids_to_tokens(r.tolist())).replace("<eos>", "|") for r in rows)
+    return {int(m) for m in re.findall(r"doc (\d{5})", text)}
+
+
+def test_hf_heldout_is_disjoint_and_exactly_sized(iso_cache, tmp_path, char_tokenizer):
+    folder = tmp_path / "my_dataset"
+    _numbered_docs(folder, 3000)
     spec = corpus.parse_corpus(f"hf:{folder}")
     assert spec.kind == "hf" and spec.name == str(folder)
     seqs = corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32, max_tokens=3000)
     held = corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32, split="heldout", max_tokens=3000)
-    assert seqs.shape[1] == 32 and seqs.shape[0] >= 80 and held.shape[0] >= 4
-    decoded = "".join(char_tokenizer.convert_ids_to_tokens(seqs[0].tolist()))
-    assert "document number" in decoded or "says hello" in decoded
+    assert seqs.shape == held.shape == (94, 32)  # ceil(3000 / 32) rows each
+    assert held.dtype == np.uint16  # 97-symbol vocabulary
+    train_docs, held_docs = _doc_numbers(seqs, char_tokenizer), _doc_numbers(held, char_tokenizer)
+    assert train_docs and held_docs and not train_docs & held_docs
+    expect = {i for i in range(3000) if corpus.is_heldout_document(f"doc {i:05d} says hello.")}
+    assert held_docs <= expect and not train_docs & expect
+    assert 0.03 < len(expect) / 3000 < 0.07
+    # a shorter request is a prefix of a longer one, and a second call reuses the cached rows
+    short = corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32, split="heldout", max_tokens=640)
+    assert np.array_equal(short, held[:20])
+    n_art = len(list((iso_cache / "token_rows").iterdir()))
+    corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32, max_tokens=3000)
+    assert len(list((iso_cache / "token_rows").iterdir())) == n_art
     with pytest.raises(CorpusError, match="needs max_tokens"):
         corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32)
+    with pytest.raises(CorpusError, match=r"ran out after .* rows"):  # ~5% of 3,000 docs is < 200 rows
+        corpus.token_sequences(f"hf:{folder}", char_tokenizer, "char", 32, split="heldout", max_tokens=10_000)
+
+
+def test_hf_rows_resume_after_interruption(iso_cache, tmp_path, char_tokenizer, monkeypatch):
+    folder = tmp_path / "ds"
+    _numbered_docs(folder, 3000)
+    spec = corpus.parse_corpus(f"hf:{folder}")
+    real = corpus._fill
+    fills = []
+    monkeypatch.setattr(corpus, "_fill", lambda *a: fills.append(1) or real(*a))
+    want = np.array(corpus.token_rows(spec, char_tokenizer, "char", 32, 700, progress=False))
+    n_fills = len(fills)
+    assert n_fills >= 4
+    for p in list(iso_cache.glob("token_rows/*")):
+        shutil.rmtree(p)
+    calls = {"n": 0}
+
+    def dying_fill(*a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(corpus, "_SAVE_EVERY_S", 0.0)  # save after every tokenizer batch
+    monkeypatch.setattr(corpus, "_fill", dying_fill)
+    with pytest.raises(KeyboardInterrupt):
+        corpus.token_rows(spec, char_tokenizer, "char", 32, 700, progress=False)
+    (partial,) = iso_cache.glob("token_rows/*.partial")
+    assert json.loads((partial / "progress.json").read_text())["docs"] == 512  # two batches of 256 saved
+    fills.clear()
+    monkeypatch.setattr(corpus, "_fill", lambda *a: fills.append(1) or real(*a))
+    got = corpus.token_rows(spec, char_tokenizer, "char", 32, 700, progress=False)
+    assert len(fills) == n_fills - 2  # the two saved batches are skipped, not tokenized again
+    assert np.array_equal(got, want)
 
 
 @needs_debian

@@ -15,22 +15,38 @@ A corpus spec is `debian` (every source), `debian:austen,fortunes` (some), or
 streaming=True)` (a local dataset folder works the same way, which is how the tests exercise it).
 
 Sequences: each source's documents are tokenized and joined with the EOS token into one stream,
-cut into non-overlapping `seq_len` windows; a fixed permutation (seed `SPLIT_SEED`, independent of
-the shuffle seed) assigns `HOLDOUT_FRAC` of the windows to the held-out split; the rest are shuffled
-with the caller's seed. Two calls with the same arguments return identical arrays.
+cut into non-overlapping `seq_len` windows. Two calls with the same arguments return identical arrays.
+
+- Debian corpora (a few million tokens) are tokenized whole: a fixed permutation (seed `SPLIT_SEED`,
+  independent of the shuffle seed) assigns `HOLDOUT_FRAC` of the windows to the held-out split; the
+  rest are shuffled with the caller's seed.
+- Streamed (`hf:`) corpora are split by *document*: a document is held out when the BLAKE2b hash of
+  its text, read as a fraction of 2⁶⁴, is below `HOLDOUT_FRAC`. Each split's documents are joined into
+  their own stream and tokenized once into a flat memmap of exactly the rows asked for (`token_rows`:
+  uint16 when the vocabulary fits, else uint32), cached and resumable. So the held-out split is
+  disjoint from training (no window shares a document with a training window), has exactly the
+  requested size, and a shorter request is a prefix of a longer one. Rows stay in stream order (the
+  Pile and RedPajama are shuffled at source; the SAE batch order is seeded either way).
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
+import os
 import re
+import shutil
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from .cache import cached
 from .paths import debian_dir
@@ -45,6 +61,8 @@ DEBIAN_PACKAGES = {
 }
 SOURCES = tuple(DEBIAN_PACKAGES)
 _PARSER_VERSION = 1
+_ROWS_VERSION = 1
+_SAVE_EVERY_S = 30.0  # how often an in-progress tokenization records what it has written
 
 
 class CorpusError(ValueError):
@@ -229,14 +247,12 @@ def _tokenize_stream(docs: Iterator[str], tokenizer: Any, max_tokens: int | None
     return out[:max_tokens] if max_tokens is not None else out
 
 
-def token_stream(source: str, tokenizer: Any, tokenizer_id: str, *, hf: CorpusSpec | None = None,
-                 max_tokens: int | None = None) -> np.ndarray:
-    """Cached int32 token stream of one source (documents joined by EOS)."""
-    fields = {"source": source, "tokenizer": tokenizer_id, "parser": _PARSER_VERSION, "max_tokens": max_tokens}
+def token_stream(source: str, tokenizer: Any, tokenizer_id: str) -> np.ndarray:
+    """Cached int32 token stream of one Debian source (documents joined by EOS)."""
+    fields = {"source": source, "tokenizer": tokenizer_id, "parser": _PARSER_VERSION, "max_tokens": None}
 
     def compute(work: Path) -> dict:
-        docs = hf_documents(hf) if hf is not None else documents(source)
-        toks = _tokenize_stream(docs, tokenizer, max_tokens, source)
+        toks = _tokenize_stream(documents(source), tokenizer, None, source)
         np.save(work / "tokens.npy", toks)
         return {"n_tokens": int(toks.size)}
 
@@ -244,30 +260,131 @@ def token_stream(source: str, tokenizer: Any, tokenizer_id: str, *, hf: CorpusSp
     return np.load(path / "tokens.npy", mmap_mode="r")
 
 
-def token_sequences(corpus: str, tokenizer: Any, tokenizer_id: str, seq_len: int, *, split: str = "train",
-                    seed: int = 0, max_tokens: int | None = None) -> np.ndarray:
-    """[n_seq, seq_len] int32 token windows of `corpus` in a seeded order.
+def is_heldout_document(text: str) -> bool:
+    """The document-level split of streamed corpora: BLAKE2b-64 of the UTF-8 text / 2⁶⁴ < HOLDOUT_FRAC."""
+    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    return h < HOLDOUT_FRAC * 2.0**64
 
-    `split` is `train` or `heldout` (`HOLDOUT_FRAC` of the windows, chosen by a fixed permutation).
-    `max_tokens` bounds how much of a streamed HF dataset is read (required for `hf:` corpora).
+
+def row_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every token id fits (vocab ≤ 65,536), else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def _allocated(path: Path) -> int:
+    """Bytes a (possibly sparse) file already occupies on disk."""
+    try:
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int, n_rows: int, *,
+               split: str = "train", progress: bool = True) -> np.ndarray:
+    """[n_rows, seq_len] token rows (memmap, read-only) of split `split` of a streamed corpus.
+
+    The split's documents (`is_heldout_document`) are joined by EOS in stream order and cut into
+    consecutive `seq_len` windows; exactly `n_rows` are written. Cached under (source, tokenizer,
+    seq_len, split, n_rows); an interrupted run resumes from its last saved row (documents already
+    consumed are skipped, not tokenized again). Raises `CorpusError` when the source runs out.
+    """
+    if n_rows < 1:
+        raise CorpusError(f"n_rows={n_rows}: need at least one row")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise CorpusError("tokenizer has no EOS token to separate documents")
+    dtype = row_dtype(len(tokenizer))
+    fields = {"source": spec.describe(), "tokenizer": tokenizer_id, "seq_len": seq_len, "split": split,
+              "n_rows": n_rows, "holdout_frac": HOLDOUT_FRAC, "dtype": dtype.name}
+
+    def compute(work: Path) -> dict:
+        path, prog = work / "rows.npy", work / "progress.json"
+        state = {"rows": 0, "docs": 0, "carry": []}
+        if path.exists() and prog.exists():
+            rows = np.lib.format.open_memmap(path, mode="r+")
+            state = json.loads(prog.read_text())
+        need = n_rows * seq_len * dtype.itemsize - _allocated(path)
+        free = shutil.disk_usage(work).free
+        if need > free:
+            raise CorpusError(f"{n_rows:,} token rows of {seq_len} ({dtype.name}) need {need / 1e9:.2f} GB more; "
+                              f"only {free / 1e9:.2f} GB free under {work}")
+        if state["rows"] == 0:
+            rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, seq_len))
+        done, seen, carry = state["rows"], state["docs"], np.asarray(state["carry"], dtype=np.int64)
+        bar = tqdm(total=n_rows, initial=done, unit="row", disable=not progress,
+                   desc=f"tokens {spec.describe()} ({split})")
+        docs = (d for d in hf_documents(spec) if is_heldout_document(d) == (split == "heldout"))
+        skip, batch, last = seen, [], time.perf_counter()
+        for doc in docs:
+            if skip:  # consumed before the interruption
+                skip -= 1
+                continue
+            batch.append(doc)
+            if len(batch) < 256:
+                continue
+            done, carry = _fill(rows, done, carry, tokenizer(batch, add_special_tokens=False)["input_ids"], eos)
+            seen += len(batch)
+            bar.update(done - bar.n)
+            batch = []
+            if done == n_rows:
+                break
+            if time.perf_counter() - last >= _SAVE_EVERY_S:
+                rows.flush()
+                _atomic_json(prog, {"rows": done, "docs": seen, "carry": carry.tolist()})
+                last = time.perf_counter()
+        if batch and done < n_rows:
+            done, carry = _fill(rows, done, carry, tokenizer(batch, add_special_tokens=False)["input_ids"], eos)
+            seen += len(batch)
+        bar.update(done - bar.n)
+        bar.close()
+        if done < n_rows:
+            raise CorpusError(f"corpus {spec.describe()!r} ({split}) ran out after {done:,} rows of {seq_len} tokens "
+                              f"({seen:,} documents); {n_rows:,} were asked for")
+        rows.flush()
+        del rows
+        prog.unlink(missing_ok=True)
+        return {"documents": seen, "n_tokens": n_rows * seq_len}
+
+    path = cached("token_rows", fields, compute, version=_ROWS_VERSION, resumable=True)
+    return np.load(path / "rows.npy", mmap_mode="r")
+
+
+def _fill(rows: np.ndarray, done: int, carry: np.ndarray, ids: list[list[int]], eos: int) -> tuple[int, np.ndarray]:
+    """Append the documents `ids` (each followed by EOS) to `carry`, write its complete rows from row `done`."""
+    stream = np.concatenate([carry] + [np.asarray(i + [eos], dtype=np.int64) for i in ids])
+    seq_len = rows.shape[1]
+    n = min(stream.size // seq_len, rows.shape[0] - done)
+    rows[done:done + n] = stream[:n * seq_len].reshape(n, seq_len)
+    return done + n, stream[n * seq_len:]
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def token_sequences(corpus: str, tokenizer: Any, tokenizer_id: str, seq_len: int, *, split: str = "train",
+                    seed: int = 0, max_tokens: int | None = None, progress: bool = True) -> np.ndarray:
+    """[n_seq, seq_len] token windows of `corpus`'s `split` (`train` or `heldout`).
+
+    Debian corpora: every window of the split, in the order `seed` gives them (`window_indices`).
+    Streamed (`hf:`) corpora: exactly ceil(max_tokens / seq_len) rows of the split in stream order
+    (`token_rows`; `max_tokens` is required and `seed` unused).
     """
     if split not in ("train", "heldout"):
         raise CorpusError(f"split {split!r}; valid: 'train', 'heldout'")
     if seq_len < 2:
         raise CorpusError(f"seq_len={seq_len}: need at least 2 tokens per sequence")
     spec = parse_corpus(corpus)
-    windows = []
-    if spec.kind == "debian":
-        for src in spec.sources:
-            stream = token_stream(src, tokenizer, tokenizer_id)
-            n = stream.size // seq_len
-            windows.append(np.asarray(stream[: n * seq_len]).reshape(n, seq_len))
-    else:
+    if spec.kind != "debian":
         if max_tokens is None:
             raise CorpusError("an hf: corpus needs max_tokens (how many tokens to stream)")
-        budget = int(max_tokens / (1 - HOLDOUT_FRAC)) + 2 * seq_len
-        stream = token_stream(spec.name + (f":{spec.config}" if spec.config else ""), tokenizer, tokenizer_id,
-                              hf=spec, max_tokens=budget)
+        return token_rows(spec, tokenizer, tokenizer_id, seq_len, -(-max_tokens // seq_len), split=split,
+                          progress=progress)
+    windows = []
+    for src in spec.sources:
+        stream = token_stream(src, tokenizer, tokenizer_id)
         n = stream.size // seq_len
         windows.append(np.asarray(stream[: n * seq_len]).reshape(n, seq_len))
     allw = np.concatenate(windows)

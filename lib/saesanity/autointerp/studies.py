@@ -83,7 +83,8 @@ def calibration(P, *, progress: bool = True) -> dict:
     tok_id = tokenizer_id(P.model)
     drop = 1
     n_seq = -(-P.n_eval_tokens // (P.seq_len - drop))
-    seqs = token_sequences(P.corpus, load_tokenizer(P.model), tok_id, P.seq_len, split="heldout", seed=P.data_seed)[:n_seq]
+    seqs = token_sequences(P.corpus, load_tokenizer(P.model), tok_id, P.seq_len, split="heldout", seed=P.data_seed,
+                           max_tokens=n_seq * P.seq_len)[:n_seq]
     flat = seqs[:, drop:].reshape(-1)
     la, names = rule_acts(tools.pieces, flat, P.rules, P.n_noise, P.noise_rate, seed=P.interp_seed)
     win = Windows(seqs, drop, P.ctx_len, flat.size)
