@@ -28,7 +28,7 @@ def test_trained_saes_are_cached_and_reused(iso_cache, tiny_llama_dir, monkeypat
     (d,) = artifact_dirs(spec, ["mlp_out.1"])
     cfg = TrainConfig(d_sae=64, k=4, batch_size=512, n_tokens=2048, seed=3)
     first = runs.train_cached(acts, d, cfg, progress=False)
-    monkeypatch.setattr(runs, "train_sae", lambda *a, **k: pytest.fail("retrained a cached SAE"))
+    monkeypatch.setattr(runs, "train_family", lambda *a, **k: pytest.fail("retrained a cached SAE"))
     again = runs.train_cached(acts, d, cfg, progress=False)
     assert again.path == first.path and (first.path / "sae_weights.safetensors").exists()
     torch.testing.assert_close(again.sae.W_dec, first.sae.W_dec)
@@ -59,14 +59,17 @@ def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, m
                     d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
                     train_tokens=[1024, 2048, 4096])
     calls = []
-    real = runs.train_sae
-    monkeypatch.setattr(runs, "train_sae", lambda acts, cfg, **kw: calls.append(cfg.n_tokens) or real(acts, cfg, **kw))
+    real = runs.train_family
+    monkeypatch.setattr(runs, "train_family", lambda src, cfgs, **kw: calls.extend(c.n_tokens for c in cfgs)
+                        or real(src, cfgs, **kw))
     rows = runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
     assert calls == [4096, 4096]  # one run per seed; the 1024 and 2048 points are its snapshots
     assert [r["n_tokens"] for r in rows] == [1024, 2048, 4096]
     acts, d = runs._acts(P, "train", False)
     short = runs.train_cached(acts, d, dataclasses.replace(runs.train_cfg(P, P.seeds[0]), n_tokens=2048), progress=False)
-    fresh, _ = real(acts, short.cfg, progress=False)
+    from saesanity.sae import train_sae
+
+    fresh, _ = train_sae(acts, short.cfg, progress=False)
     torch.testing.assert_close(short.sae.W_dec, fresh.W_dec, rtol=0, atol=0)
     calls.clear()  # with the longest cached and a shorter one lost, only the lost length is retrained
     import shutil

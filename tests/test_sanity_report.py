@@ -70,7 +70,7 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
 
     def fail(*a, **k):
         raise AssertionError("recomputed a cached step")
-    monkeypatch.setattr(runs_mod, "train_sae", fail)
+    monkeypatch.setattr(runs_mod, "train_family", fail)
     monkeypatch.setattr(runs_mod, "match_pair", fail)
     assert _report(tmp_path) == r
     assert artifacts() == before
@@ -78,23 +78,28 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
 
 @pytest.mark.notebook
 def test_report_interrupted_resumes_from_cache(iso_cache, tmp_path, monkeypatch):
-    """Killed while training seed 1: the rerun keeps the activations and seed 0 and trains only seed 1."""
+    """Killed while training the seeds (one family, one pass): the rerun keeps the activations and trains the
+    seeds again, then only the baselines."""
     import saesanity.runs as runs_mod
 
-    real = runs_mod.train_sae
+    real = runs_mod.train_family
     trained = []
 
-    def dying(acts, cfg, **kw):
-        trained.append(cfg.seed)
-        if cfg.seed == 1 and trained.count(1) == 1:
+    def dying(source, cfgs, **kw):
+        trained.append(sorted(c.seed for c in cfgs))
+        if trained.count([0, 1]) == 1 and len(cfgs) == 2:
             raise KeyboardInterrupt
-        return real(acts, cfg, **kw)
-    monkeypatch.setattr(runs_mod, "train_sae", dying)
+        return real(source, cfgs, **kw)
+    monkeypatch.setattr(runs_mod, "train_family", dying)
     with pytest.raises(KeyboardInterrupt):
         _report(tmp_path)
-    assert trained == [0, 1]
+    assert trained == [[0, 1]]
+    acts_before = {p.name for p in (iso_cache / "activations").iterdir() if not p.name.endswith(".partial")}
+    assert acts_before
     _report(tmp_path)
-    assert trained[:3] == [0, 1, 1]  # then only the baseline variants' SAEs (seed 0 on other activations)
+    assert trained[:2] == [[0, 1], [0, 1]]  # then only the baseline variants' SAEs (seed 0 on other activations)
+    assert all(t == [0] for t in trained[2:])
+    assert acts_before <= {p.name for p in (iso_cache / "activations").iterdir()}  # the seeds' activations were kept
 
 
 @pytest.mark.notebook

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from .activations import ActivationSpec, artifact_dirs, collect
-from .cache import artifact_path, cached, is_valid, read_meta
+from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import firing_frequency, l0
-from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
+from .sae import SAEBase, TrainConfig, load_sae, save_saelens
+from .sae.train import MemmapSource, batch_order, train_family
 
 _SAE_VERSION = 1
 _MATCH_VERSION = 1
@@ -61,39 +62,77 @@ def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress
     """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed.
 
     `snapshots`: shorter training lengths (tokens) whose SAEs this run also publishes to the cache, as
-    the runs `replace(cfg, n_tokens=n)` would (`train_sae` explains why they are the same SAEs).
+    the runs `replace(cfg, n_tokens=n)` would (`train_family` explains why they are the same SAEs).
     """
-    def fields(c: TrainConfig) -> dict:
-        return _sae_fields(acts_dir, c)
+    (t,) = train_family_cached(acts, acts_dir, [cfg], progress=progress, metadata=metadata, device=device,
+                               snapshots=[snapshots])
+    return t
 
-    def publish(c: TrainConfig, work: Path, sae, log: list[dict], secs: float) -> dict:
-        save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(c)})
-        (work / "training_log.json").write_text(json.dumps(log))
-        steps = c.n_tokens // c.batch_size
-        return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
 
-    def compute(work: Path) -> dict:
+def train_family_cached(acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], *, progress: bool = True,
+                        metadata: dict | None = None, device: str = "cpu",
+                        snapshots: list[tuple[int, ...]] | None = None) -> list[TrainedSAE]:
+    """Train (or load) the SAEs `cfgs` on one activation artifact: the missing ones in one pass over the
+    data (`train_family`), grouped by (data_seed, batch_size) so each group shares its batches.
+
+    Each SAE is the same artifact, bit for bit, that `train_cached` of its config alone makes.
+    """
+    snapshots = snapshots or [()] * len(cfgs)
+    if len(set(cfgs)) != len(cfgs):
+        raise ValueError(f"train_family_cached got a config twice: {cfgs}")
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault((c.data_seed, c.batch_size), []).append(i)
+    out: list[TrainedSAE | None] = [None] * len(cfgs)
+    for idx in groups.values():
+        paths = _train_group(acts, acts_dir, [cfgs[i] for i in idx], [snapshots[i] for i in idx], progress,
+                             metadata, device)
+        for i, path in zip(idx, paths):
+            out[i] = TrainedSAE(sae=load_sae(path), cfg=cfgs[i], path=path,
+                                log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
+    return out
+
+
+def _publish_sae(c: TrainConfig, work: Path, sae, log: list[dict], secs: float, metadata: dict | None) -> dict:
+    save_saelens(sae, work, {**(metadata or {}), "train_cfg": dataclasses.asdict(c)})
+    (work / "training_log.json").write_text(json.dumps(log))
+    steps = c.n_tokens // c.batch_size
+    return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
+
+
+def _train_group(acts, acts_dir: Path, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]], progress: bool,
+                 metadata: dict | None, device: str) -> list[Path]:
+    def compute(missing: list[int], works: list[Path]) -> list[dict]:
         t0 = time.perf_counter()
+        sub = [cfgs[i] for i in missing]
 
-        def snap(n: int):
-            short = dataclasses.replace(cfg, n_tokens=n)
+        def snap(c: TrainConfig, n: int):
+            short = dataclasses.replace(c, n_tokens=n)
 
             def save(sae, log):
                 secs = time.perf_counter() - t0
-                cached("sae", fields(short), lambda w: publish(short, w, copy.deepcopy(sae).cpu(), log, secs),
+                cached("sae", _sae_fields(acts_dir, short),
+                       lambda w: _publish_sae(short, w, copy.deepcopy(sae).cpu(), log, secs, metadata),
                        version=_SAE_VERSION)
             return save
 
-        ckpt = work / "checkpoint.pt"
-        sae, log = train_sae(acts, cfg, checkpoint=ckpt, progress=progress, device=device,
-                             snapshots={n: snap(n) for n in snapshots})
-        info = publish(cfg, work, sae, log, time.perf_counter() - t0)
-        ckpt.unlink(missing_ok=True)
-        return info
+        longest = max(sub, key=lambda c: c.n_tokens)  # shorter members' orders are prefixes of its order
+        source = MemmapSource(acts, batch_order(acts.shape[0], longest))
+        # the family's checkpoint lives in its first member's work folder, named by the whole family
+        ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [_sae_fields(acts_dir, c) for c in sub]})}.pt"
+        results = train_family(source, sub, checkpoint=ckpt, progress=progress, device=device,
+                               snapshots=[{n: snap(c, n) for n in snapshots[i]} for c, i in zip(sub, missing)],
+                               desc=f"SAE seed {sub[0].seed}" if len(sub) == 1 else
+                               f"{len(sub)} SAEs (seeds {sorted({c.seed for c in sub})})")
+        secs = time.perf_counter() - t0
+        infos = [_publish_sae(c, w, sae, log, secs, metadata) for c, w, (sae, log) in zip(sub, works, results)]
+        for w in works:
+            for f in w.glob("checkpoint*.pt"):
+                f.unlink()
+        return infos
 
-    path = cached("sae", fields(cfg), compute, version=_SAE_VERSION, resumable=True)
-    return TrainedSAE(sae=load_sae(path), cfg=cfg, path=path,
-                      log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
+    return cached_many("sae", [_sae_fields(acts_dir, c) for c in cfgs], compute, version=_SAE_VERSION,
+                       resumable=True)
 
 
 def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
@@ -109,16 +148,26 @@ def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
     return out if hookpoints else out[P.hookpoint]
 
 
+def _meta(P, hookpoint: str | None) -> dict:
+    return {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
+
+
 def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool,
            snapshots: tuple[int, ...] = (), hookpoint: str | None = None) -> TrainedSAE:
-    meta = {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
-    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=meta, device=P.device, snapshots=snapshots)
+    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=_meta(P, hookpoint), device=P.device,
+                        snapshots=snapshots)
+
+
+def _train_many(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], progress: bool,
+                hookpoint: str | None = None) -> list[TrainedSAE]:
+    """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass."""
+    return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint), device=P.device)
 
 
 def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
     acts, acts_dir = _acts(P, "train", progress)
-    saes = [_train(P, acts, acts_dir, train_cfg(P, s), progress) for s in P.seeds]
+    saes = _train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
     return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
 
 
@@ -200,7 +249,7 @@ def pair_row(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], held:
              hookpoint: str | None = None) -> dict:
     """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
     SAE's held-out FVU and L0 (`evaluate`)."""
-    pair = [_train(P, acts, acts_dir, c, progress, hookpoint=hookpoint) for c in cfgs]
+    pair = _train_many(P, acts, acts_dir, cfgs, progress, hookpoint=hookpoint)
     m = pair_matches(pair, progress=False)[0, 1]
     ev = [evaluate(t.sae, held) for t in pair]
     return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev]}

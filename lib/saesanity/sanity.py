@@ -253,11 +253,9 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     d_sae = cfg.d_sae or (given[0].sae.d_sae if given else cfg.expansion * d_model)
     k = getattr(given[0].sae, "k", cfg.k) if given else cfg.k
     P = _view(cfg, "trained", d_sae, k)
-    trained = []
-    for s in range(cfg.train_seeds):
-        t = runs._train(P, acts, acts_dir, runs.train_cfg(P, s), progress)
-        trained.append(SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}", source="trained here",
-                                       trained_here=True, info=t.info))
+    seeds = runs._train_many(P, acts, acts_dir, [runs.train_cfg(P, s) for s in range(cfg.train_seeds)], progress)
+    trained = [SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}", source="trained here", trained_here=True,
+                               info=t.info) for s, t in enumerate(seeds)]
     under_test = given + trained
     bar.update()
 

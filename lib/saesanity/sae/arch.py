@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import fvu
-from .base import SAEBase, StepOut, batch_scale
+from .base import SAEBase, StepOut, batch_mean, batch_scale, train_fvu
 from .topk import TopKSAE
 
 
@@ -62,7 +61,7 @@ class BatchTopKSAE(TopKSAE):
         top = flat.topk(self.k * x_BD.shape[0], sorted=False)
         z = torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(acts)
         x_hat = self.decode(z)
-        rec = fvu(x_BD, x_hat)
+        rec = train_fvu(x_BD, x_hat)
         with torch.no_grad():
             kept = top.values[top.values > 0]
             if kept.numel():
@@ -90,8 +89,8 @@ class ReLUSAE(SAEBase):
 
     def training_step(self, x_BD, dead_F, cfg) -> StepOut:
         z = self.encode(x_BD)
-        rec = fvu(x_BD, self.decode(z))
-        l1 = z.sum(1).mean() / batch_scale(x_BD)
+        rec = train_fvu(x_BD, self.decode(z))
+        l1 = batch_mean(z.sum(1)) / batch_scale(x_BD)
         return StepOut(rec + cfg.l1_coefficient * l1, rec, _l0(z), _fired(z), l1)
 
 
@@ -118,10 +117,10 @@ class GatedSAE(SAEBase):
     def training_step(self, x_BD, dead_F, cfg) -> StepOut:
         gate, mag = self._gate_mag(x_BD)
         z = (gate > 0).to(mag.dtype) * F.relu(mag)
-        rec = fvu(x_BD, self.decode(z))
+        rec = train_fvu(x_BD, self.decode(z))
         g = F.relu(gate)
-        l1 = g.sum(1).mean() / batch_scale(x_BD)
-        aux = fvu(x_BD, g @ self.W_dec.detach() + self.b_dec.detach())
+        l1 = batch_mean(g.sum(1)) / batch_scale(x_BD)
+        aux = train_fvu(x_BD, g @ self.W_dec.detach() + self.b_dec.detach())
         return StepOut(rec + cfg.l1_coefficient * l1 + aux, rec, _l0(z), _fired(z), aux)
 
 
@@ -183,8 +182,8 @@ class JumpReLUSAE(SAEBase):
         pre = self.pre_acts(x_BD)
         theta = self.threshold
         z = _JumpSTE.apply(F.relu(pre), theta, self.bandwidth)
-        rec = fvu(x_BD, self.decode(z))
-        l0 = _StepSTE.apply(pre, theta, self.bandwidth).sum(1).mean()
+        rec = train_fvu(x_BD, self.decode(z))
+        l0 = batch_mean(_StepSTE.apply(pre, theta, self.bandwidth).sum(1))
         return StepOut(rec + cfg.l0_coefficient * l0, rec, _l0(z), _fired(z), l0)
 
     def saelens_state(self) -> dict:

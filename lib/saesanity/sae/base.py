@@ -9,14 +9,26 @@ initialised the same way for a seed: encoder ~ U(±1/√D), decoder = unit-norma
 Sparsity penalties are made scale-free with s = √(mean_b ‖x_b − x̄‖²), the batch's RMS distance
 from its mean: an L1 penalty is λ·mean_b Σ_f |z_bf| / s, so λ means the same on activations of
 any norm (and the reconstruction term is the FVU, also scale-free).
+
+Under data parallelism (`sharded(world)`, set by the training loop around a DDP step) each rank sees
+a slice of the batch, and the batch statistics in the losses are taken over the *global* batch:
+`train_fvu` divides the rank's squared error by the global centred variance, `batch_mean` divides a
+rank's sum by the global token count, and `batch_scale` is the global s. Each rank's loss is then
+its share of the global loss (the shares sum to it). Outside `sharded` they are exactly
+`metrics.fvu`, `Tensor.mean` and the local s.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..metrics import fvu
+
+_WORLD: int | None = None  # world size while a data-parallel step runs (see `sharded`)
 
 
 @dataclass
@@ -30,8 +42,55 @@ class StepOut:
     aux: torch.Tensor | float = 0.0  # auxiliary loss term (AuxK, gated aux, sparsity), for the log
 
 
+@contextlib.contextmanager
+def sharded(world: int):
+    """Within the block, batch statistics in training losses are global over `world` ranks."""
+    global _WORLD
+    prev, _WORLD = _WORLD, world
+    try:
+        yield
+    finally:
+        _WORLD = prev
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def _global_centred(x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_b ‖x_b − x̄‖², number of rows) over the global batch, x̄ its mean (two all-reduces)."""
+    head = _all_sum(torch.cat([x_BD.sum(0), x_BD.new_tensor([x_BD.shape[0]])]))
+    n = head[-1]
+    total = _all_sum((x_BD - head[:-1] / n).pow(2).sum().reshape(1))[0]
+    return total, n
+
+
+def train_fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+    """`metrics.fvu` of a training batch; under `sharded`, this rank's Σ‖x − x̂‖² over the global centred variance."""
+    if _WORLD is None:
+        return fvu(x_BD, x_hat_BD)
+    total, _ = _global_centred(x_BD)
+    return (x_BD - x_hat_BD).pow(2).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def batch_mean(t_B: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch's tokens; under `sharded`, this rank's sum over the global token count."""
+    if _WORLD is None:
+        return t_B.mean()
+    with torch.no_grad():
+        n = _all_sum(t_B.new_tensor([t_B.shape[0]]))[0]
+    return t_B.sum() / n
+
+
 def batch_scale(x_BD: torch.Tensor) -> torch.Tensor:
-    """s = √(mean_b ‖x_b − x̄‖²)  (a scalar, no gradient)."""
+    """s = √(mean_b ‖x_b − x̄‖²)  (a scalar, no gradient; over the global batch under `sharded`)."""
+    if _WORLD is not None:
+        total, n = _global_centred(x_BD)
+        return (total / n).sqrt().clamp_min(1e-12)
     return (x_BD - x_BD.mean(0, keepdim=True)).pow(2).sum(1).mean().sqrt().detach().clamp_min(1e-12)
 
 

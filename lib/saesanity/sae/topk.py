@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..metrics import fvu
-from .base import SAEBase, StepOut
+from .base import SAEBase, StepOut, train_fvu
 
 
 def _bags_by_latent(idx_BK: torch.Tensor, n_lat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -149,18 +148,18 @@ class TopKSAE(SAEBase):
         if dead_idx.numel() > self.d_sae // 2:
             with torch.no_grad():
                 aux_idx = pre_BF.masked_fill(~dead_F, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
-            return fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
+            return train_fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
         with torch.no_grad():
             keep = torch.zeros(x_BD.shape[0], dead_idx.numel(), dtype=torch.bool, device=x_BD.device)
             keep.scatter_(1, pre_BF[:, dead_idx].topk(n_aux, dim=1, sorted=False).indices, True)
         pre_dead = (x_BD - self.b_dec) @ self.W_enc[:, dead_idx] + self.b_enc[dead_idx]  # [B, G]
         z_dead = F.relu(pre_dead) * keep
-        return fvu(resid, z_dead @ self.W_dec[dead_idx])
+        return train_fvu(resid, z_dead @ self.W_dec[dead_idx])
 
     def training_step(self, x_BD: torch.Tensor, dead_F: torch.Tensor, cfg) -> StepOut:
         vals, idx, pre = self.encode_sparse(x_BD)
         x_hat = self.decode_sparse(vals, idx)
-        rec = fvu(x_BD, x_hat)
+        rec = train_fvu(x_BD, x_hat)
         aux = self.auxk(x_BD, x_hat, pre, dead_F, self.d_in // 2) if cfg.auxk_alpha > 0 and dead_F.any() else 0.0
         fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x_BD.device)
         fired[idx[vals > 0]] = True

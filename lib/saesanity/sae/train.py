@@ -1,4 +1,10 @@
-"""One training loop for every SAE architecture on a cached activation array.
+"""One training loop for every SAE architecture, fed by a batch source, for a family of SAEs at once.
+
+A *source* hands out the training batch of each step (`MemmapSource`: rows of a cached activation
+array in a `data_seed` order; `saesanity.stream.ModelSource`: the model's forward pass itself, with
+no activation cache). A *family* is a list of configs that read the same source: seeds, sizes, k,
+architectures. Every member steps on the same batch, so N SAEs cost one read (or one forward) of
+the data, and each member's result is bitwise the one a separate run gives (`tests/test_train_family.py`).
 
 The seed sets only the initialisation: the batch order is a permutation drawn from `data_seed`,
 so SAEs of different seeds see exactly the same batches in the same order. `b_dec` starts at the
@@ -10,22 +16,29 @@ auxk_alpha · FVU(e, ê): e = x − x̂ reconstructed from the `k_aux` = D/2 mos
 (AuxK, Gao et al. 2024); a latent is dead when it has not fired in the last `dead_tokens` training
 tokens. After every step the decoder rows are renormalised to unit norm and, before it, the
 gradient component parallel to each row is removed.
+
+Data parallel (`torchrun`, `torch.distributed` + DDP): each rank takes its slice of every global
+batch; batch means and variances in the losses are global (`sae.base.sharded`), so the loss — and
+the trained SAE, up to float reassociation — does not depend on the world size; latents' firing is
+all-reduced, so every rank counts the same dead latents; rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from .arch import ARCHITECTURES
-from .base import SAEBase
+from .base import SAEBase, StepOut, sharded
 from .topk import TopKSAE
 
 
@@ -83,82 +96,235 @@ def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
     return np.sort(perm.reshape(n_steps, cfg.batch_size), axis=1)
 
 
+class MemmapSource:
+    """Batches from an activation array `acts` [N, D] (a memmap is fine) in the order `order` [steps, B].
+
+    `batch(step, rank, world)` is rank's contiguous slice of the global batch `order[step]`.
+    """
+
+    def __init__(self, acts: np.ndarray, order: np.ndarray):
+        self.acts, self.order = acts, order
+        self.n_steps, self.batch_size = order.shape
+        self.d_in = int(acts.shape[1])
+
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        rows = self.order[step]
+        if world > 1:
+            per = len(rows) // world
+            rows = rows[rank * per:(rank + 1) * per]
+        x = torch.from_numpy(np.asarray(self.acts[rows], dtype=np.float32))
+        if not torch.isfinite(x).all():
+            bad = int(rows[int(torch.nonzero(~torch.isfinite(x).all(1))[0])])
+            raise ValueError(f"activations contain NaN/inf (row {bad:,}, batch {step}); refusing to train on them")
+        return x
+
+    def init_batch(self, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """The batch initialisation is drawn from: the whole first batch, on every rank."""
+        return self.batch(0)
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Family(nn.Module):
+    """The members as one module, so one DDP wrapper all-reduces every member's gradients together."""
+
+    def __init__(self, saes: list[SAEBase]):
+        super().__init__()
+        self.members = nn.ModuleList(saes)
+
+    def forward(self, x: torch.Tensor, deads: list[torch.Tensor], cfgs: list[TrainConfig]) -> list[StepOut]:
+        return [m.training_step(x, d, c) for m, d, c in zip(self.members, deads, cfgs)]
+
+
+def _check_family(source, cfgs: list[TrainConfig], world: int) -> None:
+    if not cfgs:
+        raise ValueError("train_family needs at least one TrainConfig")
+    bad = [c.batch_size for c in cfgs if c.batch_size != source.batch_size]
+    if bad:
+        raise ValueError(f"batch sizes {bad} differ from the source's {source.batch_size}: a family steps on one batch")
+    for c in cfgs:
+        if c.n_tokens // c.batch_size > source.n_steps:
+            raise ValueError(f"n_tokens={c.n_tokens:,} needs {c.n_tokens // c.batch_size:,} steps; the source has "
+                             f"{source.n_steps:,} of {source.batch_size:,}")
+    if world > 1:
+        if source.batch_size % world:
+            raise ValueError(f"batch_size={source.batch_size} is not divisible by the world size {world}")
+        if len({c.n_tokens for c in cfgs}) > 1:
+            raise ValueError("under torch.distributed every member of a family trains for the same n_tokens")
+
+
+def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = None, progress: bool = True,
+                 on_batch: Callable[[int, torch.Tensor], None] | None = None,
+                 snapshots: list[dict[int, Callable[[SAEBase, list[dict]], None]]] | None = None,
+                 device: str = "cpu", desc: str | None = None) -> list[tuple[SAEBase, list[dict]]]:
+    """Train every config of `cfgs` on the batches of `source`, all on the same batch at each step.
+
+    Returns one (SAE on the CPU, log) per config; a member trains for its own `n_tokens // batch_size`
+    steps. With `checkpoint` set, state is saved there every 60 s (by rank 0; a plain tensor file
+    read back with `weights_only=True`) and a run finding it resumes from it. Initialisation is
+    drawn on the CPU, so a seed gives the same starting SAE on every device and world size.
+
+    `snapshots[i]` maps a token count n < cfgs[i].n_tokens to a callback given (SAE, log) once n
+    tokens have been trained on. The batch order of a shorter run is a prefix of a longer one's and
+    the learning rate is constant after warm-up, so the snapshot *is* the SAE that
+    `replace(cfg, n_tokens=n)` trains, log included (tests check they are identical).
+    """
+    rank, world = _world()
+    _check_family(source, cfgs, world)
+    saes = [make_sae(c, source.d_in) for c in cfgs]
+    steps = [c.n_tokens // c.batch_size for c in cfgs]
+    snaps = [_snapshot_steps(c, s) for c, s in zip(cfgs, snapshots or [{}] * len(cfgs))]
+    st = _load_checkpoint(checkpoint, len(cfgs), device)
+    x0 = source.init_batch(rank, world)
+    for sae, c in zip(saes, cfgs):
+        if hasattr(sae, "init_from_data"):  # also on resume: it sets non-parameter state (JumpReLU's ε)
+            sae.init_from_data(x0, c)
+        with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
+            sae.b_dec.copy_(x0.mean(0))
+    family = _Family(saes).to(device)
+    opts = [torch.optim.Adam(s.parameters(), lr=c.lr) for s, c in zip(family.members, cfgs)]
+    last_fired = [torch.zeros(c.d_sae, dtype=torch.long, device=device) for c in cfgs]  # tokens since last fired
+    logs: list[list[dict]] = [[] for _ in cfgs]
+    start = 0
+    if st is not None:
+        for m, opt, mst in zip(family.members, opts, st["members"]):
+            m.load_state_dict(mst["sae"])
+            opt.load_state_dict(mst["opt"])
+        last_fired = [mst["last_fired"] for mst in st["members"]]
+        logs, start = [mst["log"] for mst in st["members"]], st["step"]
+    stepper = family
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        stepper = DistributedDataParallel(family, device_ids=[torch.device(device).index] if device.startswith("cuda")
+                                          else None, broadcast_buffers=True)
+    t_save = time.perf_counter()
+    n_steps = max(steps)
+    label = desc or (f"SAE seed {cfgs[0].seed}" if len(cfgs) == 1 else f"{len(cfgs)} SAEs")
+    bar = tqdm(range(start, n_steps), total=n_steps, initial=start, disable=not progress or rank != 0,
+               desc=label, unit="step")
+    for step in bar:
+        x = source.batch(step, rank, world)
+        if on_batch is not None:
+            on_batch(step, x)
+        x = x.to(device, non_blocking=True)
+        active = [i for i, n in enumerate(steps) if step < n]
+        deads = [last_fired[i] >= cfgs[i].dead_tokens for i in range(len(cfgs))]
+        if world > 1:
+            outs = _ddp_step(stepper, family, opts, x, deads, cfgs, step, world)
+        else:
+            outs = {}
+            for i in active:
+                outs[i] = _local_step(family.members[i], opts[i], x, deads[i], cfgs[i], step)
+        for i, out in outs.items():
+            c = cfgs[i]
+            with torch.no_grad():
+                last_fired[i] += x.shape[0] * world
+                last_fired[i][out.fired] = 0
+            if step % c.log_every == 0 or step == steps[i] - 1 or step in snaps[i]:
+                rec = {"step": step, "tokens": (step + 1) * c.batch_size, "fvu": out.fvu.item(), "l0": out.l0,
+                       "dead_frac": float(deads[i].float().mean()),
+                       "aux": out.aux.item() if torch.is_tensor(out.aux) else float(out.aux)}
+                logs[i].append(rec)
+                if i == 0:
+                    bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}", refresh=False)
+            if step in snaps[i]:  # the shorter run's log holds only its own records
+                snap_log = [r for r in logs[i] if r["step"] % c.log_every == 0 or r["step"] == step]
+                snaps[i][step](family.members[i], snap_log)
+        if checkpoint is not None and rank == 0 and time.perf_counter() - t_save > 60:
+            _save_checkpoint(checkpoint, family, opts, last_fired, logs, step + 1)
+            t_save = time.perf_counter()
+    return [(m.cpu(), log) for m, log in zip(family.members, logs)]
+
+
+def _snapshot_steps(cfg: TrainConfig, snapshots: dict[int, Callable]) -> dict[int, Callable]:
+    out = {}
+    for n, fn in snapshots.items():
+        if not cfg.batch_size <= n < cfg.n_tokens:
+            raise ValueError(f"snapshot at {n:,} tokens: must lie in [batch_size, n_tokens) = "
+                             f"[{cfg.batch_size:,}, {cfg.n_tokens:,})")
+        out[n // cfg.batch_size - 1] = fn
+    return out
+
+
+def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: TrainConfig, step: int) -> StepOut:
+    _set_lr(opt, cfg, step)
+    out = sae.training_step(x, dead, cfg)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    sae.remove_parallel_grad()
+    opt.step()
+    sae.normalize_decoder()
+    return out
+
+
+def _ddp_step(stepper, family: _Family, opts, x, deads, cfgs, step: int, world: int) -> dict[int, StepOut]:
+    """One step of every member under DDP. Losses are rank shares of the global loss (`sharded`), so the
+    sum over ranks is the global loss; DDP averages gradients, hence the factor `world`."""
+    import torch.distributed as dist
+
+    for opt, c in zip(opts, cfgs):
+        _set_lr(opt, c, step)
+        opt.zero_grad(set_to_none=True)
+    with sharded(world):
+        outs = stepper(x, deads, cfgs)
+    (sum(o.loss for o in outs) * world).backward()
+    for m, opt in zip(family.members, opts):
+        m.remove_parallel_grad()
+        opt.step()
+        m.normalize_decoder()
+    result = {}
+    for i, o in enumerate(outs):
+        fired = o.fired.to(torch.int32)
+        stats = torch.stack([o.fvu.detach().float(), torch.tensor(o.l0 / world, device=o.fvu.device)])
+        dist.all_reduce(fired, op=dist.ReduceOp.MAX)
+        dist.all_reduce(stats)
+        aux = o.aux.detach() if torch.is_tensor(o.aux) else torch.tensor(float(o.aux), device=stats.device)
+        dist.all_reduce(aux)
+        result[i] = StepOut(o.loss.detach(), stats[0], float(stats[1]), fired.bool(), aux)
+    return result
+
+
+def _load_checkpoint(path: Path | None, n_members: int, device: str) -> dict | None:
+    """The state saved at `path`, or None (no file, or one this family cannot use: then training restarts)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        st = torch.load(path, weights_only=True, map_location=device)
+        if len(st["members"]) != n_members or not isinstance(st["step"], int):
+            raise ValueError(f"it holds {len(st['members'])} SAEs, this family {n_members}")
+        return st
+    except Exception as err:  # truncated, foreign or from an older version: never trust it
+        warnings.warn(f"checkpoint {path} cannot be resumed from ({type(err).__name__}: {err}); "
+                      "training restarts from step 0")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save_checkpoint(path: Path, family: _Family, opts, last_fired, logs, step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"members": [{"sae": m.state_dict(), "opt": o.state_dict(), "last_fired": lf, "log": lg}
+                            for m, o, lf, lg in zip(family.members, opts, last_fired, logs)], "step": step}, tmp)
+    tmp.replace(path)
+
+
 def train_sae(acts: np.ndarray, cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
               on_batch: Callable[[int, torch.Tensor], None] | None = None,
               snapshots: dict[int, Callable[[SAEBase, list[dict]], None]] | None = None,
               device: str = "cpu") -> tuple[SAEBase, list[dict]]:
-    """Train an SAE on `acts` [N, D]; returns the SAE (on the CPU) and its log (one dict per `log_every` steps).
-
-    With `checkpoint` set, state is saved there every 60 s and a run finding it resumes from it.
-    Initialisation is drawn on the CPU, so a seed gives the same starting SAE on every device.
-
-    `snapshots` maps a token count n < cfg.n_tokens to a callback given (SAE, log) once n tokens have
-    been trained on. The batch order of a shorter run is a prefix of a longer one's and the learning
-    rate is constant after warm-up, so the snapshot *is* the SAE that `replace(cfg, n_tokens=n)`
-    trains, log included (tests check they are identical): one run gives every point of a
-    training-length sweep.
-    """
-    n_rows, d_in = acts.shape
-    sae = make_sae(cfg, d_in)
-    order = batch_order(n_rows, cfg)
-    snap_steps = {}
-    for n, fn in (snapshots or {}).items():
-        if not cfg.batch_size <= n < cfg.n_tokens:
-            raise ValueError(f"snapshot at {n:,} tokens: must lie in [batch_size, n_tokens) = "
-                             f"[{cfg.batch_size:,}, {cfg.n_tokens:,})")
-        snap_steps[n // cfg.batch_size - 1] = fn
-    if hasattr(sae, "init_from_data"):
-        sae.init_from_data(torch.from_numpy(np.asarray(acts[order[0]], dtype=np.float32)), cfg)
-    sae = sae.to(device)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)  # tokens since each latent last fired
-    log: list[dict] = []
-    start = 0
-    if checkpoint is not None and checkpoint.exists():
-        st = torch.load(checkpoint, weights_only=False, map_location=device)
-        sae.load_state_dict(st["sae"])
-        opt.load_state_dict(st["opt"])
-        last_fired, log, start = st["last_fired"], st["log"], st["step"]
-    elif n_rows:
-        with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
-            sae.b_dec.copy_(torch.from_numpy(np.asarray(acts[order[0]])).mean(0).to(device))
-    t_save = time.perf_counter()
-    bar = tqdm(range(start, len(order)), total=len(order), initial=start, disable=not progress,
-               desc=f"SAE seed {cfg.seed}", unit="step")
-    for step in bar:
-        x = torch.from_numpy(np.asarray(acts[order[step]], dtype=np.float32))
-        if not torch.isfinite(x).all():
-            bad = int(order[step][int(torch.nonzero(~torch.isfinite(x).all(1))[0])])
-            raise ValueError(f"activations contain NaN/inf (row {bad:,}, batch {step}); refusing to train on them")
-        if on_batch is not None:
-            on_batch(step, x)
-        x = x.to(device, non_blocking=True)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        dead = last_fired >= cfg.dead_tokens
-        out = sae.training_step(x, dead, cfg)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_grad()
-        opt.step()
-        sae.normalize_decoder()
-        with torch.no_grad():
-            last_fired += x.shape[0]
-            last_fired[out.fired] = 0
-        if step % cfg.log_every == 0 or step == len(order) - 1 or step in snap_steps:
-            rec = {"step": step, "tokens": (step + 1) * cfg.batch_size, "fvu": out.fvu.item(), "l0": out.l0,
-                   "dead_frac": float(dead.float().mean()),
-                   "aux": out.aux.item() if torch.is_tensor(out.aux) else float(out.aux)}
-            log.append(rec)
-            bar.set_postfix(fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}", refresh=False)
-        if step in snap_steps:  # the shorter run's log holds only its own records
-            snap_log = [r for r in log if r["step"] % cfg.log_every == 0 or r["step"] == step]
-            snap_steps[step](sae, snap_log)
-        if checkpoint is not None and time.perf_counter() - t_save > 60:
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "last_fired": last_fired,
-                        "log": log, "step": step + 1}, tmp)
-            tmp.replace(checkpoint)
-            t_save = time.perf_counter()
-    return sae.cpu(), log
-
+    """Train one SAE on `acts` [N, D] in `batch_order(N, cfg)`: `train_family` of one member (see there)."""
+    source = MemmapSource(acts, batch_order(acts.shape[0], cfg))
+    ((sae, log),) = train_family(source, [cfg], checkpoint=checkpoint, progress=progress, on_batch=on_batch,
+                                 snapshots=[snapshots or {}], device=device)
+    return sae, log
