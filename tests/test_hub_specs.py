@@ -358,3 +358,21 @@ def test_parquet_branch_layout_infers_the_train_split(tmp_path, split_dir):
     (folder / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
     assert _docs(f"hf:{folder}") == texts[0] + texts[1]
 
+
+SCRIPT_DATASETS = {"togethercomputer/RedPajama-Data-1T-Sample", "Skylion007/openwebtext"}  # ship a loading script
+
+
+def test_paper_profiles_name_sources_the_locked_libraries_can_load():
+    from saesanity import models, params
+    from saesanity.paths import PARAMS_DIR
+
+    seen = set()
+    for stem in sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")):
+        values = params.profile_values(stem, "paper")
+        if "corpus" in values:
+            spec = corpus.parse_corpus(values["corpus"])
+            seen.add(spec.name)
+            assert spec.name not in SCRIPT_DATASETS or spec.revision == "refs/convert/parquet", stem
+        if values.get("model") not in (None, models.SMOLLM2, models.TINY):
+            models.resolve(values["model"])  # hub forms resolve without the network
+    assert SCRIPT_DATASETS <= seen
