@@ -72,7 +72,7 @@ def test_unknown_variant_and_step0_errors(tiny_llama_dir):
     with pytest.raises(ModelError, match="no step-0 checkpoint"):
         load_model(str(tiny_llama_dir), "step0")
     with pytest.raises(ModelError, match="expected"):
-        models.resolve("not-a-model")
+        models.resolve("not/a/model")  # bare names such as "gpt2" are hub models; three parts are not
 
 
 def test_hub_spec_passes_revision(monkeypatch, tiny_neox_dir):

@@ -10,9 +10,25 @@ Offline sources are English prose shipped in Debian packages (`make data` extrac
 | tdavid    | sword-comm-tdavid  | Spurgeon, The Treasury of David          |
 | fortunes  | fortunes, fortunes-min | ~15K fortune-cookie quotations       |
 
-A corpus spec is `debian` (every source), `debian:austen,fortunes` (some), or
-`hf:<dataset>[:<config>]` for a Hugging Face dataset streamed with `datasets.load_dataset(...,
-streaming=True)` (a local dataset folder works the same way, which is how the tests exercise it).
+A corpus spec names the text (`parse_corpus` reads it, `CorpusSpec.describe()` writes it back):
+
+| spec                                                | text                                                  |
+|-----------------------------------------------------|-------------------------------------------------------|
+| `debian`                                            | every Debian source above                             |
+| `debian:austen,fortunes`                            | some of them                                          |
+| `hf:<dataset>[:<config>][@<revision>][?<options>]`  | a Hugging Face hub dataset (`<name>` or `<org>/<name>`), its config (subset) and revision (branch, tag or commit) |
+| `hf:<folder>[?<options>]`                           | a local dataset folder (format and splits inferred from its files) |
+| `hf:<file or glob>[?<options>]`                     | local `.parquet`, `.json` or `.jsonl` files (`.jsonl.zst`, `.json.gz`, ... too), read with the `parquet` / `json` builder |
+
+Options, joined by `&`: `data_files=<glob>[,<glob>]` (files of a hub dataset or local folder, relative
+to its root), `split=<split>` (default `train`), `text_column=<column>` (default `text`). Examples:
+`hf:togethercomputer/RedPajama-Data-1T-Sample@refs/convert/parquet` (`refs/convert/parquet` is the
+hub's auto-converted parquet branch: the way to read a dataset that ships only a loading script, which
+the locked `datasets` refuses), `hf:org/ds?data_files=data/train-0000*.parquet&text_column=content`,
+`hf:/data/pile/train/*.jsonl.zst`. A path is local when it exists, starts with `/`, `./`, `../` or
+`~`, or holds a glob character (`*`, `[`); local paths are made absolute. `?` always starts the
+options, so globs use `*` and `[...]` only. Every `hf:` spec is streamed with
+`datasets.load_dataset(..., streaming=True)`; `load_kwargs` gives the arguments.
 
 Sequences: each source's documents are tokenized and joined with the EOS token into one stream,
 cut into non-overlapping `seq_len` windows. Two calls with the same arguments return identical arrays.
@@ -174,19 +190,44 @@ def documents(source: str, root: Path | None = None) -> Iterator[str]:
 
 # ---------------------------------------------------------------- corpus specs
 
+HF_OPTIONS = ("data_files", "split", "text_column")
+_HF_FORMS = ("'hf:<dataset>[:<config>][@<revision>][?<options>]' (hub), 'hf:<folder>[?<options>]' or "
+             "'hf:<file or glob>.parquet|.json|.jsonl[.zst|.gz][?<options>]' (local), <options> being "
+             "'&'-joined data_files=<glob>[,<glob>], split=<split>, text_column=<column>")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one part of a hub id, or a config name
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_SPLIT = re.compile(r"\w+")
+_LOCAL_FILES = (((".parquet", "parquet"),)
+                + tuple((ext + z, "json") for ext in (".jsonl", ".json") for z in ("", ".zst", ".gz")))
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
+    """A parsed corpus spec (module docstring); `describe()` writes it back canonically."""
+
     kind: str  # "debian" | "hf"
     sources: tuple[str, ...] = ()  # debian sources
-    name: str = ""  # hf dataset name or folder
-    config: str | None = None
+    name: str = ""  # hub dataset id, or an absolute local folder, file or glob
+    config: str | None = None  # hub config (subset)
     text_column: str = "text"
+    revision: str | None = None  # hub branch, tag or commit
+    data_files: tuple[str, ...] = ()  # globs relative to the dataset's root (hub repo or local folder)
+    split: str = "train"
+    builder: str | None = None  # "parquet" | "json" when `name` is local files; None: datasets infers it
 
     def describe(self) -> str:
-        return f"debian:{','.join(self.sources)}" if self.kind == "debian" else f"hf:{self.name}"
+        """The spec in the module docstring's syntax: every field that changes the data, defaults left out."""
+        if self.kind == "debian":
+            return f"debian:{','.join(self.sources)}"
+        options = [("data_files", ",".join(self.data_files)), ("split", self.split if self.split != "train" else ""),
+                   ("text_column", self.text_column if self.text_column != "text" else "")]
+        query = "&".join(f"{k}={v}" for k, v in options if v)
+        return (f"hf:{self.name}" + (f":{self.config}" if self.config else "")
+                + (f"@{self.revision}" if self.revision else "") + (f"?{query}" if query else ""))
 
 
 def parse_corpus(spec: str) -> CorpusSpec:
+    """Corpus spec (module docstring) -> CorpusSpec; a one-line CorpusError naming the bad part otherwise."""
     if spec == "debian":
         return CorpusSpec("debian", SOURCES)
     if spec.startswith("debian:"):
@@ -196,23 +237,116 @@ def parse_corpus(spec: str) -> CorpusSpec:
             raise CorpusError(f"corpus {spec!r}: unknown source(s) {bad}; valid: {list(SOURCES)}")
         return CorpusSpec("debian", names)
     if spec.startswith("hf:"):
-        rest = spec[3:]
-        name, _, config = rest.partition(":") if not Path(rest).exists() else (rest, "", "")
-        if not name:
-            raise CorpusError(f"corpus {spec!r}: give a dataset name, e.g. hf:NeelNanda/pile-10k")
-        return CorpusSpec("hf", name=name, config=config or None)
-    raise CorpusError(f"corpus {spec!r}: expected 'debian', 'debian:<src>,<src>' or 'hf:<dataset>[:<config>]'")
+        return _parse_hf(spec)
+    raise CorpusError(f"corpus {spec!r}: expected 'debian', 'debian:<src>,<src>' or {_HF_FORMS}")
 
 
-def hf_documents(spec: CorpusSpec, split: str = "train") -> Iterator[str]:
-    """Stream documents of a Hugging Face dataset (or a local dataset folder)."""
+def _bad(spec: str, what: str) -> CorpusError:
+    return CorpusError(f"corpus {spec!r}: {what}; valid: {_HF_FORMS}")
+
+
+def _parse_hf(spec: str) -> CorpusSpec:
+    target, qmark, query = spec[len("hf:"):].partition("?")
+    if not target:
+        raise _bad(spec, "no dataset, folder or file after 'hf:'")
+    if qmark and not query:
+        raise _bad(spec, "no options after '?'")
+    options = _hf_options(spec, query)
+    is_local = target.startswith(("/", "./", "../", "~")) or any(c in target for c in "*[") or Path(target).exists()
+    return _local_spec(spec, target, options) if is_local else _hub_spec(spec, target, options)
+
+
+def _hf_options(spec: str, query: str) -> dict[str, Any]:
+    """`data_files=a,b&split=x&text_column=y` -> CorpusSpec keyword arguments."""
+    found: dict[str, str] = {}
+    for item in query.split("&") if query else []:
+        key, eq, value = item.partition("=")
+        if key not in HF_OPTIONS:
+            raise _bad(spec, f"unknown option {key!r} (options: {', '.join(HF_OPTIONS)})")
+        if key in found:
+            raise _bad(spec, f"option {key}= given twice")
+        if not value or any(c.isspace() for c in value):
+            raise _bad(spec, f"option {key}= needs a value without whitespace")
+        found[key] = value
+    out: dict[str, Any] = {k: v for k, v in found.items() if k != "data_files"}
+    if "split" in out and not _SPLIT.fullmatch(out["split"]):
+        raise _bad(spec, f"split={out['split']!r} is not a split name (letters, digits, '_')")
+    if "data_files" in found:
+        out["data_files"] = tuple(found["data_files"].split(","))
+        if not all(out["data_files"]):
+            raise _bad(spec, f"data_files={found['data_files']!r} has an empty pattern")
+    return out
+
+
+def _hub_spec(spec: str, target: str, options: dict[str, Any]) -> CorpusSpec:
+    """`<dataset>[:<config>][@<revision>]` on the hub."""
+    head, at, revision = target.partition("@")
+    name, colon, config = head.partition(":")
+    parts = name.split("/")
+    if len(parts) > 2 or not all(_NAME.fullmatch(p) for p in parts):
+        raise _bad(spec, f"dataset {name!r} is not a hub id '<name>' or '<org>/<name>', nor an existing local path")
+    if colon and not _NAME.fullmatch(config):
+        raise _bad(spec, f"config {config!r} after ':' is empty or has characters other than letters, digits, '._-'")
+    if at and not _REVISION.fullmatch(revision):
+        raise _bad(spec, f"revision {revision!r} after '@' is empty or not a branch, tag or commit name")
+    return CorpusSpec("hf", name=name, config=config or None, revision=revision or None, **options)
+
+
+def _local_spec(spec: str, target: str, options: dict[str, Any]) -> CorpusSpec:
+    """A local dataset folder, or local files named by a path or glob (their format from the extension)."""
+    import glob
+    import os
+
+    path = os.path.abspath(os.path.expanduser(target))
+    if any(c in path for c in "*["):
+        builder = _local_builder(spec, path)
+        if not glob.glob(path, recursive=True):
+            raise _bad(spec, f"no file matches {path!r}")
+    elif os.path.isdir(path):
+        builder = None
+    elif os.path.isfile(path):
+        builder = _local_builder(spec, path)
+    else:
+        raise _bad(spec, f"no such local folder or file {path!r}")
+    if builder and "data_files" in options:
+        raise _bad(spec, "data_files= picks files inside a dataset folder or repo; this spec names files already")
+    return CorpusSpec("hf", name=path, builder=builder, **options)
+
+
+def _local_builder(spec: str, path: str) -> str:
+    for ext, builder in _LOCAL_FILES:
+        if path.lower().endswith(ext):
+            return builder
+    raise _bad(spec, f"{Path(path).name!r} is not a {', '.join(e for e, _ in _LOCAL_FILES)} file")
+
+
+def load_kwargs(spec: CorpusSpec, split: str | None = None) -> dict[str, Any]:
+    """The `datasets.load_dataset` arguments that stream `split` (default: the spec's) of an `hf:` spec.
+
+    Local files go to their builder (`parquet` / `json`) as `data_files`; a hub dataset or local folder
+    goes by name, with `data_files` (if given) keyed by the split so any split name selects them.
+    """
+    split = split or spec.split
+    kwargs: dict[str, Any] = {"path": spec.builder or spec.name, "name": spec.config, "split": split,
+                              "streaming": True}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    files = (spec.name,) if spec.builder else spec.data_files
+    if files:
+        kwargs["data_files"] = {split: list(files)}
+    return kwargs
+
+
+def hf_documents(spec: CorpusSpec, split: str | None = None) -> Iterator[str]:
+    """Stream the non-empty `text_column` values of an `hf:` spec's `split` (default: the spec's), in order."""
     import datasets
 
-    ds = datasets.load_dataset(spec.name, spec.config, split=split, streaming=True)
+    ds = datasets.load_dataset(**load_kwargs(spec, split))
     for row in ds:
         text = row.get(spec.text_column)
         if text is None:
-            raise CorpusError(f"dataset {spec.name!r} has no column {spec.text_column!r}; columns: {list(row)}")
+            raise CorpusError(f"dataset {spec.describe()!r} has no column {spec.text_column!r}; columns: {list(row)}; "
+                              "name one with ?text_column=<column>")
         if text.strip():
             yield text
 

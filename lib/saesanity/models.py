@@ -5,8 +5,11 @@ Model specs:
   dequantised once (Q4_1 -> fp32) and cached as safetensors; later loads take under a second.
 - `smollm2-tiny-random` — a 4-layer, d_model=64 Llama with SmolLM2's tokenizer and random weights
   (seed 0), for smoke runs and tests.
-- `org/name@revision` — any Hugging Face causal LM (`EleutherAI/pythia-160m@step143000`).
-- a local folder written by `save_pretrained`.
+- `<name>[@<revision>]` or `<org>/<name>[@<revision>]` — any Hugging Face hub causal LM: `gpt2`,
+  `EleutherAI/pythia-160m`, `EleutherAI/pythia-160m@step143000`. Each of `org` and `name` is letters,
+  digits, `.`, `_`, `-` (starting with a letter or digit); the revision (a branch, tag or commit, e.g.
+  `step0`, `refs/pr/1`) has no whitespace or `@`. No revision means the hub's default branch.
+- a local folder written by `save_pretrained` (any existing path; tried before the hub forms).
 
 Variants (Heap et al. 2025, DESIGN.md §5), all deterministic under `seed`:
 - `trained`: the weights as loaded.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,23 +113,51 @@ def _tiny_random() -> Path:
     return cached("model", {"spec": TINY, "base": SMOLLM2}, compute)
 
 
+_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SPEC_FORMS = (f"{SMOLLM2!r}, {TINY!r}, '<name>[@<revision>]' or '<org>/<name>[@<revision>]' (a Hugging Face "
+               "hub model, e.g. 'gpt2', 'EleutherAI/pythia-160m@step143000') or an existing local folder")
+
+
+def _hub_name(spec: str) -> tuple[str, str | None]:
+    """`<name>` / `<org>/<name>`, optionally `@<revision>` -> (repo id, revision or None); ModelError if malformed."""
+    def bad(what: str) -> ModelError:
+        return ModelError(f"model {spec!r}: {what}; expected {_SPEC_FORMS}")
+
+    if not spec or any(c.isspace() for c in spec):
+        raise bad("empty" if not spec else "contains whitespace")
+    if spec.startswith(("/", "./", "../", "~")):
+        raise bad("no such local folder")
+    name, at, revision = spec.partition("@")
+    if not name:
+        raise bad("no model name before '@'")
+    if at and (not revision or "@" in revision):
+        raise bad(f"revision {revision!r} after '@' is empty or has another '@'")
+    parts = name.split("/")
+    if len(parts) > 2 or not all(_HUB_PART.fullmatch(p) for p in parts):
+        raise bad(f"hub name {name!r} is not '<name>' or '<org>/<name>'")
+    return name, revision or None
+
+
 def resolve(spec: str) -> tuple[str, str | None]:
-    """Model spec -> (path or hub name, revision)."""
+    """Model spec (module docstring) -> (local path or hub repo id, hub revision or None)."""
     if spec == SMOLLM2:
         return str(_dequantised_smollm2()), None
     if spec == TINY:
         return str(_tiny_random()), None
-    if Path(spec).exists():
+    if spec and Path(spec).exists():
         return spec, None
-    name, _, revision = spec.partition("@")
-    if name.count("/") != 1:
-        raise ModelError(f"model {spec!r}: expected {SMOLLM2!r}, {TINY!r}, 'org/name[@revision]' or a local folder")
-    return name, revision or None
+    return _hub_name(spec)
 
 
 def tokenizer_id(spec: str) -> str:
-    """The name under which `spec`'s token streams are cached (the tiny random model shares SmolLM2's)."""
-    return SMOLLM2 if spec == TINY else spec.partition("@")[0]
+    """The name under which `spec`'s token streams are cached: the hub repo id without the revision
+    (every revision of a hub model shares its tokenizer), the local folder as given, and SmolLM2's for
+    the tiny random model (which uses SmolLM2's tokenizer)."""
+    if spec == TINY:
+        return SMOLLM2
+    if spec == SMOLLM2 or (spec and Path(spec).exists()):
+        return spec
+    return _hub_name(spec)[0]
 
 
 def load_tokenizer(spec: str):
