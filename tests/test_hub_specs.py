@@ -331,8 +331,6 @@ def test_local_files_reach_their_builder(captured_load, tmp_path):
                                   data_files={"test": [f"{tmp_path}/*.jsonl.zst"]})]
 
 
-@pytest.mark.xfail(strict=True, reason="token_sequences keys the token cache by name[:config] only; it should pass "
-                   "spec.describe() as the source (token_sequences is being rewritten in another branch)")
 def test_token_cache_tells_data_files_selections_apart(tmp_path, iso_cache, tiny_llama_dir):
     from transformers import AutoTokenizer
 
