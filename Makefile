@@ -37,8 +37,9 @@ help:
 
 setup: $(SETUP)
 
-# ---- Python environment: torch first ($(TORCH): here the local CPU wheel; TORCH_INDEX picks another build),
-# then the exact lock constrained to the torch now installed (pip stops rather than replace it), then the project
+# ---- Python environment: torch first (TORCH from pip's indexes: on our offline machines the local CPU wheel,
+# from PyPI the CUDA 13.0 build; TORCH_INDEX picks another build), then the exact lock constrained to the torch
+# now installed (pip stops rather than replace it), then the project
 $(VENV)/.deps-stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 ifeq ($(TORCH),skip)
