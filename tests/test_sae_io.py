@@ -8,6 +8,7 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -334,3 +335,193 @@ def test_saelens_release_source_and_bad_sources(tmp_path, monkeypatch):
         resolve("sae_lens:only-release")
     with pytest.raises(SAEFormatError, match="neither an existing folder nor a hub source"):
         resolve(str(tmp_path / "missing" / "deeper"))
+
+
+# ---------------------------------------------------------------- TransformerLens weight processing (release configs)
+
+def _centre(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(-1, keepdim=True)
+
+
+def _offset_x(d: int, n: int = 64) -> torch.Tensor:
+    """Inputs with large per-token means, so centring them changes them a lot."""
+    g = torch.Generator().manual_seed(7)
+    return _x(d, n) + 3 * torch.randn(n, 1, generator=g)
+
+
+def _tiny_gpt2():
+    """A 3-layer GPT-2 (d_model 24) with random weights, LayerNorm gains and biases, and offsets on the
+    embedding and on every block's output biases (so every activation has a non-zero per-token mean)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=24, n_layer=3, n_head=3, n_inner=48,
+                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "ln" in name or "bias" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+            if name.endswith("c_proj.bias"):  # attn and mlp output biases
+                p.add_(0.5)
+        hf.transformer.wte.weight.add_(1.0)
+    return hf
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"center_writing_weights": True},
+    {"fold_ln": True, "center_writing_weights": True, "center_unembed": True, "fold_value_biases": True},
+    {"fold_ln": True, "center_unembed": True, "fold_value_biases": True, "refactor_factored_attn_matrices": True},
+])
+def test_input_transform_is_what_transformer_lens_does_to_activations(tmp_path, kwargs):
+    """TransformerLens (HookedTransformer, GPT-2 weights converted by its own convert_gpt2_weights and
+    processed by load_and_process_state_dict with `kwargs`) vs our raw-HF hookpoints passed through the
+    `transform_input` of an SAE whose release config carries the same `model_from_pretrained_kwargs`:
+    equal at every layer and hookpoint kind; and the raw activations differ from the centred ones."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+
+    from saesanity.activations import HOOK_KINDS, run_to_hookpoints
+    from saesanity.models import LoadedModel
+
+    hf = _tiny_gpt2()
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    hooks = [f"{k}.{layer}" for k in HOOK_KINDS for layer in range(3)]
+    raw = run_to_hookpoints(LoadedModel(hf, None, "tiny-gpt2", "trained", 0, "tiny"), ids, hooks)
+
+    cfg = HookedTransformerConfig(d_model=24, d_head=8, n_heads=3, n_layers=3, n_ctx=16, d_vocab=64, d_mlp=48,
+                                  act_fn="gelu_new", normalization_type="LN", original_architecture="GPT2LMHeadModel",
+                                  positional_embedding_type="standard", default_prepend_bos=False)
+    tl = HookedTransformer(cfg)
+    flags = {f: bool(kwargs.get(f)) for f in ("fold_ln", "center_writing_weights", "center_unembed",
+                                              "fold_value_biases", "refactor_factored_attn_matrices")}
+    tl.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), **flags)
+    _, cache = tl.run_with_cache(ids)
+
+    _pre6_folder(tmp_path, {"model_name": "gpt2", "model_from_pretrained_kwargs": kwargs}, _plain_state(24, 8, 0))
+    sae = load_sae(tmp_path)
+    assert sae.input_transform == ("center" if kwargs.get("center_writing_weights") else "none")
+    for h in hooks:
+        kind, layer = h.split(".")
+        assert float(raw[h].mean(-1).abs().min()) > 0.2, h  # centring is not a no-op here
+        torch.testing.assert_close(sae.transform_input(raw[h]), cache[f"blocks.{layer}.hook_{kind}"],
+                                   rtol=1e-5, atol=2e-5, msg=h)
+
+
+def _with_tl_metadata(theirs, hook="blocks.8.hook_resid_pre", model="gpt2-small", **kwargs):
+    from sae_lens.saes.sae import SAEMetadata
+
+    theirs.cfg.metadata = SAEMetadata(model_name=model, hook_name=hook,
+                                      model_from_pretrained_kwargs=kwargs or {"center_writing_weights": True})
+    return theirs
+
+
+@pytest.mark.parametrize("arch,kw", [("standard", {}), ("topk", {"k": 5}), ("gated", {}), ("jumprelu", {}),
+                                     ("jumprelu", {"apply_b_dec_to_input": False}),
+                                     ("gated", {"apply_b_dec_to_input": False})])
+def test_center_writing_weights_folded_into_the_encoder(tmp_path, arch, kw):
+    """A v6 SAELens folder whose metadata says center_writing_weights: ours encodes a raw x as theirs encodes
+    centre(x), reconstructs centre(x) (its transform_input), and keeps both through save_saelens."""
+    theirs = _with_tl_metadata(_saelens_sae(arch, 12, 40, **kw))
+    theirs.save_model(str(tmp_path / "theirs"))
+    got = load_sae(tmp_path / "theirs")
+    assert (got.input_transform, got.hookpoint) == ("center", "resid_pre.8")
+    x = _offset_x(12)
+    with torch.no_grad():
+        z = theirs.encode(_centre(x))
+        torch.testing.assert_close(got.encode(x), z, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.transform_input(x), _centre(x))
+        torch.testing.assert_close(got.decode(z), theirs.decode(z), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(theirs.encode(x), z, atol=1e-2)  # unfolded, the raw x would get other codes
+        save_saelens(got, tmp_path / "ours")
+        again = load_sae(tmp_path / "ours")
+        assert (again.input_transform, again.hookpoint) == ("center", "resid_pre.8")
+        torch.testing.assert_close(again.encode(x), z, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def jb_release(tmp_path, monkeypatch):
+    """Stand-ins for `gpt2-small-res-jb-feature-splitting` `blocks.8.hook_resid_pre_{30,60}`: pre-6.0 folders as
+    on the hub, with the release's config override applied (SAELens's pretrained_saes.yaml:
+    model_from_pretrained_kwargs: {center_writing_weights: true}); `from_pretrained` reads them from disk."""
+    import sae_lens
+
+    for f in (30, 60):
+        (tmp_path / f"blocks.8.hook_resid_pre_{f}").mkdir()
+        _pre6_folder(tmp_path / f"blocks.8.hook_resid_pre_{f}",
+                     {"model_from_pretrained_kwargs": {"center_writing_weights": True}}, _plain_state(12, f, f))
+    calls = []
+
+    def fake(release, sae_id, device="cpu", **kw):
+        calls.append((release, sae_id))
+        return sae_lens.SAE.load_from_disk(str(tmp_path / sae_id))
+
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", staticmethod(fake))
+    return tmp_path, calls
+
+
+def test_release_stitching_is_measured_on_centred_activations(jb_release):
+    """load_release carries the transform; Stitcher measures MSE/FVU against centre(x) with codes of centre(x).
+    Forgetting the transform (raw target, or raw target and raw encoding) gives other numbers."""
+    from saesanity import stitching as ST
+    from saesanity.sae import load_release
+    from sae_lens import SAE
+
+    root, calls = jb_release
+    small = load_release("gpt2-small-res-jb-feature-splitting", "blocks.8.hook_resid_pre_30")
+    large = load_release("gpt2-small-res-jb-feature-splitting", "blocks.8.hook_resid_pre_60")
+    assert calls == [("gpt2-small-res-jb-feature-splitting", f"blocks.8.hook_resid_pre_{f}") for f in (30, 60)]
+    assert small.input_transform == large.input_transform == "center"
+    theirs = {f: SAE.load_from_disk(str(root / f"blocks.8.hook_resid_pre_{f}")) for f in (30, 60)}
+    acts = _offset_x(12, 500)
+    st = ST.Stitcher(small, large, acts.numpy())
+    xc = _centre(acts)
+    with torch.no_grad():
+        mse = float((xc - theirs[30](xc)).pow(2).sum(1).mean())
+        large_mse = float((xc - theirs[60](xc)).pow(2).sum(1).mean())
+        forgot_target = float((acts - theirs[30](xc)).pow(2).sum(1).mean())
+        forgot_all = float((acts - theirs[30](acts)).pow(2).sum(1).mean())
+    got = st.evaluate(np.arange(30), np.zeros(0, int))
+    assert got["mse"] == pytest.approx(mse, rel=1e-4)
+    assert got["fvu"] == pytest.approx(mse / float((xc - xc.mean(0)).pow(2).sum(1).mean()), rel=1e-4)
+    assert st.large_mse == pytest.approx(large_mse, rel=1e-4)
+    assert abs(forgot_target - mse) > 0.5 * mse and abs(forgot_all - mse) > 0.5 * mse
+    with pytest.raises(ValueError, match="input_transform 'center' vs 'none'"):
+        ST.Stitcher(small, ReLUSAE(12, 60, seed=0), acts.numpy())
+
+
+def test_release_family_hookpoint_must_match(jb_release):
+    from types import SimpleNamespace
+
+    from saesanity import stitching as ST
+
+    P = SimpleNamespace(release="gpt2-small-res-jb-feature-splitting", release_id="blocks.8.hook_resid_pre_{size}",
+                        sizes=[30, 60], hookpoint="resid_pre.8")
+    fam = ST.size_family(P)
+    assert [(f.sae.d_sae, f.sae.input_transform, f.sae.hookpoint) for f in fam] == \
+        [(30, "center", "resid_pre.8"), (60, "center", "resid_pre.8")]
+    with pytest.raises(ValueError, match=r"trained at resid_pre\.8, but hookpoint='resid_post\.8'"):
+        ST.size_family(SimpleNamespace(**{**vars(P), "hookpoint": "resid_post.8"}))
+
+
+@pytest.mark.parametrize("extra,expect", [
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": False}}, "none"),
+    ({"model_from_pretrained_kwargs": {"fold_ln": True, "center_unembed": True, "fold_value_biases": True}}, "none"),
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": True, "n_devices": 1}}, "center"),
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": True}, "hook_point": "blocks.3.hook_mlp_out"},
+     "center"),
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": True}, "hook_point": "blocks.8.attn.hook_z"},
+     "center_writing_weights=true at hook 'blocks.8.attn.hook_z' is not supported"),
+    ({"model_from_pretrained_kwargs": {"fold_value_biases": True}, "hook_point": "blocks.8.attn.hook_z"},
+     "fold_value_biases=true at hook 'blocks.8.attn.hook_z' is not supported"),
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": True}, "model_name": "meta-llama/Llama-3.2-1B"},
+     "center_writing_weights=true at hook 'blocks.8.hook_resid_pre' for model 'meta-llama/Llama-3.2-1B'"),
+    ({"model_from_pretrained_kwargs": {"first_n_layers": 9}}, r"first_n_layers=9 \(hook 'blocks.8.hook_resid_pre'\)"),
+])
+def test_model_from_pretrained_kwargs_applied_or_refused(tmp_path, extra, expect):
+    _pre6_folder(tmp_path, extra, _plain_state(6, 10, 0))
+    if expect in ("none", "center"):
+        assert load_sae(tmp_path).input_transform == expect
+    else:
+        with pytest.raises(SAEFormatError, match=expect):
+            load_sae(tmp_path)

@@ -12,6 +12,9 @@ Definitions (S the smaller SAE, L the larger, both on the same activations; dire
   its own encoder (so each latent's activation is what it is in its own SAE; TopK selection happens
   inside each SAE), the kept latents are decoded with their own decoder rows, and the decoder bias is
   S's throughout. x̂ = Σ_{i ∈ kept S} z_S,i W_dec_S[i] + Σ_{j ∈ added L} z_L,j W_dec_L[j] + b_dec_S.
+* **x**: the activation as both SAEs were trained on it, `SAEBase.transform_input` of the collected one
+  (for SAELens's GPT-2 releases, trained under TransformerLens's `center_writing_weights`, the raw
+  activation minus its per-token mean over d_model; for our own SAEs the raw activation itself).
 * **MSE**: mean over tokens of ‖x − x̂‖² (summed over dimensions); **L0**: mean over tokens of the number
   of non-zero kept latents. (FVU divides the MSE by the mean squared distance to the evaluation mean.)
 * **insertion**: S plus a set of L latents; ΔMSE of inserting a single latent j is
@@ -90,7 +93,11 @@ class Stitcher:
 
     @torch.no_grad()
     def __init__(self, small: SAEBase, large: SAEBase, acts: np.ndarray):
-        self.x = torch.from_numpy(np.array(acts, dtype=np.float32))
+        """`acts` [N, D] as collected; x is `small.transform_input(acts)`, which both SAEs must share."""
+        if small.input_transform != large.input_transform:
+            raise ValueError(f"the SAEs were trained on different activations (input_transform "
+                             f"{small.input_transform!r} vs {large.input_transform!r}); stitching needs one")
+        self.x = small.transform_input(torch.from_numpy(np.array(acts, dtype=np.float32)))
         self.zs, self.zl = _codes(small, self.x), _codes(large, self.x)
         self.ws, self.wl = small.W_dec.detach().float(), large.W_dec.detach().float()
         self.b = small.b_dec.detach().float()
@@ -212,15 +219,24 @@ def meta_groups(meta: SAEBase, base: SAEBase, n_top: int = 6) -> list[dict]:
 def size_family(P, *, progress: bool = True) -> list:
     """`runs.TrainedSAE`-like records (`.sae`, `.path`) of every size in `P.sizes`: trained on Fig. 1's
     activations with seed `P.seeds[0]` (so Fig. 5's size sweep provides them from the cache), or loaded
-    from the SAELens release `P.release` when it is set."""
+    from the SAELens release `P.release` when it is set. A release SAE carries the input transform of the
+    activations it was trained on (`SAEBase.input_transform`, applied by `Stitcher`), and one whose config
+    names a hookpoint other than `P.hookpoint` is refused: it would be fed other activations."""
     from types import SimpleNamespace
 
     from . import runs
     from .sae import load_release
 
     if P.release:
-        return [SimpleNamespace(sae=load_release(P.release, P.release_id.format(size=s)),
-                                path=Path(f"{P.release}/{P.release_id.format(size=s)}")) for s in P.sizes]
+        fam = []
+        for s in P.sizes:
+            sae_id = P.release_id.format(size=s)
+            sae = load_release(P.release, sae_id)
+            if sae.hookpoint is not None and sae.hookpoint != P.hookpoint:
+                raise ValueError(f"release {P.release} SAE {sae_id} was trained at {sae.hookpoint}, but "
+                                 f"hookpoint={P.hookpoint!r}; set hookpoint: {sae.hookpoint}")
+            fam.append(SimpleNamespace(sae=sae, path=Path(f"{P.release}/{sae_id}")))
+        return fam
     acts, acts_dir = runs._acts(P, "train", progress)
     base = runs.train_cfg(P, P.seeds[0])
     return [runs._train(P, acts, acts_dir, dataclasses.replace(base, d_sae=s), progress) for s in P.sizes]

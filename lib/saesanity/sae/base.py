@@ -16,6 +16,14 @@ a slice of the batch, and the batch statistics in the losses are taken over the 
 rank's sum by the global token count, and `batch_scale` is the global s. Each rank's loss is then
 its share of the global loss (the shares sum to it). Outside `sharded` they are exactly
 `metrics.fvu`, `Tensor.mean` and the local s.
+
+**Input transform.** An SAE trained on activations that were transformed before it saw them (SAELens's
+GPT-2 releases: TransformerLens's `center_writing_weights`, under which every activation we collect is
+centred per token) carries the name of that transform in `input_transform` (`INPUT_TRANSFORMS`), and
+`transform_input(x)` applies it. Where the transform is linear, the loader folds it into the encoder
+(`fold_centering`), so `encode(x)` of a raw activation is already the released SAE's code of the
+transformed one; the decoder reconstructs the *transformed* activation, so MSE, FVU and every other
+reconstruction measure compare `decode(encode(x))` with `transform_input(x)`, never with x.
 """
 
 from __future__ import annotations
@@ -107,8 +115,51 @@ def fold_input_bias(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+INPUT_TRANSFORMS = {
+    "none": "the activations as collected",
+    "center": "x − mean_d(x): each token's activation minus its mean over the d_model dimensions "
+              "(what TransformerLens's center_writing_weights makes of every residual-stream write)",
+}
+
+
+def center(x: torch.Tensor) -> torch.Tensor:
+    """x − mean over the last (d_model) dimension: x·P with P = I − 11ᵀ/D, a symmetric projection (P² = P)."""
+    return x - x.mean(-1, keepdim=True)
+
+
+def fold_centering(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State (SAELens names, an SAE that subtracts b_dec) of an SAE trained on centred inputs xP
+    (P = I − 11ᵀ/D, `center`), rewritten to give the same latents on the raw x:
+
+        (xP − b_dec)·W + b = (x − b_dec)·(PW) + b − mean(b_dec)·1ᵀW
+
+    (since b_dec·(I − P) = mean(b_dec)·1ᵀ), so W_enc → PW (each column minus its mean over D) and b_enc,
+    b_gate → b − mean(b_dec)·colsum(W); gated's magnitude path uses W ⊙ e^r_mag, so b_mag →
+    b_mag − mean(b_dec)·colsum(W)·e^r_mag. Idempotent: PPW = PW and colsum(PW) = 0. The decoder is unchanged."""
+    out = dict(state)
+    W = state["W_enc"]
+    shift = state["b_dec"].mean() * W.sum(0)
+    out["W_enc"] = W - W.mean(0, keepdim=True)
+    for key in ("b_enc", "b_gate"):
+        if key in out:
+            out[key] = out[key] - shift
+    if "b_mag" in out:
+        out["b_mag"] = out["b_mag"] - shift * state["r_mag"].exp()
+    return out
+
+
 class SAEBase(nn.Module):
     architecture = "base"  # SAELens architecture name written to cfg.json
+    input_transform = "none"  # INPUT_TRANSFORMS key; loaders set it per SAE (module docstring)
+    hookpoint: str | None = None  # our hookpoint name (`resid_pre.8`) when the SAE's config names one
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation as this SAE was trained on it (`input_transform`): the reconstruction target."""
+        if self.input_transform == "none":
+            return x
+        if self.input_transform == "center":
+            return center(x)
+        raise ValueError(f"input_transform={self.input_transform!r}; valid: {list(INPUT_TRANSFORMS)}")
 
     def __init__(self, d_in: int, d_sae: int, *, seed: int | None = None, dtype=torch.float32):
         super().__init__()

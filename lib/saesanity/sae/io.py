@@ -11,7 +11,10 @@ Formats read (`FORMATS`; `detect_format` tells them apart by their files):
   decoder rows: `W_dec[f] · s_f`, so decode(encode(x)) is unchanged). `apply_b_dec_to_input: false`
   (e.g. Gemma Scope) is folded into the encoder bias (x·W + b = (x − b_dec)·W + (b + b_dec·W)), so
   every loaded SAE subtracts `b_dec` before encoding, as ours do. Activation normalisation other than
-  "none" is refused (the scale it needs is not in the folder).
+  "none" is refused (the scale it needs is not in the folder). The TransformerLens weight processing the
+  SAE was trained under (`model_from_pretrained_kwargs`, see `saelens_input_transform`) becomes the
+  SAE's `input_transform`: `center_writing_weights` means every activation it saw was centred per token,
+  which is folded into the encoder and kept as the reconstruction target (`base.fold_centering`).
 * **sparsify** (EleutherAI) — `cfg.json` (k, num_latents | expansion_factor, d_in, activation,
   transcode, skip_connection) + `sae.safetensors` with `encoder.weight` [F, D], `encoder.bias` [F],
   `W_dec` [F, D] (unit-norm rows), `b_dec` [D]. Latents: top-k of ReLU((x − b_dec)·Wᵀ + b) — the same
@@ -44,7 +47,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .arch import FROM_SAELENS
-from .base import SAEBase
+from .base import INPUT_TRANSFORMS, SAEBase, fold_centering, fold_input_bias
 
 
 class SAEFormatError(ValueError):
@@ -61,7 +64,9 @@ _MARKERS = {"saelens": ("cfg.json", "sae_weights.safetensors"), "sparsify": ("cf
 
 
 def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `cfg.json` + `sae_weights.safetensors` (any architecture, in its SAELens form)."""
+    """Write `cfg.json` + `sae_weights.safetensors` (any architecture, in its SAELens form); an SAE with
+    an `input_transform` other than "none" (its encoder already folded) or a known `hookpoint` keeps them
+    under those keys, which `load_sae` reads back and SAELens ignores."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {
@@ -73,6 +78,8 @@ def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = N
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         **sae.saelens_cfg(),
+        **({"input_transform": sae.input_transform} if sae.input_transform != "none" else {}),
+        **({"hookpoint": sae.hookpoint} if sae.hookpoint else {}),
         "metadata": metadata or {},
     }
     (folder / "cfg.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
@@ -182,8 +189,73 @@ def saelens_v6_cfg(cfg: dict) -> dict:
     return out
 
 
+# TransformerLens's weight processing (`HookedTransformer.from_pretrained` flags; SAELens loads the model with
+# `from_pretrained_no_processing(**model_from_pretrained_kwargs)`, so exactly the flags given are applied), and
+# what each does to the activations at the hookpoints we collect (`activations.HOOK_KINDS`), checked against
+# TransformerLens itself in tests/test_sae_io.py:
+TL_PROCESSING = {
+    "center_writing_weights": "every write to the residual stream (W_E, W_pos, W_O, b_O, W_out, b_out) minus "
+                              "its mean over d_model, so resid_pre/resid_post/attn_out/mlp_out are centred per "
+                              "token (LayerNorm models only; TransformerLens skips it for RMSNorm ones)",
+    "fold_ln": "LayerNorm scales and biases folded into the next linear map: none of the four changes",
+    "center_unembed": "W_U centred: only the logits change",
+    "fold_value_biases": "b_V moved into b_O (attention patterns sum to 1): attn_out is unchanged, hook_z is not",
+    "refactor_factored_attn_matrices": "W_Q/W_K and W_V/W_O refactored with the same products: attn_out unchanged",
+}
+# keys that only place or cast the model (the activations are the same up to precision)
+_NEUTRAL_KWARGS = ("n_devices", "device", "device_map", "dtype", "torch_dtype", "trust_remote_code")
+_TL_HOOK = re.compile(r"blocks\.(\d+)\.hook_(resid_pre|resid_post|mlp_out|attn_out)")
+_LAYERNORM_MODELS = re.compile(r"(openai-community/)?gpt2(-small|-medium|-large|-xl)?")  # verified: GPT-2
+
+
+def saelens_input_transform(cfg: dict, where: Any = "SAELens config") -> tuple[str, str | None]:
+    """(input_transform, hookpoint) of a SAELens config (v6: under `metadata`; pre-6.0: top level).
+
+    hookpoint is our name (`resid_pre.8`) for a TransformerLens hook `blocks.L.hook_<kind>` with kind in
+    resid_pre | resid_post | mlp_out | attn_out, else None. input_transform is "center" when
+    `model_from_pretrained_kwargs.center_writing_weights` is true on a GPT-2 model at one of those hooks
+    (the activations there are then the raw ones centred per token, `TL_PROCESSING`), else "none".
+    Refused, naming the flag and the hook: a processing flag that is on at any other hook (e.g. hook_z,
+    which fold_value_biases changes), center_writing_weights on a model not known to use LayerNorm, and any
+    key that is neither a processing flag nor placement/precision (`_NEUTRAL_KWARGS`)."""
+    meta = {**cfg, **(cfg.get("metadata") or {})}
+    hook = meta.get("hook_name") or meta.get("hook_point")
+    m = _TL_HOOK.fullmatch(hook or "")
+    hookpoint = f"{m.group(2)}.{m.group(1)}" if m else None
+    kwargs = meta.get("model_from_pretrained_kwargs") or {}
+    for key, value in kwargs.items():
+        if key not in TL_PROCESSING and key not in _NEUTRAL_KWARGS:
+            raise SAEFormatError(f"{where}: model_from_pretrained_kwargs {key}={value!r} (hook {hook!r}) is not "
+                                 f"supported: its effect on the activations is not known here; supported: "
+                                 f"{sorted(TL_PROCESSING) + list(_NEUTRAL_KWARGS)}")
+    on = [f for f in TL_PROCESSING if kwargs.get(f)]
+    if not on:
+        return "none", hookpoint
+    if hookpoint is None:
+        raise SAEFormatError(f"{where}: model_from_pretrained_kwargs {on[0]}=true at hook {hook!r} is not "
+                             "supported: its effect is reproduced only at blocks.L.hook_resid_pre, hook_resid_post, "
+                             "hook_mlp_out and hook_attn_out")
+    if not kwargs.get("center_writing_weights"):
+        return "none", hookpoint
+    model = meta.get("model_name")
+    if not _LAYERNORM_MODELS.fullmatch(str(model or "")):
+        raise SAEFormatError(f"{where}: center_writing_weights=true at hook {hook!r} for model {model!r} is not "
+                             "supported: TransformerLens centres the writing weights of LayerNorm models only, and "
+                             "that is known here for GPT-2 (gpt2, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl)")
+    return "center", hookpoint
+
+
 def _load_saelens(folder: Path) -> SAEBase:
     cfg = saelens_v6_cfg(json.loads((folder / "cfg.json").read_text()))
+    transform, hookpoint = saelens_input_transform(cfg, folder)
+    saved = cfg.get("input_transform")  # written by save_saelens (encoder already folded; folding is idempotent)
+    if saved is not None:
+        if saved not in INPUT_TRANSFORMS:
+            raise SAEFormatError(f"{folder}: input_transform={saved!r}; valid: {list(INPUT_TRANSFORMS)}")
+        if transform != "none" and saved != transform:
+            raise SAEFormatError(f"{folder}: input_transform={saved!r} but its model_from_pretrained_kwargs "
+                                 f"imply {transform!r}")
+        transform = saved
     if cfg["normalize_activations"] != "none":
         raise SAEFormatError(f"{folder}: normalize_activations={cfg['normalize_activations']!r} is not supported "
                              "(the scale it divides activations by is not stored in the folder)")
@@ -195,7 +267,14 @@ def _load_saelens(folder: Path) -> SAEBase:
         if not cfg.get("finetuning_scaling_factor"):
             raise SAEFormatError(f"{folder}: scaling_factor is stored but finetuning_scaling_factor is false")
         state["W_dec"] = state["W_dec"] * scale[:, None]  # decode(z·s) = (z·s)·W_dec + b = z·(s ⊙ W_dec) + b
-    return _build(cfg["architecture"], cfg, state, folder)
+    if transform == "center":
+        if not cfg["apply_b_dec_to_input"]:  # fold_centering assumes the encoder subtracts b_dec
+            state, cfg = fold_input_bias(state), {**cfg, "apply_b_dec_to_input": True}
+        state = fold_centering(state)
+    sae = _build(cfg["architecture"], cfg, state, folder)
+    sae.input_transform = transform
+    sae.hookpoint = hookpoint or cfg.get("hookpoint")
+    return sae
 
 
 # ---------------------------------------------------------------- sparsify
@@ -280,7 +359,9 @@ _LOADERS = {"saelens": _load_saelens, "sparsify": _load_sparsify, "dictionary_le
 def load_release(release: str, sae_id: str) -> SAEBase:
     """An SAE from a SAELens pretrained release (e.g. `gpt2-small-res-jb-feature-splitting`,
     `blocks.8.hook_resid_pre_768`), fetched by `sae_lens.SAE.from_pretrained` (needs the hub), written
-    in SAELens's own layout and read back by `load_sae`."""
+    in SAELens's own layout and read back by `load_sae`, so the release's config overrides (for the GPT-2
+    `-jb` releases `model_from_pretrained_kwargs: {center_writing_weights: true}`, in SAELens's
+    pretrained_saes.yaml) become the SAE's `input_transform` (`saelens_input_transform`)."""
     import tempfile
 
     from sae_lens import SAE
