@@ -105,3 +105,22 @@ def test_next_coefficient_solves_a_power_law():
     assert first == pytest.approx(5.0)
     second = runs._next_coefficient([(1.0, law(1.0)), (first, law(first))], 10.0)  # bracketed: exact in log–log
     assert law(second) == pytest.approx(10.0, rel=1e-9)
+
+
+def test_evaluate_compares_with_the_saes_own_input_transform():
+    """An SAE trained on per-token centred activations (SAELens GPT-2 releases) is scored against the centred
+    activations it reconstructs, not the raw ones (`SAEBase.transform_input`)."""
+    from saesanity import baselines
+
+    rng = np.random.default_rng(1)
+    acts = (rng.normal(size=(512, 8)) + rng.normal(size=(512, 1)) * 4).astype(np.float32)  # large per-token means
+    sae = TopKSAE(8, 32, 3, seed=0)
+    sae.input_transform = "center"
+    x = torch.from_numpy(acts)
+    xc = x - x.mean(1, keepdim=True)
+    with torch.no_grad():
+        want = ((xc - sae(xc)).pow(2).sum() / (xc - xc.mean(0)).pow(2).sum()).item()
+        raw = ((x - sae(x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+    assert abs(want - raw) > 0.01  # far above the 1e-5 tolerance below
+    assert runs.evaluate(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)
+    assert baselines.recon_metrics(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)

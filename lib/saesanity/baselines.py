@@ -72,7 +72,7 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
     fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance."""
-    x_all = torch.from_numpy(np.array(acts, dtype=np.float32))
+    x_all = sae.transform_input(torch.from_numpy(np.array(acts, dtype=np.float32)))  # the SAE's reconstruction target
     mean = x_all.mean(0, keepdim=True)
     n = x_all.shape[0]
     sums = dict.fromkeys(("err", "tot", "l0", "l1", "cos", "legacy", "sq", "m2"), 0.0)

@@ -174,7 +174,8 @@ def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
 @torch.no_grad()
 def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0."""
-    x_all = torch.from_numpy(np.array(acts, dtype=np.float32))  # a writable copy of the memmap
+    # a writable copy of the memmap, as the SAE was trained to see it (its reconstruction target)
+    x_all = sae.transform_input(torch.from_numpy(np.array(acts, dtype=np.float32)))
     mean = x_all.mean(0, keepdim=True)
     err = tot = l0_sum = 0.0
     for s in range(0, x_all.shape[0], batch):

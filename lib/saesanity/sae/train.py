@@ -162,11 +162,12 @@ def _check_family(source, cfgs: list[TrainConfig], world: int) -> None:
 def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = None, progress: bool = True,
                  on_batch: Callable[[int, torch.Tensor], None] | None = None,
                  snapshots: list[dict[int, Callable[[SAEBase, list[dict]], None]]] | None = None,
-                 device: str = "cpu", desc: str | None = None) -> list[tuple[SAEBase, list[dict]]]:
+                 device: str = "cpu", desc: str | None = None,
+                 checkpoint_every_s: float = 60.0) -> list[tuple[SAEBase, list[dict]]]:
     """Train every config of `cfgs` on the batches of `source`, all on the same batch at each step.
 
     Returns one (SAE on the CPU, log) per config; a member trains for its own `n_tokens // batch_size`
-    steps. With `checkpoint` set, state is saved there every 60 s (by rank 0; a plain tensor file
+    steps. With `checkpoint` set, state is saved there every `checkpoint_every_s` (by rank 0; a plain tensor file
     read back with `weights_only=True`) and a run finding it resumes from it. Initialisation is
     drawn on the CPU, so a seed gives the same starting SAE on every device and world size.
 
@@ -237,7 +238,7 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
             if step in snaps[i]:  # the shorter run's log holds only its own records
                 snap_log = [r for r in logs[i] if r["step"] % c.log_every == 0 or r["step"] == step]
                 snaps[i][step](family.members[i], snap_log)
-        if checkpoint is not None and rank == 0 and time.perf_counter() - t_save > 60:
+        if checkpoint is not None and rank == 0 and time.perf_counter() - t_save >= checkpoint_every_s:
             _save_checkpoint(checkpoint, family, opts, last_fired, logs, step + 1)
             t_save = time.perf_counter()
     return [(m.cpu(), log) for m, log in zip(family.members, logs)]
@@ -306,7 +307,8 @@ def _load_checkpoint(path: Path | None, n_members: int, device: str) -> dict | N
             raise ValueError(f"it holds {len(st['members'])} SAEs, this family {n_members}")
         return st
     except Exception as err:  # truncated, foreign or from an older version: never trust it
-        warnings.warn(f"checkpoint {path} cannot be resumed from ({type(err).__name__}: {err}); "
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"checkpoint {path} cannot be resumed from ({type(err).__name__}: {first}); "
                       "training restarts from step 0")
         path.unlink(missing_ok=True)
         return None

@@ -1,0 +1,38 @@
+"""Data-parallel runs under `torchrun` (torch.distributed): set-up from the launcher's environment.
+
+`torchrun --nproc_per_node N …` starts N processes with RANK, LOCAL_RANK and WORLD_SIZE set; `init()`
+joins them into one process group — NCCL on CUDA devices (each rank on GPU LOCAL_RANK), gloo on the
+CPU (what the tests use) — and `sae.train.train_family` then shards every batch by rank. A plain
+`python` process (no WORLD_SIZE, or WORLD_SIZE=1) is left alone: one rank, no process group.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def init(device: str = "cpu") -> tuple[int, int, str]:
+    """(rank, world size, this rank's device), initialising the process group once if torchrun started us."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} asked for under torchrun, but CUDA is not available")
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def close() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

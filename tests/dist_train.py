@@ -1,0 +1,47 @@
+"""Run by tests/test_train_family.py under `torchrun --nproc_per_node 2` (gloo): trains a family on planted
+activations with `train_family` and rank 0 saves every member's state to OUT.
+
+    dist_train.py OUT CHECKPOINT ARCH[,ARCH…] [DIE_AT_STEP]
+
+With DIE_AT_STEP, rank 1 SIGKILLs itself at that step (after rank 0 has checkpointed every step).
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import planted  # noqa: E402
+
+from saesanity import distributed  # noqa: E402
+from saesanity.sae.train import MemmapSource, TrainConfig, batch_order, train_family  # noqa: E402
+
+
+def family(archs):
+    return [TrainConfig(d_sae=128, k=2, batch_size=256, n_tokens=4096, seed=i, architecture=a, dead_tokens=256,
+                        log_every=2, lr=3e-3, l1_coefficient=0.3, l0_coefficient=0.01) for i, a in enumerate(archs)]
+
+
+def main(out, ckpt, archs, die_at=None):
+    rank, world, device = distributed.init("cpu")
+    torch.set_num_threads(1)
+    acts, _ = planted(n=4096, d=16)
+    cfgs = family(archs.split(","))
+    source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
+
+    def on_batch(step, x):
+        if die_at is not None and rank == 1 and step == die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    res = train_family(source, cfgs, checkpoint=Path(ckpt) if ckpt != "-" else None, progress=False,
+                       on_batch=on_batch, checkpoint_every_s=0.0)
+    if rank == 0:
+        torch.save({"world": world, "states": [s.state_dict() for s, _ in res], "logs": [lg for _, lg in res]}, out)
+    distributed.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)

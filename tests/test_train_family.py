@@ -1,0 +1,139 @@
+"""train_family: N SAEs in one pass == N separate runs (bitwise); resume after a kill; data parallel
+under torchrun (2 gloo ranks == 1 rank; a rank SIGKILLed after a checkpoint, then resumed)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import planted
+from saesanity.sae import TrainConfig, train_sae
+from saesanity.sae.train import MemmapSource, batch_order, train_family
+
+HERE = Path(__file__).parent
+
+
+def _equal(a, b):
+    return all(torch.equal(t, b.state_dict()[n]) for n, t in a.state_dict().items())
+
+
+def _family():
+    base = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=4096, dead_tokens=512, log_every=3, lr=3e-3)
+    return [base, dataclasses.replace(base, seed=1), dataclasses.replace(base, d_sae=96, k=6, seed=2),
+            dataclasses.replace(base, n_tokens=2048, seed=3),  # a shorter member stops at its own step count
+            dataclasses.replace(base, architecture="batchtopk"), dataclasses.replace(base, architecture="relu"),
+            dataclasses.replace(base, architecture="gated"), dataclasses.replace(base, architecture="jumprelu")]
+
+
+def test_family_in_one_pass_equals_separate_runs():
+    acts, _ = planted(n=4096)
+    cfgs = _family()
+    reads = []
+    source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
+    together = train_family(source, cfgs, progress=False, on_batch=lambda step, x: reads.append(step))
+    assert reads == list(range(16))  # one read of each batch for all eight SAEs
+    for cfg, (sae, log) in zip(cfgs, together):
+        alone, alone_log = train_sae(acts, cfg, progress=False)
+        assert _equal(sae, alone), cfg
+        assert log == alone_log
+
+
+def test_family_rejects_mixed_batches():
+    acts, _ = planted(n=4096)
+    cfgs = _family()[:2]
+    source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
+    with pytest.raises(ValueError, match=r"batch sizes \[512\] differ from the source's 256"):
+        train_family(source, [cfgs[0], dataclasses.replace(cfgs[1], batch_size=512)], progress=False)
+    with pytest.raises(ValueError, match=r"n_tokens=8,192 needs 32 steps; the source has 16"):
+        train_family(source, [dataclasses.replace(cfgs[1], n_tokens=8192)], progress=False)
+
+
+def test_family_resumes_after_a_kill(tmp_path):
+    acts, _ = planted(n=4096)
+    cfgs = _family()[:3] + _family()[5:]
+    source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
+    full = train_family(source, cfgs, progress=False)
+    ckpt = tmp_path / "ck.pt"
+
+    def die(step, x):
+        if step == 9:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_family(source, cfgs, progress=False, checkpoint=ckpt, on_batch=die, checkpoint_every_s=0.0)
+    assert torch.load(ckpt, weights_only=True)["step"] == 9
+    resumed = train_family(source, cfgs, progress=False, checkpoint=ckpt)
+    for (a, la), (b, lb) in zip(full, resumed):
+        assert _equal(a, b) and la == lb
+
+
+def test_unreadable_checkpoint_restarts(tmp_path):
+    acts, _ = planted(n=2048)
+    cfg = TrainConfig(d_sae=32, k=4, batch_size=256, n_tokens=2048)
+    ckpt = tmp_path / "ck.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be resumed from .* restarts from step 0"):
+        sae, _ = train_sae(acts, cfg, progress=False, checkpoint=ckpt)
+    assert _equal(sae, train_sae(acts, cfg, progress=False)[0])
+    # a checkpoint that would run code when unpickled is refused, not executed (weights_only=True)
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    ckpt.write_bytes(pickle.dumps({"members": [Payload()], "step": 1}))
+    with pytest.warns(UserWarning, match="cannot be resumed from"):
+        train_sae(acts, cfg, progress=False, checkpoint=ckpt)
+    assert not (tmp_path / "pwned").exists()
+
+
+def _torchrun(tmp_path, out, ckpt, archs, die_at=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(HERE / "dist_train.py"), str(out), str(ckpt), archs] + ([str(die_at)] if die_at is not None else [])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE.parent / "lib"),
+                                                                             os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+ARCHS = "topk,topk,relu,gated,jumprelu"
+
+
+def test_two_ranks_equal_one_rank(tmp_path):
+    """The same global batch split over 2 gloo ranks trains the same SAEs as 1 rank (to float reassociation)."""
+    r = _torchrun(tmp_path, tmp_path / "two.pt", "-", ARCHS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert two["world"] == 2
+    sys.path.insert(0, str(HERE))
+    from dist_train import family
+
+    acts, _ = planted(n=4096, d=16)
+    cfgs = family(ARCHS.split(","))
+    one = train_family(MemmapSource(acts, batch_order(acts.shape[0], cfgs[0])), cfgs, progress=False)
+    for cfg, state, log, (sae, one_log) in zip(cfgs, two["states"], two["logs"], one):
+        for name, t in sae.state_dict().items():
+            torch.testing.assert_close(state[name], t, rtol=1e-5, atol=1e-6, msg=f"{cfg.architecture} {name}")
+        assert [r["step"] for r in log] == [r["step"] for r in one_log]
+        for a, b in zip(log, one_log):  # logged FVU and dead fraction are the global batch's
+            assert a["fvu"] == pytest.approx(b["fvu"], rel=1e-4) and a["dead_frac"] == b["dead_frac"]
+    first_dead = next(r for r in one[0][1] if r["dead_frac"] > 0)  # AuxK and dead-latent counting were exercised
+    assert first_dead["step"] < 15
+
+
+def test_rank_killed_after_checkpoint_resumes(tmp_path):
+    r = _torchrun(tmp_path, tmp_path / "full.pt", tmp_path / "full-ck.pt", "topk,relu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tmp_path / "ck.pt"
+    r = _torchrun(tmp_path, tmp_path / "resumed.pt", ckpt, "topk,relu", die_at=9)
+    assert r.returncode != 0 and ckpt.exists() and not (tmp_path / "resumed.pt").exists()
+    assert 1 <= torch.load(ckpt, weights_only=True)["step"] <= 10
+    r = _torchrun(tmp_path, tmp_path / "resumed.pt", ckpt, "topk,relu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    full, resumed = (torch.load(tmp_path / f, weights_only=True) for f in ("full.pt", "resumed.pt"))
+    for a, b in zip(full["states"], resumed["states"]):
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+    assert full["logs"] == resumed["logs"]
