@@ -27,7 +27,7 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import TrainedSAE, _acts, _train, activation_spec, row_tokens, train_cfg
+from .runs import TrainedSAE, _acts, _train, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg
 from .sae import SAEBase
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
@@ -69,28 +69,28 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
 
 
 @torch.no_grad()
-def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
+def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
-    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance."""
-    x_all = sae.transform_input(torch.from_numpy(np.array(acts, dtype=np.float32)))  # the SAE's reconstruction target
-    mean = x_all.mean(0, keepdim=True)
-    n = x_all.shape[0]
+    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance; on `device`,
+    the rows read batch by batch as the SAE reconstructs them (`runs.eval_batches`)."""
+    n = acts.shape[0]
     sums = dict.fromkeys(("err", "tot", "l0", "l1", "cos", "legacy", "sq", "m2"), 0.0)
-    fired = torch.zeros(sae.W_dec.shape[0])
-    for s in range(0, n, batch):
-        x = x_all[s:s + batch]
-        z = sae.encode(x)
-        x_hat = sae.decode(z)
-        b = x.shape[0]
-        sums["err"] += float((x - x_hat).pow(2).sum())
-        sums["tot"] += float((x - mean).pow(2).sum())
-        sums["l0"] += float(M.l0(z)) * b
-        sums["l1"] += float(M.l1_norm(z)) * b
-        sums["cos"] += float(M.cosine_sim(x, x_hat)) * b
-        sums["legacy"] += float((1 - (x - x_hat).pow(2).sum(1) / (x - mean).pow(2).sum(1)).sum())
-        sums["sq"] += float(x.pow(2).sum())
-        sums["m2"] += float(x.pow(2).mean()) * b
-        fired += M.firing_frequency(z) * b
+    fired = torch.zeros(sae.W_dec.shape[0], device=device)
+    with on_device(sae, device):
+        mean = eval_mean(sae, acts, batch, device)
+        for x in eval_batches(sae, acts, batch, device):
+            z = sae.encode(x)
+            x_hat = sae.decode(z)
+            b = x.shape[0]
+            sums["err"] += float((x - x_hat).pow(2).sum())
+            sums["tot"] += float((x - mean).pow(2).sum())
+            sums["l0"] += float(M.l0(z)) * b
+            sums["l1"] += float(M.l1_norm(z)) * b
+            sums["cos"] += float(M.cosine_sim(x, x_hat)) * b
+            sums["legacy"] += float((1 - (x - x_hat).pow(2).sum(1) / (x - mean).pow(2).sum(1)).sum())
+            sums["sq"] += float(x.pow(2).sum())
+            sums["m2"] += float(x.pow(2).mean()) * b
+            fired += M.firing_frequency(z) * b
     m = sums["m2"] / n  # SAEBench: E‖x‖² − (mean x²)², pooled the same way
     return {"fvu": sums["err"] / sums["tot"], "l0": sums["l0"] / n, "l1": sums["l1"] / n, "cosine": sums["cos"] / n,
             "dead_frac": M.dead_fraction(fired), "explained_variance_saelens_legacy": sums["legacy"] / n,

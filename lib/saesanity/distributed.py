@@ -32,7 +32,9 @@ def init(device: str = "cpu") -> tuple[int, int, str]:
 
 
 def close() -> None:
+    """Leave the process group once every rank is done."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while another still talks to it (gloo aborts then)
         dist.destroy_process_group()

@@ -6,6 +6,7 @@ tokens, SAE config) share artifacts: the seed SAEs of one configuration are trai
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -171,25 +172,49 @@ def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
 
 
+@contextlib.contextmanager
+def on_device(sae: SAEBase, device: str):
+    """`sae` moved to `device` for the block, then back where it was."""
+    home = next(sae.parameters()).device
+    sae.to(device)
+    try:
+        yield sae
+    finally:
+        sae.to(home)
+
+
+def eval_batches(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu"):
+    """Rows of `acts` [N, D] in batches on `device`, as `sae` was trained to see them (`transform_input`:
+    its reconstruction target); a memmap is read batch by batch, never copied whole."""
+    for s in range(0, acts.shape[0], batch):
+        yield sae.transform_input(torch.from_numpy(np.array(acts[s:s + batch], dtype=np.float32)).to(device))
+
+
+def eval_mean(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> torch.Tensor:
+    """[1, D] mean of the (transformed) rows, accumulated in float64 over batches."""
+    total = torch.zeros(acts.shape[1], dtype=torch.float64, device=device)
+    for x in eval_batches(sae, acts, batch, device):
+        total += x.double().sum(0)
+    return (total / acts.shape[0]).float()[None]
+
+
 @torch.no_grad()
-def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> dict[str, float]:
-    """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0."""
-    # a writable copy of the memmap, as the SAE was trained to see it (its reconstruction target)
-    x_all = sae.transform_input(torch.from_numpy(np.array(acts, dtype=np.float32)))
-    mean = x_all.mean(0, keepdim=True)
+def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
+    """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0, on `device`."""
     err = tot = l0_sum = 0.0
-    for s in range(0, x_all.shape[0], batch):
-        x = x_all[s:s + batch]
-        z = sae.encode(x)
-        err += float((x - sae.decode(z)).pow(2).sum())
-        tot += float((x - mean).pow(2).sum())
-        l0_sum += float(l0(z)) * x.shape[0]
-    return {"fvu": err / tot, "l0": l0_sum / x_all.shape[0], "n_tokens": int(x_all.shape[0])}
+    with on_device(sae, device):
+        mean = eval_mean(sae, acts, batch, device)
+        for x in eval_batches(sae, acts, batch, device):
+            z = sae.encode(x)
+            err += float((x - sae.decode(z)).pow(2).sum())
+            tot += float((x - mean).pow(2).sum())
+            l0_sum += float(l0(z)) * x.shape[0]
+    return {"fvu": err / tot, "l0": l0_sum / acts.shape[0], "n_tokens": int(acts.shape[0])}
 
 
 def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
     acts = heldout_acts(P, progress=progress)
-    return [evaluate(t.sae, acts) for t in saes]
+    return [evaluate(t.sae, acts, device=P.device) for t in saes]
 
 
 def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tuple[int, int], Match]:
@@ -210,13 +235,13 @@ def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tu
 
 
 @torch.no_grad()
-def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192) -> np.ndarray:
+def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> np.ndarray:
     """[F] firing frequency of each latent over `acts` (`metrics.firing_frequency`, pooled over rows)."""
-    total = torch.zeros(sae.W_dec.shape[0])
-    for s in range(0, acts.shape[0], batch):
-        x = torch.from_numpy(np.array(acts[s:s + batch], dtype=np.float32))
-        total += firing_frequency(sae.encode(x)) * x.shape[0]
-    return (total / acts.shape[0]).numpy()
+    total = torch.zeros(sae.W_dec.shape[0], device=device)
+    with on_device(sae, device):
+        for x in eval_batches(sae, acts, batch, device):
+            total += firing_frequency(sae.encode(x)) * x.shape[0]
+    return (total / acts.shape[0]).cpu().numpy()
 
 
 def row_tokens(acts_dir: Path, drop_first: int, n_rows: int) -> np.ndarray:
@@ -252,7 +277,7 @@ def pair_row(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], held:
     SAE's held-out FVU and L0 (`evaluate`)."""
     pair = _train_many(P, acts, acts_dir, cfgs, progress, hookpoint=hookpoint)
     m = pair_matches(pair, progress=False)[0, 1]
-    ev = [evaluate(t.sae, held) for t in pair]
+    ev = [evaluate(t.sae, held, device=P.device) for t in pair]
     return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev]}
 
 
@@ -303,7 +328,7 @@ def calibrate_sparsity(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, ta
     coef = getattr(cfg, field)
     for _ in range(n_runs):
         short = dataclasses.replace(cfg, n_tokens=n_tokens, **{field: coef})
-        ev = evaluate(_train(P, acts, acts_dir, short, progress, hookpoint=hookpoint).sae, held)
+        ev = evaluate(_train(P, acts, acts_dir, short, progress, hookpoint=hookpoint).sae, held, device=P.device)
         tried.append({field: coef, "l0": ev["l0"], "fvu": ev["fvu"]})
         coef = _next_coefficient([(t[field], t["l0"]) for t in tried], target_l0)
     best = min(tried, key=lambda t: abs(np.log(max(t["l0"], 1e-2) / target_l0)))

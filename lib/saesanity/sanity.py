@@ -177,7 +177,7 @@ def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> SimpleNamespac
 
 
 def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: bool) -> dict:
-    rec = baselines.recon_metrics(t.sae, held)
+    rec = baselines.recon_metrics(t.sae, held, device=cfg.device)
     spl = baselines.variant_scores(cfg, variant, {cfg.hookpoint: t}, progress=progress)[cfg.hookpoint]
     return {**rec, "ce_loss_score": spl["ce_loss_score"], "kl_score": spl["kl_score"],
             "ce_clean": spl["ce_clean"], "ce_sae": spl["ce_sae"], "ce_zero": spl["ce_zero"]}

@@ -25,6 +25,7 @@ all-reduced, so every rank counts the same dead latents; rank 0 writes the check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -163,13 +164,15 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
                  on_batch: Callable[[int, torch.Tensor], None] | None = None,
                  snapshots: list[dict[int, Callable[[SAEBase, list[dict]], None]]] | None = None,
                  device: str = "cpu", desc: str | None = None,
-                 checkpoint_every_s: float = 60.0) -> list[tuple[SAEBase, list[dict]]]:
+                 checkpoint_every_s: float = 60.0, tf32: bool = True) -> list[tuple[SAEBase, list[dict]]]:
     """Train every config of `cfgs` on the batches of `source`, all on the same batch at each step.
 
     Returns one (SAE on the CPU, log) per config; a member trains for its own `n_tokens // batch_size`
     steps. With `checkpoint` set, state is saved there every `checkpoint_every_s` (by rank 0; a plain tensor file
     read back with `weights_only=True`) and a run finding it resumes from it. Initialisation is
-    drawn on the CPU, so a seed gives the same starting SAE on every device and world size.
+    drawn on the CPU, so a seed gives the same starting SAE on every device and world size. On CUDA,
+    `tf32` lets fp32 matmuls run on TF32 tensor cores (10-bit mantissa products, fp32 accumulation;
+    `bench/gpu_check.py` measures both); the CPU ignores it.
 
     `snapshots[i]` maps a token count n < cfgs[i].n_tokens to a callback given (SAE, log) once n
     tokens have been trained on. The batch order of a shorter run is a prefix of a longer one's and
@@ -178,6 +181,26 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     """
     rank, world = _world()
     _check_family(source, cfgs, world)
+    with _matmul_precision(device, tf32):
+        return _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc,
+                             checkpoint_every_s, rank, world)
+
+
+@contextlib.contextmanager
+def _matmul_precision(device: str, tf32: bool):
+    if not device.startswith("cuda"):
+        yield
+        return
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc, checkpoint_every_s,
+                  rank, world):
     saes = [make_sae(c, source.d_in) for c in cfgs]
     steps = [c.n_tokens // c.batch_size for c in cfgs]
     snaps = [_snapshot_steps(c, s) for c, s in zip(cfgs, snapshots or [{}] * len(cfgs))]
@@ -203,8 +226,9 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        # buffers (BatchTopK's threshold) follow rank 0's, as DDP syncs them by default
         stepper = DistributedDataParallel(family, device_ids=[torch.device(device).index] if device.startswith("cuda")
-                                          else None, broadcast_buffers=True)
+                                          else None)
     t_save = time.perf_counter()
     n_steps = max(steps)
     label = desc or (f"SAE seed {cfgs[0].seed}" if len(cfgs) == 1 else f"{len(cfgs)} SAEs")
