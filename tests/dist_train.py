@@ -4,6 +4,8 @@ activations with `train_family` and rank 0 saves every member's state to OUT.
     dist_train.py OUT CHECKPOINT ARCH[,ARCH…] [DIE_AT_STEP]
 
 With DIE_AT_STEP, rank 1 SIGKILLs itself at that step (after rank 0 has checkpointed every step).
+With $DIST_STREAM_MODEL (a model folder), batches come from that model's forward pass (`stream_source`)
+instead of planted activations.
 """
 
 import os
@@ -25,12 +27,27 @@ def family(archs):
                         log_every=2, lr=3e-3, l1_coefficient=0.3, l0_coefficient=0.01) for i, a in enumerate(archs)]
 
 
+def stream_source(model_dir, n_steps):
+    """A ModelSource over a local model's mlp_out.1 on the fortunes text, 4 batches of 256 rows a chunk."""
+    from saesanity.corpus import token_sequences
+    from saesanity.models import load_model
+    from saesanity.stream import ModelSource
+
+    lm = load_model(model_dir)
+    tokens = token_sequences("debian:fortunes", lm.tokenizer, lm.tokenizer_id, 33, seed=0)[:200]
+    return ModelSource(lm, tokens, "mlp_out.1", batch_size=256, batches_per_chunk=4, n_steps=n_steps,
+                       model_batch_size=4)
+
+
 def main(out, ckpt, archs, die_at=None):
     rank, world, device = distributed.init("cpu")
     torch.set_num_threads(1)
-    acts, _ = planted(n=4096, d=16)
     cfgs = family(archs.split(","))
-    source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
+    if os.environ.get("DIST_STREAM_MODEL"):
+        source = stream_source(os.environ["DIST_STREAM_MODEL"], n_steps=cfgs[0].n_tokens // cfgs[0].batch_size)
+    else:
+        acts, _ = planted(n=4096, d=16)
+        source = MemmapSource(acts, batch_order(acts.shape[0], cfgs[0]))
 
     def on_batch(step, x):
         if die_at is not None and rank == 1 and step == die_at:

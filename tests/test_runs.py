@@ -124,3 +124,24 @@ def test_evaluate_compares_with_the_saes_own_input_transform():
     assert abs(want - raw) > 0.01  # far above the 1e-5 tolerance below
     assert runs.evaluate(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)
     assert baselines.recon_metrics(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)
+
+
+def test_streamed_seed_saes_need_no_activation_cache(iso_cache, tiny_llama_dir, monkeypatch):
+    """`activations: streamed` trains the seed family from the model's forward pass: no training activations
+    are written, the SAEs are cached under the stream's key, and a rerun trains nothing."""
+    from saesanity import params
+
+    P = params.load("paulo_fig1_matched_cosines", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
+                    d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
+                    seq_len=65, activations="streamed", stream_buffer_tokens=2048)
+    saes, info = runs.seed_saes(P, progress=False)
+    assert len(saes) == 2 and "streamed" in info["activations"]
+    assert not (iso_cache / "activations").exists()
+    assert saes[0].log[-1]["tokens"] == 4096 and not torch.equal(saes[0].sae.W_dec, saes[1].sae.W_dec)
+    cached_P = dataclasses.replace(P, activations="cached")
+    assert runs.seed_saes(cached_P, progress=False)[0][0].path != saes[0].path  # another key: another batch order
+    monkeypatch.setattr(runs, "train_family", lambda *a, **k: pytest.fail("retrained a cached streamed SAE"))
+    again, _ = runs.seed_saes(P, progress=False)
+    assert [t.path for t in again] == [t.path for t in saes]
+    held = runs.heldout_metrics(P, saes, progress=False)
+    assert all(0 < h["fvu"] < 2 for h in held)

@@ -1,6 +1,8 @@
 """ModelSource: training straight from the model's forward pass equals training on `collect`'s cached
 array in the same batch order, bitwise; memory is one chunk, disk nothing; ranks serve disjoint rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -41,19 +43,28 @@ def test_streamed_training_equals_cached_training(iso_cache, tiny_llama_dir, var
         assert la == lb
 
 
-def test_ranks_serve_disjoint_rows_of_each_chunk(iso_cache, tiny_llama_dir):
-    spec, lm, tokens = _setup(tiny_llama_dir, "trained")
-    src = ModelSource(lm, tokens, "mlp_out.1", batch_size=256, batches_per_chunk=3, n_steps=6, model_batch_size=4)
-    o0, o1 = src.order(0, 2), src.order(1, 2)
-    assert o0.shape == o1.shape == (6, 128)
-    for c in range(2):
-        r0, r1 = o0[3 * c:3 * c + 3].ravel(), o1[3 * c:3 * c + 3].ravel()
-        assert not set(r0) & set(r1)
-        assert set(r0) | set(r1) == set(range(c * 768, (c + 1) * 768))  # the chunk, split in two halves
-        assert r0.max() < r1.min()  # each rank runs the forward of its own sequences only
-    x = src.batch(4, 1, 2)
-    want = collect(spec, ["mlp_out.1"], batch_size=4, progress=False)["mlp_out.1"][o1[4]]
-    assert torch.equal(x, torch.from_numpy(np.asarray(want)))
+def test_two_ranks_stream_the_same_batches_as_one(iso_cache, tiny_llama_dir, tmp_path):
+    """Under torchrun (2 gloo ranks) each rank runs the forward of half of each chunk and all-gathers it: the
+    SAEs equal one rank's, which equal training on `collect`'s array in `order()` (to float reassociation)."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dist_train import family, stream_source
+    from test_train_family import _torchrun
+
+    os.environ["DIST_STREAM_MODEL"] = str(tiny_llama_dir)
+    try:
+        r = _torchrun(tmp_path, tmp_path / "two.pt", "-", "topk,relu")
+    finally:
+        del os.environ["DIST_STREAM_MODEL"]
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    cfgs = family(["topk", "relu"])
+    one = train_family(stream_source(str(tiny_llama_dir), 16), cfgs, progress=False)
+    for state, (sae, _) in zip(two["states"], one):
+        for name, t in sae.state_dict().items():
+            torch.testing.assert_close(state[name], t, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_bad_stream_settings(iso_cache, tiny_llama_dir):
@@ -65,3 +76,5 @@ def test_bad_stream_settings(iso_cache, tiny_llama_dir):
     src = ModelSource(lm, tokens, "mlp_out.1", batch_size=256, batches_per_chunk=3, n_steps=6)
     with pytest.raises(ValueError, match="batch_size=256 must be divisible by the world size 3"):
         src.batch(0, 0, 3)
+    with pytest.raises(IndexError, match=r"step 6 outside \[0, 6\)"):
+        src.batch(6)

@@ -42,7 +42,9 @@ def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
                            n_eval_tokens=P.n_eval_tokens, seq_len=P.seq_len, data_seed=P.data_seed,
                            model_dtype=P.model_dtype, model_batch_size=P.model_batch_size, device=P.device,
                            hookpoint=hookpoint, d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr,
-                           auxk_alpha=P.auxk_alpha, seeds=[P.seed])
+                           auxk_alpha=P.auxk_alpha, seeds=[P.seed],
+                           activations=getattr(P, "activations", "cached"),
+                           stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0))
 
 
 def hookpoints(P) -> list[str]:

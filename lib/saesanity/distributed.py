@@ -31,6 +31,36 @@ def init(device: str = "cpu") -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) outside an initialised process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def rank0_first(fn):
+    """`fn()` on rank 0, then — after a barrier — on the other ranks: for a step that publishes to the shared
+    cache (token rows, held-out activations), which the other ranks then read instead of recomputing."""
+    rank, size = world()
+    if size == 1:
+        return fn()
+    if rank == 0:
+        out = fn()
+        barrier()
+        return out
+    barrier()
+    return fn()
+
+
 def close() -> None:
     """Leave the process group once every rank is done."""
     import torch.distributed as dist

@@ -36,6 +36,17 @@ def _check_dtype(name: str, value: str) -> None:
         raise ParamsError(f"{name}={value!r}; valid: {list(DTYPES)}")
 
 
+ACTIVATIONS = ("cached", "streamed")
+
+
+def _check_activations(P) -> None:
+    if P.activations not in ACTIVATIONS:
+        raise ParamsError(f"activations={P.activations!r}; valid: {list(ACTIVATIONS)}")
+    if P.stream_buffer_tokens < P.batch_size:
+        raise ParamsError(f"stream_buffer_tokens={P.stream_buffer_tokens} must hold at least one SAE batch "
+                          f"({P.batch_size})")
+
+
 @dataclass(frozen=True)
 class SeedRunParams:
     """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
@@ -59,9 +70,12 @@ class SeedRunParams:
     threshold: float  # cosine threshold of the shared-latent rule
     n_eval_tokens: int  # held-out tokens for FVU / L0 of the trained SAEs
     device: str  # cpu | cuda
+    activations: str  # cached: training activations collected once to a memmap | streamed: SAEs fed by the model forward (no activation cache; the paper profiles)
+    stream_buffer_tokens: int  # rows of the streamed shuffle buffer (memory: this × d_model floats), rounded down to whole batches
 
     def check(self) -> None:
         _check_dtype("model_dtype", self.model_dtype)
+        _check_activations(self)
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
         if not 0.0 < self.threshold < 1.0:
@@ -171,6 +185,8 @@ class VariantSweepParams:
     n_splice_tokens: int  # held-out tokens for the CE / KL scores (3 forward passes per SAE)
     entropy_top_n: int  # top activations per latent whose token distribution gives its entropy
     device: str  # cpu | cuda
+    activations: str  # cached | streamed (see SeedRunParams.activations)
+    stream_buffer_tokens: int  # rows of the streamed shuffle buffer (see SeedRunParams.stream_buffer_tokens)
 
     def check(self) -> None:
         from .activations import HOOK_KINDS
@@ -184,6 +200,7 @@ class VariantSweepParams:
         if not self.layers or min(self.layers) < 0 or len(set(self.layers)) != len(self.layers):
             raise ParamsError(f"layers={self.layers}: need distinct non-negative layer indices")
         _check_dtype("model_dtype", self.model_dtype)
+        _check_activations(self)
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
         if self.n_tokens < self.batch_size:

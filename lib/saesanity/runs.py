@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .activations import ActivationSpec, artifact_dirs, collect
+from .corpus import token_sequences
+from .models import load_model
 from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import firing_frequency, l0
@@ -48,17 +51,76 @@ def train_cfg(P, seed: int) -> TrainConfig:
                        data_seed=P.data_seed, auxk_alpha=P.auxk_alpha)
 
 
-def _sae_fields(acts_dir: Path, cfg: TrainConfig) -> dict:
-    return {"acts": acts_dir.name, "cfg": cfg.key()}
+@dataclass(frozen=True)
+class Streamed:
+    """Training activations that are never cached: the model's forward pass feeds the SAEs through a
+    chunked shuffle buffer (`stream.ModelSource`), so disk use does not grow with the training tokens.
+
+    It stands where a cached activation array stands in this module (`acts`, with `acts_dir=None`).
+    SAEs trained on it are keyed by `key()`: what determines the activations and their order (not
+    the token count — a shorter run's batches are a prefix of a longer one's).
+    """
+
+    spec: ActivationSpec  # the train split; n_tokens = the activation rows P asks for
+    hookpoint: str
+    model_batch_size: int  # sequences per forward pass (in the key: bf16 activations and control noise depend on it)
+    buffer_tokens: int  # rows in the shuffle buffer (rounded down to whole batches)
+    device: str
+
+    @property
+    def shape(self) -> tuple[int, None]:
+        return (self.spec.n_seqs() * (self.spec.seq_len - self.spec.drop_first), None)
+
+    def key(self) -> dict:
+        fields = {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "n_tokens"}
+        return {**fields, "hookpoint": self.hookpoint, "model_batch_size": self.model_batch_size,
+                "buffer_tokens": self.buffer_tokens}
+
+    def source(self, cfg: TrainConfig):
+        """A `ModelSource` serving `cfg.n_tokens // cfg.batch_size` steps (token rows streamed as needed)."""
+        from .stream import ModelSource
+
+        spec, steps = self.spec, cfg.n_tokens // cfg.batch_size
+        per_chunk = max(1, self.buffer_tokens // cfg.batch_size)
+        rows = -(-steps // per_chunk) * per_chunk * cfg.batch_size
+        n_seqs = -(-rows // (spec.seq_len - spec.drop_first))
+        lm = _stream_model(spec.model, spec.variant, spec.variant_seed, self.device, spec.model_dtype)
+        tokens = distributed.rank0_first(lambda: token_sequences(
+            spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
+            max_tokens=n_seqs * spec.seq_len, progress=False))[:n_seqs]
+        return ModelSource(lm, tokens, self.hookpoint, batch_size=cfg.batch_size, batches_per_chunk=per_chunk,
+                           n_steps=steps, model_batch_size=self.model_batch_size, drop_first=spec.drop_first,
+                           seed=cfg.data_seed, device=self.device)
 
 
-def is_trained(acts_dir: Path, cfg: TrainConfig) -> bool:
-    """Whether the SAE for (activation artifact, config) is in the cache and valid."""
-    path = artifact_path("sae", _sae_fields(acts_dir, cfg), _SAE_VERSION)
+_MODELS: dict[tuple, object] = {}
+
+
+def _stream_model(model: str, variant: str, seed: int, device: str, dtype: str):
+    """One loaded model per (spec, variant, seed, device, dtype) in this process, for every streamed family."""
+    key = (model, variant, seed, device, dtype)
+    if key not in _MODELS:
+        _MODELS.clear()  # hold one model at a time
+        _MODELS[key] = load_model(model, variant, seed, device, dtype)
+    return _MODELS[key]
+
+
+def _data_ref(acts, acts_dir: Path | None) -> dict:
+    """What SAEs trained on this data are keyed on: the activation artifact, or the stream that replaces it."""
+    return {"stream": acts.key()} if isinstance(acts, Streamed) else {"acts": acts_dir.name}
+
+
+def _sae_fields(ref: dict, cfg: TrainConfig) -> dict:
+    return {**ref, "cfg": cfg.key()}
+
+
+def is_trained(acts_dir, cfg: TrainConfig, acts=None) -> bool:
+    """Whether the SAE for (activation artifact — or `acts` when it is `Streamed` —, config) is cached and valid."""
+    path = artifact_path("sae", _sae_fields(_data_ref(acts, acts_dir), cfg), _SAE_VERSION)
     return path.exists() and is_valid(path)
 
 
-def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress: bool = True,
+def train_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, *, progress: bool = True,
                  metadata: dict | None = None, device: str = "cpu", snapshots: tuple[int, ...] = ()) -> TrainedSAE:
     """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed.
 
@@ -70,7 +132,7 @@ def train_cached(acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, *, progress
     return t
 
 
-def train_family_cached(acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], *, progress: bool = True,
+def train_family_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], *, progress: bool = True,
                         metadata: dict | None = None, device: str = "cpu",
                         snapshots: list[tuple[int, ...]] | None = None) -> list[TrainedSAE]:
     """Train (or load) the SAEs `cfgs` on one activation artifact: the missing ones in one pass over the
@@ -101,8 +163,10 @@ def _publish_sae(c: TrainConfig, work: Path, sae, log: list[dict], secs: float, 
     return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
 
 
-def _train_group(acts, acts_dir: Path, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]], progress: bool,
-                 metadata: dict | None, device: str) -> list[Path]:
+def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]],
+                 progress: bool, metadata: dict | None, device: str) -> list[Path]:
+    ref = _data_ref(acts, acts_dir)
+
     def compute(missing: list[int], works: list[Path]) -> list[dict]:
         t0 = time.perf_counter()
         sub = [cfgs[i] for i in missing]
@@ -112,15 +176,17 @@ def _train_group(acts, acts_dir: Path, cfgs: list[TrainConfig], snapshots: list[
 
             def save(sae, log):
                 secs = time.perf_counter() - t0
-                cached("sae", _sae_fields(acts_dir, short),
+                cached("sae", _sae_fields(ref, short),
                        lambda w: _publish_sae(short, w, copy.deepcopy(sae).cpu(), log, secs, metadata),
                        version=_SAE_VERSION)
             return save
 
         longest = max(sub, key=lambda c: c.n_tokens)  # shorter members' orders are prefixes of its order
-        source = MemmapSource(acts, batch_order(acts.shape[0], longest))
+        source = (acts.source(longest) if isinstance(acts, Streamed)
+                  else MemmapSource(acts, batch_order(acts.shape[0], longest)))
         # the family's checkpoint lives in its first member's work folder, named by the whole family
-        ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [_sae_fields(acts_dir, c) for c in sub]})}.pt"
+        ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [_sae_fields(ref, c) for c in sub]})}.pt"
+        # (other ranks of a data-parallel run compute the same path: see below)
         results = train_family(source, sub, checkpoint=ckpt, progress=progress, device=device,
                                snapshots=[{n: snap(c, n) for n in snapshots[i]} for c, i in zip(sub, missing)],
                                desc=f"SAE seed {sub[0].seed}" if len(sub) == 1 else
@@ -132,44 +198,76 @@ def _train_group(acts, acts_dir: Path, cfgs: list[TrainConfig], snapshots: list[
                 f.unlink()
         return infos
 
-    return cached_many("sae", [_sae_fields(acts_dir, c) for c in cfgs], compute, version=_SAE_VERSION,
-                       resumable=True)
+    fields = [_sae_fields(ref, c) for c in cfgs]
+    rank, world = distributed.world()
+    if world == 1:
+        return cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
+    # data parallel: every rank trains the missing members together; rank 0 alone publishes them
+    finals = [artifact_path("sae", f, _SAE_VERSION) for f in fields]
+    missing = [i for i, f in enumerate(finals) if not (f.exists() and is_valid(f))]
+    distributed.barrier()  # every rank has looked before rank 0 publishes anything
+    if rank == 0:
+        paths = cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
+    else:
+        if missing:
+            sub = [cfgs[i] for i in missing]
+            longest = max(sub, key=lambda c: c.n_tokens)
+            source = (acts.source(longest) if isinstance(acts, Streamed)
+                      else MemmapSource(acts, batch_order(acts.shape[0], longest)))
+            ckpt = finals[missing[0]].with_name(f"{finals[missing[0]].name}.partial") / \
+                f"checkpoint-{key_of('family', {'members': [fields[i] for i in missing]})}.pt"
+            train_family(source, sub, checkpoint=ckpt, progress=False, device=device)
+        paths = finals
+    distributed.barrier()
+    return paths
 
 
 def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
     """P's activations of one split (collected once, cached) and the artifact folder they live in.
 
     With `hookpoints`, a dict hookpoint -> (array, folder) for all of them, missing ones collected in
-    one forward pass; otherwise the pair for `P.hookpoint`.
+    one forward pass; otherwise the pair for `P.hookpoint`. When P streams its training activations
+    (`P.activations == "streamed"`), the train split is a `Streamed` in place of each array, with no folder.
     """
     names = hookpoints or [P.hookpoint]
     spec = activation_spec(P, split)
-    acts = collect(spec, names, batch_size=P.model_batch_size, device=P.device, progress=progress)
-    out = {h: (acts[h], d) for h, d in zip(names, artifact_dirs(spec, names))}
+    if split == "train" and getattr(P, "activations", "cached") == "streamed":
+        out = {h: (Streamed(spec, h, P.model_batch_size, P.stream_buffer_tokens, P.device), None) for h in names}
+    else:
+        acts = distributed.rank0_first(lambda: collect(spec, names, batch_size=P.model_batch_size,
+                                                       device=_device(P), progress=progress))
+        out = {h: (acts[h], d) for h, d in zip(names, artifact_dirs(spec, names))}
     return out if hookpoints else out[P.hookpoint]
+
+
+def _device(P) -> str:
+    """P.device, or this rank's GPU under torchrun (`distributed.init`)."""
+    return distributed.init(P.device)[2]
 
 
 def _meta(P, hookpoint: str | None) -> dict:
     return {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
 
 
-def _train(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, progress: bool,
+def _train(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, progress: bool,
            snapshots: tuple[int, ...] = (), hookpoint: str | None = None) -> TrainedSAE:
-    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=_meta(P, hookpoint), device=P.device,
+    return train_cached(acts, acts_dir, cfg, progress=progress, metadata=_meta(P, hookpoint), device=_device(P),
                         snapshots=snapshots)
 
 
-def _train_many(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], progress: bool,
+def _train_many(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
                 hookpoint: str | None = None) -> list[TrainedSAE]:
     """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass."""
-    return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint), device=P.device)
+    return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint),
+                               device=_device(P))
 
 
 def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
     acts, acts_dir = _acts(P, "train", progress)
     saes = _train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
-    return saes, {"activations": read_meta(acts_dir)["info"], "activation_rows": int(acts.shape[0])}
+    info = {"streamed": acts.key()} if isinstance(acts, Streamed) else read_meta(acts_dir)["info"]
+    return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
 
 
 @contextlib.contextmanager
@@ -264,14 +362,14 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
     base = {s: train_cfg(P, s) for s in P.seeds[:2]}
     if axis == "n_tokens":  # per seed, one run to the longest missing length publishes the shorter ones
         for c in base.values():
-            todo = sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v)))
+            todo = sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
             if todo:
                 _train(P, acts, acts_dir, dataclasses.replace(c, n_tokens=todo[-1]), progress, snapshots=tuple(todo[:-1]))
     return [{axis: v, **pair_row(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for c in base.values()],
                                  held, progress)} for v in values]
 
 
-def pair_row(P, acts: np.ndarray, acts_dir: Path, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
+def pair_row(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
              hookpoint: str | None = None) -> dict:
     """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
     SAE's held-out FVU and L0 (`evaluate`)."""
@@ -307,7 +405,7 @@ def _next_coefficient(runs_: list[tuple[float, float]], target: float) -> float:
     return float(np.exp(x + (t - y) / slope))
 
 
-def calibrate_sparsity(P, acts: np.ndarray, acts_dir: Path, cfg: TrainConfig, target_l0: float, held: np.ndarray,
+def calibrate_sparsity(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, target_l0: float, held: np.ndarray,
                        *, n_tokens: int, n_runs: int, hookpoint: str | None = None,
                        progress: bool = True) -> tuple[TrainConfig, list[dict]]:
     """`cfg` with its sparsity coefficient (λ₁ of ReLU/Gated, λ₀ of JumpReLU) set so that held-out L0 ≈ target_l0.

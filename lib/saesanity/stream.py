@@ -13,11 +13,11 @@ nothing is written to disk; any step can be served without replaying the ones be
 run recomputes one chunk). `order()` gives the row indices of every step, and `MemmapSource(acts,
 source.order())` over `collect`'s array trains bitwise the same SAEs (tests/test_stream.py).
 
-Data parallel: rank r of W serves, from each chunk, its own contiguous R/W rows (the sequences are
-sharded by rank: each rank runs the forward of its own rows' sequences only), permuted by
-(seed, chunk, r) and cut into per-rank batches of batch_size/W rows. The global batch is then the
-union of the ranks' slices; with W = 1 it is the chunk permutation above. (Unlike the memmap path,
-which slices one global order, the streamed global batch depends on W; its statistics do not.)
+Data parallel: the sequences are sharded by rank — rank r of W runs the forward pass of the r-th
+W-th of each chunk's rows only — and the chunk is then all-gathered (R × d_model floats once per
+`batches_per_chunk` steps), so every rank holds the chunk and takes its contiguous slice of each
+global batch, as `MemmapSource` slices `order()`. The global batches are those of one rank: results
+do not depend on the world size (to float reassociation), and one cache key serves every launch.
 """
 
 from __future__ import annotations
@@ -59,28 +59,17 @@ class ModelSource:
                              f"whole chunks of {self.chunk_rows:,}; {tokens.shape[0]:,} sequences give {max_steps:,} steps")
         self.n_steps = n_steps
         self.d_in = lm.d_model
-        self._chunk: tuple[tuple[int, int, int], torch.Tensor, np.ndarray] | None = None
+        self._chunk: tuple[int, torch.Tensor, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- row bookkeeping
-    def _span(self, chunk: int, rank: int, world: int) -> tuple[int, int]:
-        """[lo, hi) global rows of `chunk` served by `rank`."""
-        if self.chunk_rows % world or self.batch_size % world:
-            raise ValueError(f"batch_size={self.batch_size} must be divisible by the world size {world}")
-        per = self.chunk_rows // world
-        lo = chunk * self.chunk_rows + rank * per
-        return lo, lo + per
+    def _perm(self, chunk: int) -> np.ndarray:
+        """[batches_per_chunk, batch_size] row offsets into the chunk, each batch sorted."""
+        perm = np.random.default_rng([self.seed, chunk]).permutation(self.chunk_rows)
+        return np.sort(perm.reshape(self.batches_per_chunk, self.batch_size), axis=1)
 
-    def _perm(self, chunk: int, rank: int, world: int) -> np.ndarray:
-        """[batches_per_chunk, batch_size/W] row offsets into the rank's span, each batch sorted."""
-        per = self.chunk_rows // world
-        key = [self.seed, chunk] if world == 1 else [self.seed, chunk, rank, world]
-        perm = np.random.default_rng(key).permutation(per)
-        return np.sort(perm.reshape(self.batches_per_chunk, per // self.batches_per_chunk), axis=1)
-
-    def order(self, rank: int = 0, world: int = 1) -> np.ndarray:
-        """[n_steps, batch_size / W] global row indices of every step's batch on `rank`."""
-        out = [self._span(c, rank, world)[0] + self._perm(c, rank, world)
-               for c in range(math.ceil(self.n_steps / self.batches_per_chunk))]
+    def order(self) -> np.ndarray:
+        """[n_steps, batch_size] global row indices of every step's batch (whatever the world size)."""
+        out = [c * self.chunk_rows + self._perm(c) for c in range(math.ceil(self.n_steps / self.batches_per_chunk))]
         return np.concatenate(out)[: self.n_steps]
 
     # ---------------------------------------------------------------- activations
@@ -104,17 +93,45 @@ class ModelSource:
                              f"{self.lm.spec} {self.lm.variant}); refusing to train on them")
         return x
 
+    def _chunk_rows(self, chunk: int, rank: int, world: int) -> torch.Tensor:
+        """[chunk_rows, d] activations of `chunk`; under W ranks each computes its W-th and all-gathers."""
+        lo = chunk * self.chunk_rows
+        if world == 1:
+            return self._rows(lo, lo + self.chunk_rows)
+        import torch.distributed as dist
+
+        if self.chunk_rows % world or self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by the world size {world}")
+        per = self.chunk_rows // world
+        mine = self._rows(lo + rank * per, lo + (rank + 1) * per).contiguous()
+        parts = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(parts, mine)
+        return torch.cat(parts)
+
     def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Rank's contiguous slice of global batch `step` (the whole batch with one rank)."""
         if not 0 <= step < self.n_steps:
             raise IndexError(f"step {step} outside [0, {self.n_steps})")
+        if world > 1 and self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by the world size {world}")
         chunk = step // self.batches_per_chunk
-        if self._chunk is None or self._chunk[0] != (chunk, rank, world):
-            lo, hi = self._span(chunk, rank, world)
-            self._chunk = ((chunk, rank, world), self._rows(lo, hi), self._perm(chunk, rank, world))
+        if self._chunk is None or self._chunk[0] != chunk:
+            self._chunk = (chunk, self._chunk_rows(chunk, rank, world), self._perm(chunk))
         _, rows, perm = self._chunk
-        idx = torch.from_numpy(perm[step % self.batches_per_chunk]).to(rows.device)
-        return rows.index_select(0, idx).cpu() if rows.device.type != "cpu" else rows.index_select(0, idx)
+        idx = perm[step % self.batches_per_chunk]
+        if world > 1:
+            per = self.batch_size // world
+            idx = idx[rank * per:(rank + 1) * per]
+        # on the model's device: the training loop's .to(device) is then free
+        return rows.index_select(0, torch.from_numpy(idx).to(rows.device))
 
     def init_batch(self, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """The batch initialisation is drawn from: this rank's first batch (DDP then broadcasts rank 0's SAEs)."""
-        return self.batch(0, rank, world)
+        """The batch initialisation is drawn from: the whole first batch, on every rank (as `MemmapSource`)."""
+        x = self.batch(0, rank, world)
+        if world == 1:
+            return x
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
+from .. import distributed
 from .arch import ARCHITECTURES
 from .base import SAEBase, StepOut, sharded
 from .topk import TopKSAE
@@ -124,14 +125,6 @@ class MemmapSource:
         return self.batch(0)
 
 
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class _Family(nn.Module):
     """The members as one module, so one DDP wrapper all-reduces every member's gradients together."""
 
@@ -179,7 +172,7 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     the learning rate is constant after warm-up, so the snapshot *is* the SAE that
     `replace(cfg, n_tokens=n)` trains, log included (tests check they are identical).
     """
-    rank, world = _world()
+    rank, world = distributed.world()
     _check_family(source, cfgs, world)
     with _matmul_precision(device, tf32):
         return _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc,
