@@ -3,11 +3,13 @@
 #   make figure STEM=<stem>      one figure;  PROFILE=smoke|default|paper selects the profile
 #   make test                    unit tests + every notebook on `smoke`
 #   TORCH_INDEX=<url>            install torch==2.13.0 from that index (a CUDA build); TORCH=skip keeps .venv's torch
+#   NPROC=<n>                    train a figure's SAEs first on n GPUs/processes (torchrun -m saesanity.pretrain)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SUFFIXES:
 
 PROFILE ?= default
+NPROC   ?=
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -86,6 +88,7 @@ figure:
 $(FIGDIR)/%.json: notebooks/%.ipynb params/%.yaml $(LIB_SRC) | $(SETUP)
 	@mkdir -p $(FIGDIR)/executed $(FIGDIR)/.tmp
 	$(PY) -m saesanity.params $* $(PROFILE) > $(FIGDIR)/.tmp/$*.params.yaml
+	$(if $(NPROC),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m saesanity.pretrain $* $(PROFILE))
 	SAESANITY_FIGURES=$(abspath $(FIGDIR)) TQDM_MININTERVAL=15 $(VENV)/bin/papermill --no-progress-bar \
 	  -k saesanity -f $(FIGDIR)/.tmp/$*.params.yaml --cwd notebooks notebooks/$*.ipynb $(FIGDIR)/.tmp/$*.ipynb
 	$(PY) -m saesanity.notebooks clean $(FIGDIR)/.tmp/$*.ipynb

@@ -126,3 +126,12 @@ def test_torch_install_honours_torch_and_torch_index(tmp_path, variables, torch_
     assert lines[1] == (f"{tmp_path}/venv/bin/python -c 'import torch; print(\"torch==\" + torch.__version__)' "
                         f"> {constraint}")
     assert lines[2].endswith(f"install -r requirements.lock -c {constraint}")
+
+
+def test_nproc_trains_the_figures_saes_under_torchrun_first(tmp_path):
+    lines = _dry_run(tmp_path, "figure", "STEM=paulo_fig1_matched_cosines", "PROFILE=paper", "NPROC=8")
+    run = [i for i, l in enumerate(lines) if "torchrun --standalone --nproc_per_node 8 -m saesanity.pretrain "
+           "paulo_fig1_matched_cosines paper" in l]
+    notebook = [i for i, l in enumerate(lines) if "papermill" in l]
+    assert run and notebook and run[0] < notebook[0]
+    assert not _runs(_dry_run(tmp_path, "figure", "STEM=paulo_fig1_matched_cosines", "PROFILE=paper"), "torchrun")

@@ -81,7 +81,7 @@ class Streamed:
         from .stream import ModelSource
 
         spec, steps = self.spec, cfg.n_tokens // cfg.batch_size
-        per_chunk = max(1, self.buffer_tokens // cfg.batch_size)
+        per_chunk = max(1, min(self.buffer_tokens // cfg.batch_size, steps))
         rows = -(-steps // per_chunk) * per_chunk * cfg.batch_size
         n_seqs = -(-rows // (spec.seq_len - spec.drop_first))
         lm = _stream_model(spec.model, spec.variant, spec.variant_seed, self.device, spec.model_dtype)
@@ -136,16 +136,18 @@ def train_family_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs
                         metadata: dict | None = None, device: str = "cpu",
                         snapshots: list[tuple[int, ...]] | None = None) -> list[TrainedSAE]:
     """Train (or load) the SAEs `cfgs` on one activation artifact: the missing ones in one pass over the
-    data (`train_family`), grouped by (data_seed, batch_size) so each group shares its batches.
+    data (`train_family`), grouped by (data_seed, batch_size) so each group shares its batches (and by
+    n_tokens under torchrun, where a family trains for one length).
 
     Each SAE is the same artifact, bit for bit, that `train_cached` of its config alone makes.
     """
     snapshots = snapshots or [()] * len(cfgs)
     if len(set(cfgs)) != len(cfgs):
         raise ValueError(f"train_family_cached got a config twice: {cfgs}")
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, ...], list[int]] = {}
+    data_parallel = distributed.world()[1] > 1  # where every member of a family trains for the same length
     for i, c in enumerate(cfgs):
-        groups.setdefault((c.data_seed, c.batch_size), []).append(i)
+        groups.setdefault((c.data_seed, c.batch_size) + ((c.n_tokens,) if data_parallel else ()), []).append(i)
     out: list[TrainedSAE | None] = [None] * len(cfgs)
     for idx in groups.values():
         paths = _train_group(acts, acts_dir, [cfgs[i] for i in idx], [snapshots[i] for i in idx], progress,
@@ -355,18 +357,31 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
     """Seed pairs (P.seeds[:2]) trained at each value of one axis — `d_sae`, `k` or `n_tokens` (training
     tokens) — with the others at P's values; each row: the value, `matching.summarize` of the pair, and
     the pair's held-out FVU. SAEs and matchings are cached, so the base point reuses Fig. 1's."""
+    acts, acts_dir = sweep_train(P, axis, values, progress=progress)
+    held = heldout_acts(P, progress=progress)
+    base = [train_cfg(P, s) for s in P.seeds[:2]]
+    return [{axis: v, **pair_row(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for c in base],
+                                 held, progress)} for v in values]
+
+
+def sweep_train(P, axis: str, values: list[int], *, progress: bool = True):
+    """Train (or load) every SAE of `sweep(P, axis, values)` in one pass over the data: all seeds × values as
+    one family; along `n_tokens`, the seeds trained to the longest missing length publish the shorter ones
+    as snapshots. Returns the training data (`_acts`)."""
     if axis not in ("d_sae", "k", "n_tokens"):
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
     acts, acts_dir = _acts(P, "train", progress)
-    held = heldout_acts(P, progress=progress)
-    base = {s: train_cfg(P, s) for s in P.seeds[:2]}
-    if axis == "n_tokens":  # per seed, one run to the longest missing length publishes the shorter ones
-        for c in base.values():
-            todo = sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
-            if todo:
-                _train(P, acts, acts_dir, dataclasses.replace(c, n_tokens=todo[-1]), progress, snapshots=tuple(todo[:-1]))
-    return [{axis: v, **pair_row(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for c in base.values()],
-                                 held, progress)} for v in values]
+    base = [train_cfg(P, s) for s in P.seeds[:2]]
+    if axis != "n_tokens":
+        _train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
+        return acts, acts_dir
+    todo = {s: sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
+            for s, c in zip(P.seeds, base)}
+    cfgs = [dataclasses.replace(c, n_tokens=todo[s][-1]) for s, c in zip(P.seeds, base) if todo[s]]
+    if cfgs:
+        train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, None), device=_device(P),
+                            snapshots=[tuple(todo[c.seed][:-1]) for c in cfgs])
+    return acts, acts_dir
 
 
 def pair_row(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,

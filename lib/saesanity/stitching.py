@@ -239,7 +239,7 @@ def size_family(P, *, progress: bool = True) -> list:
         return fam
     acts, acts_dir = runs._acts(P, "train", progress)
     base = runs.train_cfg(P, P.seeds[0])
-    return [runs._train(P, acts, acts_dir, dataclasses.replace(base, d_sae=s), progress) for s in P.sizes]
+    return runs._train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress)
 
 
 def stitch_rows(P, *, progress: bool = True) -> np.ndarray:
