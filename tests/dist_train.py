@@ -40,7 +40,7 @@ def stream_source(model_dir, n_steps):
 
 
 def main(out, ckpt, archs, die_at=None):
-    rank, world, device = distributed.init("cpu")
+    rank, world, device = distributed.init(os.environ.get("DIST_DEVICE", "cpu"))  # bench/gpu_check.py: cuda
     torch.set_num_threads(1)
     cfgs = family(archs.split(","))
     if os.environ.get("DIST_STREAM_MODEL"):
@@ -54,7 +54,7 @@ def main(out, ckpt, archs, die_at=None):
             os.kill(os.getpid(), signal.SIGKILL)
 
     res = train_family(source, cfgs, checkpoint=Path(ckpt) if ckpt != "-" else None, progress=False,
-                       on_batch=on_batch, checkpoint_every_s=0.0)
+                       on_batch=on_batch, checkpoint_every_s=0.0, device=device)
     if rank == 0:
         torch.save({"world": world, "states": [s.state_dict() for s, _ in res], "logs": [lg for _, lg in res]}, out)
     distributed.close()

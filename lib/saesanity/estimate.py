@@ -1,0 +1,192 @@
+"""What a profile costs before it runs: disk, GPU memory and GPU-hours of its SAE training, from its parameters.
+
+    python -m saesanity.estimate <stem> [<profile>]     # one notebook (profile `paper` by default)
+    python -m saesanity.estimate --table                # the README table for every `paper` profile
+    python -m saesanity.estimate --readme               # rewrite that table in README.md (a test checks it)
+
+Counted, not measured — every number is an estimate until `bench/gpu_check.py` and a real run say
+otherwise. Definitions (tokens T, hookpoint width d, latents F, batch B):
+
+- **Forward FLOPs a token** up to the deepest hooked layer L: 2 · (weights of layers 0…L) + the
+  attention products 4 · (L+1) · d · ctx/2 (causal: half the context on average), from the model's
+  published shape (`SHAPES`).
+- **SAE FLOPs a token**: TopK / BatchTopK 2 · d · F (the dense encoder; its sparse backward and the
+  decoder cost k·d, negligible); ReLU 6 · d · F (forward and two backward products), Gated 1.5× that.
+- **GPU-hours** = Σ over passes (T · (forward + Σ its SAEs)) / `RATE` FLOP/s. `RATE` = 100 TFLOP/s is
+  an assumed sustained rate for one H100-class GPU (≈ 20–40 % of its bf16 / TF32 peak); the
+  memory-bound TopK over [B, F] is not counted. Divide by the GPU count for torchrun runs.
+- **Disk**: token rows (2 bytes a token for vocabularies ≤ 65,536, else 4), the cached held-out
+  activations (n_eval_tokens · d · 4 bytes per hookpoint and variant), every SAE (2 · d · F · 4 bytes)
+  and, while one trains, its checkpoint (3× that: weights and Adam's two moments). Streamed training
+  activations take no disk; with `activations: cached` they take T · d · 4 bytes per hookpoint.
+- **GPU memory** (largest training pass): every member's weights, gradients and Adam state
+  (16 · 2 · d · F bytes each), the shuffle buffer (stream_buffer_tokens · d · 4), and the largest
+  member's dense pre-activations and their TopK workspace (2 · B · F · 4) — the members step one
+  after another, so only one member's batch tensors live at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+GPU_START, GPU_END = "<!-- gpu-table:start -->", "<!-- gpu-table:end -->"
+RATE = 100e12  # FLOP/s sustained on one H100-class GPU (an assumption; bench/gpu_check.py measures)
+
+
+@dataclass(frozen=True)
+class Shape:
+    d: int  # d_model
+    layers: int
+    ffn: int  # MLP hidden width
+    attn_weights: int  # attention weights a layer
+    mlp_weights: int  # MLP weights a layer
+    vocab: int
+
+
+def _gpt(d: int, layers: int, vocab: int) -> Shape:  # GPT-2 / GPT-NeoX: 4d² attention, 2·d·4d MLP
+    return Shape(d, layers, 4 * d, 4 * d * d, 8 * d * d, vocab)
+
+
+SHAPES = {  # published configs (hub config.json of each model)
+    "EleutherAI/pythia-70m": _gpt(512, 6, 50304),
+    "EleutherAI/pythia-160m": _gpt(768, 12, 50304),
+    "gpt2": _gpt(768, 12, 50257),
+    # Llama: q, o (d²) and k, v (d · d·kv/heads) projections; gate, up, down (3 · d · ffn)
+    "smollm2-135m": Shape(576, 30, 1536, 2 * 576 * 576 + 2 * 576 * 192, 3 * 576 * 1536, 49152),
+}
+
+
+def forward_flops(shape: Shape, last_layer: int, ctx: int) -> float:
+    """FLOPs a token of the forward pass stopped after `last_layer`."""
+    n = last_layer + 1
+    return 2.0 * n * (shape.attn_weights + shape.mlp_weights) + 4.0 * n * shape.d * ctx / 2
+
+
+def sae_flops(d: int, f: int, architecture: str = "topk") -> float:
+    """Training FLOPs a token of one SAE (module docstring)."""
+    if architecture in ("topk", "batchtopk"):
+        return 2.0 * d * f
+    return 6.0 * d * f * (1.5 if architecture == "gated" else 1.0)
+
+
+@dataclass
+class Pass:
+    """One pass over `tokens` at one hookpoint (layer), training these SAEs (latents, architecture)."""
+
+    tokens: int
+    layer: int
+    saes: list[tuple[int, str]]
+
+
+def _layer(hookpoint: str) -> int:
+    return int(hookpoint.rsplit(".", 1)[1])
+
+
+def passes(stem: str, P) -> list[Pass]:
+    """The training passes `saesanity.pretrain` (or the notebook) makes for `stem` under `P`."""
+    from . import params
+
+    if stem in ("paulo_fig5_overlap_vs_size_k_tokens", "paulo_figA4_mean_cosines_vs_size_k_tokens"):
+        L, two = _layer(P.hookpoint), 2
+        return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
+                Pass(P.n_tokens, L, [(P.d_sae, "topk")] * len(P.ks) * two),
+                Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)]
+    if stem in params.SEED_FAMILY or stem in ("paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"):
+        return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))]
+    if stem == "paulo_fig4_overlap_vs_layer_position_arch":
+        out = [Pass(P.n_tokens, layer, [(s, "topk") for s in P.layer_sizes] * 2) for layer in P.layers]
+        out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
+        calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
+                 if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
+        return out + calib + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
+    if stem.startswith("heap_") and hasattr(P, "variants"):
+        return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")]) for _ in P.variants for layer in P.layers]
+    if stem.startswith("leask_"):
+        return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, "topk") for s in P.sizes])]
+    return []
+
+
+@dataclass
+class Estimate:
+    stem: str
+    gpu_hours: float
+    disk_gb: float
+    gpu_mem_gb: float
+    note: str
+
+
+def estimate(stem: str, profile: str = "paper") -> Estimate:
+    """Disk, GPU memory and GPU-hours of `stem`'s SAE training under `profile` (module docstring)."""
+    from . import params
+
+    P = params.load(stem, profile)
+    model = getattr(P, "model", None)
+    if model not in SHAPES:
+        return Estimate(stem, 0.0, 0.0, 0.0, "no SAE training" if not passes(stem, P) else f"unknown shape {model}")
+    shape = SHAPES[model]
+    ps = passes(stem, P)
+    if not ps:
+        note = f"SAEs from the release {P.release}" if getattr(P, "release", "") else "no SAE training"
+        note += "; explanations and scores by the chat model" if hasattr(P, "llm_model") else ""
+        held = P.n_eval_tokens * shape.d * 4 if hasattr(P, "n_eval_tokens") else 0
+        return Estimate(stem, 0.0, held / 1e9, 0.0, note)
+    ctx = P.seq_len
+    flops = sum(p.tokens * (forward_flops(shape, p.layer, ctx) + sum(sae_flops(shape.d, f, a) for f, a in p.saes))
+                for p in ps)
+    tok_bytes = 2 if shape.vocab <= 1 << 16 else 4
+    n_hooks = len({p.layer for p in ps}) * (len(getattr(P, "kinds", [None])) if stem.startswith("paulo_fig4") else 1)
+    n_variants = len(getattr(P, "variants", [None]))
+    held = P.n_eval_tokens * shape.d * 4 * n_hooks * n_variants
+    saes = sum(2 * shape.d * f * 4 for p in ps for f, _ in p.saes)
+    biggest = max(ps, key=lambda p: sum(f for f, _ in p.saes))
+    ckpt = 3 * sum(2 * shape.d * f * 4 for f, _ in biggest.saes)
+    acts = 0 if getattr(P, "activations", "cached") == "streamed" else max(p.tokens for p in ps) * shape.d * 4 * n_hooks
+    disk = max(p.tokens for p in ps) * tok_bytes + held + saes + ckpt + acts
+    members = sum(16 * 2 * shape.d * f for f, _ in biggest.saes)
+    batch = 2 * P.batch_size * max(f for f, _ in biggest.saes) * 4
+    buffer = getattr(P, "stream_buffer_tokens", 0) * shape.d * 4
+    note = f"{len(ps)} pass(es), {sum(len(p.saes) for p in ps)} SAEs"
+    if hasattr(P, "llm_model"):
+        note += "; + the chat model's calls"
+    return Estimate(stem, flops / RATE / 3600, disk / 1e9, (members + batch + buffer) / 1e9, note)
+
+
+def table(profile: str = "paper") -> str:
+    """Markdown: per notebook, the command and its estimated disk, GPU memory and GPU-hours."""
+    from .paths import NOTEBOOKS_DIR
+
+    lines = ["| notebook | GPU-hours (est.) | disk (est.) | GPU memory (est.) | trains |",
+             "|---|---:|---:|---:|---|"]
+    for stem in sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")):
+        e = estimate(stem, profile)
+        lines.append(f"| `{stem}` | {e.gpu_hours:,.1f} | {e.disk_gb:,.0f} GB | {e.gpu_mem_gb:,.1f} GB | {e.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m saesanity.estimate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("stem", nargs="?")
+    ap.add_argument("profile", nargs="?", default="paper")
+    ap.add_argument("--table", action="store_true", help="the README table for every notebook")
+    ap.add_argument("--readme", action="store_true", help="rewrite the table in README.md")
+    a = ap.parse_args(argv)
+    if a.readme:
+        from .paths import REPO_ROOT
+        from .report import updated_readme
+
+        path = REPO_ROOT / "README.md"
+        path.write_text(updated_readme(path.read_text(), table(), GPU_START, GPU_END))
+        return 0
+    if a.table or not a.stem:
+        print(table(a.profile))
+        return 0
+    e = estimate(a.stem, a.profile)
+    print(f"{e.stem} [{a.profile}]: {e.gpu_hours:,.1f} GPU-hours at {RATE / 1e12:.0f} TFLOP/s, disk {e.disk_gb:,.1f} GB, "
+          f"GPU memory {e.gpu_mem_gb:,.1f} GB ({e.note}) — estimates")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

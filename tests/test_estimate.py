@@ -1,0 +1,36 @@
+"""saesanity.estimate: the counted cost of a paper profile, checked against a hand computation."""
+
+import pytest
+
+from saesanity import estimate
+
+
+def test_fig1_paper_cost_by_hand():
+    # Pythia-160M to layer 6 (7 layers of 12·768² weights), ctx 2049; two TopK SAEs of 32,768 latents; 8B tokens
+    fwd = 2 * 7 * 12 * 768**2 + 4 * 7 * 768 * 2049 / 2
+    sae = 2 * 768 * 32768
+    e = estimate.estimate("paulo_fig1_matched_cosines", "paper")
+    assert e.gpu_hours == pytest.approx(8e9 * (fwd + 2 * sae) / estimate.RATE / 3600)
+    held = 10_000_000 * 768 * 4  # fp32 held-out activations
+    weights = 2 * 768 * 32768 * 4
+    assert e.disk_gb == pytest.approx((8e9 * 2 + held + 2 * weights + 3 * 2 * weights) / 1e9)  # streamed: no train acts
+    assert e.gpu_mem_gb == pytest.approx((2 * 16 * 2 * 768 * 32768 + 2 * 65536 * 32768 * 4 + 1048576 * 768 * 4) / 1e9)
+
+
+def test_cached_activations_cost_their_disk_and_the_table_covers_every_notebook():
+    import dataclasses
+
+    from saesanity import params
+
+    P = params.load("paulo_fig1_matched_cosines", "paper")
+    streamed = estimate.estimate("paulo_fig1_matched_cosines", "paper")
+    orig = params.load
+    try:
+        params.load = lambda stem, profile, **kw: dataclasses.replace(P, activations="cached")
+        cached = estimate.estimate("paulo_fig1_matched_cosines", "paper")
+    finally:
+        params.load = orig
+    assert cached.disk_gb - streamed.disk_gb == pytest.approx(8e9 * 768 * 4 / 1e9)  # 24.6 TB of fp32 activations
+    rows = estimate.table().splitlines()[2:]
+    assert len(rows) == 18 and all(r.startswith("| `") for r in rows)
+    assert "release" in next(r for r in rows if "leask_stitching" in r)
