@@ -65,7 +65,7 @@ pass is set to n·W + r (with one rank it is n, as it would be anyway).
 | library | EleutherAI `sae` (now sparsify), version not stated; `init_seeds` came 2024-12-18 (e0cc99e) [T, C] | ThomasHeap/sae, a fork of EleutherAI/sae at f60c38d (2024-08-15) [C] | — |
 | optimizer | Adam [T] | Adam (8-bit when bitsandbytes is importable), fork trainer.py:85-100 [C] | signum + schedule-free (config.py:65) |
 | learning rate | sparsify's automatic 2e-4/√(F/2¹⁴) = 1.41e-4 at F = 2¹⁵ (`lr` not in the paper; the auto rule is the default of every version) [C] | the same rule, `lr: null` in the saved config [C] | Adam: same rule (trainer.py:123); signum: 5e-3/√(F/2¹⁴) |
-| schedule | linear warm-up 1000 steps, then linear decay towards 0 at `len(dataset)//batch_size` (`get_linear_schedule_with_warmup`) [C] | the same; stepped once per optimizer step, so with 8 accumulation steps the decay ends at ~7/8 of peak [C] | Adam: same (trainer.py:133-135) |
+| schedule | linear warm-up 1000 steps, then linear decay towards 0 at `len(dataset)//batch_size` (`get_linear_schedule_with_warmup`) [C] | the same, but the decay's length counts forward batches and the scheduler steps once per 8: over their 100M tokens (12,207 batches, 1,525 optimizer steps) the warm-up takes 1,000 steps and the lr ends at 95 % of peak [C] | Adam: same (trainer.py:133-135) |
 | AuxK | off: `auxk_alpha` 0, the default [C] | off: `auxk_alpha: 0.0` in the saved config [C] | 0 (config.py:79) |
 | dead-latent threshold | 10M tokens (default; only logged with AuxK off) [C] | 10M tokens [C] | 10M (config.py:82) |
 | k | 32 [T: Fig. 5 "k32"; C: hub cfg of EleutherAI/sae-pythia-160m-32k] | 32 [C] | 32 |
