@@ -301,7 +301,9 @@ def test_bad_input_is_refused_in_one_line(kwargs, error, match, tiny_neox_dir, t
 def test_an_existing_run_is_not_overwritten(tiny_neox_dir, tmp_path):
     lm = load_model(str(tiny_neox_dir))
     tokens = np.random.default_rng(0).integers(1, 96, (2 * B, T))
+    before = torch.get_float32_matmul_precision()
     st.train_sparsify(lm, tokens, ["mlp_out.1"], [5], tmp_path / "run", **SMALL)
+    assert torch.get_float32_matmul_precision() == before  # sparsify's fit() sets "high" process-wide
     assert list(load_saes(tmp_path / "run")) == ["layers.1.mlp"]  # one seed: sparsify adds no seedN folder
     assert st.load_run(tmp_path / "run")[("mlp_out.1", 5)].k == K
     with pytest.raises(st.SparsifyError, match="already holds a sparsify run; pass resume=True"):

@@ -33,7 +33,8 @@ building the Trainer. One thing in the Trainer does not work on the CPU: it wrap
 `sparsify.trainer.DDP` is swapped for `_ddp`, which passes the module's own device (`None` on the CPU) —
 a runtime patch of one module attribute, restored afterwards; sparsify's files are not touched
 (`tests/test_sparsify_trainer.py` trains 2 gloo ranks through torchrun). Only rank 0 writes SAEs and
-checkpoints (sparsify's own `save`, with a barrier); rank 0 writes `saesanity_run.json`.
+checkpoints (sparsify's own `save`, with a barrier); rank 0 writes `saesanity_run.json`. sparsify's `fit`
+sets torch's float32 matmul precision to "high" (TF32 on CUDA) for the whole process; it is put back after.
 
 Data parallel batches: rank r of W reads, at step s, rows [s·B + r·B/W, s·B + (r+1)·B/W) of the token
 rows (B = the recipe's `batch_size`, sequences summed over ranks), so the global batch of every step is
@@ -412,8 +413,12 @@ def train_sparsify(lm: LoadedModel, tokens: np.ndarray, hookpoints: list[str], s
         # sparsify saves mid-run checkpoints with global_step *before* its increment (trainer.py:578-579 vs 627),
         # so the batch at global_step was already trained; its own resume would train it twice
         trainer.global_step += 1
-    with _patched_ddp(), _rank_noise(lm, rank, world):
-        trainer.fit()
+    precision = torch.get_float32_matmul_precision()
+    try:
+        with _patched_ddp(), _rank_noise(lm, rank, world):
+            trainer.fit()
+    finally:  # fit() sets "high" (TF32 on CUDA) for the whole process; keep it to the training
+        torch.set_float32_matmul_precision(precision)
     by_name = {sparsify_hookpoint(lm, h): h for h in hookpoints}
     folders: dict[str, dict[int, Path]] = {h: {} for h in hookpoints}
     for name in trainer.saes:
