@@ -102,3 +102,27 @@ def test_cached_many_computes_only_missing(iso_cache):
 def test_non_json_fields_rejected(iso_cache):
     with pytest.raises(TypeError, match="plain JSON"):
         cache.key_of("s", {"a": object()})
+
+
+def test_large_untouched_files_are_not_rehashed(iso_cache, monkeypatch):
+    """A published file at least FAST_VERIFY_BYTES large is trusted on size + mtime; touched, it is hashed again
+    (and a change found); SAESANITY_VERIFY=full hashes it whatever its mtime."""
+    import os
+
+    monkeypatch.setattr(cache, "FAST_VERIFY_BYTES", 1000)
+    path = cache.cached("big", {"x": 1}, lambda w: (w / "a.bin").write_bytes(b"\0" * 4096) and {})
+    cache._verified.clear()
+    hashed = []
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    assert cache.is_valid(path) and hashed == []
+    monkeypatch.setenv("SAESANITY_VERIFY", "full")
+    assert cache.is_valid(path) and hashed == ["a.bin"]
+    monkeypatch.delenv("SAESANITY_VERIFY")
+    f = path / "a.bin"
+    st = f.stat()
+    with open(f, "r+b") as fh:  # a flipped byte, same size; mtime moves with the write
+        fh.write(b"\1")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    cache._verified.clear()
+    assert not cache.is_valid(path)

@@ -34,3 +34,11 @@ def test_cached_activations_cost_their_disk_and_the_table_covers_every_notebook(
     rows = estimate.table().splitlines()[2:]
     assert len(rows) == 18 and all(r.startswith("| `") for r in rows)
     assert "release" in next(r for r in rows if "leask_stitching" in r)
+
+
+def test_readme_gpu_table_is_the_generated_one():
+    from saesanity.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split(estimate.GPU_START, 1)[1].split(estimate.GPU_END, 1)[0].strip()
+    assert block == estimate.table(), "run `python -m saesanity.estimate --readme`"
