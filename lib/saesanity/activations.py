@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from .cache import cached_many
-from .corpus import _allocated, token_sequences
+from .corpus import allocated_bytes, token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
 
 HOOK_KINDS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
@@ -215,7 +215,7 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
         seqs = np.ascontiguousarray(seqs[:n_seqs])
         rows, d = n_seqs * per_seq, lm.d_model
         # what is still to be written: a resumed collection's arrays already hold their written pages
-        need = rows * d * 4 * len(works) - sum(_allocated(w / "acts.npy") for w in works)
+        need = rows * d * 4 * len(works) - sum(allocated_bytes(w / "acts.npy") for w in works)
         free = shutil.disk_usage(works[0].parent).free
         if need > free:
             raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} fp32 need {need / 1e9:.1f} GB "

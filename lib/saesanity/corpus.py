@@ -405,7 +405,7 @@ def row_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def _allocated(path: Path) -> int:
+def allocated_bytes(path: Path) -> int:
     """Bytes a (possibly sparse) file already occupies on disk."""
     try:
         return path.stat().st_blocks * 512
@@ -437,7 +437,7 @@ def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int
         if path.exists() and prog.exists():
             rows = np.lib.format.open_memmap(path, mode="r+")
             state = json.loads(prog.read_text())
-        need = n_rows * seq_len * dtype.itemsize - _allocated(path)
+        need = n_rows * seq_len * dtype.itemsize - allocated_bytes(path)
         free = shutil.disk_usage(work).free
         if need > free:
             raise CorpusError(f"{n_rows:,} token rows of {seq_len} ({dtype.name}) need {need / 1e9:.2f} GB more; "
