@@ -16,9 +16,13 @@ Backends:
     429 / 5xx / connection errors; P(yes) from the `top_logprobs` of the first answer token.
 
 The call cache (`CallCache`) keys each call by (backend, model, operation, conversation, settings) —
-SHA-256 of their canonical JSON — and stores one small JSON file per call under
-`<cache>/llm/<key[:2]>/<key>.json`, written atomically; an interrupted run loses at most the batch
-in flight, and a rerun makes no model call it has made before.
+SHA-256 of their canonical JSON — and keeps every call in one SQLite database,
+`<cache>/llm/calls.sqlite` (WAL journal, so readers never wait and several processes can share it).
+Writes are buffered and committed in batches (every `flush_every` calls or `flush_s` seconds, and
+whenever a backend finishes a list of calls or fails), each commit atomic: a killed run loses at most
+the calls of its last uncommitted batch, a rerun makes no model call it has committed before. Caches
+of the earlier layout (one JSON file per call under `<cache>/llm/<key[:2]>/<key>.json`, same keys) are
+read on a miss and copied into the database (`CallCache.migrate_files` moves them all at once).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import hashlib
 import json
 import math
 import os
+import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,35 +52,201 @@ class LLMError(RuntimeError):
 
 
 class CallCache:
-    """One JSON file per call under `root` (default `<cache>/llm`), keyed by the call's content."""
+    """Every model call in one SQLite database `<root>/calls.sqlite` (root default `<cache>/llm`).
 
-    def __init__(self, root: Path | None = None):
+    Table `calls(key TEXT PRIMARY KEY, call TEXT, value TEXT)`: `key` = SHA-256 of `call`, the
+    canonical JSON (sorted keys) of the call's fields; `value` = the result as JSON. `put` buffers;
+    the buffer is committed in one transaction when it reaches `flush_every` calls, when `flush_s`
+    seconds have passed since the last commit, and on `flush()` / `close()`. The database is opened
+    lazily, in WAL mode with `synchronous=NORMAL` (a commit is atomic; a power cut may undo the last
+    commits, never corrupt the file) and a busy timeout of `timeout_s`, so several threads and processes
+    may read and write it at once (a local file system is needed: WAL does not work over NFS). An
+    object used across `fork` reopens the database in the child and drops the parent's buffer.
+
+    `hits` / `misses` count `get` / `get_many` look-ups. With `legacy=True`, a miss also looks for the
+    earlier layout's file `<root>/<key[:2]>/<key>.json` ({"call", "value"}); a file found counts as a
+    hit and is copied into the database with the next commit.
+    """
+
+    DB_NAME = "calls.sqlite"
+    _SELECT_CHUNK = 500  # keys per SELECT … IN (…), below SQLite's old 999-variable limit
+
+    def __init__(self, root: Path | None = None, *, flush_every: int = 1000, flush_s: float = 2.0,
+                 timeout_s: float = 60.0, legacy: bool = True):
+        if flush_every < 1 or flush_s < 0 or timeout_s < 0:
+            raise ValueError(f"flush_every={flush_every}, flush_s={flush_s}, timeout_s={timeout_s}: "
+                             "need flush_every >= 1 and non-negative seconds")
         self.root = Path(root) if root is not None else cache_dir() / "llm"
+        self.path = self.root / self.DB_NAME
+        self.flush_every, self.flush_s, self.timeout_s, self.legacy = flush_every, flush_s, timeout_s, legacy
         self.hits = self.misses = 0
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._pending: dict[str, tuple[str, str]] = {}  # key -> (call JSON, value JSON), not yet committed
+        self._last_flush = time.monotonic()
+        self._has_legacy: bool | None = None
+
+    @staticmethod
+    def canonical(fields: dict[str, Any]) -> str:
+        return json.dumps(fields, sort_keys=True, ensure_ascii=False)
 
     @staticmethod
     def key(fields: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        """SHA-256 hex digest of the call's canonical JSON (the same key as the per-file layout)."""
+        return hashlib.sha256(CallCache.canonical(fields).encode()).hexdigest()
 
-    def _path(self, key: str) -> Path:
+    # ---- connection
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: never use the parent's connection or flush its buffer
+            self._conn, self._pending, self._pid = None, {}, os.getpid()
+        if self._conn is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, call TEXT NOT NULL, "
+                             "value TEXT NOT NULL) WITHOUT ROWID")
+            except sqlite3.Error as e:
+                conn.close()
+                raise LLMError(f"call cache {self.path}: cannot open it ({e}); it must be on a local file "
+                               "system, writable, and a SQLite database") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        """Commit the buffer and close the connection (it reopens on next use)."""
+        with self._lock:
+            self.flush()
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # ---- reads
+
+    def _legacy_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> Any | None:
-        p = self._path(key)
+    def _legacy_dirs(self) -> bool:
+        if self._has_legacy is None:
+            self._has_legacy = self.legacy and self.root.is_dir() and any(
+                p.is_dir() and len(p.name) == 2 for p in self.root.iterdir())
+        return self._has_legacy
+
+    def _legacy_get(self, key: str) -> Any | None:
         try:
-            value = json.loads(p.read_text())["value"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            self.misses += 1
+            d = json.loads(self._legacy_path(key).read_text())
+            value = d["value"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
             return None
-        self.hits += 1
+        self._pending[key] = (self.canonical(d.get("call", {})), json.dumps(value, ensure_ascii=False))
         return value
 
+    def get_many(self, keys: list[str]) -> list[Any | None]:
+        """The cached value of each key, None where there is none (counted in `hits` / `misses`)."""
+        with self._lock:
+            found: dict[str, Any] = {k: json.loads(self._pending[k][1]) for k in keys if k in self._pending}
+            ask = sorted({k for k in keys if k not in found})
+            if ask and self.path.exists():
+                db = self._db()
+                for s in range(0, len(ask), self._SELECT_CHUNK):
+                    part = ask[s:s + self._SELECT_CHUNK]
+                    rows = db.execute(f"SELECT key, value FROM calls WHERE key IN ({','.join('?' * len(part))})",
+                                      part).fetchall()
+                    found.update((k, json.loads(v)) for k, v in rows)
+            if self._legacy_dirs():
+                for k in ask:
+                    if k not in found:
+                        v = self._legacy_get(k)
+                        if v is not None:
+                            found[k] = v
+            out = [found.get(k) for k in keys]
+            n_hit = sum(v is not None for v in out)
+            self.hits += n_hit
+            self.misses += len(keys) - n_hit
+            return out
+
+    def get(self, key: str) -> Any | None:
+        return self.get_many([key])[0]
+
+    def count(self) -> int:
+        """Calls stored: committed rows plus the uncommitted buffer's new keys."""
+        with self._lock:
+            if not self.path.exists():
+                return len(self._pending)
+            db = self._db()
+            committed = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            new = sum(db.execute("SELECT 1 FROM calls WHERE key=?", (k,)).fetchone() is None for k in self._pending)
+            return committed + new
+
+    # ---- writes
+
     def put(self, key: str, fields: dict[str, Any], value: Any) -> None:
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"call": fields, "value": value}, ensure_ascii=False))
-        os.replace(tmp, p)
+        """Buffer one call's result; committed with the next flush (class docstring)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._db()
+            self._pending[key] = (self.canonical(fields), json.dumps(value, ensure_ascii=False))
+            if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s:
+                self.flush()
+
+    def flush(self) -> None:
+        """Commit every buffered call in one transaction (a no-op when the buffer is empty)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._db()
+            self._last_flush = time.monotonic()
+            if not self._pending:
+                return
+            rows = [(k, c, v) for k, (c, v) in self._pending.items()]
+            db = self._db()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO calls (key, call, value) VALUES (?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise LLMError(f"call cache {self.path}: could not commit {len(rows)} calls ({e}); another "
+                               f"process may hold the write lock longer than timeout_s={self.timeout_s}") from None
+            self._pending.clear()
+
+    def migrate_files(self, delete: bool = False) -> int:
+        """Copy every per-file entry `<root>/<xx>/<key>.json` into the database (same key) and return
+        how many; with `delete=True` each migrated file is removed once committed. Unreadable files
+        are left where they are and not counted."""
+        if not self.root.is_dir():
+            return 0
+        n = 0
+        done: list[Path] = []
+        for sub in sorted(p for p in self.root.iterdir() if p.is_dir() and len(p.name) == 2):
+            for f in sorted(sub.glob("*.json")):
+                try:
+                    d = json.loads(f.read_text())
+                    row = (self.canonical(d["call"]), json.dumps(d["value"], ensure_ascii=False))
+                except (json.JSONDecodeError, KeyError, TypeError, OSError):
+                    continue
+                with self._lock:
+                    self._pending[f.stem] = row
+                    n += 1
+                    done.append(f)
+                    if len(self._pending) >= self.flush_every:
+                        self.flush()
+                        if delete:
+                            for g in done:
+                                g.unlink(missing_ok=True)
+                        done = []
+        self.flush()
+        if delete:
+            for g in done:
+                g.unlink(missing_ok=True)
+            for sub in (p for p in self.root.iterdir() if p.is_dir() and len(p.name) == 2):
+                if not any(sub.iterdir()):
+                    sub.rmdir()
+            self._has_legacy = None
+        return n
 
 
 def _answer_word(token: str) -> str:
@@ -89,21 +260,26 @@ class Backend:
 
     def __init__(self, model: str, cache: CallCache | None = None):
         self.model = model
-        self.cache = cache or CallCache()
+        self.cache = cache if cache is not None else CallCache()
         self.last_answer_mass: np.ndarray = np.zeros(0)
 
     def describe(self) -> str:
         return f"{self.name}:{self.model}"
 
     def _cached(self, op: str, convs: list[Messages], settings: dict, compute) -> list[Any]:
+        """Values of `op` on every conversation: cached ones read in one go, the others computed and
+        stored; the cache is committed when the list is done or when `compute` fails."""
         fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **settings} for c in convs]
         keys = [CallCache.key(f) for f in fields]
-        out = [self.cache.get(k) for k in keys]
+        out = self.cache.get_many(keys)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            for i, v in zip(todo, compute([convs[i] for i in todo])):
-                self.cache.put(keys[i], fields[i], v)
-                out[i] = v
+            try:
+                for i, v in zip(todo, compute([convs[i] for i in todo])):
+                    self.cache.put(keys[i], fields[i], v)
+                    out[i] = v
+            finally:
+                self.cache.flush()
         return out
 
     def generate(self, convs: list[Messages], max_new_tokens: int = 60) -> list[str]:

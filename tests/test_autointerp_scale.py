@@ -1,0 +1,260 @@
+"""Auto-interp at scale: the SQLite call cache. Against a chat-completions server on 127.0.0.1 that
+answers deterministically from the excerpt text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saesanity.autointerp import prompts
+from saesanity.autointerp.llm import CallCache, LLMError, OpenAICompatible
+
+LIB = str(Path(__file__).resolve().parents[1] / "lib")
+
+
+def p_of(text: str) -> float:
+    """The fake scorer's P(yes) of an excerpt: a fixed function of its text, in (0.05, 0.95)."""
+    return 0.05 + 0.9 * int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2 ** 32
+
+
+def _answer_top(p: float, lead: str = "") -> list[dict]:
+    return [{"token": f"{lead}Yes", "logprob": math.log(0.9 * p)},
+            {"token": f"{lead}No", "logprob": math.log(0.9 * (1 - p))},
+            {"token": f"{lead}Maybe", "logprob": math.log(0.1)}]
+
+
+class FakeServer:
+    """Chat completions on 127.0.0.1.
+
+    * `max_tokens == 1` with log-probs: the single-excerpt yes/no answer for the user message's
+      "Excerpt: …" line, P(yes) = `p_of(text)`;
+    * `max_tokens > 1` with log-probs: one "k: Yes|No" line per "Excerpt k: …" line, the answer token
+      carrying P(yes) = `p_of(text k)` — so a numbered prompt scores exactly like single prompts;
+      `malformed(texts)` true drops the last line; `logprobs=False` sends the text only;
+    * no log-probs asked: an explanation made from a hash of the prompt.
+    `status(body, attempt)` may return an HTTP error status for a request (attempt counts from 0 per
+    distinct body). Counts requests and the most in flight at once."""
+
+    def __init__(self, delay_s: float = 0.0, status=None, malformed=None, logprobs: bool = True):
+        self.requests: list[dict] = []
+        self.inflight = self.max_inflight = 0
+        self.attempts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code: int, obj: dict):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
+                with outer.lock:
+                    outer.requests.append(body)
+                    outer.inflight += 1
+                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                    h = hashlib.sha256(raw).hexdigest()
+                    attempt = outer.attempts.get(h, 0)
+                    outer.attempts[h] = attempt + 1
+                try:
+                    time.sleep(delay_s)
+                    code = status(body, attempt) if status else None
+                    if code:
+                        return self._send(code, {"error": f"test server says {code}"})
+                    self._send(200, outer.reply(body, malformed, logprobs))
+                finally:
+                    with outer.lock:
+                        outer.inflight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def reply(body: dict, malformed, logprobs: bool) -> dict:
+        user = body["messages"][-1]["content"]
+        if not body.get("logprobs"):
+            kind = hashlib.sha256(user.encode()).hexdigest()[:6]
+            return {"choices": [{"message": {"content": f"Words of kind {kind}"}}]}
+        if body["max_tokens"] == 1:
+            p = p_of(re.search(r"^Excerpt: (.*)$", user, re.M).group(1))
+            top = _answer_top(p)
+            tok = top[0] if p >= 0.5 else top[1]
+            return {"choices": [{"message": {"content": tok["token"]},
+                                 "logprobs": {"content": [{**tok, "top_logprobs": top}]}}]}
+        texts = [m.group(2) for m in re.finditer(r"^Excerpt (\d+): (.*)$", user, re.M)]
+        content = []
+        shown = texts[:-1] if malformed and malformed(texts) else texts
+        for k, t in enumerate(shown, 1):
+            top = _answer_top(p_of(t), " ")
+            tok = top[0] if p_of(t) >= 0.5 else top[1]
+            content += [{"token": str(k), "logprob": 0.0}, {"token": ":", "logprob": 0.0},
+                        {**tok, "top_logprobs": top}] + ([{"token": "\n", "logprob": 0.0}] if k < len(shown) else [])
+        text = "".join(c["token"] for c in content)
+        return {"choices": [{"message": {"content": text}, **({"logprobs": {"content": content}} if logprobs else {})}]}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _no_project_cache(tmp_path, monkeypatch):
+    """Whatever a test forgets to pass, nothing lands in the project's cache."""
+    monkeypatch.setenv("SAESANITY_CACHE", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture
+def serve():
+    made = []
+
+    def make(**kw) -> FakeServer:
+        made.append(FakeServer(**kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _convs(n: int, tag: str = "t") -> tuple[list, list[str]]:
+    texts = [f"{tag} excerpt number {i} about cats" for i in range(n)]
+    return [prompts.detection("cats", t) for t in texts], texts
+
+
+def _expected(texts):
+    return np.array([0.9 * p_of(t) / (0.9 * p_of(t) + 0.9 * (1 - p_of(t))) for t in texts])
+
+
+# ---------------------------------------------------------------- the SQLite call cache
+
+def test_cache_hits_misses_and_a_second_run_sends_nothing(serve, tmp_path):
+    c = CallCache(tmp_path)
+    for i in range(3):
+        c.put(f"k{i}", {"i": i}, [i, 0.5])
+    assert c.get_many(["k0", "x", "k2", "k1", "y"]) == [[0, 0.5], None, [2, 0.5], [1, 0.5], None]
+    assert (c.hits, c.misses) == (3, 2)
+    c.flush()
+    assert CallCache(tmp_path).count() == 3 and (tmp_path / "calls.sqlite").exists()
+    row = sqlite3.connect(tmp_path / "calls.sqlite").execute("SELECT call, value FROM calls WHERE key='k1'").fetchone()
+    assert json.loads(row[0]) == {"i": 1} and json.loads(row[1]) == [1, 0.5]
+
+    s = serve()
+    convs, texts = _convs(30)
+    b = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "run"))
+    first = b.yes_probability(convs)
+    assert len(s.requests) == 30 and b.cache.misses == 30
+    b2 = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "run"))
+    np.testing.assert_array_equal(b2.yes_probability(convs), first)
+    assert len(s.requests) == 30 and (b2.cache.hits, b2.cache.misses) == (30, 0)
+    # the key is the per-file layout's: SHA-256 of the call's canonical JSON
+    fields = {"backend": "openai-compatible", "model": "m", "op": "yes_no", "messages": convs[0]}
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+    assert CallCache.key(fields) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert b2.cache.get(CallCache.key(fields))[0] == pytest.approx(_expected(texts[:1])[0])
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {lib!r})
+    from saesanity.autointerp.llm import CallCache
+    root, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    c = CallCache(root, flush_every=int(sys.argv[4]), flush_s=0 if sys.argv[4] == "1" else 2)
+    i = 0
+    while n < 0 or i < n:
+        c.put(f"{{tag}}-{{i}}", {{"tag": tag, "i": i}}, {{"tag": tag, "i": i}})
+        i += 1
+    c.flush()
+""")
+
+
+def _writer(root: Path, tag: str, n: int, flush_every: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _WRITER.format(lib=LIB), str(root), tag, str(n), str(flush_every)])
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    procs = [_writer(tmp_path, tag, 3000, 25) for tag in ("a", "b")]  # both create the database at once
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    db = sqlite3.connect(tmp_path / "calls.sqlite")
+    rows = db.execute("SELECT key, value FROM calls").fetchall()
+    assert len(rows) == 6000
+    assert all(json.loads(v) == {"tag": k.split("-")[0], "i": int(k.split("-")[1])} for k, v in rows)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_killed_writer_leaves_a_readable_database(tmp_path):
+    p = _writer(tmp_path, "k", -1, 1)  # commits every call, forever
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if CallCache(tmp_path).count() >= 300:
+                    break
+            except (LLMError, sqlite3.Error):
+                pass
+    finally:
+        p.kill()  # SIGKILL, mid-transaction at any point
+        p.wait()
+    c = CallCache(tmp_path)
+    db = sqlite3.connect(tmp_path / "calls.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    n = c.count()
+    assert n >= 300
+    assert c.get_many([f"k-{i}" for i in range(n)]) == [{"tag": "k", "i": i} for i in range(n)]  # committed in order
+    c.put("after", {}, 1)
+    c.flush()
+    assert CallCache(tmp_path).get("after") == 1  # and writable
+
+
+def _legacy_file(root: Path, fields: dict, value) -> str:
+    key = CallCache.key(fields)
+    (root / key[:2]).mkdir(parents=True, exist_ok=True)
+    (root / key[:2] / f"{key}.json").write_text(json.dumps({"call": fields, "value": value}))
+    return key
+
+
+def test_per_file_caches_are_read_and_migrated(serve, tmp_path):
+    s = serve()
+    convs, texts = _convs(4)
+    legacy = tmp_path / "old"
+    keys = [_legacy_file(legacy, {"backend": "openai-compatible", "model": "m", "op": "yes_no", "messages": c},
+                         [0.25, 0.5]) for c in convs[:3]]
+    b = OpenAICompatible("m", s.url, cache=CallCache(legacy))
+    p = b.yes_probability(convs)
+    assert p.tolist()[:3] == [0.25] * 3 and len(s.requests) == 1 and b.cache.hits == 3  # the old files answer
+    for k in keys:
+        (legacy / k[:2] / f"{k}.json").unlink()
+    assert CallCache(legacy).get_many(keys) == [[0.25, 0.5]] * 3  # copied into the database on the hit
+    other = tmp_path / "bulk"
+    keys = [_legacy_file(other, {"i": i}, i) for i in range(50)]
+    (other / "zz").mkdir()
+    (other / "zz" / "broken.json").write_text("{not json")
+    c = CallCache(other, flush_every=7)
+    assert c.migrate_files(delete=True) == 50
+    assert not any(other.glob("[0-9a-f][0-9a-f]/*.json")) and (other / "zz" / "broken.json").exists()
+    fresh = CallCache(other, legacy=False)
+    assert fresh.get_many(keys) == list(range(50))
+    assert json.loads(sqlite3.connect(other / "calls.sqlite").execute(
+        "SELECT call FROM calls WHERE key=?", (keys[7],)).fetchone()[0]) == {"i": 7}
