@@ -1,5 +1,5 @@
-"""Auto-interp at scale: the SQLite call cache. Against a chat-completions server on 127.0.0.1 that
-answers deterministically from the excerpt text."""
+"""Auto-interp at scale: requests in flight and the SQLite call cache. Against a chat-completions server
+on 127.0.0.1 that answers deterministically from the excerpt text, so every path can be compared."""
 
 from __future__ import annotations
 
@@ -147,9 +147,77 @@ def _expected(texts):
     return np.array([0.9 * p_of(t) / (0.9 * p_of(t) + 0.9 * (1 - p_of(t))) for t in texts])
 
 
+# ---------------------------------------------------------------- requests in flight
+
+def test_concurrent_results_are_in_order_and_equal_the_sequential_path(serve, tmp_path):
+    s = serve(delay_s=0.05)  # each answer takes 50 ms: requests sent together overlap at the server
+    convs, texts = _convs(24)
+    conc = OpenAICompatible("m", s.url, max_concurrency=8, cache=CallCache(tmp_path / "a"), progress=False)
+    p = conc.yes_probability(convs)
+    assert s.max_inflight >= 4, s.max_inflight  # the server saw requests overlapping
+    np.testing.assert_allclose(p, _expected(texts), rtol=1e-12)  # each answer in its conversation's place
+    s.max_inflight = 0
+    seq = OpenAICompatible("m", s.url, max_concurrency=1, cache=CallCache(tmp_path / "b"), progress=False)
+    q = seq.yes_probability(convs)
+    assert s.max_inflight == 1 and len(s.requests) == 48
+    np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(conc.last_answer_mass, seq.last_answer_mass)
+    gconvs = [prompts.explain([f"<<w{i}>>"]) for i in range(20)]
+    assert conc.generate(gconvs) == seq.generate(gconvs)  # replies differ per prompt: order is checked
+    assert len(set(conc.generate(gconvs))) == 20
+
+
+def test_a_500_on_one_request_is_retried(serve, tmp_path):
+    convs, texts = _convs(12)
+    s = serve(status=lambda body, attempt: 500 if texts[5] in body["messages"][-1]["content"] and attempt < 2 else None)
+    b = OpenAICompatible("m", s.url, max_concurrency=6, backoff_s=0.01, cache=CallCache(tmp_path), progress=False)
+    np.testing.assert_allclose(b.yes_probability(convs), _expected(texts), rtol=1e-12)
+    assert len(s.requests) == 14  # 12 + two retries of the one that failed
+
+
+def test_a_400_fails_with_the_servers_message_and_the_rest_stay_cached(serve, tmp_path):
+    convs, texts = _convs(10)
+    bad = lambda body, attempt: 400 if texts[3] in body["messages"][-1]["content"] else None  # noqa: E731
+    s = serve(status=bad, delay_s=0.01)
+    b = OpenAICompatible("m", s.url, max_concurrency=16, backoff_s=0.01, cache=CallCache(tmp_path), progress=False)
+    with pytest.raises(LLMError, match=r'refused the request \(HTTP 400: \{"error": "test server says 400"\}\)') as err:
+        b.yes_probability(convs)
+    assert "1 of 10 requests failed; 9 finished and are cached" in str(err.value)
+    assert len(s.requests) == 10  # a 400 is not retried
+    again = OpenAICompatible("m", s.url, cache=CallCache(tmp_path), progress=False)
+    good = [c for i, c in enumerate(convs) if i != 3]
+    np.testing.assert_allclose(again.yes_probability(good), _expected(texts[:3] + texts[4:]), rtol=1e-12)
+    assert len(s.requests) == 10 and again.cache.hits == 9  # nothing sent: all from the database
+
+
+def test_a_failure_for_good_stops_sending_the_rest(serve, tmp_path):
+    convs, texts = _convs(60)
+    s = serve(status=lambda body, attempt: 400 if texts[0] in body["messages"][-1]["content"] else None,
+              delay_s=0.01)
+    b = OpenAICompatible("m", s.url, max_concurrency=2, cache=CallCache(tmp_path), progress=False)
+    with pytest.raises(LLMError, match=r"1 of 60 requests failed.* were not sent"):
+        b.yes_probability(convs)
+    assert len(s.requests) < 30
+
+
+def test_bad_concurrency_is_rejected():
+    with pytest.raises(ValueError, match=r"max_concurrency=0: need an integer >= 1"):
+        OpenAICompatible("m", "http://127.0.0.1:9/v1", max_concurrency=0)
+
+
+def test_progress_bar_counts_requests_when_many(serve, tmp_path, capsys):
+    s = serve()
+    b = OpenAICompatible("bar-model", s.url, max_concurrency=4, cache=CallCache(tmp_path))
+    b.progress_min = 5
+    b.yes_probability(_convs(3)[0])
+    assert "bar-model yes_no" not in capsys.readouterr().err  # few calls: no bar
+    b.yes_probability(_convs(6, "u")[0])
+    assert "bar-model yes_no" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the SQLite call cache
 
-def test_cache_hits_misses_and_a_second_run_sends_nothing(serve, tmp_path):
+def test_cache_hits_misses_duplicates_and_a_second_run_sends_nothing(serve, tmp_path):
     c = CallCache(tmp_path)
     for i in range(3):
         c.put(f"k{i}", {"i": i}, [i, 0.5])
@@ -162,12 +230,12 @@ def test_cache_hits_misses_and_a_second_run_sends_nothing(serve, tmp_path):
 
     s = serve()
     convs, texts = _convs(30)
-    b = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "run"))
-    first = b.yes_probability(convs)
-    assert len(s.requests) == 30 and b.cache.misses == 30
-    b2 = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "run"))
-    np.testing.assert_array_equal(b2.yes_probability(convs), first)
-    assert len(s.requests) == 30 and (b2.cache.hits, b2.cache.misses) == (30, 0)
+    b = OpenAICompatible("m", s.url, max_concurrency=8, cache=CallCache(tmp_path / "run"), progress=False)
+    first = b.yes_probability(convs + convs[:5])  # duplicates: one request each
+    assert len(s.requests) == 30 and b.cache.misses == 35
+    b2 = OpenAICompatible("m", s.url, max_concurrency=8, cache=CallCache(tmp_path / "run"), progress=False)
+    np.testing.assert_array_equal(b2.yes_probability(convs + convs[:5]), first)
+    assert len(s.requests) == 30 and (b2.cache.hits, b2.cache.misses) == (35, 0)
     # the key is the per-file layout's: SHA-256 of the call's canonical JSON
     fields = {"backend": "openai-compatible", "model": "m", "op": "yes_no", "messages": convs[0]}
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
@@ -241,7 +309,7 @@ def test_per_file_caches_are_read_and_migrated(serve, tmp_path):
     legacy = tmp_path / "old"
     keys = [_legacy_file(legacy, {"backend": "openai-compatible", "model": "m", "op": "yes_no", "messages": c},
                          [0.25, 0.5]) for c in convs[:3]]
-    b = OpenAICompatible("m", s.url, cache=CallCache(legacy))
+    b = OpenAICompatible("m", s.url, cache=CallCache(legacy), progress=False)
     p = b.yes_probability(convs)
     assert p.tolist()[:3] == [0.25] * 3 and len(s.requests) == 1 and b.cache.hits == 3  # the old files answer
     for k in keys:

@@ -8,12 +8,18 @@ Two operations, the same for every backend:
     answers makes a small model's score usable even when it spreads mass elsewhere; the mass it put
     on the two answers is returned too (`last_answer_mass`), so a reader can see how much to trust it.
 
+
 Backends:
   * `HFLocal` — a transformers causal LM run here (default SmolLM2-135M-Instruct from the offline GGUF);
-    P(yes) from its next-token distribution after the chat template's assistant prefix.
+    P(yes) from its next-token distribution after the chat template's assistant prefix. Batches of
+    `batch_size` conversations; the HTTP options below do not apply.
   * `OpenAICompatible` — any chat-completions endpoint (vLLM, llama.cpp server, Ollama, OpenAI) by base
-    URL + model name; the key comes from an environment variable; retries with exponential back-off on
-    429 / 5xx / connection errors; P(yes) from the `top_logprobs` of the first answer token.
+    URL + model name; the key comes from an environment variable; up to `max_concurrency` requests in
+    flight at once (a thread pool over urllib), each retried with exponential back-off on 429 / 5xx /
+    connection errors; P(yes) from the `top_logprobs` of the answer token. Results come back in the
+    order of the conversations whatever order the requests finish in. If a request fails for good (a
+    4xx other than 429, retries exhausted, an unusable reply), the requests not yet sent are cancelled,
+    those in flight finish and are cached, and one `LLMError` names the failure and the counts.
 
 The call cache (`CallCache`) keys each call by (backend, model, operation, conversation, settings) —
 SHA-256 of their canonical JSON — and keeps every call in one SQLite database,
@@ -36,10 +42,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from ..paths import cache_dir
 
@@ -254,49 +263,72 @@ def _answer_word(token: str) -> str:
 
 
 class Backend:
-    """Shared caching logic; subclasses implement `_generate` and `_yes_probability` on uncached calls."""
+    """Shared caching logic; subclasses implement `_generate` and `_yes_probability` on the uncached
+    calls, each yielding (index into its list, value) pairs in any order.
+
+    A progress bar (tqdm, text) counts the uncached calls of a list when there are at least
+    `progress_min` of them and `progress` is true."""
 
     name = "?"
 
-    def __init__(self, model: str, cache: CallCache | None = None):
+    def __init__(self, model: str, cache: CallCache | None = None, progress: bool = True, progress_min: int = 64):
         self.model = model
         self.cache = cache if cache is not None else CallCache()
+        self.progress, self.progress_min = progress, progress_min
         self.last_answer_mass: np.ndarray = np.zeros(0)
 
     def describe(self) -> str:
         return f"{self.name}:{self.model}"
 
-    def _cached(self, op: str, convs: list[Messages], settings: dict, compute) -> list[Any]:
-        """Values of `op` on every conversation: cached ones read in one go, the others computed and
-        stored; the cache is committed when the list is done or when `compute` fails."""
-        fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **settings} for c in convs]
+    def _cached(self, op: str, convs: list[Messages], settings: dict | list[dict],
+                compute: Callable[[list[Messages], list[dict]], Iterable[tuple[int, Any]]]) -> list[Any]:
+        """Values of `op` on every conversation: cached ones read in one go, the others computed once per
+        distinct call (duplicates share a result), each stored as it arrives; the cache is committed
+        when the list is done or when `compute` fails."""
+        sets = settings if isinstance(settings, list) else [settings] * len(convs)
+        fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **st}
+                  for c, st in zip(convs, sets)]
         keys = [CallCache.key(f) for f in fields]
         out = self.cache.get_many(keys)
-        todo = [i for i, v in enumerate(out) if v is None]
-        if todo:
-            try:
-                for i, v in zip(todo, compute([convs[i] for i in todo])):
-                    self.cache.put(keys[i], fields[i], v)
-                    out[i] = v
-            finally:
-                self.cache.flush()
-        return out
+        first: dict[str, int] = {}
+        for i, v in enumerate(out):
+            if v is None:
+                first.setdefault(keys[i], i)
+        todo = list(first.values())
+        if not todo:
+            return out
+        bar = tqdm(total=len(todo), desc=f"{self.model} {op}", unit="call", leave=False, mininterval=2,
+                   disable=not self.progress or len(todo) < self.progress_min)
+        done: dict[str, Any] = {}
+        try:
+            for j, v in compute([convs[i] for i in todo], [sets[i] for i in todo]):
+                i = todo[j]
+                done[keys[i]] = v
+                self.cache.put(keys[i], fields[i], v)
+                bar.update()
+        finally:
+            bar.close()
+            self.cache.flush()
+        if len(done) != len(todo):
+            raise LLMError(f"{self.describe()} {op}: the backend gave {len(done)} results for {len(todo)} calls")
+        return [done[k] if v is None else v for k, v in zip(keys, out)]
 
     def generate(self, convs: list[Messages], max_new_tokens: int = 60) -> list[str]:
         return self._cached("generate", convs, {"max_new_tokens": max_new_tokens},
-                            lambda cs: self._generate(cs, max_new_tokens))
+                            lambda cs, _: self._generate(cs, max_new_tokens))
 
     def yes_probability(self, convs: list[Messages]) -> np.ndarray:
         """[n] P(yes) per conversation (module docstring); sets `last_answer_mass` [n]."""
-        vals = self._cached("yes_no", convs, {}, self._yes_probability)
+        vals = self._cached("yes_no", convs, {}, lambda cs, _: self._yes_probability(cs))
         self.last_answer_mass = np.array([v[1] for v in vals], dtype=float)
         return np.array([v[0] for v in vals], dtype=float)
 
-    def _generate(self, convs: list[Messages], max_new_tokens: int) -> list[str]:
+    def _generate(self, convs: list[Messages], max_new_tokens: int) -> Iterable[tuple[int, str]]:
         raise NotImplementedError
 
-    def _yes_probability(self, convs: list[Messages]) -> list[tuple[float, float]]:
+    def _yes_probability(self, convs: list[Messages]) -> Iterable[tuple[int, tuple[float, float]]]:
         raise NotImplementedError
+
 
 
 class HFLocal(Backend):
@@ -305,8 +337,8 @@ class HFLocal(Backend):
     name = "hf-local"
 
     def __init__(self, model: str = "smollm2-135m", dtype: str = "bfloat16", batch_size: int = 16,
-                 device: str = "cpu", cache: CallCache | None = None):
-        super().__init__(model, cache)
+                 device: str = "cpu", cache: CallCache | None = None, progress: bool = True):
+        super().__init__(model, cache, progress)
         self.dtype, self.batch_size, self.device = dtype, batch_size, device
         self._lm = None
 
@@ -331,15 +363,13 @@ class HFLocal(Backend):
         text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         return tok(text, add_special_tokens=False)["input_ids"]
 
-    def _generate(self, convs: list[Messages], max_new_tokens: int) -> list[str]:
-        """Greedy replies, `batch_size` conversations per `generate` call (left-padded, similar lengths
-        together), each stopped at its first line break or end-of-turn."""
+    def _left_padded(self, convs: list[Messages]):
+        """Batches of (indices, ids [b, w], mask [b, w], pad id), similar lengths together, left-padded."""
         import torch
 
-        tok, model = self.lm.tokenizer, self.lm.model
+        tok = self.lm.tokenizer
         seqs = [self._ids(c) for c in convs]
         order = np.argsort([len(s) for s in seqs])
-        out = [""] * len(seqs)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
@@ -349,15 +379,23 @@ class HFLocal(Backend):
             for r, i in enumerate(idx):
                 ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
                 mask[r, width - len(seqs[i]):] = 1
+            yield idx, ids, mask, pad
+
+    def _generate(self, convs: list[Messages], max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        """Greedy replies, `batch_size` conversations per `generate` call (left-padded, similar lengths
+        together), each stopped at its first line break or end-of-turn."""
+        import torch
+
+        tok, model = self.lm.tokenizer, self.lm.model
+        for idx, ids, mask, pad in self._left_padded(convs):
             with torch.no_grad():
                 gen = model.generate(ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
                                      max_new_tokens=max_new_tokens, pad_token_id=pad, stop_strings=["\n"],
                                      tokenizer=tok)
             for r, i in enumerate(idx):
-                out[i] = tok.decode(gen[r, width:], skip_special_tokens=True).strip()
-        return out
+                yield int(i), tok.decode(gen[r, ids.shape[1]:], skip_special_tokens=True).strip()
 
-    def _yes_probability(self, convs: list[Messages]) -> list[tuple[float, float]]:
+    def _yes_probability(self, convs: list[Messages]) -> Iterator[tuple[int, tuple[float, float]]]:
         """Right-padded batches (causal attention: padding after a row's last token cannot change it);
         the LM head is applied only at each row's last position."""
         import torch
@@ -365,7 +403,6 @@ class HFLocal(Backend):
         model = self.lm.model
         seqs = [self._ids(c) for c in convs]
         order = np.argsort([len(s) for s in seqs])  # similar lengths per batch: little padding
-        out: list[tuple[float, float]] = [(0.5, 0.0)] * len(seqs)
         yes, no = torch.tensor(self._yes), torch.tensor(self._no)
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
@@ -380,22 +417,25 @@ class HFLocal(Backend):
             p_yes, p_no = logp[:, yes].exp().sum(1), logp[:, no].exp().sum(1)
             for r, i in enumerate(idx):
                 mass = float(p_yes[r] + p_no[r])
-                out[i] = (float(p_yes[r]) / mass if mass > 0 else 0.5, mass)
-        return out
+                yield int(i), (float(p_yes[r]) / mass if mass > 0 else 0.5, mass)
+
 
 
 class OpenAICompatible(Backend):
-    """A chat-completions endpoint: POST `{base_url}/chat/completions`, key from `$api_key_env`."""
+    """A chat-completions endpoint: POST `{base_url}/chat/completions`, key from `$api_key_env`, up to
+    `max_concurrency` requests in flight (module docstring)."""
 
     name = "openai-compatible"
 
     def __init__(self, model: str, base_url: str, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5,
                  backoff_s: float = 1.0, timeout_s: float = 120.0, top_logprobs: int = 20,
-                 cache: CallCache | None = None):
-        super().__init__(model, cache)
+                 cache: CallCache | None = None, max_concurrency: int = 32, progress: bool = True):
+        super().__init__(model, cache, progress)
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency={max_concurrency!r}: need an integer >= 1 (1 = one request at a time)")
         self.base_url = base_url.rstrip("/")
         self.api_key_env, self.max_retries, self.backoff_s = api_key_env, max_retries, backoff_s
-        self.timeout_s, self.top_logprobs = timeout_s, top_logprobs
+        self.timeout_s, self.top_logprobs, self.max_concurrency = timeout_s, top_logprobs, max_concurrency
 
     def _post(self, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -410,27 +450,83 @@ class OpenAICompatible(Backend):
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                     return json.loads(r.read())
             except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}: {e.read()[:300]!r}"
+                last = f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
                 if e.code != 429 and e.code < 500:
                     raise LLMError(f"{self.base_url} refused the request ({last}); check model "
                                    f"{self.model!r} and ${self.api_key_env}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
                 last = repr(e)
             if attempt < self.max_retries:
                 time.sleep(self.backoff_s * 2 ** attempt)
         raise LLMError(f"{self.base_url}: no answer after {self.max_retries + 1} tries; last error {last}")
 
-    def _generate(self, convs: list[Messages], max_new_tokens: int) -> list[str]:
-        return [self._post({"model": self.model, "messages": c, "max_tokens": max_new_tokens, "temperature": 0})
-                ["choices"][0]["message"]["content"].strip() for c in convs]
+    def _call(self, i: int, body: dict, parse: Callable[[int, dict], Any]) -> Any:
+        reply = self._post(body)
+        try:
+            return parse(i, reply)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+            raise LLMError(f"{self.base_url}: unusable reply {json.dumps(reply)[:300]} ({e!r})") from None
 
-    def _yes_probability(self, convs: list[Messages]) -> list[tuple[float, float]]:
-        out = []
-        for c in convs:
-            reply = self._post({"model": self.model, "messages": c, "max_tokens": 1, "temperature": 0,
-                                "logprobs": True, "top_logprobs": self.top_logprobs})
-            out.append(parse_yes_no(reply))
-        return out
+    def _requests(self, bodies: list[dict], parse: Callable[[int, dict], Any]) -> Iterator[tuple[int, Any]]:
+        """(index, parse(index, reply)) for every request body, as the replies arrive, with up to
+        `max_concurrency` in flight. On a failure for good: the unsent requests are cancelled, the ones in
+        flight are awaited (and yielded, so the caller caches them), then one LLMError is raised."""
+        if self.max_concurrency == 1 or len(bodies) <= 1:
+            for i, b in enumerate(bodies):
+                yield i, self._call(i, b, parse)
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies)), thread_name_prefix="llm-http")
+        futs: dict[Future, int] = {}
+        errors: list[BaseException] = []
+        n_done = 0
+        try:
+            futs = {pool.submit(self._call, i, b, parse): i for i, b in enumerate(bodies)}
+            pending = set(futs)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    if f.cancelled():
+                        continue
+                    e = f.exception()
+                    if e is not None:
+                        if not errors:
+                            for g in pending:
+                                g.cancel()
+                        errors.append(e)
+                        continue
+                    n_done += 1
+                    yield futs[f], f.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if errors:
+            if not isinstance(errors[0], LLMError):
+                raise errors[0]
+            n_cancelled = sum(f.cancelled() for f in futs)
+            raise LLMError(f"{errors[0]} [{len(errors)} of {len(bodies)} requests failed; {n_done} finished and "
+                           f"are cached; {n_cancelled} were not sent]")
+
+    def _generate(self, convs: list[Messages], max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        bodies = [{"model": self.model, "messages": c, "max_tokens": max_new_tokens, "temperature": 0} for c in convs]
+        return self._requests(bodies, lambda _, r: r["choices"][0]["message"]["content"].strip())
+
+    def _yes_probability(self, convs: list[Messages]) -> Iterator[tuple[int, tuple[float, float]]]:
+        bodies = [{"model": self.model, "messages": c, "max_tokens": 1, "temperature": 0,
+                   "logprobs": True, "top_logprobs": self.top_logprobs} for c in convs]
+        return self._requests(bodies, lambda _, r: parse_yes_no(r))
+
+
+
+def _yes_no_from_top(entry: dict) -> tuple[float, float] | None:
+    """(P(yes), mass) from one generated token's `top_logprobs` (the token itself if there are none);
+    None when no listed token reads yes or no."""
+    top = entry.get("top_logprobs") or [{"token": entry["token"], "logprob": entry["logprob"]}]
+    p = {"yes": 0.0, "no": 0.0}
+    for t in top:
+        w = _answer_word(t["token"])
+        if w in p:
+            p[w] += math.exp(t["logprob"])
+    mass = p["yes"] + p["no"]
+    return (p["yes"] / mass, mass) if mass > 0 else None
 
 
 def parse_yes_no(reply: dict) -> tuple[float, float]:
@@ -439,26 +535,22 @@ def parse_yes_no(reply: dict) -> tuple[float, float]:
     choice = reply["choices"][0]
     content = (choice.get("logprobs") or {}).get("content") or []
     if content:
-        top = content[0].get("top_logprobs") or [{"token": content[0]["token"], "logprob": content[0]["logprob"]}]
-        p = {"yes": 0.0, "no": 0.0}
-        for t in top:
-            w = _answer_word(t["token"])
-            if w in p:
-                p[w] += math.exp(t["logprob"])
-        mass = p["yes"] + p["no"]
-        if mass > 0:
-            return p["yes"] / mass, mass
+        got = _yes_no_from_top(content[0])
+        if got is not None:
+            return got
     word = _answer_word((choice.get("message") or {}).get("content") or "")
     return (1.0 if word.startswith("yes") else 0.0 if word.startswith("no") else 0.5), 0.0
 
 
 def make_backend(backend: str, model: str, *, api_base: str = "", api_key_env: str = "OPENAI_API_KEY",
-                 dtype: str = "bfloat16", device: str = "cpu", cache: CallCache | None = None) -> Backend:
-    """The backend named by a notebook's parameters (`llm_backend`, `llm_model`, `api_base`, …)."""
+                 dtype: str = "bfloat16", device: str = "cpu", cache: CallCache | None = None,
+                 max_concurrency: int = 32) -> Backend:
+    """The backend named by a notebook's parameters (`llm_backend`, `llm_model`, `api_base`, …);
+    `max_concurrency` (requests in flight) applies to openai-compatible only."""
     if backend == "hf-local":
         return HFLocal(model, dtype=dtype, device=device, cache=cache)
     if backend == "openai-compatible":
         if not api_base:
             raise LLMError("llm_backend 'openai-compatible' needs api_base, e.g. 'http://localhost:8000/v1'")
-        return OpenAICompatible(model, api_base, api_key_env, cache=cache)
+        return OpenAICompatible(model, api_base, api_key_env, cache=cache, max_concurrency=max_concurrency)
     raise LLMError(f"llm_backend {backend!r}; valid: {list(BACKENDS)}")
