@@ -1,8 +1,10 @@
-"""Auto-interp at scale: requests in flight and the SQLite call cache. Against a chat-completions server
-on 127.0.0.1 that answers deterministically from the excerpt text, so every path can be compared."""
+"""Auto-interp at scale: requests in flight, the SQLite call cache, and the pipeline handing the backend
+lists across latents. All against a chat-completions server on
+127.0.0.1 that answers deterministically from the excerpt text, so every path can be compared."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saesanity.autointerp import prompts
+from saesanity.autointerp import examples as E
+from saesanity.autointerp import explainers, pipeline, prompts, scorers
 from saesanity.autointerp.llm import CallCache, LLMError, OpenAICompatible
 
 LIB = str(Path(__file__).resolve().parents[1] / "lib")
@@ -203,6 +206,8 @@ def test_a_failure_for_good_stops_sending_the_rest(serve, tmp_path):
 def test_bad_concurrency_is_rejected():
     with pytest.raises(ValueError, match=r"max_concurrency=0: need an integer >= 1"):
         OpenAICompatible("m", "http://127.0.0.1:9/v1", max_concurrency=0)
+    with pytest.raises(ValueError, match=r"llm_concurrency=0"):
+        pipeline.InterpConfig(llm_concurrency=0).check()
 
 
 def test_progress_bar_counts_requests_when_many(serve, tmp_path, capsys):
@@ -326,3 +331,107 @@ def test_per_file_caches_are_read_and_migrated(serve, tmp_path):
     assert fresh.get_many(keys) == list(range(50))
     assert json.loads(sqlite3.connect(other / "calls.sqlite").execute(
         "SELECT call FROM calls WHERE key=?", (keys[7],)).fetchone()[0]) == {"i": 7}
+
+
+# ---------------------------------------------------------------- the pipeline gives the backend whole lists
+
+class _Recording(OpenAICompatible):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.lists: list[tuple[str, int]] = []
+
+    def generate(self, convs, max_new_tokens=60):
+        self.lists.append(("generate", len(convs)))
+        return super().generate(convs, max_new_tokens)
+
+    def yes_probability(self, convs):
+        self.lists.append(("yes_no", len(convs)))
+        return super().yes_probability(convs)
+
+
+def _planted(n_latents=5, n_seq=30, seq_len=65, ctx=8):
+    toks = np.arange(n_seq * seq_len).reshape(n_seq, seq_len) % 500
+    win = E.Windows(toks, 1, ctx, n_seq * (seq_len - 1))
+    rng = np.random.default_rng(0)
+    rows, cols, vals = [], [], []
+    for f in range(n_latents):
+        for i, w in enumerate(rng.choice(win.n_windows, 30, replace=False)):
+            seq, j = divmod(int(w), win.per_seq_windows)
+            base = seq * win.per_seq + j * ctx
+            rows += [base + 1 + f % 5, base + 6]
+            cols += [f, f]
+            vals += [1.0 + i, 0.2 + 0.1 * i]
+    order = np.lexsort((np.array(rows), np.array(cols)))
+    la = E.LatentActs.from_triples(np.array(rows)[order], np.array(cols)[order], np.array(vals, np.float32)[order],
+                                   n_latents, win.n_rows)
+    return la, win
+
+
+def test_pipeline_sends_lists_across_latents_with_the_records_of_one_latent_at_a_time(serve, tmp_path):
+    s = serve()
+    la, win = _planted()
+    pieces = [f" w{i}" for i in range(500)]
+    cfg = pipeline.InterpConfig(explainer="llm", llm_backend="openai-compatible", scorers=("detection", "fuzzing"),
+                                n_explain=8, n_score_act=6, n_score_non=5, n_quantiles=4)
+    b = _Recording("m", s.url, cache=CallCache(tmp_path / "p"), progress=False)
+    recs = pipeline.run(la, win, [0, 1, 2, 3, 4], cfg, pieces, backend=b, progress=False)
+    assert b.lists == [("generate", 5), ("yes_no", 5 * 2 * 11)]  # one list per operation for all five latents
+    # reference: one latent at a time through the per-latent scorer functions, on a fresh cache
+    ref = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "r"), max_concurrency=1, progress=False)
+    for rec, f in zip(recs, range(5)):
+        ex = E.sample_examples(la, win, f, n_explain=8, n_score_act=6, n_score_non=5, n_quantiles=4, seed=0)
+        [expl] = explainers.explain_llm(ref, [ex], pieces, 40)
+        assert rec["explanation"] == expl and rec["latent"] == f
+        y, p = scorers.detection(ref, expl, ex, pieces)
+        assert rec["detection"]["labels"] == y.tolist() and rec["detection"]["scores"] == np.round(p, 6).tolist()
+        assert rec["detection"]["answer_mass"] == float(np.mean(ref.last_answer_mass))
+        y, p = scorers.fuzzing(ref, expl, ex, pieces, 0.3, 0)
+        assert rec["fuzzing"]["scores"] == np.round(p, 6).tolist()
+
+
+PIECES = [f" w{i}" for i in range(50)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_records_cache_key_is_unchanged_by_the_new_settings(monkeypatch):
+    seen = []
+
+    def fake_cached(step, fields, compute, version):
+        seen.append(fields)
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "cached", fake_cached)
+    la, win = _planted(1)
+    for cfg in (pipeline.InterpConfig(), pipeline.InterpConfig(llm_concurrency=4)):
+        with pytest.raises(_Stop):
+            pipeline.score_latents({"sae": "t"}, la, win, [0], cfg, PIECES)
+    assert seen[0] == seen[1]
+    # the key has exactly the fields keys had before this setting existed
+    assert set(seen[0]["cfg"]) == {f.name for f in dataclasses.fields(pipeline.InterpConfig)} - {"llm_concurrency"}
+
+
+# ---------------------------------------------------------------- hf-local keeps working
+
+@pytest.mark.usefixtures("iso_cache")
+def test_hf_local_pipeline_over_a_chunk_matches_one_latent_at_a_time(tmp_path):
+    from saesanity.autointerp.llm import HFLocal
+
+    la, win = _planted(3)
+    pieces = [f" w{i}" for i in range(500)]
+    cfg = pipeline.InterpConfig(explainer="llm", scorers=("detection", "fuzzing"), llm_model="smollm2-tiny-random",
+                                llm_dtype="float32", n_explain=4, n_score_act=3, n_score_non=3, n_quantiles=2,
+                                max_new_tokens=4)
+    b = HFLocal("smollm2-tiny-random", dtype="float32", batch_size=4, cache=CallCache(tmp_path / "a"), progress=False)
+    recs = pipeline.run(la, win, [0, 1, 2], cfg, pieces, backend=b, progress=False)
+    ref = HFLocal("smollm2-tiny-random", dtype="float32", batch_size=4, cache=CallCache(tmp_path / "b"), progress=False)
+    for rec, f in zip(recs, range(3)):
+        ex = E.sample_examples(la, win, f, n_explain=4, n_score_act=3, n_score_non=3, n_quantiles=2, seed=0)
+        [expl] = explainers.explain_llm(ref, [ex], pieces, 4)
+        assert rec["explanation"] == expl
+        _, p = scorers.detection(ref, expl, ex, pieces)
+        np.testing.assert_allclose(rec["detection"]["scores"], p, atol=2e-5)  # float32, other batch mates
+        _, p = scorers.fuzzing(ref, expl, ex, pieces, 0.3, 0)
+        np.testing.assert_allclose(rec["fuzzing"]["scores"], p, atol=2e-5)

