@@ -180,8 +180,17 @@ def test_a_500_on_one_request_is_retried(serve, tmp_path):
 
 def test_a_400_fails_with_the_servers_message_and_the_rest_stay_cached(serve, tmp_path):
     convs, texts = _convs(10)
-    bad = lambda body, attempt: 400 if texts[3] in body["messages"][-1]["content"] else None  # noqa: E731
-    s = serve(status=bad, delay_s=0.01)
+    seen = {}
+
+    def bad(body, attempt):  # the bad request is refused once all ten have been sent
+        if texts[3] not in body["messages"][-1]["content"]:
+            return None
+        deadline = time.time() + 10
+        while len(seen["server"].requests) < 10 and time.time() < deadline:
+            time.sleep(0.005)
+        return 400
+
+    s = seen["server"] = serve(status=bad)
     b = OpenAICompatible("m", s.url, max_concurrency=16, backoff_s=0.01, cache=CallCache(tmp_path), progress=False)
     with pytest.raises(LLMError, match=r'refused the request \(HTTP 400: \{"error": "test server says 400"\}\)') as err:
         b.yes_probability(convs)
