@@ -1,5 +1,5 @@
-"""Auto-interp at scale: requests in flight, the SQLite call cache, and the pipeline handing the backend
-lists across latents. All against a chat-completions server on
+"""Auto-interp at scale: requests in flight, the SQLite call cache, numbered multi-example prompts, and
+the pipeline handing the backend lists across latents. All against a chat-completions server on
 127.0.0.1 that answers deterministically from the excerpt text, so every path can be compared."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from saesanity.autointerp import examples as E
 from saesanity.autointerp import explainers, pipeline, prompts, scorers
-from saesanity.autointerp.llm import CallCache, LLMError, OpenAICompatible
+from saesanity.autointerp.llm import CallCache, LLMError, OpenAICompatible, parse_numbered_answers
 
 LIB = str(Path(__file__).resolve().parents[1] / "lib")
 
@@ -217,6 +217,8 @@ def test_bad_concurrency_is_rejected():
         OpenAICompatible("m", "http://127.0.0.1:9/v1", max_concurrency=0)
     with pytest.raises(ValueError, match=r"llm_concurrency=0"):
         pipeline.InterpConfig(llm_concurrency=0).check()
+    with pytest.raises(ValueError, match=r"examples_per_prompt=0"):
+        pipeline.InterpConfig(examples_per_prompt=0).check()
 
 
 def test_progress_bar_counts_requests_when_many(serve, tmp_path, capsys):
@@ -342,6 +344,113 @@ def test_per_file_caches_are_read_and_migrated(serve, tmp_path):
         "SELECT call FROM calls WHERE key=?", (keys[7],)).fetchone()[0]) == {"i": 7}
 
 
+# ---------------------------------------------------------------- numbered multi-example prompts
+
+def _text_reply(text: str) -> dict:
+    return {"choices": [{"message": {"content": text}}]}
+
+
+def test_parse_numbered_answers_well_formed():
+    got = parse_numbered_answers(_text_reply("Here you go:\n1: Yes\n2. no\n**3:** YES\nExcerpt 4) No\n"), 4)
+    assert got["answers"] == [[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+    # with log-probs: the answer token's top_logprobs, normalised over yes/no; a merged ": Yes" token works
+    toks = [{"token": "1", "logprob": 0}, {"token": ": Yes", "logprob": math.log(0.5),
+                                            "top_logprobs": [{"token": ": Yes", "logprob": math.log(0.5)},
+                                                             {"token": ": No", "logprob": math.log(0.3)}]},
+            {"token": "\n", "logprob": 0}, {"token": "2", "logprob": 0}, {"token": ":", "logprob": 0},
+            {"token": " No", "logprob": math.log(0.6), "top_logprobs": [{"token": " No", "logprob": math.log(0.6)},
+                                                                         {"token": "Maybe", "logprob": math.log(0.4)}]},
+            {"token": "\n", "logprob": 0}, {"token": "3", "logprob": 0}, {"token": ":", "logprob": 0},
+            {"token": " Yes", "logprob": math.log(0.9), "top_logprobs": [{"token": " Sure", "logprob": math.log(0.9)}]}]
+    reply = {"choices": [{"message": {"content": "ignored when tokens are given"}, "logprobs": {"content": toks}}]}
+    got = parse_numbered_answers(reply, 3)
+    assert got["text"] == "1: Yes\n2: No\n3: Yes"
+    (p1, m1), (p2, m2), (p3, m3) = got["answers"]
+    assert p1 == pytest.approx(0.5 / 0.8) and m1 == pytest.approx(0.8)
+    assert p2 == 0.0 and m2 == pytest.approx(0.6)
+    assert (p3, m3) == (1.0, 0.0)  # no yes/no token listed at the answer: the text, mass 0
+
+
+@pytest.mark.parametrize("text, why", [
+    ("1: Yes\n2: No", r"no answer for excerpt\(s\) \[3\]"),
+    ("1: Yes\n2: No\n2: Yes\n3: No", "excerpt 2 answered twice"),
+    ("1: Yes\n2: No\n3: No\n4: Yes", "excerpt 4, outside 1..3"),
+    ("Yes\nNo\nYes", r"no answer for excerpt\(s\) \[1, 2, 3\]"),
+    ("", r"\[1, 2, 3\]"),
+    ("1: Maybe\n2: No\n3: No", r"\[1\]"),
+])
+def test_parse_numbered_answers_malformed(text, why):
+    got = parse_numbered_answers(_text_reply(text), 3)
+    assert "answers" not in got and re.search(why, got["malformed"]) and got["text"] == text
+
+
+def _latent_examples(latent: int, n_act: int = 7, n_non: int = 6, ctx: int = 6) -> E.LatentExamples:
+    rng = np.random.default_rng(latent)
+    mk = lambda w, a: E.Example(w, rng.integers(0, 50, ctx), np.asarray(a, np.float32))  # noqa: E731
+    act = [mk(w, rng.random(ctx) * (rng.random(ctx) > 0.5)) for w in range(n_act)]
+    for e in act:
+        e.acts[0] = max(e.acts.max(), 0.1)
+    return E.LatentExamples(latent, [], act, [mk(100 + w, np.zeros(ctx)) for w in range(n_non)], n_act)
+
+
+PIECES = [f" w{i}" for i in range(50)]
+
+
+def test_numbered_prompts_score_like_single_prompts(serve, tmp_path):
+    s = serve()
+    exs = [_latent_examples(f) for f in (3, 8)]
+    jobs = [scorers.chat_job(name, f"expl {ex.latent}", ex, PIECES, 0.3, 0) for ex in exs
+            for name in ("detection", "fuzzing")]
+    one = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "one"), progress=False)
+    ref = scorers.score_chat(one, jobs, 1)
+    assert len(s.requests) == 4 * 13
+    many = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "many"), progress=False)
+    got = scorers.score_chat(many, jobs, 4)
+    assert len(s.requests) == 4 * 13 + 4 * 4  # 13 excerpts -> groups of 4, 3, 3, 3
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(r.labels, g.labels)
+        np.testing.assert_array_equal(r.scores, g.scores)
+        np.testing.assert_array_equal(r.mass, g.mass)
+        assert g.n_fallback == 0 and np.all(g.mass > 0)
+    sizes = sorted(len(re.findall(r"^Excerpt \d+: ", b["messages"][-1]["content"], re.M)) for b in s.requests[52:])
+    assert sizes == [3] * 12 + [4] * 4
+    # the groups mix positives and negatives (shuffled), and the same job always gets the same groups
+    groups = scorers.prompt_groups(13, 4, 0, 3, "detection")
+    assert any(0 < (g < 7).sum() < len(g) for g in groups)
+    assert [g.tolist() for g in groups] == [g.tolist() for g in scorers.prompt_groups(13, 4, 0, 3, "detection")]
+    assert sorted(np.concatenate(groups).tolist()) == list(range(13))
+
+
+def test_malformed_numbered_replies_fall_back_to_single_prompts(serve, tmp_path):
+    bad = lambda texts: p_of(texts[0]) < 0.5  # noqa: E731
+    s = serve(malformed=bad)
+    exs = [_latent_examples(f) for f in (1, 2, 5)]
+    jobs = [scorers.chat_job("detection", "expl", ex, PIECES) for ex in exs]
+    ref = scorers.score_chat(OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "one"), progress=False), jobs, 1)
+    n_ref = len(s.requests)
+    b = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "many"), progress=False)
+    got = scorers.score_chat(b, jobs, 5)
+    n_fb = sum(g.n_fallback for g in got)
+    assert 0 < n_fb < 39
+    assert len(s.requests) - n_ref == 3 * 3 + n_fb  # 13 -> 3 numbered prompts per job, then one per rescored excerpt
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(r.scores, g.scores)
+    again = OpenAICompatible("m", s.url, cache=CallCache(tmp_path / "many"), progress=False)
+    scorers.score_chat(again, jobs, 5)
+    assert len(s.requests) - n_ref == 3 * 3 + n_fb  # malformed replies are cached too: nothing resent
+
+
+def test_numbered_replies_without_logprobs_read_the_text(serve, tmp_path):
+    s = serve(logprobs=False)
+    ex = _latent_examples(4)
+    [g] = scorers.score_chat(OpenAICompatible("m", s.url, cache=CallCache(tmp_path), progress=False),
+                             [scorers.chat_job("fuzzing", "e", ex, PIECES)], 13)
+    texts = scorers.fuzzing_texts(ex, PIECES)
+    assert len(s.requests) == 1 and g.n_fallback == 0
+    np.testing.assert_array_equal(g.scores, [1.0 if p_of(t) >= 0.5 else 0.0 for t in texts])
+    np.testing.assert_array_equal(g.mass, np.zeros(13))
+
+
 # ---------------------------------------------------------------- the pipeline gives the backend whole lists
 
 class _Recording(OpenAICompatible):
@@ -356,6 +465,10 @@ class _Recording(OpenAICompatible):
     def yes_probability(self, convs):
         self.lists.append(("yes_no", len(convs)))
         return super().yes_probability(convs)
+
+    def numbered_yes_no(self, convs, n_answers):
+        self.lists.append(("numbered", len(convs)))
+        return super().numbered_yes_no(convs, n_answers)
 
 
 def _planted(n_latents=5, n_seq=30, seq_len=65, ctx=8):
@@ -395,10 +508,15 @@ def test_pipeline_sends_lists_across_latents_with_the_records_of_one_latent_at_a
         assert rec["detection"]["labels"] == y.tolist() and rec["detection"]["scores"] == np.round(p, 6).tolist()
         assert rec["detection"]["answer_mass"] == float(np.mean(ref.last_answer_mass))
         y, p = scorers.fuzzing(ref, expl, ex, pieces, 0.3, 0)
-        assert rec["fuzzing"]["scores"] == np.round(p, 6).tolist()
-
-
-PIECES = [f" w{i}" for i in range(50)]
+        assert rec["fuzzing"]["scores"] == np.round(p, 6).tolist() and "n_fallback" not in rec["fuzzing"]
+    # numbered prompts: the fake server answers each excerpt as alone, so the records agree
+    b4 = _Recording("m", s.url, cache=CallCache(tmp_path / "p4"), progress=False)
+    recs4 = pipeline.run(la, win, [0, 1, 2, 3, 4], dataclasses.replace(cfg, examples_per_prompt=4), pieces,
+                         backend=b4, progress=False)
+    assert b4.lists == [("generate", 5), ("numbered", 5 * 2 * 3)]
+    for r, r4 in zip(recs, recs4):
+        for name in ("detection", "fuzzing"):
+            assert r4[name]["scores"] == r[name]["scores"] and r4[name]["n_fallback"] == 0
 
 
 class _Stop(Exception):
@@ -414,15 +532,35 @@ def test_records_cache_key_is_unchanged_by_the_new_settings(monkeypatch):
 
     monkeypatch.setattr(pipeline, "cached", fake_cached)
     la, win = _planted(1)
-    for cfg in (pipeline.InterpConfig(), pipeline.InterpConfig(llm_concurrency=4)):
+    for cfg in (pipeline.InterpConfig(), pipeline.InterpConfig(llm_concurrency=4),
+                pipeline.InterpConfig(examples_per_prompt=5)):
         with pytest.raises(_Stop):
             pipeline.score_latents({"sae": "t"}, la, win, [0], cfg, PIECES)
-    assert seen[0] == seen[1]
-    # the key has exactly the fields keys had before this setting existed
-    assert set(seen[0]["cfg"]) == {f.name for f in dataclasses.fields(pipeline.InterpConfig)} - {"llm_concurrency"}
+    assert seen[0] == seen[1] and seen[2]["cfg"]["examples_per_prompt"] == 5
+    # the default configuration's key has exactly the fields keys had before these settings existed
+    assert set(seen[0]["cfg"]) == {f.name for f in dataclasses.fields(pipeline.InterpConfig)} - {
+        "llm_concurrency", "examples_per_prompt"}
 
 
-# ---------------------------------------------------------------- hf-local keeps working
+# ---------------------------------------------------------------- hf-local keeps working, numbered prompts included
+
+@pytest.mark.usefixtures("iso_cache")
+def test_hf_local_numbered_prompts_parse_or_fall_back(tmp_path):
+    from saesanity.autointerp.llm import HFLocal
+
+    ex = _latent_examples(2, n_act=3, n_non=2)
+    b = HFLocal("smollm2-tiny-random", dtype="float32", batch_size=4, cache=CallCache(tmp_path / "a"), progress=False)
+    replies = b.numbered_yes_no([prompts.detection_numbered("cats", ["a cat", "a dog"])], [2])
+    assert set(replies[0]) in ({"answers", "text"}, {"malformed", "text"})
+    pieces = [f" w{i}" for i in range(50)]
+    [g] = scorers.score_chat(b, [scorers.chat_job("detection", "cats", ex, pieces)], 3)
+    one = HFLocal("smollm2-tiny-random", dtype="float32", batch_size=4, cache=CallCache(tmp_path / "b"), progress=False)
+    [r] = scorers.score_chat(one, [scorers.chat_job("detection", "cats", ex, pieces)], 1)
+    assert replies[0]["text"] and g.scores.shape == (5,)
+    assert g.n_fallback == 5  # a random model does not follow the format: every excerpt rescored one per prompt
+    np.testing.assert_allclose(g.scores, r.scores, atol=1e-5)
+    np.testing.assert_allclose(g.mass, r.mass, atol=1e-7)
+
 
 @pytest.mark.usefixtures("iso_cache")
 def test_hf_local_pipeline_over_a_chunk_matches_one_latent_at_a_time(tmp_path):

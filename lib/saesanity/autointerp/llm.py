@@ -1,13 +1,17 @@
 """Chat-model backends for explaining and scoring, every call cached on disk.
 
-Two operations, the same for every backend:
+Three operations, the same for every backend:
   * `generate(messages_list, max_new_tokens)` -> one reply per conversation (greedy / temperature 0);
   * `yes_probability(messages_list)` -> P(yes) per conversation, from the first answer token:
     P(yes) = Σ_{t ∈ YES} p(t) / (Σ_{t ∈ YES} p(t) + Σ_{t ∈ NO} p(t)), where YES / NO are the tokens that
     read "yes" / "no" once stripped and lower-cased ("Yes", " yes", …). Normalising over the two
     answers makes a small model's score usable even when it spreads mass elsewhere; the mass it put
     on the two answers is returned too (`last_answer_mass`), so a reader can see how much to trust it.
-
+  * `numbered_yes_no(messages_list, n_answers)` -> for a prompt showing n numbered excerpts and asking
+    for one "k: Yes" / "k: No" line each, the n (P(yes), mass) pairs read off the greedy reply, or the
+    reason it is malformed (`parse_numbered_answers`). P(yes) of answer k is the formula above applied
+    to the distribution of the token that carries answer k's word, i.e. conditional on the greedy
+    reply before it.
 
 Backends:
   * `HFLocal` — a transformers causal LM run here (default SmolLM2-135M-Instruct from the offline GGUF);
@@ -33,10 +37,12 @@ read on a miss and copied into the database (`CallCache.migrate_files` moves the
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -262,9 +268,20 @@ def _answer_word(token: str) -> str:
     return token.strip().strip(".,:!").lower()
 
 
+def _numbered_word(token: str) -> str:
+    """A numbered reply's answer token read as a word: a tokenizer may merge the separator or bold marks
+    into it (": Yes", " No\\n", "**Yes")."""
+    return token.strip(" \t\r\n.,:;!*)-").lower()
+
+
+def numbered_max_tokens(n: int) -> int:
+    """Reply length allowed for n numbered answers ("12: Yes\\n" is about 4 tokens; twice that, plus slack)."""
+    return 8 * n + 16
+
+
 class Backend:
-    """Shared caching logic; subclasses implement `_generate` and `_yes_probability` on the uncached
-    calls, each yielding (index into its list, value) pairs in any order.
+    """Shared caching logic; subclasses implement `_generate`, `_yes_probability` and `_numbered` on the
+    uncached calls, each yielding (index into its list, value) pairs in any order.
 
     A progress bar (tqdm, text) counts the uncached calls of a list when there are at least
     `progress_min` of them and `progress` is true."""
@@ -323,12 +340,24 @@ class Backend:
         self.last_answer_mass = np.array([v[1] for v in vals], dtype=float)
         return np.array([v[0] for v in vals], dtype=float)
 
+    def numbered_yes_no(self, convs: list[Messages], n_answers: list[int]) -> list[dict]:
+        """For each conversation asking for `n_answers[i]` numbered Yes/No lines, the parsed reply
+        (`parse_numbered_answers`): {"answers": [[P(yes), mass]] * n, "text"} or {"malformed": why, "text"}."""
+        if len(n_answers) != len(convs) or any(int(n) < 1 for n in n_answers):
+            raise ValueError(f"n_answers {list(n_answers)[:8]}…: need one count >= 1 per conversation "
+                             f"({len(convs)} conversations)")
+        sets = [{"n_answers": int(n), "max_tokens": numbered_max_tokens(int(n))} for n in n_answers]
+        return self._cached("yes_no_numbered", convs, sets,
+                            lambda cs, st: self._numbered(cs, [s["n_answers"] for s in st]))
+
     def _generate(self, convs: list[Messages], max_new_tokens: int) -> Iterable[tuple[int, str]]:
         raise NotImplementedError
 
     def _yes_probability(self, convs: list[Messages]) -> Iterable[tuple[int, tuple[float, float]]]:
         raise NotImplementedError
 
+    def _numbered(self, convs: list[Messages], ns: list[int]) -> Iterable[tuple[int, dict]]:
+        raise NotImplementedError
 
 
 class HFLocal(Backend):
@@ -337,9 +366,9 @@ class HFLocal(Backend):
     name = "hf-local"
 
     def __init__(self, model: str = "smollm2-135m", dtype: str = "bfloat16", batch_size: int = 16,
-                 device: str = "cpu", cache: CallCache | None = None, progress: bool = True):
+                 device: str = "cpu", cache: CallCache | None = None, top_logprobs: int = 20, progress: bool = True):
         super().__init__(model, cache, progress)
-        self.dtype, self.batch_size, self.device = dtype, batch_size, device
+        self.dtype, self.batch_size, self.device, self.top_logprobs = dtype, batch_size, device, top_logprobs
         self._lm = None
 
     @property
@@ -349,7 +378,8 @@ class HFLocal(Backend):
             from .examples import piece_table
 
             self._lm = load_model(self.model, "trained", device=self.device, dtype=self.dtype)
-            words = [_answer_word(t) for t in piece_table(self._lm.tokenizer)]
+            self._pieces = piece_table(self._lm.tokenizer)
+            words = [_answer_word(t) for t in self._pieces]
             self._yes = [i for i, w in enumerate(words) if w == "yes"]
             self._no = [i for i, w in enumerate(words) if w == "no"]
             if not self._yes or not self._no:
@@ -419,6 +449,33 @@ class HFLocal(Backend):
                 mass = float(p_yes[r] + p_no[r])
                 yield int(i), (float(p_yes[r]) / mass if mass > 0 else 0.5, mass)
 
+    def _numbered(self, convs: list[Messages], ns: list[int]) -> Iterator[tuple[int, dict]]:
+        """Greedy multi-line replies with each generated token's `top_logprobs` most likely tokens, put in
+        the chat-completions reply shape and parsed by `parse_numbered_answers`."""
+        import torch
+
+        tok, model = self.lm.tokenizer, self.lm.model
+        stop = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+        for idx, ids, mask, pad in self._left_padded(convs):
+            with torch.no_grad():
+                gen = model.generate(ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
+                                     max_new_tokens=numbered_max_tokens(max(ns[i] for i in idx)), pad_token_id=pad,
+                                     output_logits=True, return_dict_in_generate=True)
+            logp = torch.log_softmax(torch.stack(gen.logits, 1).float(), -1).cpu()  # [b, steps, vocab]
+            top_v, top_i = logp.topk(self.top_logprobs, -1)
+            new = gen.sequences[:, ids.shape[1]:].cpu()
+            for r, i in enumerate(idx):
+                content = []
+                for t in range(new.shape[1]):
+                    tid = int(new[r, t])
+                    if tid in stop:
+                        break
+                    content.append({"token": self._pieces[tid], "logprob": float(logp[r, t, tid]),
+                                    "top_logprobs": [{"token": self._pieces[int(a)], "logprob": float(b)}
+                                                     for a, b in zip(top_i[r, t], top_v[r, t])]})
+                text = "".join(c["token"] for c in content)
+                reply = {"choices": [{"message": {"content": text}, "logprobs": {"content": content}}]}
+                yield int(i), parse_numbered_answers(reply, ns[i])
 
 
 class OpenAICompatible(Backend):
@@ -514,15 +571,19 @@ class OpenAICompatible(Backend):
                    "logprobs": True, "top_logprobs": self.top_logprobs} for c in convs]
         return self._requests(bodies, lambda _, r: parse_yes_no(r))
 
+    def _numbered(self, convs: list[Messages], ns: list[int]) -> Iterator[tuple[int, dict]]:
+        bodies = [{"model": self.model, "messages": c, "max_tokens": numbered_max_tokens(n), "temperature": 0,
+                   "logprobs": True, "top_logprobs": self.top_logprobs} for c, n in zip(convs, ns)]
+        return self._requests(bodies, lambda i, r: parse_numbered_answers(r, ns[i]))
 
 
-def _yes_no_from_top(entry: dict) -> tuple[float, float] | None:
-    """(P(yes), mass) from one generated token's `top_logprobs` (the token itself if there are none);
-    None when no listed token reads yes or no."""
+def _yes_no_from_top(entry: dict, word: Callable[[str], str] = _answer_word) -> tuple[float, float] | None:
+    """(P(yes), mass) from one generated token's `top_logprobs` (the token itself if there are none),
+    tokens read by `word`; None when no listed token reads yes or no."""
     top = entry.get("top_logprobs") or [{"token": entry["token"], "logprob": entry["logprob"]}]
     p = {"yes": 0.0, "no": 0.0}
     for t in top:
-        w = _answer_word(t["token"])
+        w = word(t["token"])
         if w in p:
             p[w] += math.exp(t["logprob"])
     mass = p["yes"] + p["no"]
@@ -540,6 +601,52 @@ def parse_yes_no(reply: dict) -> tuple[float, float]:
             return got
     word = _answer_word((choice.get("message") or {}).get("content") or "")
     return (1.0 if word.startswith("yes") else 0.0 if word.startswith("no") else 0.5), 0.0
+
+
+# one answer line: optional "Excerpt", the number, a separator (: . ) -), optional bold marks, yes/no
+_ANSWER_LINE = re.compile(r"^[ \t*]*(?:excerpt[ \t]*)?(\d+)[ \t]*[:.)\-][ \t*]*(yes|no)\b",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+def parse_numbered_answers(reply: dict, n: int) -> dict:
+    """The n numbered Yes/No answers of a chat-completions reply.
+
+    The reply text is the concatenation of the generated tokens when the server sent per-token
+    log-probs, else the message content. An answer is a line "k: Yes" / "k: No" (also "k." "k)" "k -",
+    an optional "Excerpt" before k, any case; other lines are ignored). The reply is well-formed iff
+    every k in 1..n is answered exactly once and no other number is; then answer k scores
+      * with log-probs: P(yes) = the module formula over the `top_logprobs` of the token covering the
+        first letter of answer k's word, mass = the yes + no probability there (tokens read as words
+        after stripping white space and the punctuation . , : ; ! * ) - around them, so ": Yes" counts);
+      * without log-probs, or if no yes/no token is listed there: 1.0 for Yes, 0.0 for No, mass 0.
+    Returns {"answers": [[P(yes), mass], …] (n, in order), "text"} or, if malformed,
+    {"malformed": the reason, "text"}."""
+    choice = reply["choices"][0]
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if content:
+        starts, text = [], ""
+        for c in content:
+            starts.append(len(text))
+            text += c["token"]
+    else:
+        text = (choice.get("message") or {}).get("content") or ""
+    answers: dict[int, tuple[str, int]] = {}
+    for m in _ANSWER_LINE.finditer(text):
+        k = int(m.group(1))
+        if not 1 <= k <= n:
+            return {"malformed": f"answer for excerpt {k}, outside 1..{n}", "text": text}
+        if k in answers:
+            return {"malformed": f"excerpt {k} answered twice", "text": text}
+        answers[k] = (m.group(2).lower(), m.start(2))
+    missing = [k for k in range(1, n + 1) if k not in answers]
+    if missing:
+        return {"malformed": f"no answer for excerpt(s) {missing} of 1..{n}", "text": text}
+    out = []
+    for k in range(1, n + 1):
+        word, pos = answers[k]
+        got = _yes_no_from_top(content[bisect.bisect_right(starts, pos) - 1], _numbered_word) if content else None
+        out.append(list(got) if got is not None else [1.0 if word == "yes" else 0.0, 0.0])
+    return {"answers": out, "text": text}
 
 
 def make_backend(backend: str, model: str, *, api_base: str = "", api_key_env: str = "OPENAI_API_KEY",

@@ -7,7 +7,8 @@ record per latent:
      "<scorer>": {"labels": [n], "scores": [n], "auroc": float, "accuracy": float | None}}
 where `accuracy` is the balanced accuracy at P(yes) ≥ 0.5 for the chat-model scorers (the papers'
 "score") and None for the embedding scorer (a cosine has no natural cut). The chat-model scorers add
-"answer_mass" (mean over the examples of the probability on the yes + no tokens).
+"answer_mass" (mean over the examples of the probability on the yes + no tokens) and, with
+`examples_per_prompt` > 1, "n_fallback" (examples rescored one per prompt after a malformed reply).
 
 Latents are processed in chunks of `_LATENT_CHUNK`: a chunk's examples are drawn, all its
 explanations requested as one list, then every detection and fuzzing prompt of the chunk as one
@@ -39,6 +40,7 @@ from .llm import BACKENDS, Backend, make_backend
 _VERSION = 1
 _LATENT_CHUNK = 256  # latents drawn, explained and scored together (module docstring)
 _NOT_IN_KEY = ("llm_concurrency",)  # settings that cannot change a record: never part of the records' cache key
+_KEY_DEFAULTS = {"examples_per_prompt": 1}  # left out of the key at these values: keys made before they existed hold
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class InterpConfig:
     highlight_frac: float = 0.3  # fuzzing marks tokens >= this x the example's maximum activation
     max_new_tokens: int = 40  # explanation length cap (a reply is cut at its first line break)
     seed: int = 0
+    examples_per_prompt: int = 1  # detection / fuzzing excerpts per prompt (1: the papers'; >1: numbered answers)
     llm_concurrency: int = 32  # openai-compatible requests in flight at once (no effect on results)
 
     def check(self) -> None:
@@ -72,9 +75,10 @@ class InterpConfig:
             raise ValueError("n_explain, n_score_act, n_score_non, n_quantiles and ctx_len must all be >= 1")
         if not 0 < self.highlight_frac <= 1:
             raise ValueError(f"highlight_frac={self.highlight_frac}: must lie in (0, 1]")
-        v = self.llm_concurrency
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"llm_concurrency={v!r}: must be an integer >= 1")
+        for name in ("examples_per_prompt", "llm_concurrency"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r}: must be an integer >= 1")
 
     @property
     def needs_llm(self) -> bool:
@@ -121,7 +125,7 @@ def run(la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig, pie
             expls = explainers.explain_top_tokens(exs, pieces)
         jobs = [scorers.chat_job(name, expl, ex, pieces, cfg.highlight_frac, cfg.seed)
                 for ex, expl in zip(exs, expls) for name in chat]
-        scored = iter(scorers.score_chat(backend, jobs) if jobs else [])
+        scored = iter(scorers.score_chat(backend, jobs, cfg.examples_per_prompt, cfg.seed) if jobs else [])
         for ex, expl in zip(exs, expls):
             rec = {"latent": ex.latent, "n_active_windows": ex.n_active_windows, "explanation": expl}
             got = {name: next(scored) for name in chat}
@@ -133,6 +137,8 @@ def run(la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig, pie
                 r = got[name]
                 rec[name] = _record(cfg, name, r.labels, r.scores)
                 rec[name]["answer_mass"] = float(np.mean(r.mass))
+                if cfg.examples_per_prompt > 1:
+                    rec[name]["n_fallback"] = r.n_fallback
             out.append(rec)
         bar.update(len(chunk))
     bar.close()
@@ -149,7 +155,8 @@ def score_latents(key: dict, la: LatentActs, win: Windows, latents: list[int], c
         (work / "records.json").write_text(json.dumps(recs))
         return {"n_records": len(recs)}
 
-    cfg_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_KEY}
+    cfg_fields = {k: v for k, v in dataclasses.asdict(cfg).items()
+                  if k not in _NOT_IN_KEY and not (k in _KEY_DEFAULTS and v == _KEY_DEFAULTS[k])}
     fields = {**key, "cfg": cfg_fields, "latents": [int(f) for f in latents], "ctx": win.ctx_len}
     path = cached("autointerp", fields, compute, version=_VERSION)
     return json.loads((path / "records.json").read_text())
