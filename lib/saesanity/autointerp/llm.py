@@ -69,8 +69,9 @@ class LLMError(RuntimeError):
 class CallCache:
     """Every model call in one SQLite database `<root>/calls.sqlite` (root default `<cache>/llm`).
 
-    Table `calls(key TEXT PRIMARY KEY, call TEXT, value TEXT)`: `key` = SHA-256 of `call`, the
-    canonical JSON (sorted keys) of the call's fields; `value` = the result as JSON. `put` buffers;
+    Table `calls(id INTEGER PRIMARY KEY, key TEXT UNIQUE, call TEXT, value TEXT)`: `key` = SHA-256
+    of `call`, the canonical JSON (sorted keys) of the call's fields; `value` = the result as JSON
+    (rows in insertion order and a separate key index: appends, not random inserts of whole rows). `put` buffers;
     the buffer is committed in one transaction when it reaches `flush_every` calls, when `flush_s`
     seconds have passed since the last commit, and on `flush()` / `close()`. The database is opened
     lazily, in WAL mode with `synchronous=NORMAL` (a commit is atomic; a power cut may undo the last
@@ -122,8 +123,8 @@ class CallCache:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, call TEXT NOT NULL, "
-                             "value TEXT NOT NULL) WITHOUT ROWID")
+                conn.execute("CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
+                             "call TEXT NOT NULL, value TEXT NOT NULL)")
             except sqlite3.Error as e:
                 conn.close()
                 raise LLMError(f"call cache {self.path}: cannot open it ({e}); it must be on a local file "
@@ -200,10 +201,14 @@ class CallCache:
 
     def put(self, key: str, fields: dict[str, Any], value: Any) -> None:
         """Buffer one call's result; committed with the next flush (class docstring)."""
+        self.put_canonical(key, self.canonical(fields), value)
+
+    def put_canonical(self, key: str, call: str, value: Any) -> None:
+        """`put` with the call's canonical JSON (`canonical(fields)`) already made."""
         with self._lock:
             if self._pid != os.getpid():
                 self._db()
-            self._pending[key] = (self.canonical(fields), json.dumps(value, ensure_ascii=False))
+            self._pending[key] = (call, json.dumps(value, ensure_ascii=False))
             if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s:
                 self.flush()
 
@@ -305,7 +310,8 @@ class Backend:
         sets = settings if isinstance(settings, list) else [settings] * len(convs)
         fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **st}
                   for c, st in zip(convs, sets)]
-        keys = [CallCache.key(f) for f in fields]
+        calls = [CallCache.canonical(f) for f in fields]
+        keys = [hashlib.sha256(c.encode()).hexdigest() for c in calls]  # = CallCache.key(fields[i])
         out = self.cache.get_many(keys)
         first: dict[str, int] = {}
         for i, v in enumerate(out):
@@ -321,7 +327,7 @@ class Backend:
             for j, v in compute([convs[i] for i in todo], [sets[i] for i in todo]):
                 i = todo[j]
                 done[keys[i]] = v
-                self.cache.put(keys[i], fields[i], v)
+                self.cache.put_canonical(keys[i], calls[i], v)
                 bar.update()
         finally:
             bar.close()
