@@ -229,6 +229,11 @@ def test_progress_bar_counts_requests_when_many(serve, tmp_path, capsys):
     assert "bar-model yes_no" not in capsys.readouterr().err  # few calls: no bar
     b.yes_probability(_convs(6, "u")[0])
     assert "bar-model yes_no" in capsys.readouterr().err
+    la, win = _planted(2)
+    cfg = pipeline.InterpConfig(explainer="top-tokens", scorers=("detection",), n_explain=8, n_score_act=6,
+                                n_score_non=5, n_quantiles=4)
+    pipeline.run(la, win, [0, 1], cfg, [f" w{i}" for i in range(500)], backend=b, progress=False)
+    assert "bar-model" not in capsys.readouterr().err and b.progress  # silenced for the run only
 
 
 # ---------------------------------------------------------------- the SQLite call cache

@@ -105,13 +105,25 @@ def _record(cfg: InterpConfig, name: str, labels: np.ndarray, scores_: np.ndarra
 def run(la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig, pieces: list[str], *,
         backend: Backend | None = None, encoder: scorers.Encoder | None = None, progress: bool = True,
         desc: str = "auto-interp") -> list[dict]:
-    """Records (module docstring) for every eligible latent of `latents`, uncached at this level."""
+    """Records (module docstring) for every eligible latent of `latents`, uncached at this level.
+    `progress=False` also silences the backend's bars during the run."""
     backend = backend or (make_backend(cfg.llm_backend, cfg.llm_model, api_base=cfg.api_base,
                                        api_key_env=cfg.api_key_env, dtype=cfg.llm_dtype,
                                        max_concurrency=cfg.llm_concurrency) if cfg.needs_llm else None)
     encoder = encoder or scorers.Encoder()
     chat = [s for s in cfg.scorers if s != "embedding"]
     latents = [int(f) for f in latents]
+    quiet = not progress and getattr(backend, "progress", False)
+    if quiet:
+        backend.progress = False
+    try:
+        return _run(la, win, latents, cfg, pieces, backend, encoder, chat, progress, desc)
+    finally:
+        if quiet:
+            backend.progress = True
+
+
+def _run(la, win, latents, cfg, pieces, backend, encoder, chat, progress, desc) -> list[dict]:
     out = []
     bar = tqdm(total=len(latents), desc=desc, unit="latent", disable=not progress)
     for c in range(0, len(latents), _LATENT_CHUNK):
