@@ -157,7 +157,7 @@ def test_concurrent_results_are_in_order_and_equal_the_sequential_path(serve, tm
     convs, texts = _convs(24)
     conc = OpenAICompatible("m", s.url, max_concurrency=8, cache=CallCache(tmp_path / "a"), progress=False)
     p = conc.yes_probability(convs)
-    assert s.max_inflight >= 4, s.max_inflight  # the server saw requests overlapping
+    assert 4 <= s.max_inflight <= 8, s.max_inflight  # the server saw requests overlapping, never more than 8
     np.testing.assert_allclose(p, _expected(texts), rtol=1e-12)  # each answer in its conversation's place
     s.max_inflight = 0
     seq = OpenAICompatible("m", s.url, max_concurrency=1, cache=CallCache(tmp_path / "b"), progress=False)

@@ -538,35 +538,41 @@ class OpenAICompatible(Backend):
             for i, b in enumerate(bodies):
                 yield i, self._call(i, b, parse)
             return
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies)), thread_name_prefix="llm-http")
-        futs: dict[Future, int] = {}
+        workers = min(self.max_concurrency, len(bodies))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-http")
+        todo = iter(enumerate(bodies))
+        live: dict[Future, int] = {}  # submitted, not yet collected: at most 2 x workers (the rest wait here)
         errors: list[BaseException] = []
-        n_done = 0
+        n_done = n_sent = 0
         try:
-            futs = {pool.submit(self._call, i, b, parse): i for i, b in enumerate(bodies)}
-            pending = set(futs)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while True:
+                while not errors and len(live) < 2 * workers and (nxt := next(todo, None)) is not None:
+                    live[pool.submit(self._call, nxt[0], nxt[1], parse)] = nxt[0]
+                    n_sent += 1
+                if not live:
+                    break
+                finished, _ = wait(live, return_when=FIRST_COMPLETED)
                 for f in finished:
+                    i = live.pop(f)
                     if f.cancelled():
+                        n_sent -= 1
                         continue
                     e = f.exception()
                     if e is not None:
                         if not errors:
-                            for g in pending:
-                                g.cancel()
+                            for g in live:
+                                g.cancel()  # only those still queued: the running ones finish
                         errors.append(e)
                         continue
                     n_done += 1
-                    yield futs[f], f.result()
+                    yield i, f.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         if errors:
             if not isinstance(errors[0], LLMError):
                 raise errors[0]
-            n_cancelled = sum(f.cancelled() for f in futs)
             raise LLMError(f"{errors[0]} [{len(errors)} of {len(bodies)} requests failed; {n_done} finished and "
-                           f"are cached; {n_cancelled} were not sent]")
+                           f"are cached; {len(bodies) - n_sent} were not sent]")
 
     def _generate(self, convs: list[Messages], max_new_tokens: int) -> Iterator[tuple[int, str]]:
         bodies = [{"model": self.model, "messages": c, "max_tokens": max_new_tokens, "temperature": 0} for c in convs]
