@@ -6,7 +6,15 @@ record per latent:
     {"latent", "n_active_windows", "explanation",
      "<scorer>": {"labels": [n], "scores": [n], "auroc": float, "accuracy": float | None}}
 where `accuracy` is the balanced accuracy at P(yes) ≥ 0.5 for the chat-model scorers (the papers'
-"score") and None for the embedding scorer (a cosine has no natural cut).
+"score") and None for the embedding scorer (a cosine has no natural cut). The chat-model scorers add
+"answer_mass" (mean over the examples of the probability on the yes + no tokens) and, with
+`examples_per_prompt` > 1, "n_fallback" (examples rescored one per prompt after a malformed reply).
+
+Latents are processed in chunks of `_LATENT_CHUNK`: a chunk's examples are drawn, all its
+explanations requested as one list, then every detection and fuzzing prompt of the chunk as one
+list, so a backend can batch them (hf-local) or keep many requests in flight (openai-compatible).
+Every call is independent of the others in its list, so the records are those of scoring one
+latent at a time (for hf-local up to the bfloat16 batch-padding differences the README describes).
 
 The records are cached under (the caller's key fields, the config, the latents); inside a run every
 model call is cached on its own (`llm.CallCache`), so an interrupted run resumes where it stopped and
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from ..cache import cached
 from . import explainers, roc, scorers
@@ -30,7 +38,9 @@ from .examples import LatentActs, Windows, sample_examples
 from .llm import BACKENDS, Backend, make_backend
 
 _VERSION = 1
-_EXPLAIN_CHUNK = 16  # explanations per batch of chat-model calls
+_LATENT_CHUNK = 256  # latents drawn, explained and scored together (module docstring)
+_NOT_IN_KEY = ("llm_concurrency",)  # settings that cannot change a record: never part of the records' cache key
+_KEY_DEFAULTS = {"examples_per_prompt": 1}  # left out of the key at these values: keys made before they existed hold
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class InterpConfig:
     highlight_frac: float = 0.3  # fuzzing marks tokens >= this x the example's maximum activation
     max_new_tokens: int = 40  # explanation length cap (a reply is cut at its first line break)
     seed: int = 0
+    examples_per_prompt: int = 1  # detection / fuzzing excerpts per prompt (1: the papers'; >1: numbered answers)
+    llm_concurrency: int = 32  # openai-compatible requests in flight at once (no effect on results)
 
     def check(self) -> None:
         if self.explainer not in explainers.EXPLAINERS:
@@ -63,6 +75,10 @@ class InterpConfig:
             raise ValueError("n_explain, n_score_act, n_score_non, n_quantiles and ctx_len must all be >= 1")
         if not 0 < self.highlight_frac <= 1:
             raise ValueError(f"highlight_frac={self.highlight_frac}: must lie in (0, 1]")
+        for name in ("examples_per_prompt", "llm_concurrency"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r}: must be an integer >= 1")
 
     @property
     def needs_llm(self) -> bool:
@@ -89,33 +105,55 @@ def _record(cfg: InterpConfig, name: str, labels: np.ndarray, scores_: np.ndarra
 def run(la: LatentActs, win: Windows, latents: list[int], cfg: InterpConfig, pieces: list[str], *,
         backend: Backend | None = None, encoder: scorers.Encoder | None = None, progress: bool = True,
         desc: str = "auto-interp") -> list[dict]:
-    """Records (module docstring) for every eligible latent of `latents`, uncached at this level."""
+    """Records (module docstring) for every eligible latent of `latents`, uncached at this level.
+    `progress=False` also silences the backend's bars during the run."""
     backend = backend or (make_backend(cfg.llm_backend, cfg.llm_model, api_base=cfg.api_base,
-                                       api_key_env=cfg.api_key_env, dtype=cfg.llm_dtype) if cfg.needs_llm else None)
+                                       api_key_env=cfg.api_key_env, dtype=cfg.llm_dtype,
+                                       max_concurrency=cfg.llm_concurrency) if cfg.needs_llm else None)
     encoder = encoder or scorers.Encoder()
-    exs = [sample_examples(la, win, int(f), n_explain=cfg.n_explain, n_score_act=cfg.n_score_act,
-                           n_score_non=cfg.n_score_non, n_quantiles=cfg.n_quantiles, seed=cfg.seed) for f in latents]
-    exs = [ex for ex in exs if ex is not None]
-    if cfg.explainer == "llm":  # in chunks, so the chat model can batch them and a bar shows progress
-        expls = []
-        for s in tqdm(range(0, len(exs), _EXPLAIN_CHUNK), desc=f"{desc}: explain", disable=not progress):
-            expls += explainers.explain_llm(backend, exs[s:s + _EXPLAIN_CHUNK], pieces, cfg.max_new_tokens)
-    else:
-        expls = explainers.explain_top_tokens(exs, pieces)
+    chat = [s for s in cfg.scorers if s != "embedding"]
+    latents = [int(f) for f in latents]
+    quiet = not progress and getattr(backend, "progress", False)
+    if quiet:
+        backend.progress = False
+    try:
+        return _run(la, win, latents, cfg, pieces, backend, encoder, chat, progress, desc)
+    finally:
+        if quiet:
+            backend.progress = True
+
+
+def _run(la, win, latents, cfg, pieces, backend, encoder, chat, progress, desc) -> list[dict]:
     out = []
-    for ex, expl in tqdm(list(zip(exs, expls)), desc=f"{desc}: score", disable=not progress, mininterval=5):
-        rec = {"latent": ex.latent, "n_active_windows": ex.n_active_windows, "explanation": expl}
-        for name in cfg.scorers:
-            if name == "detection":
-                y, s = scorers.detection(backend, expl, ex, pieces)
-            elif name == "fuzzing":
-                y, s = scorers.fuzzing(backend, expl, ex, pieces, cfg.highlight_frac, cfg.seed)
-            else:
-                y, s = scorers.embedding(encoder, expl, ex, pieces)
-            rec[name] = _record(cfg, name, y, s)
-            if name != "embedding":
-                rec[name]["answer_mass"] = float(np.mean(backend.last_answer_mass))
-        out.append(rec)
+    bar = tqdm(total=len(latents), desc=desc, unit="latent", disable=not progress)
+    for c in range(0, len(latents), _LATENT_CHUNK):
+        chunk = latents[c:c + _LATENT_CHUNK]
+        exs = [sample_examples(la, win, f, n_explain=cfg.n_explain, n_score_act=cfg.n_score_act,
+                               n_score_non=cfg.n_score_non, n_quantiles=cfg.n_quantiles, seed=cfg.seed) for f in chunk]
+        exs = [ex for ex in exs if ex is not None]
+        if cfg.explainer == "llm":
+            expls = explainers.explain_llm(backend, exs, pieces, cfg.max_new_tokens)
+        else:
+            expls = explainers.explain_top_tokens(exs, pieces)
+        jobs = [scorers.chat_job(name, expl, ex, pieces, cfg.highlight_frac, cfg.seed)
+                for ex, expl in zip(exs, expls) for name in chat]
+        scored = iter(scorers.score_chat(backend, jobs, cfg.examples_per_prompt, cfg.seed) if jobs else [])
+        for ex, expl in zip(exs, expls):
+            rec = {"latent": ex.latent, "n_active_windows": ex.n_active_windows, "explanation": expl}
+            got = {name: next(scored) for name in chat}
+            for name in cfg.scorers:
+                if name == "embedding":
+                    y, s = scorers.embedding(encoder, expl, ex, pieces)
+                    rec[name] = _record(cfg, name, y, s)
+                    continue
+                r = got[name]
+                rec[name] = _record(cfg, name, r.labels, r.scores)
+                rec[name]["answer_mass"] = float(np.mean(r.mass))
+                if cfg.examples_per_prompt > 1:
+                    rec[name]["n_fallback"] = r.n_fallback
+            out.append(rec)
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 
@@ -129,7 +167,9 @@ def score_latents(key: dict, la: LatentActs, win: Windows, latents: list[int], c
         (work / "records.json").write_text(json.dumps(recs))
         return {"n_records": len(recs)}
 
-    fields = {**key, "cfg": dataclasses.asdict(cfg), "latents": [int(f) for f in latents], "ctx": win.ctx_len}
+    cfg_fields = {k: v for k, v in dataclasses.asdict(cfg).items()
+                  if k not in _NOT_IN_KEY and not (k in _KEY_DEFAULTS and v == _KEY_DEFAULTS[k])}
+    fields = {**key, "cfg": cfg_fields, "latents": [int(f) for f in latents], "ctx": win.ctx_len}
     path = cached("autointerp", fields, compute, version=_VERSION)
     return json.loads((path / "records.json").read_text())
 

@@ -4,6 +4,9 @@ Examples are shown as text with the marked tokens between `<<` and `>>`; adjacen
 share one pair of marks. The explainer sees activating tokens marked; the detection scorer sees
 plain text; the fuzzing scorer sees text whose marks are either the latent's strongest tokens
 (≥ `highlight_frac` × that example's maximum) or random ones.
+
+`detection_numbered` / `fuzzing_numbered` show several numbered excerpts in one prompt and ask for
+one line per excerpt, "1: Yes", "2: No", …, in order (`llm.parse_numbered_answers` reads them).
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ FUZZING_SYSTEM = (
     "You check descriptions of a neural-network feature against text. Given the description of what the "
     f"feature responds to and an excerpt with some words marked {L}like this{R}, answer Yes if the marked "
     "words are ones the description says the feature fires on, otherwise No. Answer with one word: Yes or No.")
+
+
+NUMBERED_REPLY = ("Reply with one line per excerpt, in order, written as the excerpt's number, a colon and "
+                  "Yes or No (for example '1: Yes'), and nothing else.")
+
+DETECTION_NUMBERED_SYSTEM = (
+    "You check descriptions of a neural-network feature against text. Given the description of what the "
+    "feature responds to and numbered excerpts, decide for each excerpt whether the feature would fire "
+    "somewhere in it: Yes or No. " + NUMBERED_REPLY)
+
+FUZZING_NUMBERED_SYSTEM = (
+    "You check descriptions of a neural-network feature against text. Given the description of what the "
+    f"feature responds to and numbered excerpts with some words marked {L}like this{R}, decide for each "
+    "excerpt whether its marked words are ones the description says the feature fires on: Yes or No. "
+    + NUMBERED_REPLY)
 
 
 def mark(pieces: Sequence[str], marked: Sequence[bool]) -> str:
@@ -63,6 +81,28 @@ def fuzzing(explanation: str, text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": FUZZING_SYSTEM},
             {"role": "user", "content": f"Description: {explanation}\nExcerpt: {text}\n"
                                         "Are the marked words what the feature fires on? Yes or No?"}]
+
+
+def _numbered(system: str, question: str, explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
+    if not texts:
+        raise ValueError("a numbered prompt needs at least one excerpt")
+    body = "\n".join(f"Excerpt {i + 1}: {t}" for i, t in enumerate(texts))
+    n = len(texts)
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"Description: {explanation}\n{body}\n{question} Answer with {n} "
+                                        f"line{'s' if n > 1 else ''}, 1 to {n}, each Yes or No."}]
+
+
+def detection_numbered(explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
+    """One prompt for several plain excerpts (each one line; `mark` and the scorers remove line breaks)."""
+    return _numbered(DETECTION_NUMBERED_SYSTEM, "For each excerpt: would the feature fire in it?", explanation,
+                     texts)
+
+
+def fuzzing_numbered(explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
+    """One prompt for several marked excerpts."""
+    return _numbered(FUZZING_NUMBERED_SYSTEM, "For each excerpt: are the marked words what the feature fires on?",
+                     explanation, texts)
 
 
 def clean_explanation(reply: str) -> str:

@@ -29,7 +29,8 @@ def interp_config(P, explainer: str) -> pipeline.InterpConfig:
         explainer=explainer, llm_backend=P.llm_backend, llm_model=P.llm_model, api_base=P.api_base,
         api_key_env=P.api_key_env, llm_dtype=P.llm_dtype, scorers=tuple(P.scorers), n_explain=P.n_explain,
         n_score_act=P.n_score_act, n_score_non=P.n_score_non, n_quantiles=P.n_quantiles, ctx_len=P.ctx_len,
-        highlight_frac=P.highlight_frac, seed=P.interp_seed)
+        highlight_frac=P.highlight_frac, seed=P.interp_seed,
+        examples_per_prompt=getattr(P, "examples_per_prompt", 1), llm_concurrency=getattr(P, "llm_concurrency", 32))
     cfg.check()
     return cfg
 
@@ -40,7 +41,7 @@ class Tools:
     def __init__(self, P, tokenizer_spec: str):
         self.P, self.spec = P, tokenizer_spec
         self.backend = make_backend(P.llm_backend, P.llm_model, api_base=P.api_base, api_key_env=P.api_key_env,
-                                    dtype=P.llm_dtype)
+                                    dtype=P.llm_dtype, max_concurrency=getattr(P, "llm_concurrency", 32))
         self.encoder = Encoder()
         self._pieces: list[str] | None = None
 
@@ -56,7 +57,8 @@ _TOOLS: dict[tuple, Tools] = {}
 
 def tools_for(P, tokenizer_spec: str) -> Tools:
     """One `Tools` per (chat model settings, tokenizer) per process: the model loads once per notebook."""
-    key = (P.llm_backend, P.llm_model, P.api_base, P.api_key_env, P.llm_dtype, tokenizer_spec)
+    key = (P.llm_backend, P.llm_model, P.api_base, P.api_key_env, P.llm_dtype, getattr(P, "llm_concurrency", 32),
+           tokenizer_spec)
     if key not in _TOOLS:
         _TOOLS[key] = Tools(P, tokenizer_spec)
     return _TOOLS[key]
