@@ -134,6 +134,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..activations import HookpointError, _block, decoder_layers, parse_hookpoint
 from ..models import GaussianEmbedding, LoadedModel
 
@@ -263,14 +264,6 @@ def rank_rows(n_rows: int, batch_size: int, rank: int, world: int) -> np.ndarray
 
 # ---------------------------------------------------------------- config
 
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def build_config(lm: LoadedModel, hookpoints: list[str], seeds: list[int], out: str | Path, *,
                  recipe: str | SparsifyRecipe = PAULO_BELROSE_2025, architecture: str = "topk", world: int = 1,
                  **overrides: Any):
@@ -390,7 +383,7 @@ def train_sparsify(lm: LoadedModel, tokens: np.ndarray, hookpoints: list[str], s
     import torch.distributed as dist
     from sparsify import Trainer, __version__ as sparsify_version
 
-    rank, world = _world()
+    rank, world = distributed.world()
     r = get_recipe(recipe).overridden(**overrides)
     cfg = build_config(lm, hookpoints, seeds, out, recipe=r, architecture=architecture, world=world)
     tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
