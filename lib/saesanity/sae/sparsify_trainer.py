@@ -496,7 +496,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import distributed
     from ..corpus import token_sequences
     from ..models import load_model
 
