@@ -145,3 +145,20 @@ def test_streamed_seed_saes_need_no_activation_cache(iso_cache, tiny_llama_dir, 
     assert [t.path for t in again] == [t.path for t in saes]
     held = runs.heldout_metrics(P, saes, progress=False)
     assert all(0 < h["fvu"] < 2 for h in held)
+
+
+def test_streamed_snapshot_is_the_shorter_streamed_run(iso_cache, tiny_llama_dir):
+    """With a streamed source, a run shorter than the shuffle buffer sees the first batches of a longer one,
+    so the sweep's snapshots are the SAEs a shorter run trains (their keys leave n_tokens to the config)."""
+    from saesanity import params
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
+                    d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
+                    seq_len=65, activations="streamed", stream_buffer_tokens=4096, train_tokens=[1024, 4096])
+    acts, _ = runs.sweep_train(P, "n_tokens", [1024, 4096], progress=False)
+    snap = runs.train_cached(acts, None, dataclasses.replace(runs.train_cfg(P, P.seeds[0]), n_tokens=1024),
+                             progress=False)
+    from saesanity.sae.train import train_family
+
+    direct, _ = train_family(acts.source(snap.cfg), [snap.cfg], progress=False)[0]
+    torch.testing.assert_close(snap.sae.W_dec, direct.W_dec, rtol=0, atol=0)

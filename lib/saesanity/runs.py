@@ -81,7 +81,9 @@ class Streamed:
         from .stream import ModelSource
 
         spec, steps = self.spec, cfg.n_tokens // cfg.batch_size
-        per_chunk = max(1, min(self.buffer_tokens // cfg.batch_size, steps))
+        # the chunk size must not depend on the run's length: a shorter run's batches are then a prefix of a
+        # longer one's (its snapshots are the shorter runs), at the cost of a whole first chunk's forward
+        per_chunk = max(1, self.buffer_tokens // cfg.batch_size)
         rows = -(-steps // per_chunk) * per_chunk * cfg.batch_size
         n_seqs = -(-rows // (spec.seq_len - spec.drop_first))
         lm = _stream_model(spec.model, spec.variant, spec.variant_seed, self.device, spec.model_dtype)
