@@ -1,14 +1,19 @@
 """The paper-mini stand-ins: tiny random models of the papers' architectures (`standin:<hub name>`, with
-Pythia's step-0 checkpoint)."""
+Pythia's step-0 checkpoint) and local corpora in the hub datasets' layouts (`standin:<name>`)."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from saesanity import models
+from saesanity import corpus, models
 from saesanity.activations import parse_hookpoint, run_to_hookpoints
 from saesanity.models import ModelError, load_model
+
+needs_debian = pytest.mark.skipif(not (corpus.debian_dir() / "root").exists(), reason="run `make data` first")
 
 # the real models' depth and class (their hub configs); the stand-ins keep both and shrink the width
 REAL = {"EleutherAI/pythia-160m": ("GPTNeoXForCausalLM", 12, False),
@@ -73,3 +78,73 @@ def test_paper_hookpoints_and_context_run_on_the_standins(iso_cache):
     assert run_to_hookpoints(gpt2, ids[:, :128], ["resid_pre.8"])["resid_pre.8"].shape == (1, 128, 64)
     for layer in range(6):
         parse_hookpoint(f"resid_post.{layer}", load_model("standin:EleutherAI/pythia-70m").n_layers)
+
+
+# ---------------------------------------------------------------- corpora
+
+def test_standin_spec_parses_to_its_folder_and_describes_itself(iso_cache, tmp_path, monkeypatch):
+    spec = corpus.parse_corpus("standin:pile")
+    assert spec.kind == "hf" and spec.standin == "pile" and spec.builder is None
+    assert spec.describe() == "standin:pile" and spec.name.startswith(str(iso_cache / "corpus"))
+    assert corpus.load_kwargs(spec) == {"path": spec.name, "name": None, "split": "train", "streaming": True}
+    opt = corpus.parse_corpus("standin:openwebtext?text_column=text&split=train&data_files=plain_text/*/0000.parquet")
+    assert opt.describe() == "standin:openwebtext?data_files=plain_text/*/0000.parquet"
+    monkeypatch.setenv("SAESANITY_CACHE", str(tmp_path / "elsewhere"))
+    moved = corpus.parse_corpus("standin:pile")  # the token caches' key does not depend on where the cache is
+    assert moved.describe() == spec.describe() and moved.name != spec.name
+    with pytest.raises(corpus.CorpusError, match="no stand-in 'c4'"):
+        corpus.parse_corpus("standin:c4")
+    with pytest.raises(corpus.CorpusError, match="unknown option"):
+        corpus.parse_corpus("standin:pile?shuffle=1")
+
+
+@needs_debian
+def test_standin_layouts_are_the_hub_datasets(iso_cache):
+    import pyarrow.parquet as pq
+    import zstandard
+
+    pile = corpus.standin_folder("pile")
+    shards = sorted(p.relative_to(pile).as_posix() for p in pile.rglob("*.zst"))
+    assert shards == [f"train/{i:02d}.jsonl.zst" for i in range(corpus.STANDIN_SHARDS)]
+    first = zstandard.ZstdDecompressor().stream_reader(open(pile / shards[0], "rb")).read(1 << 16).decode()
+    row = json.loads(first.splitlines()[0])
+    assert set(row) == {"text", "meta"} and row["meta"]["pile_set_name"].startswith("debian:")
+    for name, split in (("redpajama-sample", "train"), ("openwebtext", "partial-train")):
+        folder = corpus.standin_folder(name)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet"))
+        assert files == [f"plain_text/{split}/{i:04d}.parquet" for i in range(corpus.STANDIN_SHARDS)]
+        assert "text" in pq.read_schema(folder / files[0]).names
+
+
+@needs_debian
+@pytest.mark.parametrize("name", sorted(corpus.STANDIN_CORPORA))
+def test_standin_streams_as_its_hf_folder(name, iso_cache):
+    """A stand-in is read exactly as `hf:<its folder>`: same documents in the same order, pieces of Debian text."""
+    import itertools
+
+    spec = corpus.parse_corpus(f"standin:{name}")
+    head = list(itertools.islice(corpus.hf_documents(spec), 50))
+    assert head == list(itertools.islice(corpus.hf_documents(corpus.parse_corpus(f"hf:{spec.name}")), 50))
+    assert all(0 < len(d) <= corpus.STANDIN_DOC_CHARS for d in head)
+    assert [t for _, t in corpus.standin_documents(name)[:50]] == head
+
+
+@needs_debian
+def test_standin_token_rows_heldout_disjoint(iso_cache):
+    tok = models.load_tokenizer(models.TINY)
+    train = corpus.token_sequences("standin:pile", tok, models.SMOLLM2, 65, max_tokens=65 * 40)
+    held = corpus.token_sequences("standin:pile", tok, models.SMOLLM2, 65, split="heldout", max_tokens=65 * 40)
+    assert train.shape == held.shape == (40, 65)
+    assert not {tuple(r) for r in np.asarray(train)} & {tuple(r) for r in np.asarray(held)}
+    (art,) = [p for p in (iso_cache / "token_rows").iterdir() if (p / "meta.json").exists()
+              and json.loads((p / "meta.json").read_text())["fields"]["split"] == "train"]
+    assert json.loads((art / "meta.json").read_text())["fields"]["source"] == "standin:pile"
+
+
+def test_pieces_cut_at_boundaries():
+    text = "One two. Three four five.\n\nSix seven eight nine ten eleven. " * 40
+    pieces = list(corpus._pieces(text, 100))
+    assert all(0 < len(p) <= 100 for p in pieces)
+    assert " ".join(" ".join(p.split()) for p in pieces) == " ".join(text.split())
+    assert all(p.endswith((".", "ten", "eleven.")) or len(p) == 100 for p in pieces[:-1])
+    assert list(corpus._pieces("x" * 250, 100)) == ["x" * 100, "x" * 100, "x" * 50]  # no boundary: hard cuts

@@ -338,7 +338,8 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
 
 
 def main(argv: list[str]) -> int:
-    """`python -m saesanity.models build`: build the cached models and the paper-mini stand-ins (`make models`)."""
+    """`python -m saesanity.models build`: build the cached models, the paper-mini model stand-ins and
+    the stand-in corpora (`make models`; the corpora need the Debian text, `make data`)."""
     if argv != ["build"]:
         print("usage: python -m saesanity.models build", file=sys.stderr)
         return 2
@@ -346,6 +347,10 @@ def main(argv: list[str]) -> int:
     print("tiny random:", _tiny_random())
     for name in STANDINS:
         print(f"{STANDIN_PREFIX}{name}:", _standin(name))
+    from .corpus import STANDIN_CORPORA, standin_folder
+
+    for name in STANDIN_CORPORA:
+        print(f"standin:{name} (corpus):", standin_folder(name))
     return 0
 
 
