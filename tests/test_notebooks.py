@@ -84,6 +84,9 @@ def test_notebook(profile, stem, iso_cache, tmp_path):
         assert doc["setup"].startswith("paper-mini") and "not a result" in doc["setup"]
     for key in REQUIRED.get(stem, []):
         _get(doc, key)
+    if stem == "paulo_fig4_overlap_vs_layer_position_arch":  # panel (b) has both kinds at every layer, also when
+        # d_sae is not among layer_sizes (the paper's 27,648 and paper-mini's 192)
+        assert doc["ours"]["mlp_vs_resid"]["n_layers"] == len(doc["params"]["layers"])
     assert stem in REQUIRED, f"list the JSON keys {stem} must provide in REQUIRED"
     from saesanity import report
 
