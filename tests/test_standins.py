@@ -138,7 +138,8 @@ def test_standin_token_rows_heldout_disjoint(iso_cache):
     assert not {tuple(r) for r in np.asarray(train)} & {tuple(r) for r in np.asarray(held)}
     (art,) = [p for p in (iso_cache / "token_rows").iterdir() if (p / "meta.json").exists()
               and json.loads((p / "meta.json").read_text())["fields"]["split"] == "train"]
-    assert json.loads((art / "meta.json").read_text())["fields"]["source"] == "standin:pile"
+    fields = json.loads((art / "meta.json").read_text())["fields"]
+    assert fields["source"] == "standin:pile" and fields["standin_key"] == corpus.standin_folder("pile").name
 
 
 def test_pieces_cut_at_boundaries():

@@ -37,8 +37,8 @@ the Pile's `train/NN.jsonl.zst` shards of {"text", "meta": {"pile_set_name"}}, t
 `<config>/<split>/NNNN.parquet` (`refs/convert/parquet`; openwebtext's is `partial-train`, as a
 dataset over ~5 GB has there) — once, into `<cache>/corpus/` (`standin_folder`, also built by
 `python -m saesanity.models build`). A `standin:` spec is streamed exactly as `hf:<that folder>` is;
-only its `describe()` (which keys the token caches) is `standin:<name>`, so the keys do not depend
-on where the cache lives. Its text is Debian prose, not the paper's data: never a result.
+only its `describe()` is `standin:<name>`, so the token caches' keys (that and the folder's content
+key) do not depend on where the cache lives. Its text is Debian prose, not the paper's data: never a result.
 
 Sequences: each source's documents are tokenized and joined with the EOS token into one stream,
 cut into non-overlapping `seq_len` windows. Two calls with the same arguments return identical arrays.
@@ -554,6 +554,8 @@ def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int
     dtype = row_dtype(len(tokenizer))
     fields = {"source": spec.describe(), "tokenizer": tokenizer_id, "seq_len": seq_len, "split": split,
               "n_rows": n_rows, "holdout_frac": HOLDOUT_FRAC, "dtype": dtype.name}
+    if spec.standin:  # what the stand-in holds (its folder's content key, not where the cache is)
+        fields["standin_key"] = Path(spec.name).name
 
     def compute(work: Path) -> dict:
         path, prog = work / "rows.npy", work / "progress.json"
