@@ -1,7 +1,7 @@
 # saesanity — `make test` and `make figures` each set everything up on a fresh machine.
 #   make figures                 every figure on the `default` profile (offline, 2-core CPU)
-#   make figure STEM=<stem>      one figure;  PROFILE=smoke|default|paper selects the profile
-#   make test                    unit tests + every notebook on `smoke`
+#   make figure STEM=<stem>      one figure;  PROFILE=smoke|default|paper-mini|paper selects the profile
+#   make test                    unit tests + every notebook on `smoke` and `paper-mini`
 #   TORCH_INDEX=<url>            install torch==2.13.0 from that index (a CUDA build); TORCH=skip keeps .venv's torch
 #   NPROC=<n>                    train a figure's SAEs first on n GPUs/processes (torchrun -m saesanity.pretrain)
 SHELL := /bin/bash
@@ -27,11 +27,14 @@ LIB_SRC := $(filter-out lib/saesanity/report.py $(CLI_SRC),$(shell find lib/saes
 # when set, is the only index it is installed from (e.g. https://download.pytorch.org/whl/cu126)
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
-# the local stand-ins (Debian text, the dequantised SmolLM2 and the tiny random model): every profile reads
-# them but `paper` (hub models and datasets), whose figures in PAPER_LOCAL_STEMS still do (tokenizer + text)
+# the local stand-ins (Debian text, the dequantised SmolLM2, the tiny random model, and paper-mini's stand-ins of
+# the papers' models and corpora): every profile reads them but `paper` (hub models and datasets), whose figures
+# in PAPER_LOCAL_STEMS still do (tokenizer + text)
 LOCAL_DATA  := $(CACHE)/debian/.stamp $(CACHE)/.models-stamp
 PAPER_LOCAL_STEMS := autointerp_calibration
 SETUP   := $(VENV)/.deps-stamp $(if $(filter paper,$(PROFILE)),,$(LOCAL_DATA))
+# paper-mini runs the paper's code paths on local stand-ins: the hub is switched off, so nothing is fetched
+OFFLINE := $(if $(filter paper-mini,$(PROFILE)),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1)
 
 .PHONY: setup data models figures figure test test-fast lab clean-figures help
 help:
@@ -65,9 +68,11 @@ $(CACHE)/debian/.stamp:
 	for f in $(CACHE)/debian/debs/*.deb; do dpkg-deb -x "$$f" $(CACHE)/debian/root; done
 	touch $@
 
-# ---- SmolLM2-135M dequantised from the GGUF once, and the tiny random model for smoke runs
+# ---- SmolLM2-135M dequantised from the GGUF once, the tiny random model for smoke runs, and paper-mini's
+# stand-ins: tiny random GPT-NeoX / GPT-2 models of the papers' architectures (standin:<hub name>, Pythia's with
+# a step-0 copy) and the Debian text in the Pile's / the parquet branch's layouts (standin:<name>), a few MB each
 models: $(CACHE)/.models-stamp
-$(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py
+$(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py lib/saesanity/corpus.py $(CACHE)/debian/.stamp
 	$(PY) -m saesanity.models build
 	touch $@
 
@@ -88,8 +93,8 @@ figure:
 $(FIGDIR)/%.json: notebooks/%.ipynb params/%.yaml $(LIB_SRC) | $(SETUP)
 	@mkdir -p $(FIGDIR)/executed $(FIGDIR)/.tmp
 	$(PY) -m saesanity.params $* $(PROFILE) > $(FIGDIR)/.tmp/$*.params.yaml
-	$(if $(NPROC),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m saesanity.pretrain $* $(PROFILE))
-	SAESANITY_FIGURES=$(abspath $(FIGDIR)) TQDM_MININTERVAL=15 $(VENV)/bin/papermill --no-progress-bar \
+	$(if $(NPROC),$(OFFLINE) $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m saesanity.pretrain $* $(PROFILE))
+	$(OFFLINE) SAESANITY_FIGURES=$(abspath $(FIGDIR)) TQDM_MININTERVAL=15 $(VENV)/bin/papermill --no-progress-bar \
 	  -k saesanity -f $(FIGDIR)/.tmp/$*.params.yaml --cwd notebooks notebooks/$*.ipynb $(FIGDIR)/.tmp/$*.ipynb
 	$(PY) -m saesanity.notebooks clean $(FIGDIR)/.tmp/$*.ipynb
 	mv $(FIGDIR)/.tmp/$*.ipynb $(FIGDIR)/executed/$*.ipynb
@@ -99,7 +104,7 @@ ifeq ($(PROFILE),paper)
 $(foreach s,$(PAPER_LOCAL_STEMS),$(FIGDIR)/$(s).json): | $(LOCAL_DATA)
 endif
 
-# ---- tests: unit tests and every notebook's smoke profile (papermill); `slow` ones included
+# ---- tests: unit tests and every notebook's smoke and paper-mini profiles (papermill); `slow` ones included
 test: $(VENV)/.deps-stamp $(LOCAL_DATA)
 	$(PY) -m pytest tests
 

@@ -20,10 +20,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture
 def iso_cache(tmp_path, monkeypatch) -> Path:
-    """A fresh cache dir for one test, sharing the project's Debian text and built models."""
+    """A fresh cache dir for one test, sharing the project's Debian text, built models and stand-in corpora."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    for shared in ("debian", "model", "tokens"):
+    for shared in ("debian", "model", "tokens", "corpus"):
         if (PROJECT_CACHE / shared).exists():
             (cache / shared).symlink_to(PROJECT_CACHE / shared)
     monkeypatch.setenv("SAESANITY_CACHE", str(cache))

@@ -135,3 +135,17 @@ def test_nproc_trains_the_figures_saes_under_torchrun_first(tmp_path):
     notebook = [i for i, l in enumerate(lines) if "papermill" in l]
     assert run and notebook and run[0] < notebook[0]
     assert not _runs(_dry_run(tmp_path, "figure", "STEM=paulo_fig1_matched_cosines", "PROFILE=paper"), "torchrun")
+
+
+def test_paper_mini_figures_run_offline_into_their_own_folder(tmp_path):
+    """`make figure PROFILE=paper-mini` builds the stand-ins, runs the notebook with the hub switched off and
+    writes under figures/paper-mini/ (git-ignored); other profiles keep the hub settings they are given."""
+    lines = _dry_run(tmp_path, "figure", "STEM=paulo_fig1_matched_cosines", "PROFILE=paper-mini")
+    notebook = [l for l in lines if "papermill" in l]
+    assert notebook and "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in notebook[0]
+    assert f"SAESANITY_FIGURES={REPO_ROOT}/figures/paper-mini " in notebook[0]
+    assert _runs(lines, "-m saesanity.models build") and _runs(lines, "saesanity.params paulo_fig1_matched_cosines paper-mini")
+    assert "figures/paper-mini/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    for profile in ("default", "paper"):
+        lines = _dry_run(tmp_path, "figure", "STEM=paulo_fig1_matched_cosines", f"PROFILE={profile}")
+        assert not any("HF_HUB_OFFLINE" in l for l in lines if "papermill" in l), profile

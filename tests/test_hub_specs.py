@@ -220,7 +220,7 @@ def test_describe_names_every_field_that_changes_the_data():
 
     base = corpus.parse_corpus("hf:org/ds")
     changes = dict(name="org/other", config="c", revision="refs/convert/parquet", data_files=("x/*.parquet",),
-                   split="validation", text_column="content")
+                   split="validation", text_column="content", standin="pile")
     assert set(changes) | {"kind", "sources", "builder"} == {f.name for f in dataclasses.fields(base)}
     described = [base.describe()] + [dataclasses.replace(base, **{k: v}).describe() for k, v in changes.items()]
     assert len(set(described)) == len(described)
@@ -258,7 +258,8 @@ def test_malformed_corpus_specs_are_one_line_errors(tmp_path, spec, what):
 
 
 def test_unknown_corpus_kind_lists_every_form():
-    with pytest.raises(corpus.CorpusError, match=r"expected 'debian', 'debian:<src>,<src>' or 'hf:<dataset>"):
+    with pytest.raises(corpus.CorpusError, match=r"expected 'debian', 'debian:<src>,<src>', 'standin:<name>' or "
+                                                 r"'hf:<dataset>"):
         corpus.parse_corpus("wiki:en")
 
 

@@ -1,4 +1,7 @@
-"""Every notebook, executed by papermill on its `smoke` profile, writes its figure and JSON."""
+"""Every notebook, executed by papermill on its `smoke` and `paper-mini` profiles, writes its figure and JSON.
+
+`paper-mini` is the `paper` profile on local stand-ins (params.PAPER_MINI_KEYS): the paper's code paths —
+streamed training, GPT-NeoX / GPT-2 stand-ins, `step0`, hub-layout corpora — run here, offline."""
 
 import json
 import os
@@ -58,25 +61,35 @@ def _get(doc, dotted):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", STEMS)
-def test_notebook_smoke(stem, iso_cache, tmp_path):
+@pytest.mark.parametrize("profile", ["smoke", "paper-mini"])
+def test_notebook(profile, stem, iso_cache, tmp_path):
     flat = tmp_path / "params.yaml"
-    flat.write_text(subprocess.run([sys.executable, "-m", "saesanity.params", stem, "smoke"], check=True,
+    flat.write_text(subprocess.run([sys.executable, "-m", "saesanity.params", stem, profile], check=True,
                                    capture_output=True, text=True).stdout)
     out_nb = tmp_path / f"{stem}.ipynb"
     env = dict(os.environ, TQDM_DISABLE="1")
-    subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "saesanity", "-f", str(flat),
-                    "--cwd", str(paths.NOTEBOOKS_DIR), str(paths.NOTEBOOKS_DIR / f"{stem}.ipynb"), str(out_nb)],
-                   check=True, env=env, capture_output=True)
+    run = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "saesanity", "-f", str(flat),
+                          "--cwd", str(paths.NOTEBOOKS_DIR), str(paths.NOTEBOOKS_DIR / f"{stem}.ipynb"), str(out_nb)],
+                         env=env, capture_output=True, text=True)
+    if run.returncode:
+        pytest.fail(f"papermill {stem} [{profile}] exited {run.returncode}:\n{run.stderr[-4000:]}")
     figs = tmp_path / "figures"
     for ext in ("png", "pdf", "json"):
         assert (figs / f"{stem}.{ext}").stat().st_size > 0
     doc = json.loads((figs / f"{stem}.json").read_text())
-    assert doc["profile"] == "smoke" and doc["setup"] == "smoke"
+    from saesanity import plotting
+
+    assert doc["profile"] == profile and doc["setup"] == plotting.setup_label(profile)
+    if profile == "paper-mini":
+        assert doc["setup"].startswith("paper-mini") and "not a result" in doc["setup"]
     for key in REQUIRED.get(stem, []):
         _get(doc, key)
+    if stem == "paulo_fig4_overlap_vs_layer_position_arch":  # panel (b) has both kinds at every layer, also when
+        # d_sae is not among layer_sizes (the paper's 27,648 and paper-mini's 192)
+        assert doc["ours"]["mlp_vs_resid"]["n_layers"] == len(doc["params"]["layers"])
     assert stem in REQUIRED, f"list the JSON keys {stem} must provide in REQUIRED"
     from saesanity import report
 
     section = report.SECTIONS[stem](doc)  # the README section renders from this JSON
-    assert f"figures/{stem}.png" in section and "smoke" in section
+    assert f"figures/{stem}.png" in section and profile in section
 

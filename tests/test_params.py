@@ -140,3 +140,68 @@ def test_leask_params_reject_bad_values():
         params.load("leask_stitching", "smoke", sizes=[128, 64])
     with pytest.raises(params.ParamsError, match="must contain"):
         params.load("leask_stitching", "smoke", release="some-release", release_id="no-size-here")
+
+
+# ---------------------------------------------------------------- paper-mini: the paper profile, shrunk
+
+def test_paper_mini_overlays_the_paper_profile(tmp_path):
+    """paper-mini = default ∪ paper ∪ paper-mini; the other profiles overlay default alone."""
+    stem = "paulo_fig1_matched_cosines"
+    default = params.profile_values(stem, "default")
+    (tmp_path / f"{stem}.yaml").write_text(yaml.safe_dump({
+        "default": default, "smoke": {"lr": 0.5}, "paper": {"k": 16, "lr": 0.25}, "paper-mini": {"d_sae": 64}}))
+    mini = params.load(stem, "paper-mini", params_dir=tmp_path)
+    assert (mini.k, mini.lr, mini.d_sae, mini.profile) == (16, 0.25, 64, "paper-mini")
+    smoke = params.load(stem, "smoke", params_dir=tmp_path)
+    assert (smoke.k, smoke.lr, smoke.d_sae) == (default["k"], 0.5, default["d_sae"])
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_paper_mini_differs_from_paper_only_in_allowed_keys(stem):
+    """paper-mini may change where the model, text and hardware come from, and sizes (params.PAPER_MINI_KEYS);
+    every other setting is the paper profile's, so paper-mini cannot drift from paper."""
+    from saesanity import corpus, models
+
+    section = params.read_profiles(stem)["paper-mini"]
+    assert "profile" not in section
+    bad = sorted(set(section) - set(params.PAPER_MINI_KEYS))
+    assert not bad, f"{stem}: paper-mini sets {bad}, which must stay the paper profile's"
+    paper, mini = params.profile_values(stem, "paper"), params.profile_values(stem, "paper-mini")
+    changed = {k for k in paper if paper[k] != mini[k]} - {"profile"}
+    assert changed <= set(params.PAPER_MINI_KEYS)
+    for k in changed:
+        kind = params.PAPER_MINI_KEYS[k]
+        if kind == "size":  # counts shrink
+            assert mini[k] <= paper[k], (stem, k, mini[k], paper[k])
+        elif kind == "scaled list":  # a sweep of sizes: no more points, none larger
+            assert 0 < len(mini[k]) <= len(paper[k]) and max(mini[k]) <= max(paper[k]), (stem, k)
+        elif kind == "subset":  # some of the paper's values
+            assert mini[k] and set(mini[k]) <= set(paper[k]), (stem, k, mini[k], paper[k])
+    assert mini.get("device", "cpu") == "cpu"
+    if "model" in paper:  # the stand-in of the paper's model: its architecture, or SmolLM2's tiny random Llama
+        want = (models.TINY if paper["model"] in (models.SMOLLM2, models.TINY)
+                else models.STANDIN_PREFIX + paper["model"])
+        assert mini["model"] == want, stem
+    if "corpus" in paper:  # the stand-in of the paper's corpus (local text stays)
+        spec = corpus.parse_corpus(mini["corpus"])
+        if paper["corpus"].startswith("hf:"):
+            assert spec.standin and corpus.STANDIN_CORPORA[spec.standin].stands_for == paper["corpus"], stem
+        else:
+            assert mini["corpus"] == paper["corpus"], stem
+    for k in ("llm_backend", "llm_model"):  # a served chat model becomes the tiny one in process
+        if k in changed:
+            assert paper["llm_backend"] == "openai-compatible" and mini["llm_backend"] == "hf-local", stem
+    if "release" in changed:
+        assert mini["release"] == "" and mini["release_id"] == "", stem
+
+
+@pytest.mark.parametrize("profile", params.PROFILES)
+def test_leask_notebooks_share_every_setting(profile):
+    ref = params.profile_values("leask_stitching", profile)
+    for stem in ("leask_novel_fraction", "leask_meta_sae"):
+        assert params.profile_values(stem, profile) == ref, stem
+
+
+@pytest.mark.parametrize("profile", params.PROFILES)
+def test_heap_notebooks_share_their_saes(profile):
+    assert params.profile_values("heap_token_entropy", profile) == params.profile_values("heap_metrics_vs_layer", profile)

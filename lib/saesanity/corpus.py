@@ -19,6 +19,7 @@ A corpus spec names the text (`parse_corpus` reads it, `CorpusSpec.describe()` w
 | `hf:<dataset>[:<config>][@<revision>][?<options>]`  | a Hugging Face hub dataset (`<name>` or `<org>/<name>`), its config (subset) and revision (branch, tag or commit) |
 | `hf:<folder>[?<options>]`                           | a local dataset folder (format and splits inferred from its files) |
 | `hf:<file or glob>[?<options>]`                     | local `.parquet`, `.json` or `.jsonl` files (`.jsonl.zst`, `.json.gz`, ... too), read with the `parquet` / `json` builder |
+| `standin:<name>[?<options>]`                        | a local stand-in of a `paper` profile's hub corpus (`STANDIN_CORPORA`: `pile`, `redpajama-sample`, `openwebtext`), read as the `hf:` local folder it is built into |
 
 Options, joined by `&`: `data_files=<glob>[,<glob>]` (files of a hub dataset or local folder, relative
 to its root), `split=<split>` (default `train`), `text_column=<column>` (default `text`). Examples:
@@ -29,6 +30,15 @@ the locked `datasets` refuses), `hf:org/ds?data_files=data/train-0000*.parquet&t
 `~`, or holds a glob character (`*`, `[`); local paths are made absolute. `?` always starts the
 options, so globs use `*` and `[...]` only. Every `hf:` spec is streamed with
 `datasets.load_dataset(..., streaming=True)`; `load_kwargs` gives the arguments.
+
+Stand-in corpora (the `paper-mini` profiles): Debian documents cut into web-page-sized pieces
+(`STANDIN_DOC_CHARS`), shuffled under a seed of their own and written in the hub dataset's layout —
+the Pile's `train/NN.jsonl.zst` shards of {"text", "meta": {"pile_set_name"}}, the parquet branch's
+`<config>/<split>/NNNN.parquet` (`refs/convert/parquet`; openwebtext's is `partial-train`, as a
+dataset over ~5 GB has there) — once, into `<cache>/corpus/` (`standin_folder`, also built by
+`python -m saesanity.models build`). A `standin:` spec is streamed exactly as `hf:<that folder>` is;
+only its `describe()` is `standin:<name>`, so the token caches' keys (that and the folder's content
+key) do not depend on where the cache lives. Its text is Debian prose, not the paper's data: never a result.
 
 Sequences: each source's documents are tokenized and joined with the EOS token into one stream,
 cut into non-overlapping `seq_len` windows. Two calls with the same arguments return identical arrays.
@@ -214,6 +224,7 @@ class CorpusSpec:
     data_files: tuple[str, ...] = ()  # globs relative to the dataset's root (hub repo or local folder)
     split: str = "train"
     builder: str | None = None  # "parquet" | "json" when `name` is local files; None: datasets infers it
+    standin: str | None = None  # a stand-in corpus (`STANDIN_CORPORA`) whose built folder `name` is
 
     def describe(self) -> str:
         """The spec in the module docstring's syntax: every field that changes the data, defaults left out."""
@@ -222,6 +233,8 @@ class CorpusSpec:
         options = [("data_files", ",".join(self.data_files)), ("split", self.split if self.split != "train" else ""),
                    ("text_column", self.text_column if self.text_column != "text" else "")]
         query = "&".join(f"{k}={v}" for k, v in options if v)
+        if self.standin:
+            return f"standin:{self.standin}" + (f"?{query}" if query else "")
         return (f"hf:{self.name}" + (f":{self.config}" if self.config else "")
                 + (f"@{self.revision}" if self.revision else "") + (f"?{query}" if query else ""))
 
@@ -238,7 +251,15 @@ def parse_corpus(spec: str) -> CorpusSpec:
         return CorpusSpec("debian", names)
     if spec.startswith("hf:"):
         return _parse_hf(spec)
-    raise CorpusError(f"corpus {spec!r}: expected 'debian', 'debian:<src>,<src>' or {_HF_FORMS}")
+    if spec.startswith("standin:"):
+        name, qmark, query = spec[len("standin:"):].partition("?")
+        if name not in STANDIN_CORPORA:
+            raise CorpusError(f"corpus {spec!r}: no stand-in {name!r}; stand-ins: "
+                              f"{['standin:' + n for n in STANDIN_CORPORA]}")
+        if qmark and not query:
+            raise _bad(spec, "no options after '?'")
+        return CorpusSpec("hf", name=str(_standin_path(name)), standin=name, **_hf_options(spec, query))
+    raise CorpusError(f"corpus {spec!r}: expected 'debian', 'debian:<src>,<src>', 'standin:<name>' or {_HF_FORMS}")
 
 
 def _bad(spec: str, what: str) -> CorpusError:
@@ -341,6 +362,8 @@ def hf_documents(spec: CorpusSpec, split: str | None = None) -> Iterator[str]:
     """Stream the non-empty `text_column` values of an `hf:` spec's `split` (default: the spec's), in order."""
     import datasets
 
+    if spec.standin:
+        standin_folder(spec.standin)  # built once (and checked) before it is read
     ds = datasets.load_dataset(**load_kwargs(spec, split))
     for row in ds:
         text = row.get(spec.text_column)
@@ -349,6 +372,107 @@ def hf_documents(spec: CorpusSpec, split: str | None = None) -> Iterator[str]:
                               "name one with ?text_column=<column>")
         if text.strip():
             yield text
+
+
+# ---------------------------------------------------------------- stand-in corpora (paper-mini)
+
+@dataclass(frozen=True)
+class StandinCorpus:
+    """A local stand-in of a hub corpus: Debian text in that dataset's file layout and row schema."""
+
+    stands_for: str  # the `paper` profiles' corpus spec it replaces
+    shard: str  # shard path inside the folder, formatted with the shard index
+    meta: str  # extra row fields: "pile" ({"pile_set_name"}), "redpajama" (a JSON string) or "" (text only)
+    seed: int  # order of the documents
+
+
+STANDIN_CORPORA = {
+    "pile": StandinCorpus("hf:monology/pile-uncopyrighted", "train/{:02d}.jsonl.zst", "pile", 1),
+    "redpajama-sample": StandinCorpus("hf:togethercomputer/RedPajama-Data-1T-Sample@refs/convert/parquet",
+                                      "plain_text/train/{:04d}.parquet", "redpajama", 2),
+    "openwebtext": StandinCorpus("hf:Skylion007/openwebtext@refs/convert/parquet",
+                                 "plain_text/partial-train/{:04d}.parquet", "", 3),
+}
+STANDIN_CHARS = 6_000_000  # text per stand-in (~1.5M SmolLM2 tokens; ~75K of them in held-out documents)
+STANDIN_SHARDS = 4
+STANDIN_DOC_CHARS = 4000  # documents are cut into pieces of at most this many characters
+_STANDIN_VERSION = 1
+
+
+def _pieces(text: str, limit: int) -> Iterator[str]:
+    """`text` cut into pieces of at most `limit` characters, at a paragraph, sentence or word end when there is one."""
+    while len(text) > limit:
+        head = text[:limit]
+        cut = max(head.rfind("\n\n"), head.rfind(". ") + 1, 0) or head.rfind(" ")
+        cut = cut if cut > limit // 4 else limit
+        yield head[:cut].strip()
+        text = text[cut:].lstrip()
+    if text.strip():
+        yield text.strip()
+
+
+def standin_documents(name: str, root: Path | None = None) -> list[tuple[str, str]]:
+    """(source, text) of stand-in `name` in stream order: every Debian document cut into pieces
+    (`STANDIN_DOC_CHARS`), shuffled under the stand-in's seed, the first `STANDIN_CHARS` characters' worth."""
+    pieces = [(src, p) for src in SOURCES for d in documents(src, root) for p in _pieces(d, STANDIN_DOC_CHARS)]
+    order = np.random.default_rng(STANDIN_CORPORA[name].seed).permutation(len(pieces))
+    out, total = [], 0
+    for i in order:
+        if total >= STANDIN_CHARS:
+            break
+        out.append(pieces[i])
+        total += len(pieces[i][1])
+    return out
+
+
+def _standin_fields(name: str) -> dict[str, Any]:
+    sc = STANDIN_CORPORA[name]
+    return {"standin": name, "stands_for": sc.stands_for, "shard": sc.shard, "meta": sc.meta, "seed": sc.seed,
+            "chars": STANDIN_CHARS, "shards": STANDIN_SHARDS, "doc_chars": STANDIN_DOC_CHARS,
+            "debian": DEBIAN_PACKAGES, "parser": _PARSER_VERSION}
+
+
+def _standin_path(name: str) -> Path:
+    """Where stand-in `name` is (or will be) built, without building it."""
+    from .cache import artifact_path
+
+    return artifact_path("corpus", _standin_fields(name), _STANDIN_VERSION)
+
+
+def _standin_row(meta: str, source: str, text: str) -> dict[str, Any]:
+    if meta == "pile":
+        return {"text": text, "meta": {"pile_set_name": f"debian:{source}"}}
+    if meta == "redpajama":
+        return {"text": text, "meta": json.dumps({"source": f"debian:{source}"})}
+    return {"text": text}
+
+
+def standin_folder(name: str) -> Path:
+    """The folder of stand-in corpus `name` (`STANDIN_CORPORA`), built from the Debian text on first use."""
+    if name not in STANDIN_CORPORA:
+        raise CorpusError(f"no stand-in corpus {name!r}; stand-ins: {list(STANDIN_CORPORA)}")
+    sc = STANDIN_CORPORA[name]
+
+    def compute(work: Path) -> dict:
+        docs = standin_documents(name)
+        bounds = np.linspace(0, len(docs), STANDIN_SHARDS + 1).astype(int)
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            rows = [_standin_row(sc.meta, src, text) for src, text in docs[lo:hi]]
+            path = work / sc.shard.format(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.name.endswith(".jsonl.zst"):
+                import zstandard
+
+                blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+                path.write_bytes(zstandard.ZstdCompressor(level=3).compress(blob))
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pylist(rows), path)
+        return {"documents": len(docs), "chars": sum(len(t) for _, t in docs)}
+
+    return cached("corpus", _standin_fields(name), compute, version=_STANDIN_VERSION)
 
 
 # ---------------------------------------------------------------- tokens
@@ -430,6 +554,8 @@ def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int
     dtype = row_dtype(len(tokenizer))
     fields = {"source": spec.describe(), "tokenizer": tokenizer_id, "seq_len": seq_len, "split": split,
               "n_rows": n_rows, "holdout_frac": HOLDOUT_FRAC, "dtype": dtype.name}
+    if spec.standin:  # what the stand-in holds (its folder's content key, not where the cache is)
+        fields["standin_key"] = Path(spec.name).name
 
     def compute(work: Path) -> dict:
         path, prog = work / "rows.npy", work / "progress.json"

@@ -5,6 +5,14 @@ Model specs:
   dequantised once (Q4_1 -> fp32) and cached as safetensors; later loads take under a second.
 - `smollm2-tiny-random` — a 4-layer, d_model=64 Llama with SmolLM2's tokenizer and random weights
   (seed 0), for smoke runs and tests.
+- `standin:<hub name>` — a tiny random local stand-in of a `paper` profile's hub model (`STANDINS`:
+  `EleutherAI/pythia-160m`, `EleutherAI/pythia-70m`, `gpt2`), for the `paper-mini` profile: the real
+  model's architecture class and configuration (GPT-NeoX / GPT-2: depth, layer type, rotary fraction,
+  parallel residual, tied or untied unembedding, context length) with d_model 64 and SmolLM2's
+  tokenizer, random weights (seed 0). The Pythia stand-ins also hold a step-0 checkpoint: a second
+  copy of the same architecture initialised under another seed, which the `step0` variant (and the
+  spec `standin:<name>@step0`) loads as the hub's revision `step0` would be. Built once into the cache
+  (`python -m saesanity.models build`); never a result.
 - `<name>[@<revision>]` or `<org>/<name>[@<revision>]` — any Hugging Face hub causal LM: `gpt2`,
   `EleutherAI/pythia-160m`, `EleutherAI/pythia-160m@step143000`. Each of `org` and `name` is letters,
   digits, `.`, `_`, `-` (starting with a letter or digit); the revision (a branch, tag or commit, e.g.
@@ -16,8 +24,8 @@ Variants (Heap et al. 2025, DESIGN.md §5), all deterministic under `seed`:
 - `rerandomized_incl_emb`: every parameter tensor redrawn i.i.d. N(mean, std) with that tensor's
   own mean and std (a one-element tensor keeps its value).
 - `rerandomized_excl_emb`: the same, but the input embedding and the unembedding are kept.
-- `step0`: the hub revision `step0` (Pythia); `init`: `from_config` under `seed` where no step-0
-  checkpoint exists (SmolLM2).
+- `step0`: the hub revision `step0` (Pythia), or a stand-in's step-0 copy (`step0_source`); `init`:
+  `from_config` under `seed` where no step-0 checkpoint exists (SmolLM2).
 - `control`: the trained model with the input embedding replaced by i.i.d. standard Gaussian
   vectors, fresh for every token at every call (seeded by `seed` and the call index).
 """
@@ -113,9 +121,81 @@ def _tiny_random() -> Path:
     return cached("model", {"spec": TINY, "base": SMOLLM2}, compute)
 
 
+STANDIN_PREFIX = "standin:"
+_STANDIN_VERSION = 1
+# hub model -> (architecture, its configuration with the width shrunk to d_model 64, 4 heads, d_mlp 256);
+# depth, layer type, rotary fraction, residual layout, tying and context length are the real model's
+STANDINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "EleutherAI/pythia-160m": ("gpt_neox", dict(hidden_size=64, num_hidden_layers=12, num_attention_heads=4,
+                                                intermediate_size=256, hidden_act="gelu", rotary_pct=0.25,
+                                                rotary_emb_base=10000, max_position_embeddings=2048,
+                                                use_parallel_residual=True, tie_word_embeddings=False,
+                                                layer_norm_eps=1e-5, initializer_range=0.02)),
+    "EleutherAI/pythia-70m": ("gpt_neox", dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
+                                               intermediate_size=256, hidden_act="gelu", rotary_pct=0.25,
+                                               rotary_emb_base=10000, max_position_embeddings=2048,
+                                               use_parallel_residual=True, tie_word_embeddings=False,
+                                               layer_norm_eps=1e-5, initializer_range=0.02)),
+    "gpt2": ("gpt2", dict(n_embd=64, n_layer=12, n_head=4, n_inner=256, n_positions=1024,
+                          activation_function="gelu_new", layer_norm_epsilon=1e-5, initializer_range=0.02,
+                          tie_word_embeddings=True)),
+}
+STEP0_STANDINS = ("EleutherAI/pythia-160m", "EleutherAI/pythia-70m")  # Pythia publishes revision step0; GPT-2 does not
+
+
+def _standin(name: str) -> Path:
+    """Folder of the stand-in of hub model `name` (`STANDINS`): `main/`, and `step0/` for Pythia."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    arch, kw = STANDINS[name]
+    classes = {"gpt_neox": (GPTNeoXConfig, GPTNeoXForCausalLM), "gpt2": (GPT2Config, GPT2LMHeadModel)}
+
+    def compute(work: Path) -> dict:
+        tok = AutoTokenizer.from_pretrained(_dequantised_smollm2())
+        cfg_cls, model_cls = classes[arch]
+        cfg = cfg_cls(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **kw)
+        for revision, seed in (("main", 0), ("step0", 1))[: 2 if name in STEP0_STANDINS else 1]:
+            torch.manual_seed(seed)
+            model_cls(cfg).save_pretrained(work / revision)
+            tok.save_pretrained(work / revision)
+        return {"stands_for": name}
+
+    return cached("model", {"spec": STANDIN_PREFIX + name, "arch": arch, "config": kw, "base": SMOLLM2},
+                  compute, version=_STANDIN_VERSION)
+
+
+def _standin_name(spec: str) -> tuple[str, str | None]:
+    """`standin:<hub name>[@step0]` -> (hub name, None | 'step0'); ModelError for any other name or revision."""
+    name, at, revision = spec[len(STANDIN_PREFIX):].partition("@")
+    if name not in STANDINS:
+        raise ModelError(f"model {spec!r}: no stand-in of {name!r}; stand-ins: "
+                         f"{[STANDIN_PREFIX + n for n in STANDINS]}")
+    if at and not (revision == "step0" and name in STEP0_STANDINS):
+        raise ModelError(f"model {spec!r}: a stand-in has revision 'step0' (Pythia: {list(STEP0_STANDINS)}) "
+                         "or none")
+    return name, revision or None
+
+
+def step0_source(spec: str) -> tuple[str, str | None]:
+    """Where the `step0` variant of `spec` loads from: (hub repo id, 'step0') for a hub model, the
+    step-0 copy's folder for a Pythia stand-in; ModelError for models without a step-0 checkpoint."""
+    if spec.startswith(STANDIN_PREFIX):
+        name, _ = _standin_name(spec)
+        if name not in STEP0_STANDINS:
+            raise ModelError(f"model {spec!r} has no step-0 checkpoint (as {name!r} on the hub has none); "
+                             f"the Pythia stand-ins {list(STEP0_STANDINS)} have one; use variant 'init' instead")
+        return str(_standin(name) / "step0"), None
+    path, _ = resolve(spec)
+    if Path(path).exists():
+        raise ModelError(f"model {spec!r} has no step-0 checkpoint (hub models such as "
+                         "EleutherAI/pythia-* publish one as revision 'step0'); use variant 'init' instead")
+    return path, "step0"
+
+
 _HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SPEC_FORMS = (f"{SMOLLM2!r}, {TINY!r}, '<name>[@<revision>]' or '<org>/<name>[@<revision>]' (a Hugging Face "
-               "hub model, e.g. 'gpt2', 'EleutherAI/pythia-160m@step143000') or an existing local folder")
+_SPEC_FORMS = (f"{SMOLLM2!r}, {TINY!r}, 'standin:<hub name>[@step0]', '<name>[@<revision>]' or "
+               "'<org>/<name>[@<revision>]' (a Hugging Face hub model, e.g. 'gpt2', "
+               "'EleutherAI/pythia-160m@step143000') or an existing local folder")
 
 
 def _hub_name(spec: str) -> tuple[str, str | None]:
@@ -144,6 +224,9 @@ def resolve(spec: str) -> tuple[str, str | None]:
         return str(_dequantised_smollm2()), None
     if spec == TINY:
         return str(_tiny_random()), None
+    if spec.startswith(STANDIN_PREFIX):
+        name, revision = _standin_name(spec)
+        return str(_standin(name) / (revision or "main")), None
     if spec and Path(spec).exists():
         return spec, None
     return _hub_name(spec)
@@ -152,8 +235,8 @@ def resolve(spec: str) -> tuple[str, str | None]:
 def tokenizer_id(spec: str) -> str:
     """The name under which `spec`'s token streams are cached: the hub repo id without the revision
     (every revision of a hub model shares its tokenizer), the local folder as given, and SmolLM2's for
-    the tiny random model (which uses SmolLM2's tokenizer)."""
-    if spec == TINY:
+    the tiny random model and the stand-ins (which use SmolLM2's tokenizer)."""
+    if spec == TINY or spec.startswith(STANDIN_PREFIX):
         return SMOLLM2
     if spec == SMOLLM2 or (spec and Path(spec).exists()):
         return spec
@@ -237,10 +320,7 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
     path, revision = resolve(spec)
     tokenizer = AutoTokenizer.from_pretrained(path, **({"revision": revision} if revision else {}))
     if variant == "step0":
-        if Path(path).exists():
-            raise ModelError(f"model {spec!r} has no step-0 checkpoint (hub models such as "
-                             "EleutherAI/pythia-* publish one as revision 'step0'); use variant 'init' instead")
-        model = _from_pretrained(path, "step0")
+        model = _from_pretrained(*step0_source(spec))  # the hub's revision step0, or a stand-in's step-0 copy
     elif variant == "init":
         cfg = AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
         torch.manual_seed(seed)
@@ -258,12 +338,19 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
 
 
 def main(argv: list[str]) -> int:
-    """`python -m saesanity.models build`: build the cached models (`make models`)."""
+    """`python -m saesanity.models build`: build the cached models, the paper-mini model stand-ins and
+    the stand-in corpora (`make models`; the corpora need the Debian text, `make data`)."""
     if argv != ["build"]:
         print("usage: python -m saesanity.models build", file=sys.stderr)
         return 2
     print("SmolLM2-135M:", _dequantised_smollm2())
     print("tiny random:", _tiny_random())
+    for name in STANDINS:
+        print(f"{STANDIN_PREFIX}{name}:", _standin(name))
+    from .corpus import STANDIN_CORPORA, standin_folder
+
+    for name in STANDIN_CORPORA:
+        print(f"standin:{name} (corpus):", standin_folder(name))
     return 0
 
 

@@ -1,8 +1,18 @@
 """Notebook parameters: `params/<stem>.yaml` profiles -> a typed, validated dataclass.
 
-Each YAML file maps profile names (`smoke`, `default`, `paper`) to parameter values. `default` must
-give every parameter; other profiles override some of them. Unknown keys, unknown profiles, values
-of the wrong type and conflicting options are rejected with a message naming the bad value.
+Each YAML file maps profile names (`smoke`, `default`, `paper-mini`, `paper`) to parameter values.
+`default` must give every parameter; other profiles override some of them. Unknown keys, unknown
+profiles, values of the wrong type and conflicting options are rejected with a message naming the
+bad value.
+
+Profiles overlay `default` (`profile_values`), except `paper-mini`, which overlays `paper` (itself
+overlaid on `default`): paper-mini = default ∪ paper ∪ paper-mini. A `paper-mini` section names only
+what makes the paper's settings run on a 2-core CPU with no internet — the model and corpus (local
+stand-ins: `standin:<hub name>` in `models`, `standin:<name>` in `corpus`), the device and dtype,
+and sizes (token counts, widths, batch sizes, sequence length, sweep lists, auto-interp counts …;
+`PAPER_MINI_KEYS`, which tests/test_params.py enforces). Everything else — streamed training, the
+variants, hookpoints, recipes — is the paper profile's by construction, so `make test` runs the
+paper's code paths on tiny stand-ins. Its figures say so ("paper-mini … not a result").
 
 Command line (used by the Makefile to feed papermill a flat parameter file):
 
@@ -22,7 +32,33 @@ import yaml
 
 from .paths import PARAMS_DIR
 
-PROFILES = ("smoke", "default", "paper")
+PROFILES = ("smoke", "default", "paper-mini", "paper")
+# the profile each profile is overlaid on (after `default`): paper-mini is the paper profile, shrunk
+BASE_PROFILE = {"paper-mini": "paper"}
+# the keys a `paper-mini` section may set: where the model, text and hardware come from, and sizes —
+# key -> why it may differ from `paper` ("size": a count no larger than the paper's; "scaled list": a sweep of
+# sizes, no longer and no larger than the paper's; "subset": some of the paper's values). Everything else
+# (activations: streamed, variants, hookpoints, kinds, architectures, k, lr, seeds, thresholds, explainer,
+# scorers, ...) paper-mini inherits from `paper` unchanged (tests/test_params.py checks every file).
+PAPER_MINI_KEYS = {
+    # the local stand-ins and the 2-core CPU
+    "model": "a local stand-in of the paper's model (standin:<hub name>) or SmolLM2's tiny random Llama",
+    "corpus": "a local stand-in of the paper's corpus (standin:<name>)",
+    "device": "cpu", "model_dtype": "float32 on CPU", "llm_dtype": "float32 on CPU",
+    # the auto-interp chat model: the tiny random model in process instead of a served Llama-70B
+    "llm_backend": "hf-local (the OpenAI-compatible client is unit-tested against a local fake server)",
+    "llm_model": "the tiny random model", "api_base": "none for hf-local",
+    # a SAELens release (the hub) replaced by the notebook's own size family
+    "release": "'' (trains its own family; load_release is unit-tested with a stand-in)", "release_id": "''",
+    # sizes
+    **dict.fromkeys(["n_tokens", "d_sae", "batch_size", "seq_len", "model_batch_size", "n_eval_tokens",
+                     "n_splice_tokens", "stream_buffer_tokens", "entropy_top_n", "calib_tokens", "calib_runs",
+                     "n_stitch_tokens", "meta_epochs", "n_boot", "max_draws", "n_latents", "n_explain", "n_score_act",
+                     "n_score_non", "n_steps", "n_noise"], "size"),
+    **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes"], "scaled list"),
+    **dict.fromkeys(["layers", "interp_layers", "ps", "depths", "superpositions", "h2_depths", "rules"], "subset"),
+    "noise_rate": "follows n_eval_tokens (a noise latent needs enough firings)",
+}
 
 
 class ParamsError(ValueError):
@@ -51,10 +87,10 @@ def _check_activations(P) -> None:
 class SeedRunParams:
     """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
 
-    profile: str  # which profile these values came from: smoke | default | paper
-    model: str  # model spec: `smollm2-135m`, `smollm2-tiny-random`, an HF name `org/name@revision`, or a local folder
+    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
+    model: str  # model spec: `smollm2-135m`, `smollm2-tiny-random`, `standin:<hub name>`, `org/name@revision`, a folder
     variant: str  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
-    corpus: str  # `debian` (all sources), `debian:austen,web`, or `hf:<dataset>[:<config>]`
+    corpus: str  # `debian` (all sources), `debian:austen,web`, `hf:<dataset>[:<config>]`, or `standin:<name>`
     hookpoint: str  # e.g. `mlp_out.6` (MLP output of layer 6); resid_post.L, attn_out.L also exist
     n_tokens: int  # training tokens of activations collected (and seen by each SAE, one epoch)
     seq_len: int  # tokens per sequence fed to the model
@@ -164,7 +200,7 @@ class LayerArchParams(SeedRunParams):
 class VariantSweepParams:
     """Heap et al.: one TopK SAE per (model variant × layer), evaluated on the same held-out tokens."""
 
-    profile: str  # which profile these values came from: smoke | default | paper
+    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
     model: str  # model spec (see SeedRunParams.model)
     variants: list[str]  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
     corpus: str  # corpus spec (see SeedRunParams.corpus)
@@ -214,7 +250,7 @@ class VariantSweepParams:
 class ToyParams:
     """Heap et al. Section 4 toy models (`saesanity.toy`)."""
 
-    profile: str  # which profile these values came from: smoke | default | paper
+    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
     d: int  # input dimension
     n_features: int  # ground-truth features in the sparsity sweep (n_features / d = superposition)
     ps: list[float]  # feature probabilities swept (hypothesis 1)
@@ -282,7 +318,7 @@ class InterpFields:
 class InterpCalibrationParams(InterpFields):
     """Auto-interp pipeline calibration: synthetic latents with a known token rule vs random-noise latents."""
 
-    profile: str  # which profile these values came from: smoke | default | paper
+    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
     model: str  # model spec whose tokenizer and held-out text give the examples (see SeedRunParams.model)
     corpus: str  # corpus spec (see SeedRunParams.corpus)
     seq_len: int  # tokens per held-out sequence
@@ -457,11 +493,14 @@ def read_profiles(stem: str, params_dir: Path | None = None) -> dict[str, dict[s
 
 
 def profile_values(stem: str, profile: str, params_dir: Path | None = None) -> dict[str, Any]:
-    """Flat parameter values of one profile: `default` overlaid with the profile's own keys."""
+    """Flat parameter values of one profile: `default` overlaid with its base profile's keys
+    (`BASE_PROFILE`: paper-mini's is `paper`), then with the profile's own keys."""
     data = read_profiles(stem, params_dir)
     if profile not in data:
         raise ParamsError(f"{stem}: unknown profile {profile!r}; this file has {sorted(data)}")
     values = dict(data["default"])
+    if profile in BASE_PROFILE:
+        values.update(data.get(BASE_PROFILE[profile]) or {})
     values.update(data[profile] or {})
     values["profile"] = profile
     return values

@@ -1,7 +1,8 @@
 """One style for every figure; `savefig` writes PNG + PDF, `write_json` the quoted numbers.
 
 Figures made on a profile other than `paper` carry the stamp "embedded default — not the paper's
-setup" (smoke runs say "smoke run"), and their JSON says the same under `setup`.
+setup" (smoke runs say "smoke run", paper-mini runs `PAPER_MINI_LABEL`), and their JSON says the same
+under `setup`.
 """
 
 from __future__ import annotations
@@ -42,16 +43,22 @@ def use_style() -> None:
     plt.rcParams.update(STYLE)
 
 
+PAPER_MINI_LABEL = "paper-mini: the paper's code path on tiny local stand-ins — not a result"
+
+
 def stamp_text(profile: str) -> str | None:
     if profile == "paper":
         return None
     if profile == "smoke":
         return "smoke run (tiny random model) — not a result"
+    if profile == "paper-mini":
+        return PAPER_MINI_LABEL
     return "embedded default — not the paper's setup"
 
 
 def setup_label(profile: str) -> str:
-    return {"paper": "paper", "smoke": "smoke"}.get(profile, "embedded default (not the paper's setup)")
+    return {"paper": "paper", "smoke": "smoke", "paper-mini": PAPER_MINI_LABEL}.get(
+        profile, "embedded default (not the paper's setup)")
 
 
 def stamp(fig, profile: str, scale: str = "") -> None:
