@@ -293,6 +293,8 @@ class InterpFields:
     highlight_frac: float  # fuzzing marks the tokens at or above this fraction of the example maximum
     n_boot: int  # bootstrap resamples of the ROC band
     interp_seed: int  # seed of latent and example sampling
+    llm_concurrency: int  # openai-compatible requests in flight at once (no effect on results)
+    examples_per_prompt: int  # detection / fuzzing excerpts per prompt (1: the papers' one-excerpt prompts; >1: numbered answers, a malformed reply rescored one per prompt)
 
     def check_interp(self, explainers: list[str]) -> None:
         from .autointerp.pipeline import InterpConfig
@@ -302,7 +304,8 @@ class InterpFields:
                 InterpConfig(explainer=e, llm_backend=self.llm_backend, scorers=tuple(self.scorers),
                              n_explain=self.n_explain, n_score_act=self.n_score_act, n_score_non=self.n_score_non,
                              n_quantiles=self.n_quantiles, ctx_len=self.ctx_len,
-                             highlight_frac=self.highlight_frac).check()
+                             highlight_frac=self.highlight_frac, examples_per_prompt=self.examples_per_prompt,
+                             llm_concurrency=self.llm_concurrency).check()
             except ValueError as err:
                 raise ParamsError(str(err)) from None
         _check_dtype("llm_dtype", self.llm_dtype)
