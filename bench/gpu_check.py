@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,14 @@ def tiny_model_dir(tmp: Path) -> Path:
 
 
 def part_smoke(device: str, quick: bool) -> list[tuple[str, float, str]]:
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        return _smoke(device, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _smoke(device: str, tmp: Path) -> list[tuple[str, float, str]]:
     from saesanity.activations import ActivationSpec, collect
     from saesanity.baselines import spliced_scores
     from saesanity.matching import match_pair
@@ -100,7 +109,6 @@ def part_smoke(device: str, quick: bool) -> list[tuple[str, float, str]]:
     from saesanity.stream import ModelSource
 
     rows = []
-    tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     os.environ["SAESANITY_CACHE"] = str(tmp / "cache")
     folder = tiny_model_dir(tmp)
     corpus = tmp / "corpus.jsonl"
@@ -205,6 +213,7 @@ def part_ddp(device: str, quick: bool) -> list[tuple[str, float, str]]:
                         str(ROOT / "tests" / "dist_train.py"), str(out / "two.pt"), "-", "topk,relu"],
                        env=env, capture_output=True, text=True, timeout=300)
     s = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
     return [("2-process NCCL run (tests/dist_train.py)", s, "ok" if r.returncode == 0 else f"FAILED: {r.stderr[-500:]}")]
 
 
