@@ -167,6 +167,11 @@ def _publish_sae(c: TrainConfig, work: Path, sae, log: list[dict], secs: float, 
     return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
 
 
+def _family_source(acts, longest: TrainConfig):
+    """The batch source of a family whose longest member is `longest` (shorter members read a prefix)."""
+    return acts.source(longest) if isinstance(acts, Streamed) else MemmapSource(acts, batch_order(acts.shape[0], longest))
+
+
 def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]],
                  progress: bool, metadata: dict | None, device: str) -> list[Path]:
     ref = _data_ref(acts, acts_dir)
@@ -186,8 +191,7 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
             return save
 
         longest = max(sub, key=lambda c: c.n_tokens)  # shorter members' orders are prefixes of its order
-        source = (acts.source(longest) if isinstance(acts, Streamed)
-                  else MemmapSource(acts, batch_order(acts.shape[0], longest)))
+        source = _family_source(acts, longest)
         # the family's checkpoint lives in its first member's work folder, named by the whole family
         ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [_sae_fields(ref, c) for c in sub]})}.pt"
         # (other ranks of a data-parallel run compute the same path: see below)
@@ -216,8 +220,7 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
         if missing:
             sub = [cfgs[i] for i in missing]
             longest = max(sub, key=lambda c: c.n_tokens)
-            source = (acts.source(longest) if isinstance(acts, Streamed)
-                      else MemmapSource(acts, batch_order(acts.shape[0], longest)))
+            source = _family_source(acts, longest)
             ckpt = finals[missing[0]].with_name(f"{finals[missing[0]].name}.partial") / \
                 f"checkpoint-{key_of('family', {'members': [fields[i] for i in missing]})}.pt"
             train_family(source, sub, checkpoint=ckpt, progress=False, device=device)
