@@ -58,6 +58,8 @@ PAPER_MINI_KEYS = {
     **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes"], "scaled list"),
     **dict.fromkeys(["layers", "interp_layers", "ps", "depths", "superpositions", "h2_depths", "rules"], "subset"),
     "noise_rate": "follows n_eval_tokens (a noise latent needs enough firings)",
+    "sparsify_overrides": "size: the recipe's batch (sequences), accumulation and warm-up steps shrunk to the "
+                          "stand-in's token budget (paper profiles override nothing)",
 }
 
 
@@ -81,6 +83,32 @@ def _check_activations(P) -> None:
     if P.stream_buffer_tokens < P.batch_size:
         raise ParamsError(f"stream_buffer_tokens={P.stream_buffer_tokens} must hold at least one SAE batch "
                           f"({P.batch_size})")
+
+
+TRAINERS = ("ours", "sparsify")
+
+
+def _check_trainer(P, hookpoints: list[str]) -> None:
+    """trainer / sparsify_recipe / sparsify_overrides: a known trainer and recipe, overrides of recipe fields the
+    profile does not set itself, and hookpoints sparsify can train on (module outputs: not resid_pre)."""
+    from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
+
+    if P.trainer not in TRAINERS:
+        raise ParamsError(f"trainer={P.trainer!r}; valid: {list(TRAINERS)}")
+    if P.sparsify_recipe not in RECIPES:
+        raise ParamsError(f"sparsify_recipe={P.sparsify_recipe!r}; valid: {list(RECIPES)}")
+    own = {"num_latents": "d_sae", "expansion_factor": "d_sae", "k": "k", "ctx_len": "seq_len"}
+    for name in P.sparsify_overrides:
+        if name in own:
+            raise ParamsError(f"sparsify_overrides sets {name!r}: the profile's {own[name]} sets it")
+        if name not in RECIPE_FIELDS:
+            raise ParamsError(f"sparsify_overrides: unknown recipe field {name!r}; valid: "
+                              f"{[f for f in RECIPE_FIELDS if f not in own]}")
+    if P.trainer == "sparsify":
+        bad = [h for h in hookpoints if h.startswith("resid_pre")]
+        if bad:
+            raise ParamsError(f"trainer=sparsify trains on module outputs; hookpoints {bad} are resid_pre "
+                              f"(use resid_post of the layer before)")
 
 
 @dataclass(frozen=True)
@@ -108,10 +136,14 @@ class SeedRunParams:
     device: str  # cpu | cuda
     activations: str  # cached: training activations collected once to a memmap | streamed: SAEs fed by the model forward (no activation cache; the paper profiles)
     stream_buffer_tokens: int  # rows of the streamed shuffle buffer (memory: this × d_model floats), rounded down to whole batches
+    trainer: str  # ours: saesanity.sae.train | sparsify: EleutherAI's sparsify trains the TopK SAEs (the papers' engine; other architectures stay ours)
+    sparsify_recipe: str  # with trainer=sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 (sae.sparsify_trainer.RECIPES)
+    sparsify_overrides: dict  # recipe fields changed (batch_size in sequences, lr, lr_warmup_steps, ...); d_sae, k, seq_len come from the profile
 
     def check(self) -> None:
         _check_dtype("model_dtype", self.model_dtype)
         _check_activations(self)
+        _check_trainer(self, [self.hookpoint])
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
         if not 0.0 < self.threshold < 1.0:
@@ -186,6 +218,7 @@ class LayerArchParams(SeedRunParams):
         bad = [k for k in self.kinds if k not in ("resid_pre", "resid_post", "mlp_out", "attn_out")]
         if bad or not self.kinds:
             raise ParamsError(f"kinds {bad or self.kinds}: valid ['resid_pre', 'resid_post', 'mlp_out', 'attn_out']")
+        _check_trainer(self, [f"{kind}.{layer}" for kind in self.kinds for layer in self.layers])
         if not self.layers or min(self.layers) < 0:
             raise ParamsError(f"layers={self.layers}: need non-negative layer indices")
         bad = [s for s in self.layer_sizes if s <= self.k]
@@ -223,6 +256,9 @@ class VariantSweepParams:
     device: str  # cpu | cuda
     activations: str  # cached | streamed (see SeedRunParams.activations)
     stream_buffer_tokens: int  # rows of the streamed shuffle buffer (see SeedRunParams.stream_buffer_tokens)
+    trainer: str  # ours | sparsify (see SeedRunParams.trainer)
+    sparsify_recipe: str  # see SeedRunParams.sparsify_recipe
+    sparsify_overrides: dict  # see SeedRunParams.sparsify_overrides
 
     def check(self) -> None:
         from .activations import HOOK_KINDS
@@ -237,6 +273,7 @@ class VariantSweepParams:
             raise ParamsError(f"layers={self.layers}: need distinct non-negative layer indices")
         _check_dtype("model_dtype", self.model_dtype)
         _check_activations(self)
+        _check_trainer(self, [f"{self.kind}.{layer}" for layer in self.layers])
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
         if self.n_tokens < self.batch_size:

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,81 @@ class Streamed:
                            seed=cfg.data_seed, device=self.device)
 
 
+@dataclass(frozen=True)
+class SparsifyRun:
+    """Training by EleutherAI's sparsify (`sae.sparsify_trainer`, the papers' own engine) for the TopK SAEs
+    of a family; it stands where `Streamed` stands (`acts`, with `acts_dir=None`) when P.trainer is
+    "sparsify". sparsify runs its own forward pass over the token rows `stream.spec` names (every position,
+    in row order, whole global batches of the recipe) at `stream.hookpoint`. From the profile a TopK SAE
+    takes its latents (`d_sae`), k, training tokens (`n_tokens`), seed and the rows' length (`seq_len` is
+    the recipe's ctx_len); everything else (optimizer, lr schedule, batch in sequences, AuxK, clipping) is
+    the recipe's, with `overrides`. Other architectures, which sparsify lacks, train with our trainer on
+    `stream` (the model forward over the same rows).
+
+    Each SAE is keyed by `sae_key(cfg)`: the rows, the hookpoint, the resolved recipe, n_tokens, the seed
+    and sparsify's version. A seed trained alongside others is bitwise the SAE trained alone (sparsify
+    draws each initialisation under its own `manual_seed`; one Adam with a parameter group per SAE is
+    elementwise; tests/test_runs.py checks it), so the seeds of one (d_sae, k, n_tokens) train in one run.
+    """
+
+    stream: Streamed
+    recipe: str  # a name in sparsify_trainer.RECIPES
+    overrides: tuple[tuple[str, object], ...] = ()  # recipe fields changed (sorted items)
+
+    PROFILE_FIELDS = ("num_latents", "expansion_factor", "k", "ctx_len")  # set by d_sae, k, seq_len instead
+
+    @property
+    def shape(self) -> tuple[int, None]:
+        return self.stream.shape
+
+    def resolved(self, cfg: TrainConfig):
+        """The recipe `cfg` trains with: the named recipe, `overrides`, then cfg's latents and k and seq_len."""
+        from .sae.sparsify_trainer import get_recipe
+
+        return get_recipe(self.recipe).overridden(**dict(self.overrides), num_latents=cfg.d_sae, k=cfg.k,
+                                                  ctx_len=self.stream.spec.seq_len)
+
+    def key(self) -> dict:
+        """What every SAE of this run shares: the token rows, the hookpoint and the recipe's name and overrides."""
+        fields = {k: v for k, v in dataclasses.asdict(self.stream.spec).items() if k not in ("n_tokens", "drop_first")}
+        return {"trainer": "sparsify", "rows": fields, "hookpoint": self.stream.hookpoint, "recipe": self.recipe,
+                "overrides": dict(self.overrides)}
+
+    def sae_key(self, cfg: TrainConfig) -> dict:
+        from sparsify import __version__ as version
+
+        recipe = {k: v for k, v in dataclasses.asdict(self.resolved(cfg)).items()
+                  if k not in ("name", "source", "save_every")}  # save_every: resuming is bitwise (tested)
+        return {"trainer": "sparsify", "sparsify_version": version, "rows": self.key()["rows"],
+                "hookpoint": self.stream.hookpoint, "recipe": recipe, "n_tokens": cfg.n_tokens, "seed": cfg.seed}
+
+    def train(self, cfgs: list[TrainConfig], out: Path, device: str) -> dict[int, Path]:
+        """Train the seeds of `cfgs` (one d_sae, k and n_tokens) in one sparsify run in `out` (resumed if
+        it holds one): {seed: SAE folder}. Under torchrun every rank calls this with the same `out`."""
+        from .sae.sparsify_trainer import SparsifyError, train_sparsify
+
+        c = cfgs[0]
+        spec, recipe = self.stream.spec, self.resolved(c)
+        n_rows = c.n_tokens // spec.seq_len
+        if n_rows < recipe.batch_size:
+            raise SparsifyError(f"n_tokens={c.n_tokens:,} is {n_rows} rows of {spec.seq_len} tokens, less than one "
+                                f"sparsify batch of {recipe.batch_size} sequences (recipe {recipe.name})")
+        lm = _stream_model(spec.model, spec.variant, spec.variant_seed, device, spec.model_dtype)
+        tokens = distributed.rank0_first(lambda: token_sequences(
+            spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
+            max_tokens=n_rows * spec.seq_len, progress=False))
+        if tokens.shape[0] < n_rows:
+            raise SparsifyError(f"corpus {spec.corpus!r} has {tokens.shape[0]:,} training rows of {spec.seq_len} "
+                                f"tokens; n_tokens={c.n_tokens:,} needs {n_rows:,}")
+        folders = train_sparsify(lm, tokens[:n_rows], [self.stream.hookpoint], [x.seed for x in cfgs], out,
+                                 recipe=recipe, resume=(out / "state.pt").exists(),
+                                 meta={"corpus": spec.corpus, "data_seed": spec.seed, "n_tokens": c.n_tokens})
+        return folders[self.stream.hookpoint]
+
+
+# what SAEs train on: cached activations, the model's forward, or sparsify's own run
+TrainData = np.ndarray | Streamed | SparsifyRun
+
 _MODELS: dict[tuple, object] = {}
 
 
@@ -116,13 +192,28 @@ def _sae_fields(ref: dict, cfg: TrainConfig) -> dict:
     return {**ref, "cfg": cfg.key()}
 
 
+def _by_sparsify(acts, cfg: TrainConfig) -> bool:
+    """Whether sparsify trains `cfg` on `acts` (a `SparsifyRun` trains the TopK SAEs; ours trains the rest)."""
+    return isinstance(acts, SparsifyRun) and cfg.architecture == "topk"
+
+
+def _fields(acts, acts_dir: Path | None, cfg: TrainConfig) -> dict:
+    """The cache key of the SAE `cfg` trained on `acts` (an activation array, `Streamed` or `SparsifyRun`)."""
+    if _by_sparsify(acts, cfg):
+        return acts.sae_key(cfg)
+    if isinstance(acts, SparsifyRun):
+        acts = acts.stream
+    return _sae_fields(_data_ref(acts, acts_dir), cfg)
+
+
 def is_trained(acts_dir, cfg: TrainConfig, acts=None) -> bool:
-    """Whether the SAE for (activation artifact — or `acts` when it is `Streamed` —, config) is cached and valid."""
-    path = artifact_path("sae", _sae_fields(_data_ref(acts, acts_dir), cfg), _SAE_VERSION)
+    """Whether the SAE for (activation artifact — or `acts` when it is `Streamed` / `SparsifyRun` —, config) is
+    cached and valid."""
+    path = artifact_path("sae", _fields(acts, acts_dir, cfg), _SAE_VERSION)
     return path.exists() and is_valid(path)
 
 
-def train_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, *, progress: bool = True,
+def train_cached(acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, *, progress: bool = True,
                  metadata: dict | None = None, device: str = "cpu", snapshots: tuple[int, ...] = ()) -> TrainedSAE:
     """Train (or load) the SAE for (activation artifact, config); resumes from a checkpoint if killed.
 
@@ -134,7 +225,7 @@ def train_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainC
     return t
 
 
-def train_family_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], *, progress: bool = True,
+def train_family_cached(acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], *, progress: bool = True,
                         metadata: dict | None = None, device: str = "cpu",
                         snapshots: list[tuple[int, ...]] | None = None) -> list[TrainedSAE]:
     """Train (or load) the SAEs `cfgs` on one activation artifact: the missing ones in one pass over the
@@ -146,14 +237,22 @@ def train_family_cached(acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs
     snapshots = snapshots or [()] * len(cfgs)
     if len(set(cfgs)) != len(cfgs):
         raise ValueError(f"train_family_cached got a config twice: {cfgs}")
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     data_parallel = distributed.world()[1] > 1  # where every member of a family trains for the same length
     for i, c in enumerate(cfgs):
-        groups.setdefault((c.data_seed, c.batch_size) + ((c.n_tokens,) if data_parallel else ()), []).append(i)
+        if _by_sparsify(acts, c):  # one sparsify run per (d_sae, k, n_tokens): its seeds
+            groups.setdefault(("sparsify", c.d_sae, c.k, c.n_tokens), []).append(i)
+        else:
+            groups.setdefault((c.data_seed, c.batch_size) + ((c.n_tokens,) if data_parallel else ()), []).append(i)
     out: list[TrainedSAE | None] = [None] * len(cfgs)
-    for idx in groups.values():
-        paths = _train_group(acts, acts_dir, [cfgs[i] for i in idx], [snapshots[i] for i in idx], progress,
-                             metadata, device)
+    for group, idx in groups.items():
+        if group[0] == "sparsify":
+            if any(snapshots[i] for i in idx):
+                raise ValueError("sparsify runs publish no snapshots (its learning rate decays to 0 at the end)")
+            paths = _train_sparsify_group(acts, [cfgs[i] for i in idx], metadata, device)
+        else:
+            paths = _train_group(acts.stream if isinstance(acts, SparsifyRun) else acts, acts_dir,
+                                 [cfgs[i] for i in idx], [snapshots[i] for i in idx], progress, metadata, device)
         for i, path in zip(idx, paths):
             out[i] = TrainedSAE(sae=load_sae(path), cfg=cfgs[i], path=path,
                                 log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
@@ -175,9 +274,9 @@ def _family_source(acts, longest: TrainConfig):
 def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]],
                  progress: bool, metadata: dict | None, device: str) -> list[Path]:
     ref = _data_ref(acts, acts_dir)
+    t0 = time.perf_counter()
 
-    def compute(missing: list[int], works: list[Path]) -> list[dict]:
-        t0 = time.perf_counter()
+    def train(missing: list[int], works: list[Path]):
         sub = [cfgs[i] for i in missing]
 
         def snap(c: TrainConfig, n: int):
@@ -191,26 +290,65 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
             return save
 
         longest = max(sub, key=lambda c: c.n_tokens)  # shorter members' orders are prefixes of its order
-        source = _family_source(acts, longest)
         # the family's checkpoint lives in its first member's work folder, named by the whole family
         ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [_sae_fields(ref, c) for c in sub]})}.pt"
-        # (other ranks of a data-parallel run compute the same path: see below)
-        results = train_family(source, sub, checkpoint=ckpt, progress=progress, device=device,
-                               snapshots=[{n: snap(c, n) for n in snapshots[i]} for c, i in zip(sub, missing)],
-                               desc=f"SAE seed {sub[0].seed}" if len(sub) == 1 else
-                               f"{len(sub)} SAEs (seeds {sorted({c.seed for c in sub})})")
+        return train_family(_family_source(acts, longest), sub, checkpoint=ckpt, progress=progress, device=device,
+                            snapshots=[{n: snap(c, n) for n in snapshots[i]} for c, i in zip(sub, missing)],
+                            desc=f"SAE seed {sub[0].seed}" if len(sub) == 1 else
+                            f"{len(sub)} SAEs (seeds {sorted({c.seed for c in sub})})")
+
+    def compute(missing: list[int], works: list[Path]) -> list[dict]:
+        results = train(missing, works)
         secs = time.perf_counter() - t0
-        infos = [_publish_sae(c, w, sae, log, secs, metadata) for c, w, (sae, log) in zip(sub, works, results)]
+        infos = [_publish_sae(cfgs[i], w, sae, log, secs, metadata) for i, w, (sae, log) in zip(missing, works, results)]
         for w in works:
             for f in w.glob("checkpoint*.pt"):
                 f.unlink()
         return infos
 
-    fields = [_sae_fields(ref, c) for c in cfgs]
+    return _cached_family([_sae_fields(ref, c) for c in cfgs], compute, train)
+
+
+def _train_sparsify_group(run: SparsifyRun, cfgs: list[TrainConfig], metadata: dict | None,
+                          device: str) -> list[Path]:
+    """The TopK SAEs `cfgs` (seeds of one d_sae, k, n_tokens) by sparsify, the missing seeds in one run whose
+    folder (resumable) lives in the first missing member's work folder; each SAE's artifact holds sparsify's
+    own files (read by `load_sae`), its training log and the run's manifest."""
+    from .sae.sparsify_trainer import LOG, MANIFEST
+
+    t0 = time.perf_counter()
+
+    def train(missing: list[int], works: list[Path]) -> dict[int, Path]:
+        return run.train([cfgs[i] for i in missing], works[0] / "sparsify-run", device)
+
+    def compute(missing: list[int], works: list[Path]) -> list[dict]:
+        folders = train(missing, works)
+        secs = time.perf_counter() - t0
+        manifest = json.loads((works[0] / "sparsify-run" / MANIFEST).read_text())
+        infos = []
+        for i, w in zip(missing, works):
+            for f in folders[cfgs[i].seed].iterdir():
+                shutil.copy2(f, w / f.name)
+            (w / "sparsify_run.json").write_text(json.dumps({**manifest, "saesanity": metadata or {}}, indent=1))
+            if not (w / LOG).exists():
+                (w / LOG).write_text("[]")
+            infos.append({"seconds": secs, "tokens_per_s": manifest["tokens_trained"] / secs, "trainer": "sparsify",
+                          "recipe": manifest["recipe"]["name"], "steps": manifest["steps"],
+                          "tokens_trained": manifest["tokens_trained"], "optimizer": manifest["optimizer_class"],
+                          "world_size": manifest["world_size"]})
+        shutil.rmtree(works[0] / "sparsify-run")
+        return infos
+
+    return _cached_family([run.sae_key(c) for c in cfgs], compute, train)
+
+
+def _cached_family(fields: list[dict], compute, train) -> list[Path]:
+    """`cached_many` of a family's SAEs (resumable work folders). Under torchrun every rank trains the missing
+    members together — rank 0 in `compute` (train, then write the artifacts), the others in `train` with
+    rank 0's work folders as the paths they name (checkpoints, runs) — and rank 0 alone publishes."""
     rank, world = distributed.world()
     if world == 1:
         return cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
-    # data parallel: every rank trains the missing members together; rank 0 alone publishes them
     finals = [artifact_path("sae", f, _SAE_VERSION) for f in fields]
     missing = [i for i, f in enumerate(finals) if not (f.exists() and is_valid(f))]
     distributed.barrier()  # every rank has looked before rank 0 publishes anything
@@ -218,12 +356,7 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
         paths = cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
     else:
         if missing:
-            sub = [cfgs[i] for i in missing]
-            longest = max(sub, key=lambda c: c.n_tokens)
-            source = _family_source(acts, longest)
-            ckpt = finals[missing[0]].with_name(f"{finals[missing[0]].name}.partial") / \
-                f"checkpoint-{key_of('family', {'members': [fields[i] for i in missing]})}.pt"
-            train_family(source, sub, checkpoint=ckpt, progress=False, device=device)
+            train(missing, [finals[i].with_name(f"{finals[i].name}.partial") for i in missing])
         paths = finals
     distributed.barrier()
     return paths
@@ -234,12 +367,19 @@ def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
 
     With `hookpoints`, a dict hookpoint -> (array, folder) for all of them, missing ones collected in
     one forward pass; otherwise the pair for `P.hookpoint`. When P streams its training activations
-    (`P.activations == "streamed"`), the train split is a `Streamed` in place of each array, with no folder.
+    (`P.activations == "streamed"`), the train split is a `Streamed` in place of each array, with no folder;
+    when sparsify trains P's TopK SAEs (`P.trainer == "sparsify"`) it is a `SparsifyRun` around that stream
+    (streamed whatever `P.activations` says: sparsify needs no activation cache, nor do the other
+    architectures trained beside it).
     """
     names = hookpoints or [P.hookpoint]
     spec = activation_spec(P, split)
-    if split == "train" and getattr(P, "activations", "cached") == "streamed":
+    sparsify = split == "train" and getattr(P, "trainer", "ours") == "sparsify"
+    if sparsify or (split == "train" and getattr(P, "activations", "cached") == "streamed"):
         out = {h: (Streamed(spec, h, P.model_batch_size, P.stream_buffer_tokens, P.device), None) for h in names}
+        if sparsify:
+            overrides = tuple(sorted(P.sparsify_overrides.items()))
+            out = {h: (SparsifyRun(a, P.sparsify_recipe, overrides), None) for h, (a, _) in out.items()}
     else:
         acts = distributed.rank0_first(lambda: collect(spec, names, batch_size=P.model_batch_size,
                                                        device=_device(P), progress=progress))
@@ -256,13 +396,13 @@ def _meta(P, hookpoint: str | None) -> dict:
     return {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
 
 
-def _train(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, progress: bool,
+def _train(P, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, progress: bool,
            snapshots: tuple[int, ...] = (), hookpoint: str | None = None) -> TrainedSAE:
     return train_cached(acts, acts_dir, cfg, progress=progress, metadata=_meta(P, hookpoint), device=_device(P),
                         snapshots=snapshots)
 
 
-def _train_many(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
+def _train_many(P, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
                 hookpoint: str | None = None) -> list[TrainedSAE]:
     """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass."""
     return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint),
@@ -273,7 +413,8 @@ def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
     acts, acts_dir = _acts(P, "train", progress)
     saes = _train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
-    info = {"streamed": acts.key()} if isinstance(acts, Streamed) else read_meta(acts_dir)["info"]
+    info = ({"streamed": acts.key()} if isinstance(acts, Streamed) else {"sparsify": acts.key()}
+            if isinstance(acts, SparsifyRun) else read_meta(acts_dir)["info"])
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
 
 
@@ -372,12 +513,14 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
 def sweep_train(P, axis: str, values: list[int], *, progress: bool = True):
     """Train (or load) every SAE of `sweep(P, axis, values)` in one pass over the data: all seeds × values as
     one family; along `n_tokens`, the seeds trained to the longest missing length publish the shorter ones
-    as snapshots. Returns the training data (`_acts`)."""
+    as snapshots. With sparsify (P.trainer), TopK SAEs train one run per value, its seeds together (its
+    learning rate decays to zero at each run's end, so a shorter run is no prefix of a longer one).
+    Returns the training data (`_acts`)."""
     if axis not in ("d_sae", "k", "n_tokens"):
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
     acts, acts_dir = _acts(P, "train", progress)
     base = [train_cfg(P, s) for s in P.seeds[:2]]
-    if axis != "n_tokens":
+    if axis != "n_tokens" or isinstance(acts, SparsifyRun):  # sparsify: one run per length (its lr decays to 0)
         _train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
         return acts, acts_dir
     todo = {s: sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
@@ -389,7 +532,7 @@ def sweep_train(P, axis: str, values: list[int], *, progress: bool = True):
     return acts, acts_dir
 
 
-def pair_row(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
+def pair_row(P, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
              hookpoint: str | None = None) -> dict:
     """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
     SAE's held-out FVU and L0 (`evaluate`)."""
@@ -425,7 +568,7 @@ def _next_coefficient(runs_: list[tuple[float, float]], target: float) -> float:
     return float(np.exp(x + (t - y) / slope))
 
 
-def calibrate_sparsity(P, acts: np.ndarray | Streamed, acts_dir: Path | None, cfg: TrainConfig, target_l0: float, held: np.ndarray,
+def calibrate_sparsity(P, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, target_l0: float, held: np.ndarray,
                        *, n_tokens: int, n_runs: int, hookpoint: str | None = None,
                        progress: bool = True) -> tuple[TrainConfig, list[dict]]:
     """`cfg` with its sparsity coefficient (λ₁ of ReLU/Gated, λ₀ of JumpReLU) set so that held-out L0 ≈ target_l0.

@@ -348,6 +348,86 @@ def _restore_dead_clocks(trainer, out: Path) -> None:
             trainer.num_tokens_since_fired[name] = counts
 
 
+LOG = "training_log.json"  # per SAE folder: our trainer's log format (`_TrainLog`)
+
+
+class _TrainLog:
+    """Training records of every SAE of a sparsify run, in our trainer's log format (step, tokens, fvu, l0,
+    dead_frac), which sparsify keeps only for wandb: a forward hook on each SAE sums the FVU of the step's
+    micro-batches (each normalised by the whole batch's variance, so their sum is the batch's FVU) and averages
+    it over the accumulation steps; a record is appended every `log_every` optimizer steps and at the last
+    one. FVU is rank 0's slice of the batch (sparsify all-reduces it only for wandb); `dead_frac` is the share
+    of latents sparsify counts as dead (not in the top-k for more than `dead_feature_threshold` tokens) before
+    that step's update. Saved with sparsify's checkpoints and read back on resume."""
+
+    def __init__(self, trainer, out: Path, log_every: int = 10):
+        self.trainer, self.out, self.log_every = trainer, out, log_every
+        self.records: dict[str, list[dict]] = {name: [] for name in trainer.saes}
+        self.sums: dict[str, float] = dict.fromkeys(trainer.saes, 0.0)
+        self.handles = [sae.register_forward_hook(self._hook(name)) for name, sae in trainer.saes.items()]
+        self.tokens_per_step = 0
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            self.sums[name] += float(output.fvu.detach())
+        return hook
+
+    def step(self, step: int, n_steps: int) -> None:
+        """After optimizer step `step` (0-based) of `n_steps`."""
+        acc = self.trainer.cfg.grad_acc_steps
+        if step % self.log_every == 0 or step == n_steps - 1:
+            for name, sae in self.trainer.saes.items():
+                dead = self.trainer.num_tokens_since_fired[name] > self.trainer.cfg.dead_feature_threshold
+                self.records[name].append({"step": step, "tokens": (step + 1) * self.tokens_per_step,
+                                           "fvu": self.sums[name] / acc, "l0": float(sae.cfg.k),
+                                           "dead_frac": float(dead.float().mean())})
+        self.sums = dict.fromkeys(self.sums, 0.0)
+
+    def save(self) -> None:
+        for name, recs in self.records.items():
+            (self.out / name).mkdir(parents=True, exist_ok=True)
+            (self.out / name / LOG).write_text(json.dumps(recs))
+
+    def load(self) -> None:
+        for name in self.records:
+            f = self.out / name / LOG
+            if f.exists():
+                self.records[name] = json.loads(f.read_text())
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _logging(trainer, out: Path, rank: int, tokens_per_step: int, n_steps: int, resumed: bool):
+    """`_TrainLog` attached to `trainer` while it fits: a record after each optimizer step (a post-step hook on
+    sparsify's first optimizer), saved with each of sparsify's checkpoints (rank 0) and at the end."""
+    log = _TrainLog(trainer, out)
+    log.tokens_per_step = tokens_per_step
+    if resumed:
+        log.load()
+    save = trainer.save
+
+    def stepped(optimizer, args, kwargs):
+        # sparsify advances global_step after the step: this is optimizer step (global_step + 1) / acc, 1-based
+        log.step((trainer.global_step + 1) // trainer.cfg.grad_acc_steps - 1, n_steps)
+
+    def saved():
+        save()
+        if rank == 0:
+            log.save()
+
+    hook = trainer.optimizers[0].register_step_post_hook(stepped)
+    trainer.save = saved
+    try:
+        yield log
+    finally:
+        trainer.save = save
+        hook.remove()
+        log.close()
+
+
 @contextlib.contextmanager
 def _rank_noise(lm: LoadedModel, rank: int, world: int):
     """Control variant under W ranks: the n-th forward of rank r draws noise index n·W + r (module docstring)."""
@@ -407,8 +487,10 @@ def train_sparsify(lm: LoadedModel, tokens: np.ndarray, hookpoints: list[str], s
         # so the batch at global_step was already trained; its own resume would train it twice
         trainer.global_step += 1
     precision = torch.get_float32_matmul_precision()
+    n_steps = len(dataset) // cfg.batch_size // r.grad_acc_steps
     try:
-        with _patched_ddp(), _rank_noise(lm, rank, world):
+        with _patched_ddp(), _rank_noise(lm, rank, world), \
+                _logging(trainer, out, rank, r.batch_size * r.grad_acc_steps * r.ctx_len, n_steps, started):
             trainer.fit()
     finally:  # fit() sets "high" (TF32 on CUDA) for the whole process; keep it to the training
         torch.set_float32_matmul_precision(precision)
