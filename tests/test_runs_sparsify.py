@@ -32,7 +32,8 @@ def test_sparsify_trains_the_seed_family_once_and_caches_it(iso_cache, tiny_neox
     assert not (iso_cache / "activations").exists()  # sparsify needs no activation cache
     for t in saes:
         files = {f.name for f in t.path.iterdir()}
-        assert {"cfg.json", "sae.safetensors", "sparsify_run.json", "training_log.json"} <= files
+        assert {"cfg.json", "sae.safetensors", "sparsify_run.json", "training_log.json", "sparsify_stdout.txt"} <= files
+        assert "Initializing SAEs with random seed(s) [0, 1]" in (t.path / "sparsify_stdout.txt").read_text()
         assert t.info["trainer"] == "sparsify" and t.info["steps"] == 4096 // 64 // 4  # 64 rows, 4 per step
         assert t.log[-1]["step"] == 15 and t.log[-1]["tokens"] == 4096 and 0 < t.log[-1]["fvu"] < 2
         assert t.sae.W_dec.shape == (64, 32) and t.sae.k == 4  # 64 latents, d_model 32

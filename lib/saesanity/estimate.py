@@ -85,9 +85,24 @@ def _layer(hookpoint: str) -> int:
 
 
 def passes(stem: str, P) -> list[Pass]:
-    """The training passes `saesanity.pretrain` (or the notebook) makes for `stem` under `P`."""
+    """The training passes `saesanity.pretrain` (or the notebook) makes for `stem` under `P`. With
+    `trainer: sparsify` a TopK pass trains the seeds of one (d_sae, k, n_tokens): one sparsify run each
+    (`runs.SparsifyRun`); the other architectures share one pass of ours."""
     from . import params
 
+    sparsify = getattr(P, "trainer", "ours") == "sparsify"
+    if sparsify and stem in ("paulo_fig5_overlap_vs_size_k_tokens", "paulo_figA4_mean_cosines_vs_size_k_tokens"):
+        L, pair = _layer(P.hookpoint), [(P.d_sae, "topk")] * 2
+        return ([Pass(P.n_tokens, L, [(s, "topk")] * 2) for s in P.sizes] + [Pass(P.n_tokens, L, pair) for _ in P.ks]
+                + [Pass(t, L, pair) for t in P.train_tokens])
+    if sparsify and stem == "paulo_fig4_overlap_vs_layer_position_arch":
+        out = [Pass(P.n_tokens, layer, [(s, "topk")] * 2) for layer in P.layers for s in P.layer_sizes]
+        out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
+        calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
+                 if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
+        others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
+        return out + calib + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * 2)] + \
+            ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
     if stem in ("paulo_fig5_overlap_vs_size_k_tokens", "paulo_figA4_mean_cosines_vs_size_k_tokens"):
         L, two = _layer(P.hookpoint), 2
         return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
@@ -148,6 +163,8 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     batch = 2 * P.batch_size * max(f for f, _ in biggest.saes) * 4
     buffer = getattr(P, "stream_buffer_tokens", 0) * shape.d * 4
     note = f"{len(ps)} pass(es), {sum(len(p.saes) for p in ps)} SAEs"
+    if getattr(P, "trainer", "ours") == "sparsify":
+        note += f" (TopK by sparsify, {P.sparsify_recipe})"
     if hasattr(P, "llm_model"):
         note += "; + the chat model's calls"
     return Estimate(stem, flops / RATE / 3600, disk / 1e9, (members + batch + buffer) / 1e9, note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import io
 import json
 import shutil
 import time
@@ -162,9 +163,14 @@ class SparsifyRun:
         if tokens.shape[0] < n_rows:
             raise SparsifyError(f"corpus {spec.corpus!r} has {tokens.shape[0]:,} training rows of {spec.seq_len} "
                                 f"tokens; n_tokens={c.n_tokens:,} needs {n_rows:,}")
-        folders = train_sparsify(lm, tokens[:n_rows], [self.stream.hookpoint], [x.seed for x in cfgs], out,
-                                 recipe=recipe, resume=(out / "state.pt").exists(),
-                                 meta={"corpus": spec.corpus, "data_seed": spec.seed, "n_tokens": c.n_tokens})
+        printed = io.StringIO()  # sparsify's prints (modules, seeds, lr, Adam class) go to the run's stdout.txt
+        with contextlib.redirect_stdout(printed):
+            folders = train_sparsify(lm, tokens[:n_rows], [self.stream.hookpoint], [x.seed for x in cfgs], out,
+                                     recipe=recipe, resume=(out / "state.pt").exists(),
+                                     meta={"corpus": spec.corpus, "data_seed": spec.seed, "n_tokens": c.n_tokens})
+        if distributed.world()[0] == 0:
+            with open(out / "stdout.txt", "a") as f:
+                f.write(printed.getvalue())
         return folders[self.stream.hookpoint]
 
 
@@ -330,6 +336,7 @@ def _train_sparsify_group(run: SparsifyRun, cfgs: list[TrainConfig], metadata: d
             for f in folders[cfgs[i].seed].iterdir():
                 shutil.copy2(f, w / f.name)
             (w / "sparsify_run.json").write_text(json.dumps({**manifest, "saesanity": metadata or {}}, indent=1))
+            shutil.copy2(works[0] / "sparsify-run" / "stdout.txt", w / "sparsify_stdout.txt")
             if not (w / LOG).exists():
                 (w / LOG).write_text("[]")
             infos.append({"seconds": secs, "tokens_per_s": manifest["tokens_trained"] / secs, "trainer": "sparsify",
