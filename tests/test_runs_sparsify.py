@@ -135,3 +135,30 @@ def test_torchrun_two_ranks_publish_what_the_notebook_finds(iso_cache, tiny_neox
     saes, _ = runs.seed_saes(P, progress=False)
     assert all(t.info["world_size"] == 2 and t.info["trainer"] == "sparsify" for t in saes)
     assert not list(iso_cache.glob("sae/*.partial"))
+
+
+def test_variant_layers_train_in_one_sparsify_run_and_match_single_hookpoint_keys(iso_cache, tiny_neox_dir,
+                                                                                  monkeypatch):
+    """Heap et al.'s layers: one sparsify run (one forward pass) trains every layer's SAE, each cached under the
+    key its own single-hookpoint run would have, and equal to it bitwise."""
+    from saesanity import baselines
+
+    P = params.load("heap_metrics_vs_layer", "smoke", model=str(tiny_neox_dir), corpus="debian:fortunes",
+                    layers=[0, 2], kind="resid_post", d_sae=64, k=4, n_tokens=4096, batch_size=512, seq_len=64,
+                    n_eval_tokens=1024, n_splice_tokens=128, variants=["trained"], trainer="sparsify",
+                    sparsify_overrides={"batch_size": 4, "grad_acc_steps": 2, "lr_warmup_steps": 2})
+    calls = []
+    real = st.train_sparsify
+    monkeypatch.setattr(st, "train_sparsify", lambda lm, rows, hps, seeds, out, **kw: calls.append(
+        (tuple(hps), tuple(seeds), kw["recipe"].name)) or real(lm, rows, hps, seeds, out, **kw))
+    saes = baselines.variant_saes(P, "trained", progress=False)
+    assert calls == [(("resid_post.0", "resid_post.2"), (0,), "heap_2025")]
+    assert all(t.info["trainer"] == "sparsify" and t.info["hookpoints_in_run"] == ["resid_post.0", "resid_post.2"]
+               for t in saes.values())
+    V = baselines.view(P, "trained", "resid_post.2")
+    acts, _ = runs._acts(V, "train", False)
+    (folder,) = acts.train([runs.train_cfg(V, 0)], iso_cache / "alone", "cpu").values()
+    alone = load_sae(folder)
+    assert runs.is_trained(None, runs.train_cfg(V, 0), acts)
+    for name, p in saes["resid_post.2"].sae.state_dict().items():
+        assert torch.equal(p, alone.state_dict()[name]), name

@@ -27,7 +27,8 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import TrainedSAE, _acts, _train, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg
+from .runs import (TrainedSAE, _acts, _train, activation_spec, eval_batches, eval_mean, on_device, prefill_sparsify,
+                   row_tokens, train_cfg)
 from .sae import SAEBase
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
@@ -44,7 +45,9 @@ def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
                            hookpoint=hookpoint, d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr,
                            auxk_alpha=P.auxk_alpha, seeds=[P.seed],
                            activations=getattr(P, "activations", "cached"),
-                           stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0))
+                           stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0),
+                           trainer=getattr(P, "trainer", "ours"), sparsify_recipe=getattr(P, "sparsify_recipe", ""),
+                           sparsify_overrides=getattr(P, "sparsify_overrides", {}))
 
 
 def hookpoints(P) -> list[str]:
@@ -55,6 +58,7 @@ def variant_saes(P, variant: str, *, progress: bool = True) -> dict[str, Trained
     """hookpoint -> the SAE trained on `variant`'s activations there (all layers from one forward pass)."""
     V = view(P, variant)
     train = _acts(V, "train", progress, hookpoints(P))
+    prefill_sparsify(V, train, {h: [train_cfg(V, P.seed)] for h in train})  # trainer sparsify: one run, every layer
     out = {}
     for h, (acts, acts_dir) in train.items():
         out[h] = _train(view(P, variant, h), acts, acts_dir, train_cfg(V, P.seed), progress, hookpoint=h)

@@ -145,12 +145,14 @@ class SparsifyRun:
         return {"trainer": "sparsify", "sparsify_version": version, "rows": self.key()["rows"],
                 "hookpoint": self.stream.hookpoint, "recipe": recipe, "n_tokens": cfg.n_tokens, "seed": cfg.seed}
 
-    def train(self, cfgs: list[TrainConfig], out: Path, device: str) -> dict[int, Path]:
-        """Train the seeds of `cfgs` (one d_sae, k and n_tokens) in one sparsify run in `out` (resumed if
-        it holds one): {seed: SAE folder}. Under torchrun every rank calls this with the same `out`."""
+    def train(self, cfgs: list[TrainConfig], out: Path, device: str,
+              hookpoints: list[str] | None = None) -> dict[tuple[str, int], Path]:
+        """Train the seeds of `cfgs` (one d_sae, k and n_tokens) at `hookpoints` (default: this run's) in one
+        sparsify run in `out` (resumed if it holds one) — one forward pass feeds every hookpoint's SAEs —:
+        {(hookpoint, seed): SAE folder}. Under torchrun every rank calls this with the same arguments."""
         from .sae.sparsify_trainer import SparsifyError, train_sparsify
 
-        c = cfgs[0]
+        c, hookpoints = cfgs[0], hookpoints or [self.stream.hookpoint]
         spec, recipe = self.stream.spec, self.resolved(c)
         n_rows = c.n_tokens // spec.seq_len
         if n_rows < recipe.batch_size:
@@ -165,13 +167,13 @@ class SparsifyRun:
                                 f"tokens; n_tokens={c.n_tokens:,} needs {n_rows:,}")
         printed = io.StringIO()  # sparsify's prints (modules, seeds, lr, Adam class) go to the run's stdout.txt
         with contextlib.redirect_stdout(printed):
-            folders = train_sparsify(lm, tokens[:n_rows], [self.stream.hookpoint], [x.seed for x in cfgs], out,
+            folders = train_sparsify(lm, tokens[:n_rows], hookpoints, sorted({x.seed for x in cfgs}), out,
                                      recipe=recipe, resume=(out / "state.pt").exists(),
                                      meta={"corpus": spec.corpus, "data_seed": spec.seed, "n_tokens": c.n_tokens})
         if distributed.world()[0] == 0:
             with open(out / "stdout.txt", "a") as f:
                 f.write(printed.getvalue())
-        return folders[self.stream.hookpoint]
+        return {(h, seed): path for h, by_seed in folders.items() for seed, path in by_seed.items()}
 
 
 # what SAEs train on: cached activations, the model's forward, or sparsify's own run
@@ -255,13 +257,12 @@ def train_family_cached(acts: TrainData, acts_dir: Path | None, cfgs: list[Train
         if group[0] == "sparsify":
             if any(snapshots[i] for i in idx):
                 raise ValueError("sparsify runs publish no snapshots (its learning rate decays to 0 at the end)")
-            paths = _train_sparsify_group(acts, [cfgs[i] for i in idx], metadata, device)
+            paths = _train_sparsify_group([(acts, cfgs[i]) for i in idx], [metadata] * len(idx), device)
         else:
             paths = _train_group(acts.stream if isinstance(acts, SparsifyRun) else acts, acts_dir,
                                  [cfgs[i] for i in idx], [snapshots[i] for i in idx], progress, metadata, device)
         for i, path in zip(idx, paths):
-            out[i] = TrainedSAE(sae=load_sae(path), cfg=cfgs[i], path=path,
-                                log=json.loads((path / "training_log.json").read_text()), info=read_meta(path)["info"])
+            out[i] = _loaded(path, cfgs[i])
     return out
 
 
@@ -315,38 +316,87 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
     return _cached_family([_sae_fields(ref, c) for c in cfgs], compute, train)
 
 
-def _train_sparsify_group(run: SparsifyRun, cfgs: list[TrainConfig], metadata: dict | None,
+def _train_sparsify_group(items: list[tuple[SparsifyRun, TrainConfig]], metadata: list[dict | None],
                           device: str) -> list[Path]:
-    """The TopK SAEs `cfgs` (seeds of one d_sae, k, n_tokens) by sparsify, the missing seeds in one run whose
-    folder (resumable) lives in the first missing member's work folder; each SAE's artifact holds sparsify's
-    own files (read by `load_sae`), its training log and the run's manifest."""
+    """The TopK SAEs of `items` — (run, config) pairs of one d_sae, k and n_tokens, at one or more hookpoints
+    of the same rows and recipe — by sparsify: the missing ones in one run over their hookpoints and seeds
+    (one forward pass), whose folder (resumable) lives in the first missing member's work folder. Each SAE's
+    artifact holds sparsify's own files (read by `load_sae`), its training log, the run's manifest and
+    sparsify's printed lines."""
     from .sae.sparsify_trainer import LOG, MANIFEST
 
+    shared = {json.dumps({**run.key(), "hookpoint": None}, sort_keys=True, default=str) for run, _ in items}
+    if len(shared) > 1 or len({(c.d_sae, c.k, c.n_tokens) for _, c in items}) > 1:
+        raise ValueError("one sparsify run trains SAEs of one size, k and length on the same rows and recipe")
     t0 = time.perf_counter()
 
-    def train(missing: list[int], works: list[Path]) -> dict[int, Path]:
-        return run.train([cfgs[i] for i in missing], works[0] / "sparsify-run", device)
+    def train(missing: list[int], works: list[Path]) -> dict[tuple[str, int], Path]:
+        run = items[missing[0]][0]
+        hooks = list(dict.fromkeys(items[i][0].stream.hookpoint for i in missing))
+        return run.train([items[i][1] for i in missing], works[0] / "sparsify-run", device, hooks)
 
     def compute(missing: list[int], works: list[Path]) -> list[dict]:
         folders = train(missing, works)
         secs = time.perf_counter() - t0
-        manifest = json.loads((works[0] / "sparsify-run" / MANIFEST).read_text())
+        run_dir = works[0] / "sparsify-run"
+        manifest = json.loads((run_dir / MANIFEST).read_text())
         infos = []
         for i, w in zip(missing, works):
-            for f in folders[cfgs[i].seed].iterdir():
+            run, c = items[i]
+            for f in folders[run.stream.hookpoint, c.seed].iterdir():
                 shutil.copy2(f, w / f.name)
-            (w / "sparsify_run.json").write_text(json.dumps({**manifest, "saesanity": metadata or {}}, indent=1))
-            shutil.copy2(works[0] / "sparsify-run" / "stdout.txt", w / "sparsify_stdout.txt")
+            (w / "sparsify_run.json").write_text(json.dumps({**manifest, "saesanity": metadata[i] or {}}, indent=1))
+            shutil.copy2(run_dir / "stdout.txt", w / "sparsify_stdout.txt")
             if not (w / LOG).exists():
                 (w / LOG).write_text("[]")
             infos.append({"seconds": secs, "tokens_per_s": manifest["tokens_trained"] / secs, "trainer": "sparsify",
                           "recipe": manifest["recipe"]["name"], "steps": manifest["steps"],
                           "tokens_trained": manifest["tokens_trained"], "optimizer": manifest["optimizer_class"],
-                          "world_size": manifest["world_size"]})
-        shutil.rmtree(works[0] / "sparsify-run")
+                          "world_size": manifest["world_size"], "hookpoints_in_run": list(manifest["hookpoints"])})
+        shutil.rmtree(run_dir)
         return infos
 
-    return _cached_family([run.sae_key(c) for c in cfgs], compute, train)
+    return _cached_family([run.sae_key(c) for run, c in items], compute, train)
+
+
+def train_hookpoints_cached(runs: dict[str, SparsifyRun], cfgs: dict[str, list[TrainConfig]], *,
+                            metadata: dict[str, dict] | None = None, device: str = "cpu") -> dict[str, list[TrainedSAE]]:
+    """The sparsify TopK SAEs `cfgs[h]` at every hookpoint h of `runs` (one model's rows): the missing ones
+    trained in one sparsify run per (d_sae, k, n_tokens) over all hookpoints that miss one — one forward pass
+    for every layer — each SAE cached under the key a single-hookpoint run gives it (`train_family_cached`
+    finds it). {h: TrainedSAE per config, in order}."""
+    groups: dict[tuple[int, int, int], list[tuple[str, int]]] = {}
+    for h, cs in cfgs.items():
+        for j, c in enumerate(cs):
+            if c.architecture != "topk":
+                raise ValueError(f"train_hookpoints_cached trains TopK SAEs (sparsify); got {c.architecture}")
+            groups.setdefault((c.d_sae, c.k, c.n_tokens), []).append((h, j))
+    out: dict[str, list] = {h: [None] * len(cs) for h, cs in cfgs.items()}
+    for members in groups.values():
+        paths = _train_sparsify_group([(runs[h], cfgs[h][j]) for h, j in members],
+                                      [(metadata or {}).get(h) for h, _ in members], device)
+        for (h, j), path in zip(members, paths):
+            out[h][j] = _loaded(path, cfgs[h][j])
+    return out
+
+
+def prefill_sparsify(P, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]]) -> None:
+    """With `P.trainer == "sparsify"`: train the missing TopK SAEs among `cfgs` ({hookpoint: configs}) at the
+    hookpoints of `train` (`_acts(P, "train", …, hookpoints)`) together, one sparsify run per (d_sae, k,
+    n_tokens) over all of them (`train_hookpoints_cached`), so that the per-hookpoint calls which follow find
+    them cached. With our trainer it does nothing."""
+    if getattr(P, "trainer", "ours") != "sparsify":
+        return
+    topk = {h: [c for c in cs if c.architecture == "topk"] for h, cs in cfgs.items()}
+    topk = {h: cs for h, cs in topk.items() if cs}
+    if topk:
+        train_hookpoints_cached({h: train[h][0] for h in topk}, topk,
+                                metadata={h: _meta(P, h) for h in topk}, device=_device(P))
+
+
+def _loaded(path: Path, cfg: TrainConfig) -> TrainedSAE:
+    return TrainedSAE(sae=load_sae(path), cfg=cfg, path=path, log=json.loads((path / "training_log.json").read_text()),
+                      info=read_meta(path)["info"])
 
 
 def _cached_family(fields: list[dict], compute, train) -> list[Path]:
@@ -608,6 +658,8 @@ def hookpoint_pairs(P, points: list[tuple[str, int]], *, progress: bool = True) 
     activations come from one forward pass per split. Rows: hookpoint, d_sae, then `pair_row`."""
     hps = list(dict.fromkeys(h for h, _ in points))
     train, held = _acts(P, "train", progress, hps), _acts(P, "heldout", progress, hps)
+    prefill_sparsify(P, train, {h: [dataclasses.replace(train_cfg(P, s), d_sae=size) for hp, size in points if hp == h
+                                    for s in P.seeds[:2]] for h in hps})  # trainer sparsify: one run per size
     rows = []
     for h, size in points:
         acts, acts_dir = train[h]
