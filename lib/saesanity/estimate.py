@@ -96,13 +96,19 @@ def passes(stem: str, P) -> list[Pass]:
         return ([Pass(P.n_tokens, L, [(s, "topk")] * 2) for s in P.sizes] + [Pass(P.n_tokens, L, pair) for _ in P.ks]
                 + [Pass(t, L, pair) for t in P.train_tokens])
     if sparsify and stem == "paulo_fig4_overlap_vs_layer_position_arch":
-        out = [Pass(P.n_tokens, layer, [(s, "topk")] * 2) for layer in P.layers for s in P.layer_sizes]
-        out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
+        # one run per size over every hookpoint of that size (`runs.prefill_sparsify`); the TopK pair at
+        # P.hookpoint is one of them when that hookpoint is among the layers
+        out = []
+        for size in sorted(set(P.layer_sizes) | {P.d_sae}):
+            hooks = (len(P.layers) if size in P.layer_sizes else 0) + \
+                (len(P.layers) * (len(P.kinds) - 1) if size == P.d_sae else 0)
+            out.append(Pass(P.n_tokens, max(P.layers), [(size, "topk")] * 2 * hooks))
         calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
                  if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
         others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
-        return out + calib + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * 2)] + \
-            ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
+        return out + calib + ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
+    if sparsify and stem.startswith("heap_") and hasattr(P, "variants"):  # every layer in one run per variant
+        return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants]
     if stem in ("paulo_fig5_overlap_vs_size_k_tokens", "paulo_figA4_mean_cosines_vs_size_k_tokens"):
         L, two = _layer(P.hookpoint), 2
         return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
@@ -151,7 +157,7 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     flops = sum(p.tokens * (forward_flops(shape, p.layer, ctx) + sum(sae_flops(shape.d, f, a) for f, a in p.saes))
                 for p in ps)
     tok_bytes = 2 if shape.vocab <= 1 << 16 else 4
-    n_hooks = len({p.layer for p in ps}) * (len(getattr(P, "kinds", [None])) if stem.startswith("paulo_fig4") else 1)
+    n_hooks = len(getattr(P, "layers", [None])) * len(getattr(P, "kinds", [None]))  # hookpoints evaluated
     n_variants = len(getattr(P, "variants", [None]))
     held = P.n_eval_tokens * shape.d * 4 * n_hooks * n_variants
     saes = sum(2 * shape.d * f * 4 for p in ps for f, _ in p.saes)
