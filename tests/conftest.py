@@ -18,14 +18,19 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def linked_cache(cache: Path) -> Path:
+    """`cache`, created, with the project's Debian text, built models, token rows and stand-in corpora linked in."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for shared in ("debian", "model", "tokens", "corpus"):
+        if (PROJECT_CACHE / shared).exists() and not (cache / shared).exists():
+            (cache / shared).symlink_to(PROJECT_CACHE / shared)
+    return cache
+
+
 @pytest.fixture
 def iso_cache(tmp_path, monkeypatch) -> Path:
     """A fresh cache dir for one test, sharing the project's Debian text, built models and stand-in corpora."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for shared in ("debian", "model", "tokens", "corpus"):
-        if (PROJECT_CACHE / shared).exists():
-            (cache / shared).symlink_to(PROJECT_CACHE / shared)
+    cache = linked_cache(tmp_path / "cache")
     monkeypatch.setenv("SAESANITY_CACHE", str(cache))
     monkeypatch.setenv("SAESANITY_FIGURES", str(tmp_path / "figures"))
     return cache

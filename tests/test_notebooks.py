@@ -59,10 +59,28 @@ def _get(doc, dotted):
     return doc
 
 
+@pytest.fixture(scope="session")
+def profile_cache(tmp_path_factory):
+    """One cache per profile for every notebook of the session, as `make figures` has one: notebooks that
+    share SAEs (Fig. 1's family, Heap's variants, Leask's sizes) train them once, and the later ones run
+    their cached path (each notebook still runs end to end)."""
+    from conftest import linked_cache
+
+    made: dict[str, object] = {}
+
+    def get(profile: str):
+        if profile not in made:
+            made[profile] = linked_cache(tmp_path_factory.mktemp(f"cache-{profile}"))
+        return made[profile]
+    return get
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", STEMS)
 @pytest.mark.parametrize("profile", ["smoke", "paper-mini"])
-def test_notebook(profile, stem, iso_cache, tmp_path):
+def test_notebook(profile, stem, profile_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAESANITY_CACHE", str(profile_cache(profile)))
+    monkeypatch.setenv("SAESANITY_FIGURES", str(tmp_path / "figures"))
     flat = tmp_path / "params.yaml"
     flat.write_text(subprocess.run([sys.executable, "-m", "saesanity.params", stem, profile], check=True,
                                    capture_output=True, text=True).stdout)
