@@ -238,7 +238,7 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
         for b in range(done, n_seqs, batch_size):
             if isinstance(emb, GaussianEmbedding):
                 emb.call_index = b // batch_size  # same noise for the same batch, resumed or not
-            ids = torch.from_numpy(seqs[b:b + batch_size]).long().to(device)
+            ids = torch.from_numpy(np.array(seqs[b:b + batch_size], dtype=np.int64)).to(device)  # a copy: the rows are read-only
             acts = run_to_hookpoints(lm, ids, names)
             for name, arr in zip(names, arrays):
                 a = acts[name][:, spec.drop_first:, :].reshape(-1, d).float().cpu().numpy()
