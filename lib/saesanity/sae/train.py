@@ -17,6 +17,18 @@ auxk_alpha · FVU(e, ê): e = x − x̂ reconstructed from the `k_aux` = D/2 mos
 tokens. After every step the decoder rows are renormalised to unit norm and, before it, the
 gradient component parallel to each row is removed.
 
+**bf16 autocast** (`TrainConfig.autocast = "bf16"`): each member's forward (its `training_step`) runs
+under `torch.autocast(device type, torch.bfloat16)`, so its matmuls (the dense encoder B·D·F, ReLU/Gated/
+JumpReLU/BatchTopK's dense decoder, AuxK's dead-latent products) take bf16 inputs with fp32
+accumulation; the backward runs outside the autocast block, in the dtypes the forward recorded.
+Parameters, gradients and Adam state stay fp32. What stays fp32 explicitly: the TopK sparse paths
+(`topk.py`: the gather of the selected pre-activations and the `embedding_bag` decoder take fp32 values
+and weights, their backwards run with autocast off), and every loss term (`base.train_fvu`,
+`batch_mean`, `batch_scale` upcast a bf16 input before reducing). It changes the results (bf16
+rounds the matmul inputs to 8 significant bits), so it is in the cache key — only when on, so keys
+of fp32 runs are the ones they were before the option existed. Works on the CPU too (AVX-512 BF16 /
+AMX kernels where the CPU has them).
+
 Data parallel (`torchrun`, `torch.distributed` + DDP): each rank takes its slice of every global
 batch; batch means and variances in the losses are global (`sae.base.sharded`), so the loss — and
 the trained SAE, up to float reassociation — does not depend on the world size; latents' firing is
@@ -62,18 +74,34 @@ class TrainConfig:
     l0_coefficient: float = 1e-3  # λ₀ of JumpReLU SAEs
     jumprelu_init_threshold: float = 1e-3  # in units of s/√D of the first batch
     jumprelu_bandwidth: float = 1e-3  # ε of the straight-through estimator, same units
+    autocast: str = "none"  # none: fp32 forward | bf16: forward under torch.autocast(bfloat16) (module docstring)
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast={self.autocast!r}; valid: {list(AUTOCAST)}")
 
     def key(self) -> dict:
-        """The fields that define this SAE: the ones its architecture uses (the cache key)."""
+        """The fields that define this SAE: the ones its architecture uses (the cache key); `autocast`
+        only when it is on (so an fp32 run's key is the one it had before the option existed)."""
         unused = {"topk": ARCH_ONLY_FIELDS, "batchtopk": ARCH_ONLY_FIELDS,
                   "relu": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "gated": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "jumprelu": ARCH_ONLY_FIELDS - {"l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
                   | {"k", "auxk_alpha", "dead_tokens"}}[self.architecture]
+        if self.autocast == "none":
+            unused = unused | {"autocast"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
+
+
+def autocast(cfg: TrainConfig, device: str):
+    """The context `cfg`'s forward runs in on `device`: torch.autocast to bf16, or nothing (fp32)."""
+    if cfg.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=AUTOCAST[cfg.autocast])
 
 
 def make_sae(cfg: TrainConfig, d_in: int) -> SAEBase:
@@ -133,7 +161,11 @@ class _Family(nn.Module):
         self.members = nn.ModuleList(saes)
 
     def forward(self, x: torch.Tensor, deads: list[torch.Tensor], cfgs: list[TrainConfig]) -> list[StepOut]:
-        return [m.training_step(x, d, c) for m, d, c in zip(self.members, deads, cfgs)]
+        outs = []
+        for m, d, c in zip(self.members, deads, cfgs):
+            with autocast(c, x.device):
+                outs.append(m.training_step(x, d, c))
+        return outs
 
 
 def _check_family(source, cfgs: list[TrainConfig], world: int) -> None:
@@ -165,7 +197,8 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     read back with `weights_only=True`) and a run finding it resumes from it. Initialisation is
     drawn on the CPU, so a seed gives the same starting SAE on every device and world size. On CUDA,
     `tf32` lets fp32 matmuls run on TF32 tensor cores (10-bit mantissa products, fp32 accumulation;
-    `bench/gpu_check.py` measures both); the CPU ignores it.
+    `bench/gpu_check.py` measures both); the CPU ignores it. A member with `autocast="bf16"` runs its
+    forward under bf16 autocast, on the CPU as on CUDA (module docstring).
 
     `snapshots[i]` maps a token count n < cfgs[i].n_tokens to a callback given (SAE, log) once n
     tokens have been trained on. The batch order of a shorter run is a prefix of a longer one's and
@@ -174,6 +207,8 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     """
     rank, world = distributed.world()
     _check_family(source, cfgs, world)
+    if device.startswith("cuda") and any(c.autocast == "bf16" for c in cfgs) and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"autocast='bf16' needs a GPU with bf16 support; {torch.cuda.get_device_name(device)} has none")
     with _matmul_precision(device, tf32):
         return _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc,
                              checkpoint_every_s, rank, world)
@@ -278,7 +313,8 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 
 def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: TrainConfig, step: int) -> StepOut:
     _set_lr(opt, cfg, step)
-    out = sae.training_step(x, dead, cfg)
+    with autocast(cfg, x.device):  # the forward only: the backward runs in the dtypes it recorded
+        out = sae.training_step(x, dead, cfg)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
     sae.remove_parallel_grad()
