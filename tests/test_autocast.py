@@ -84,3 +84,20 @@ def test_bad_autocast_value():
     with pytest.raises(ValueError, match=r"autocast='fp16'; valid: \['none', 'bf16'\]"):
         TrainConfig(d_sae=64, k=4, autocast="fp16")
 
+
+def test_profiles_set_autocast_through_sae_autocast():
+    """`runs.train_cfg` reads `P.sae_autocast` where P has it (and Heap's per-variant view passes it on), and
+    gives "none" — the unchanged key — where it does not."""
+    from saesanity import baselines, params, runs
+
+    P = params.load("paulo_fig1_matched_cosines", "smoke")
+    assert not hasattr(P, "sae_autocast") or P.sae_autocast == "none"
+    assert runs.train_cfg(P, 0).autocast == "none"
+    on = dataclasses.make_dataclass("P", [("sae_autocast", str)], bases=(type(P),), frozen=True)(
+        **dataclasses.asdict(P), sae_autocast="bf16")
+    assert runs.train_cfg(on, 0) == dataclasses.replace(runs.train_cfg(P, 0), autocast="bf16")
+    H = params.load("heap_metrics_vs_layer", "smoke")
+    H_on = dataclasses.make_dataclass("H", [("sae_autocast", str)], bases=(type(H),), frozen=True)(
+        **dataclasses.asdict(H), sae_autocast="bf16")
+    assert runs.train_cfg(baselines.view(H, "trained"), H.seed).autocast == "none"
+    assert runs.train_cfg(baselines.view(H_on, "trained"), H.seed).autocast == "bf16"

@@ -47,7 +47,8 @@ def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
                            activations=getattr(P, "activations", "cached"),
                            stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0),
                            trainer=getattr(P, "trainer", "ours"), sparsify_recipe=getattr(P, "sparsify_recipe", ""),
-                           sparsify_overrides=getattr(P, "sparsify_overrides", {}))
+                           sparsify_overrides=getattr(P, "sparsify_overrides", {}),
+                           sae_autocast=getattr(P, "sae_autocast", "none"))
 
 
 def hookpoints(P) -> list[str]:

@@ -49,8 +49,10 @@ def activation_spec(P, split: str = "train") -> ActivationSpec:
 
 
 def train_cfg(P, seed: int) -> TrainConfig:
+    """P's SAE config at `seed`. `P.sae_autocast` ("none" | "bf16", "none" where P has no such parameter) runs
+    our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision."""
     return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=seed,
-                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha)
+                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha, autocast=getattr(P, "sae_autocast", "none"))
 
 
 @dataclass(frozen=True)
