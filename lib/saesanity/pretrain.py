@@ -8,10 +8,11 @@ SAEs to the cache (`$SAESANITY_CACHE`), keyed exactly as the notebook keys them,
 activations the notebook evaluates on. `make figure STEM=<stem> PROFILE=paper NPROC=8` runs this, then
 the notebook. What each notebook trains is listed in `TRAINS`; notebooks that train nothing at scale
 (auto-interp on other notebooks' SAEs, toy models, a SAELens release) have no entry and are skipped
-with a message. Paulo & Belrose Fig. 4 pre-trains its layer × size and hookpoint-kind seed pairs (every
-hookpoint's SAEs in one streamed pass, `runs.train_hookpoints`); its architecture panel stays in the
-notebook, one process: each calibration run's coefficient comes from the previous run's held-out L0
-(`runs.calibrate_sparsity`), so those SAEs cannot be listed ahead.
+with a message. Paulo & Belrose Fig. 4 pre-trains its layer × size and hookpoint-kind seed pairs
+(`runs.train_hookpoints`: with sparsify, one run per size over every hookpoint; with ours streamed, every
+hookpoint's SAEs in one pass); its architecture panel stays in the notebook, one process: each
+calibration run's coefficient comes from the previous run's held-out L0 (`runs.calibrate_sparsity`), so
+those SAEs cannot be listed ahead.
 """
 
 from __future__ import annotations
