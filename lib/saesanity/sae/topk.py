@@ -17,7 +17,7 @@ from a bf16 matmul (fp32 accumulation; + b_enc makes them fp32 again), so the to
 bf16-rounded products, and AuxK's dense dead-latent products are bf16 matmuls too; everything
 sparse stays in the parameters' dtype (fp32) explicitly: the gathered values and the `embedding_bag`
 decoder take fp32 inputs, and both custom backwards run in fp32 with autocast off (`_exact`) even if
-`backward()` is called inside an autocast block. `tests/test_train_family.py` checks bf16 training
+`backward()` is called inside an autocast block. `tests/test_autocast.py` checks bf16 training
 lands close to fp32 training.
 """
 
