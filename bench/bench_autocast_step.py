@@ -1,12 +1,13 @@
 """One SAE training step of our trainer, fp32 (the reference) vs bf16 autocast (`TrainConfig.autocast`), same run.
 
     .venv/bin/python bench/bench_autocast_step.py [--arch topk --d 576 --latents 4608 --k 32 --batch 4096
-                                                   --steps 5 --reps 3 --device cpu]
+                                                   --steps 5 --reps 3 --device cpu --threads 0]
 
 The step is `sae.train._local_step` — forward (`training_step`, under autocast for bf16), backward, decoder
 gradient projection, Adam, decoder renormalisation — on N(0, 1) activations, no dead latents (no AuxK).
 Tokens/s is the median over `reps` timings of `steps` steps each, after one warm-up step; fp32 and bf16
-alternate within each repetition so both see the same machine load.
+alternate within each repetition so both see the same machine load. On a CPU shared with another busy
+process, `--threads 1` gives steadier ratios than threads competing for a busy core.
 """
 
 import argparse
@@ -40,7 +41,10 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     x = torch.randn(a.batch, a.d, generator=torch.Generator().manual_seed(0)).to(a.device)
     base = TrainConfig(d_sae=a.latents, k=a.k, batch_size=a.batch, architecture=a.arch)
     runs = {}
