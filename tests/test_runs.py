@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -162,3 +163,75 @@ def test_streamed_snapshot_is_the_shorter_streamed_run(iso_cache, tiny_llama_dir
 
     direct, _ = train_family(acts.source(snap.cfg), [snap.cfg], progress=False)[0]
     torch.testing.assert_close(snap.sae.W_dec, direct.W_dec, rtol=0, atol=0)
+
+
+class _Spy:
+    """Records the families every `train_families` call trains ([(hookpoint, n SAEs)]) and fails on `train_family`
+    (a single-source pass) while `single_ok` is False."""
+
+    def __init__(self, monkeypatch, single_ok=False):
+        self.calls = []
+        real = runs.train_families
+        monkeypatch.setattr(runs, "train_families", lambda fams, **kw: self.calls.append(
+            [(src.hookpoint, len(cfgs)) for src, cfgs in fams]) or real(fams, **kw))
+        if not single_ok:
+            monkeypatch.setattr(runs, "train_family", lambda *a, **k: pytest.fail("a single-hookpoint pass ran"))
+
+
+def test_streamed_hookpoint_pairs_train_every_hookpoint_in_one_pass(iso_cache, tiny_llama_dir, monkeypatch):
+    """With `activations: streamed`, hookpoint_pairs trains every hookpoint's missing SAEs in one pass (one model
+    forward per chunk, each asking for every hookpoint); each SAE is keyed as a single-hookpoint run keys it and
+    is bitwise that run's SAE, so single-hookpoint lookups find multi-pass SAEs and the pass skips theirs."""
+    import saesanity.stream as stream
+    from saesanity import params
+    from saesanity.sae.train import train_family
+
+    P = params.load("paulo_fig4_overlap_vs_layer_position_arch", "smoke", model=str(tiny_llama_dir),
+                    hookpoint="mlp_out.1", d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024,
+                    corpus="debian:fortunes", seq_len=65, activations="streamed", stream_buffer_tokens=2048,
+                    layers=[0, 2], layer_sizes=[64, 96], calib_tokens=2048)
+    points = [("mlp_out.0", 64), ("mlp_out.0", 96), ("mlp_out.2", 96), ("resid_post.2", 64), ("mlp_out.0", 64)]
+    train = runs._acts(P, "train", False, ["resid_post.2"])
+    first = runs._train_many(P, *train["resid_post.2"], runs._point_cfgs(P, 64), False, hookpoint="resid_post.2")
+    asked = []
+    real_run = stream.run_to_hookpoints
+    monkeypatch.setattr(stream, "run_to_hookpoints", lambda lm, ids, hps: asked.append(list(hps)) or
+                        real_run(lm, ids, hps))
+    spy = _Spy(monkeypatch)
+    rows = runs.hookpoint_pairs(P, points, progress=False)
+    assert spy.calls == [[("mlp_out.0", 4), ("mlp_out.2", 2)]]  # one pass; resid_post.2's pair was already cached
+    assert asked and all(a == ["mlp_out.0", "mlp_out.2"] for a in asked)
+    # 2 chunks of 2,048 rows, 64 usable rows a sequence, 16 sequences a forward: 2 forwards a chunk, once each
+    assert len(asked) == 4
+    assert [(r["hookpoint"], r["d_sae"]) for r in rows] == points and all(0 < r["heldout_fvu"][0] < 2 for r in rows)
+    # a single-hookpoint lookup finds each multi-pass SAE, and it is the SAE a pass at that hookpoint alone trains
+    train = runs._acts(P, "train", False, ["mlp_out.0", "mlp_out.2"])
+    cfgs = runs._point_cfgs(P, 64) + runs._point_cfgs(P, 96)
+    found = runs._train_many(P, *train["mlp_out.0"], cfgs, False, hookpoint="mlp_out.0")
+    alone = train_family(train["mlp_out.0"][0].source(cfgs[0]), cfgs, progress=False)
+    for t, (sae, log) in zip(found, alone):
+        assert t.log == log and all(torch.equal(v, sae.state_dict()[n]) for n, v in t.sae.state_dict().items())
+        assert json.loads((t.path / "cfg.json").read_text())["metadata"]["hook_name"] == "mlp_out.0"
+    again = runs._train_many(P, *runs._acts(P, "train", False, ["resid_post.2"])["resid_post.2"],
+                             runs._point_cfgs(P, 64), False, hookpoint="resid_post.2")
+    assert [t.path for t in again] == [t.path for t in first]
+    spy.calls.clear()
+    runs.hookpoint_pairs(P, points, progress=False)
+    assert spy.calls == []  # everything cached: no pass at all
+
+
+def test_streamed_variant_saes_train_every_layer_in_one_pass(iso_cache, tiny_llama_dir, monkeypatch):
+    from saesanity import baselines, params
+
+    P = params.load("heap_metrics_vs_layer", "smoke", model=str(tiny_llama_dir), layers=[0, 1, 2], d_sae=64, k=4,
+                    n_tokens=2048, batch_size=512, corpus="debian:fortunes", seq_len=65, activations="streamed",
+                    stream_buffer_tokens=1024, variants=["control"])
+    spy = _Spy(monkeypatch)
+    saes = baselines.variant_saes(P, "control", progress=False)
+    assert spy.calls == [[("resid_post.0", 1), ("resid_post.1", 1), ("resid_post.2", 1)]]
+    assert list(saes) == baselines.hookpoints(P)
+    V = baselines.view(P, "control")
+    for h, t in saes.items():
+        assert runs.is_trained(None, runs.train_cfg(V, P.seed), runs._acts(V, "train", False, [h])[h][0])
+        assert json.loads((t.path / "cfg.json").read_text())["metadata"]["hook_name"] == h
+    assert not torch.equal(saes["resid_post.0"].sae.W_dec, saes["resid_post.2"].sae.W_dec)

@@ -12,7 +12,7 @@ import torch
 
 from helpers import planted
 from saesanity.sae import TrainConfig, train_sae
-from saesanity.sae.train import MemmapSource, batch_order, train_family
+from saesanity.sae.train import MemmapSource, batch_order, train_families, train_family
 
 HERE = Path(__file__).parent
 
@@ -40,6 +40,33 @@ def test_family_in_one_pass_equals_separate_runs():
         alone, alone_log = train_sae(acts, cfg, progress=False)
         assert _equal(sae, alone), cfg
         assert log == alone_log
+
+
+def test_families_on_their_own_sources_equal_separate_runs():
+    """`train_families`: families on different sources (here of different widths and lengths) train together,
+    each member bitwise as its family alone; a source is read once a step while its family still trains."""
+    acts_a, _ = planted(n=4096, d=16)
+    acts_b, _ = planted(n=2048, d=24, seed=1)
+    fam_a = _family()[:2] + _family()[5:6]
+    fam_b = [dataclasses.replace(c, n_tokens=2048) for c in (_family()[0], _family()[7])]
+    src_a = MemmapSource(acts_a, batch_order(acts_a.shape[0], fam_a[0]))
+    src_b = MemmapSource(acts_b, batch_order(acts_b.shape[0], fam_b[0]))
+    reads = []
+    together = train_families([(src_a, fam_a), (src_b, fam_b)], progress=False,
+                              on_batch=lambda step, xs: reads.append([x is not None for x in xs]))
+    assert reads == [[True, True]] * 8 + [[True, False]] * 8  # b's family ends after 8 steps of 256
+    for src, fam, res in ((src_a, fam_a, together[0]), (src_b, fam_b, together[1])):
+        for (a, la), (b, lb) in zip(res, train_family(src, fam, progress=False)):
+            assert a.d_in == src.d_in and _equal(a, b) and la == lb
+    with pytest.raises(ValueError, match=r"needs at least one \(source, configs\) family"):
+        train_families([], progress=False)
+    with pytest.raises(ValueError, match="snapshots has 1 entries for 2 families"):
+        train_families([(src_a, fam_a), (src_b, fam_b)], snapshots=[[{}] * 3], progress=False)
+    from saesanity.sae.train import _check_families
+
+    with pytest.raises(ValueError, match=r"every member of every family trains for the same number of steps; "
+                                         r"these train for \[8, 16\]"):
+        _check_families([(src_a, fam_a[:1]), (src_b, fam_b[:1])], world=2)  # what torchrun would be refused
 
 
 def test_family_rejects_mixed_batches():

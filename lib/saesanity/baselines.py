@@ -27,8 +27,8 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import (TrainedSAE, _acts, _train, activation_spec, eval_batches, eval_mean, on_device, prefill_sparsify,
-                   row_tokens, train_cfg)
+from .runs import (TrainedSAE, _acts, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg,
+                   train_hookpoints)
 from .sae import SAEBase
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
@@ -47,7 +47,8 @@ def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
                            activations=getattr(P, "activations", "cached"),
                            stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0),
                            trainer=getattr(P, "trainer", "ours"), sparsify_recipe=getattr(P, "sparsify_recipe", ""),
-                           sparsify_overrides=getattr(P, "sparsify_overrides", {}))
+                           sparsify_overrides=getattr(P, "sparsify_overrides", {}),
+                           sae_autocast=getattr(P, "sae_autocast", "none"))
 
 
 def hookpoints(P) -> list[str]:
@@ -55,14 +56,12 @@ def hookpoints(P) -> list[str]:
 
 
 def variant_saes(P, variant: str, *, progress: bool = True) -> dict[str, TrainedSAE]:
-    """hookpoint -> the SAE trained on `variant`'s activations there (all layers from one forward pass)."""
+    """hookpoint -> the SAE trained on `variant`'s activations there, every layer from one forward pass
+    (`runs.train_hookpoints`: one collection when cached; streamed, every layer's SAE in one training pass;
+    with sparsify, one sparsify run for every layer)."""
     V = view(P, variant)
-    train = _acts(V, "train", progress, hookpoints(P))
-    prefill_sparsify(V, train, {h: [train_cfg(V, P.seed)] for h in train})  # trainer sparsify: one run, every layer
-    out = {}
-    for h, (acts, acts_dir) in train.items():
-        out[h] = _train(view(P, variant, h), acts, acts_dir, train_cfg(V, P.seed), progress, hookpoint=h)
-    return out
+    trained = train_hookpoints(V, {h: [train_cfg(V, P.seed)] for h in hookpoints(P)}, progress=progress)
+    return {h: ts[0] for h, ts in trained.items()}
 
 
 def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -8,8 +8,11 @@ SAEs to the cache (`$SAESANITY_CACHE`), keyed exactly as the notebook keys them,
 activations the notebook evaluates on. `make figure STEM=<stem> PROFILE=paper NPROC=8` runs this, then
 the notebook. What each notebook trains is listed in `TRAINS`; notebooks that train nothing at scale
 (auto-interp on other notebooks' SAEs, toy models, a SAELens release) have no entry and are skipped
-with a message. Paulo & Belrose Fig. 4 (many hookpoints, calibrated architectures) trains inside its
-notebook, one process.
+with a message. Paulo & Belrose Fig. 4 pre-trains its layer × size and hookpoint-kind seed pairs
+(`runs.train_hookpoints`: with sparsify, one run per size over every hookpoint; with ours streamed, every
+hookpoint's SAEs in one pass); its architecture panel stays in the notebook, one process: each
+calibration run's coefficient comes from the previous run's held-out L0 (`runs.calibrate_sparsity`), so
+those SAEs cannot be listed ahead.
 """
 
 from __future__ import annotations
@@ -46,6 +49,26 @@ def _variants(P) -> str:
     return f"{len(P.variants)} variants x {len(P.layers)} layers"
 
 
+def fig4_points(P) -> list[tuple[str, int]]:
+    """Paulo & Belrose Fig. 4's (hookpoint, d_sae) points, as its notebook lists them: panel (a) the first kind
+    at every layer × `layer_sizes`, panel (b) every kind at every layer at `d_sae` (tests/test_pretrain.py
+    checks this is the notebook's list)."""
+    first = P.kinds[0]
+    points = [(f"{first}.{L}", s) for L in P.layers for s in P.layer_sizes]
+    points += [(f"{kind}.{L}", P.d_sae) for kind in P.kinds for L in P.layers]
+    return list(dict.fromkeys(points))
+
+
+def _layer_pairs(P) -> str:
+    points = fig4_points(P)
+    hps = list(dict.fromkeys(h for h, _ in points))
+    cfgs = {h: [c for p, size in points if p == h for c in runs._point_cfgs(P, size)] for h in hps}
+    trained = runs.train_hookpoints(P, cfgs)
+    runs._acts(P, "heldout", True, hps)
+    return (f"{sum(map(len, trained.values()))} seed SAEs at {len(hps)} hookpoints (layer x size, kinds); "
+            "the architecture panel trains in the notebook")
+
+
 def _sizes(P) -> str:
     from . import stitching
 
@@ -57,6 +80,7 @@ TRAINS = {
     **{stem: _seed_family for stem in params.SEED_FAMILY},
     "paulo_fig3_interp_vs_sharing": _seed_family,
     "paulo_table1_unpaired_explanations": _seed_family,
+    "paulo_fig4_overlap_vs_layer_position_arch": _layer_pairs,  # not its architecture panel (module docstring)
     "paulo_fig5_overlap_vs_size_k_tokens": _sweep,
     "paulo_figA4_mean_cosines_vs_size_k_tokens": _sweep,
     "heap_metrics_vs_layer": _variants,

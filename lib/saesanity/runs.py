@@ -27,7 +27,7 @@ from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_me
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import firing_frequency, l0
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
-from .sae.train import MemmapSource, batch_order, train_family
+from .sae.train import MemmapSource, batch_order, train_families, train_family
 
 _SAE_VERSION = 1
 _MATCH_VERSION = 1
@@ -49,8 +49,10 @@ def activation_spec(P, split: str = "train") -> ActivationSpec:
 
 
 def train_cfg(P, seed: int) -> TrainConfig:
+    """P's SAE config at `seed`. `P.sae_autocast` ("none" | "bf16", "none" where P has no such parameter) runs
+    our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision."""
     return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=seed,
-                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha)
+                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha, autocast=getattr(P, "sae_autocast", "none"))
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,9 @@ class Streamed:
         return {**fields, "hookpoint": self.hookpoint, "model_batch_size": self.model_batch_size,
                 "buffer_tokens": self.buffer_tokens}
 
-    def source(self, cfg: TrainConfig):
-        """A `ModelSource` serving `cfg.n_tokens // cfg.batch_size` steps (token rows streamed as needed)."""
+    def source(self, cfg: TrainConfig, hookpoints: list[str] | None = None):
+        """A `ModelSource` serving `cfg.n_tokens // cfg.batch_size` steps (token rows streamed as needed); with
+        `hookpoints`, one source for all of them (`view(h)`; the streams of those hookpoints, this one's otherwise)."""
         from .stream import ModelSource
 
         spec, steps = self.spec, cfg.n_tokens // cfg.batch_size
@@ -92,7 +95,8 @@ class Streamed:
         tokens = distributed.rank0_first(lambda: token_sequences(
             spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
             max_tokens=n_seqs * spec.seq_len, progress=False))[:n_seqs]
-        return ModelSource(lm, tokens, self.hookpoint, batch_size=cfg.batch_size, batches_per_chunk=per_chunk,
+        return ModelSource(lm, tokens, self.hookpoint if hookpoints is None else hookpoints,
+                           batch_size=cfg.batch_size, batches_per_chunk=per_chunk,
                            n_steps=steps, model_batch_size=self.model_batch_size, drop_first=spec.drop_first,
                            seed=cfg.data_seed, device=self.device)
 
@@ -419,6 +423,86 @@ def _cached_family(fields: list[dict], compute, train) -> list[Path]:
     return paths
 
 
+def train_hookpoints(P, cfgs: dict[str, list[TrainConfig]], *, progress: bool = True) -> dict[str, list[TrainedSAE]]:
+    """hookpoint h -> the SAEs `cfgs[h]` trained (or loaded) on P's training data at h.
+
+    When that data is streamed (`Streamed`; beside sparsify, for the architectures sparsify does not train),
+    every hookpoint's missing SAEs train in one pass (`_train_streamed_hookpoints`); the TopK SAEs sparsify
+    trains (P.trainer), in one sparsify run per size over every hookpoint (`prefill_sparsify`); on cached
+    activation arrays, hookpoint by hookpoint as `train_family_cached` trains them.
+    """
+    train = _acts(P, "train", progress, list(cfgs))
+    prefill_sparsify(P, train, cfgs)
+    _train_streamed_hookpoints(P, train, cfgs, progress)
+    return {h: _train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
+
+
+def _train_streamed_hookpoints(P, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]], progress: bool) -> None:
+    """Train (not load) the missing SAEs `cfgs[h]` that our trainer trains from P's streamed training data, at
+    every hookpoint h in one pass: one model forward per chunk computes every hookpoint's activations
+    (`stream.ModelSource` over all of them, `train_families` over its views) and each SAE steps on its own
+    hookpoint's batch — bitwise the SAE a pass at its hookpoint alone trains. Each is keyed as
+    `train_family_cached` keys it (its hookpoint's `Streamed.key()` and its config), so an SAE trained here is
+    found by a single-hookpoint lookup and vice versa. `train` is `_acts(P, "train", …, hookpoints)`. Nothing
+    happens for cached arrays or sparsify's TopK SAEs (`prefill_sparsify` trains those together).
+    """
+    together = [(_stream_of(train[h][0], c), c) for h in cfgs for c in cfgs[h] if _stream_of(train[h][0], c)]
+    if together:
+        _train_streams_together(list(dict.fromkeys(together)), {h: _meta(P, h) for h in cfgs}, progress, _device(P))
+
+
+def _stream_of(acts: TrainData, cfg: TrainConfig) -> Streamed | None:
+    """The stream our trainer trains `cfg` on from `acts`, or None (a cached array, or a TopK SAE of sparsify's)."""
+    if isinstance(acts, SparsifyRun) and not _by_sparsify(acts, cfg):
+        return acts.stream
+    return acts if isinstance(acts, Streamed) else None
+
+
+def _train_streams_together(items: list[tuple[Streamed, TrainConfig]], metadata: dict[str, dict], progress: bool,
+                            device: str) -> list[Path]:
+    """The SAEs of (stream, config) `items`, streams differing only in their hookpoint: the missing ones in one
+    pass per (stream settings, data_seed, batch_size) — and n_tokens under torchrun — as `_train_group` groups
+    one hookpoint's family; rank 0 publishes, every rank trains (`_cached_family`). `metadata[h]`: the SAELens
+    metadata of hookpoint h's SAEs."""
+    data_parallel = distributed.world()[1] > 1
+    groups: dict[tuple, list[int]] = {}
+    for i, (stream, c) in enumerate(items):
+        key = (dataclasses.replace(stream, hookpoint=""), c.data_seed, c.batch_size)
+        groups.setdefault(key + ((c.n_tokens,) if data_parallel else ()), []).append(i)
+    paths: list[Path | None] = [None] * len(items)
+    for idx in groups.values():
+        group = [items[i] for i in idx]
+        fields = [_sae_fields(_data_ref(stream, None), c) for stream, c in group]
+        t0 = time.perf_counter()
+
+        def train(missing: list[int], works: list[Path], group=group, fields=fields):
+            hps = list(dict.fromkeys(group[i][0].hookpoint for i in missing))
+            fams = [[i for i in missing if group[i][0].hookpoint == h] for h in hps]
+            order = [i for fam in fams for i in fam]
+            longest = max((group[i][1] for i in missing), key=lambda c: c.n_tokens)  # shorter ones read a prefix
+            source = group[missing[0]][0].source(longest, hookpoints=hps)
+            ckpt = works[0] / f"checkpoint-{key_of('family', {'members': [fields[i] for i in order]})}.pt"
+            res = train_families([(source.view(h), [group[i][1] for i in fam]) for h, fam in zip(hps, fams)],
+                                 checkpoint=ckpt, progress=progress, device=device,
+                                 desc=f"{len(missing)} SAEs at {len(hps)} hookpoints")
+            by_member = dict(zip(order, (m for fam in res for m in fam)))
+            return [by_member[i] for i in missing]
+
+        def compute(missing: list[int], works: list[Path], group=group, t0=t0, train=train) -> list[dict]:
+            results = train(missing, works)
+            secs = time.perf_counter() - t0
+            infos = [_publish_sae(group[i][1], w, sae, log, secs, metadata[group[i][0].hookpoint])
+                     for i, w, (sae, log) in zip(missing, works, results)]
+            for w in works:
+                for f in w.glob("checkpoint*.pt"):
+                    f.unlink()
+            return infos
+
+        for i, path in zip(idx, _cached_family(fields, compute, train)):
+            paths[i] = path
+    return paths
+
+
 def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
     """P's activations of one split (collected once, cached) and the artifact folder they live in.
 
@@ -657,15 +741,22 @@ def hookpoint_pairs(P, points: list[tuple[str, int]], *, progress: bool = True) 
     """Seed pairs (P.seeds[:2]) at each (hookpoint, d_sae) point, other settings as P; every hookpoint's
     activations come from one forward pass per split. Rows: hookpoint, d_sae, then `pair_row`."""
     hps = list(dict.fromkeys(h for h, _ in points))
+    cfgs = {h: [c for size in dict.fromkeys(s for p, s in points if p == h) for c in _point_cfgs(P, size)]
+            for h in hps}
     train, held = _acts(P, "train", progress, hps), _acts(P, "heldout", progress, hps)
-    prefill_sparsify(P, train, {h: [dataclasses.replace(train_cfg(P, s), d_sae=size) for hp, size in points if hp == h
-                                    for s in P.seeds[:2]] for h in hps})  # trainer sparsify: one run per size
+    prefill_sparsify(P, train, cfgs)  # trainer sparsify: one run per size
+    _train_streamed_hookpoints(P, train, cfgs, progress)  # ours, streamed: one pass for every hookpoint
     rows = []
     for h, size in points:
         acts, acts_dir = train[h]
-        cfgs = [dataclasses.replace(train_cfg(P, s), d_sae=size) for s in P.seeds[:2]]
+        cfgs = _point_cfgs(P, size)
         rows.append({"hookpoint": h, "d_sae": size, **pair_row(P, acts, acts_dir, cfgs, held[h][0], progress, h)})
     return rows
+
+
+def _point_cfgs(P, size: int) -> list[TrainConfig]:
+    """The seed pair (P.seeds[:2]) of `hookpoint_pairs` at `size` latents, other settings as P."""
+    return [dataclasses.replace(train_cfg(P, s), d_sae=size) for s in P.seeds[:2]]
 
 
 def architecture_pairs(P, architectures: list[str], *, calib_tokens: int, calib_runs: int,

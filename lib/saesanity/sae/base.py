@@ -77,8 +77,15 @@ def _global_centred(x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return total, n
 
 
+def _reduced(t: torch.Tensor) -> torch.Tensor:
+    """`t` in fp32 if it is in a lower precision (a bf16 matmul output under autocast): losses reduce in fp32."""
+    return t.float() if t.is_floating_point() and torch.finfo(t.dtype).bits < 32 else t
+
+
 def train_fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
-    """`metrics.fvu` of a training batch; under `sharded`, this rank's Σ‖x − x̂‖² over the global centred variance."""
+    """`metrics.fvu` of a training batch; under `sharded`, this rank's Σ‖x − x̂‖² over the global centred variance.
+    Computed in (at least) fp32 whatever the inputs' precision."""
+    x_BD, x_hat_BD = _reduced(x_BD), _reduced(x_hat_BD)
     if _WORLD is None:
         return fvu(x_BD, x_hat_BD)
     total, _ = _global_centred(x_BD)
@@ -86,7 +93,8 @@ def train_fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
 
 
 def batch_mean(t_B: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch's tokens; under `sharded`, this rank's sum over the global token count."""
+    """Mean over the batch's tokens (in at least fp32); under `sharded`, this rank's sum over the global token count."""
+    t_B = _reduced(t_B)
     if _WORLD is None:
         return t_B.mean()
     with torch.no_grad():
@@ -95,7 +103,8 @@ def batch_mean(t_B: torch.Tensor) -> torch.Tensor:
 
 
 def batch_scale(x_BD: torch.Tensor) -> torch.Tensor:
-    """s = √(mean_b ‖x_b − x̄‖²)  (a scalar, no gradient; over the global batch under `sharded`)."""
+    """s = √(mean_b ‖x_b − x̄‖²)  (a scalar, no gradient, in at least fp32; over the global batch under `sharded`)."""
+    x_BD = _reduced(x_BD)
     if _WORLD is not None:
         total, n = _global_centred(x_BD)
         return (total / n).sqrt().clamp_min(1e-12)

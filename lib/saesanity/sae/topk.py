@@ -11,14 +11,31 @@ picks K indices per row, and a custom autograd function returns the K selected p
 with a backward that touches only those K entries per row (sparse @ dense products), so the
 encoder backward costs B·K·D instead of B·F·D multiply-adds. The decoder is an `embedding_bag`
 over the K (index, value) pairs. `tests/test_sae.py` checks the gradients against dense autograd.
+
+Under `torch.autocast` (bf16 training, `train.TrainConfig.autocast`) the dense pre-activations come
+from a bf16 matmul (fp32 accumulation; + b_enc makes them fp32 again), so the top-k is chosen on
+bf16-rounded products, and AuxK's dense dead-latent products are bf16 matmuls too; everything
+sparse stays in the parameters' dtype (fp32) explicitly: the gathered values and the `embedding_bag`
+decoder take fp32 inputs, and both custom backwards run in fp32 with autocast off (`_exact`) even if
+`backward()` is called inside an autocast block. `tests/test_autocast.py` checks bf16 training
+lands close to fp32 training.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
 from .base import SAEBase, StepOut, train_fvu
+
+
+def _exact(t: torch.Tensor):
+    """Autocast off on `t`'s device for the block: the sparse kernels compute in their inputs' dtype."""
+    if not torch.is_autocast_enabled(t.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(t.device.type, enabled=False)
 
 
 def _bags_by_latent(idx_BK: torch.Tensor, n_lat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,20 +85,22 @@ class _GatherPreacts(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b_dec, W_enc, b_enc, pre, idx):
         ctx.save_for_backward(x, b_dec, W_enc, idx)
-        return pre.gather(1, idx)
+        return pre.gather(1, idx).to(W_enc.dtype)  # fp32 values even from a lower-precision `pre`
 
     @staticmethod
     def backward(ctx, g):  # g: [B, K]
         x, b_dec, W_enc, idx = ctx.saved_tensors
+        g = g.to(W_enc.dtype)
         n_lat = W_enc.shape[1]
         grad_x = grad_bd = grad_W = None
-        grad_b = torch.zeros(n_lat, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
-        if ctx.needs_input_grad[0]:  # grad_x[b] = Σ_j g[b,j] · W_enc[:, idx[b,j]]
-            grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
-        if ctx.needs_input_grad[1]:
-            grad_bd = -(W_enc @ grad_b)
-        if ctx.needs_input_grad[2]:
-            grad_W = _per_latent_sum(x - b_dec, g, idx, n_lat).t().contiguous()
+        with _exact(g):
+            grad_b = torch.zeros(n_lat, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
+            if ctx.needs_input_grad[0]:  # grad_x[b] = Σ_j g[b,j] · W_enc[:, idx[b,j]]
+                grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+            if ctx.needs_input_grad[1]:
+                grad_bd = -(W_enc @ grad_b)
+            if ctx.needs_input_grad[2]:
+                grad_W = _per_latent_sum(x - b_dec, g, idx, n_lat).t().contiguous()
         return grad_x, grad_bd, grad_W, grad_b, None, None
 
 
@@ -90,14 +109,18 @@ class _SparseDecode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, vals, W_dec, idx):
+        vals = vals.to(W_dec.dtype)  # embedding_bag needs weights and per-sample weights of one dtype
         ctx.save_for_backward(vals, W_dec, idx)
-        return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+        with _exact(vals):
+            return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
 
     @staticmethod
     def backward(ctx, g):  # g: [B, D]
         vals, W_dec, idx = ctx.saved_tensors
-        grad_vals = _rowwise_dot(g, W_dec, idx) if ctx.needs_input_grad[0] else None
-        grad_W = _per_latent_sum(g, vals, idx, W_dec.shape[0]) if ctx.needs_input_grad[1] else None
+        g = g.to(W_dec.dtype)
+        with _exact(g):
+            grad_vals = _rowwise_dot(g, W_dec, idx) if ctx.needs_input_grad[0] else None
+            grad_W = _per_latent_sum(g, vals, idx, W_dec.shape[0]) if ctx.needs_input_grad[1] else None
         return grad_vals, grad_W, None
 
 

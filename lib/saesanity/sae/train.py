@@ -5,6 +5,9 @@ array in a `data_seed` order; `saesanity.stream.ModelSource`: the model's forwar
 no activation cache). A *family* is a list of configs that read the same source: seeds, sizes, k,
 architectures. Every member steps on the same batch, so N SAEs cost one read (or one forward) of
 the data, and each member's result is bitwise the one a separate run gives (`tests/test_train_family.py`).
+`train_families` steps several families in one loop, each on its own source — the per-hookpoint views of
+one multi-hookpoint `ModelSource`, so the SAEs of several hookpoints share one model forward per chunk —
+each member again bitwise its family's separate run (`tests/test_stream.py`).
 
 The seed sets only the initialisation: the batch order is a permutation drawn from `data_seed`,
 so SAEs of different seeds see exactly the same batches in the same order. `b_dec` starts at the
@@ -16,6 +19,18 @@ auxk_alpha · FVU(e, ê): e = x − x̂ reconstructed from the `k_aux` = D/2 mos
 (AuxK, Gao et al. 2024); a latent is dead when it has not fired in the last `dead_tokens` training
 tokens. After every step the decoder rows are renormalised to unit norm and, before it, the
 gradient component parallel to each row is removed.
+
+**bf16 autocast** (`TrainConfig.autocast = "bf16"`): each member's forward (its `training_step`) runs
+under `torch.autocast(device type, torch.bfloat16)`, so its matmuls (the dense encoder B·D·F, ReLU/Gated/
+JumpReLU/BatchTopK's dense decoder, AuxK's dead-latent products) take bf16 inputs with fp32
+accumulation; the backward runs outside the autocast block, in the dtypes the forward recorded.
+Parameters, gradients and Adam state stay fp32. What stays fp32 explicitly: the TopK sparse paths
+(`topk.py`: the gather of the selected pre-activations and the `embedding_bag` decoder take fp32 values
+and weights, their backwards run with autocast off), and every loss term (`base.train_fvu`,
+`batch_mean`, `batch_scale` upcast a bf16 input before reducing). It changes the results (bf16
+rounds the matmul inputs to 8 significant bits), so it is in the cache key — only when on, so keys
+of fp32 runs are the ones they were before the option existed. Works on the CPU too (AVX-512 BF16 /
+AMX kernels where the CPU has them).
 
 Data parallel (`torchrun`, `torch.distributed` + DDP): each rank takes its slice of every global
 batch; batch means and variances in the losses are global (`sae.base.sharded`), so the loss — and
@@ -62,18 +77,34 @@ class TrainConfig:
     l0_coefficient: float = 1e-3  # λ₀ of JumpReLU SAEs
     jumprelu_init_threshold: float = 1e-3  # in units of s/√D of the first batch
     jumprelu_bandwidth: float = 1e-3  # ε of the straight-through estimator, same units
+    autocast: str = "none"  # none: fp32 forward | bf16: forward under torch.autocast(bfloat16) (module docstring)
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast={self.autocast!r}; valid: {list(AUTOCAST)}")
 
     def key(self) -> dict:
-        """The fields that define this SAE: the ones its architecture uses (the cache key)."""
+        """The fields that define this SAE: the ones its architecture uses (the cache key); `autocast`
+        only when it is on (so an fp32 run's key is the one it had before the option existed)."""
         unused = {"topk": ARCH_ONLY_FIELDS, "batchtopk": ARCH_ONLY_FIELDS,
                   "relu": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "gated": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "jumprelu": ARCH_ONLY_FIELDS - {"l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
                   | {"k", "auxk_alpha", "dead_tokens"}}[self.architecture]
+        if self.autocast == "none":
+            unused = unused | {"autocast"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
+
+
+def autocast(cfg: TrainConfig, device: str):
+    """The context `cfg`'s forward runs in on `device`: torch.autocast to bf16, or nothing (fp32)."""
+    if cfg.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=AUTOCAST[cfg.autocast])
 
 
 def make_sae(cfg: TrainConfig, d_in: int) -> SAEBase:
@@ -132,8 +163,13 @@ class _Family(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(saes)
 
-    def forward(self, x: torch.Tensor, deads: list[torch.Tensor], cfgs: list[TrainConfig]) -> list[StepOut]:
-        return [m.training_step(x, d, c) for m, d, c in zip(self.members, deads, cfgs)]
+    def forward(self, xs: list[torch.Tensor], deads: list[torch.Tensor], cfgs: list[TrainConfig]) -> list[StepOut]:
+        """Member i's training step on its batch xs[i] (members of one source share the tensor)."""
+        outs = []
+        for m, x, d, c in zip(self.members, xs, deads, cfgs):
+            with autocast(c, x.device):
+                outs.append(m.training_step(x, d, c))
+        return outs
 
 
 def _check_family(source, cfgs: list[TrainConfig], world: int) -> None:
@@ -153,6 +189,17 @@ def _check_family(source, cfgs: list[TrainConfig], world: int) -> None:
             raise ValueError("under torch.distributed every member of a family trains for the same n_tokens")
 
 
+def _check_families(families, world: int) -> None:
+    if not families:
+        raise ValueError("train_families needs at least one (source, configs) family")
+    for source, cfgs in families:
+        _check_family(source, cfgs, world)
+    steps = sorted({c.n_tokens // c.batch_size for _, cfgs in families for c in cfgs})
+    if world > 1 and len(steps) > 1:
+        raise ValueError(f"under torch.distributed every member of every family trains for the same number of "
+                         f"steps; these train for {steps}")
+
+
 def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = None, progress: bool = True,
                  on_batch: Callable[[int, torch.Tensor], None] | None = None,
                  snapshots: list[dict[int, Callable[[SAEBase, list[dict]], None]]] | None = None,
@@ -165,18 +212,62 @@ def train_family(source, cfgs: list[TrainConfig], *, checkpoint: Path | None = N
     read back with `weights_only=True`) and a run finding it resumes from it. Initialisation is
     drawn on the CPU, so a seed gives the same starting SAE on every device and world size. On CUDA,
     `tf32` lets fp32 matmuls run on TF32 tensor cores (10-bit mantissa products, fp32 accumulation;
-    `bench/gpu_check.py` measures both); the CPU ignores it.
+    `bench/gpu_check.py` measures both); the CPU ignores it. A member with `autocast="bf16"` runs its
+    forward under bf16 autocast, on the CPU as on CUDA (module docstring).
 
     `snapshots[i]` maps a token count n < cfgs[i].n_tokens to a callback given (SAE, log) once n
     tokens have been trained on. The batch order of a shorter run is a prefix of a longer one's and
     the learning rate is constant after warm-up, so the snapshot *is* the SAE that
     `replace(cfg, n_tokens=n)` trains, log included (tests check they are identical).
+
+    `on_batch(step, x)` sees each step's batch before the members step on it. One family of
+    `train_families` (see there for several sources at once).
+    """
+    wrapped = None if on_batch is None else (lambda step, xs: on_batch(step, xs[0]))
+    (out,) = train_families([(source, cfgs)], checkpoint=checkpoint, progress=progress, on_batch=wrapped,
+                            snapshots=[snapshots] if snapshots is not None else None, device=device, desc=desc,
+                            checkpoint_every_s=checkpoint_every_s, tf32=tf32)
+    return out
+
+
+def train_families(families: list[tuple[object, list[TrainConfig]]], *, checkpoint: Path | None = None,
+                   progress: bool = True, on_batch: Callable[[int, list[torch.Tensor]], None] | None = None,
+                   snapshots: list[list[dict[int, Callable[[SAEBase, list[dict]], None]]] | None] | None = None,
+                   device: str = "cpu", desc: str | None = None, checkpoint_every_s: float = 60.0,
+                   tf32: bool = True) -> list[list[tuple[SAEBase, list[dict]]]]:
+    """Train several families at once, each on its own batch source: `families` is [(source, configs), …].
+
+    At every step each source hands out one batch (`source.batch(step, rank, world)`) and every member of
+    its family steps on it, so with the per-hookpoint views of one multi-hookpoint `stream.ModelSource`
+    (`source.view(h)`) the SAEs of every hookpoint train in one pass, one model forward per chunk for all
+    of them. Each member is the SAE `train_family(source, [cfg])` trains, bit for bit: members share
+    nothing but the loop (same initialisation, same batches in the same order, same arithmetic);
+    tests/test_stream.py checks it. A source whose members have all finished is read no further.
+
+    Returns, per family, one (SAE on the CPU, log) per config. `snapshots[f][i]` is `train_family`'s
+    `snapshots[i]` for member i of family f; `on_batch(step, xs)` gets every family's batch (xs[f], None for
+    a family already done); `checkpoint` holds every family's state (the member order is the families').
+    Under torch.distributed every member of every family trains for the same number of steps.
     """
     rank, world = distributed.world()
-    _check_family(source, cfgs, world)
+    _check_families(families, world)
+    cfgs = [c for _, fam in families for c in fam]
+    if device.startswith("cuda") and any(c.autocast == "bf16" for c in cfgs) and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"autocast='bf16' needs a GPU with bf16 support; {torch.cuda.get_device_name(device)} has none")
+    if snapshots is not None and len(snapshots) != len(families):
+        raise ValueError(f"snapshots has {len(snapshots)} entries for {len(families)} families")
+    snaps = [s for (_, fam), fs in zip(families, snapshots or [None] * len(families)) for s in (fs or [{}] * len(fam))]
+    if len(snaps) != len(cfgs):
+        raise ValueError("snapshots needs one mapping per member of each family")
+    member_of = [f for f, (_, fam) in enumerate(families) for _ in fam]
     with _matmul_precision(device, tf32):
-        return _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc,
-                             checkpoint_every_s, rank, world)
+        res = _train_family([s for s, _ in families], member_of, cfgs, checkpoint, progress, on_batch, snaps, device,
+                            desc, checkpoint_every_s, rank, world)
+    out, i = [], 0
+    for _, fam in families:
+        out.append(res[i:i + len(fam)])
+        i += len(fam)
+    return out
 
 
 @contextlib.contextmanager
@@ -192,18 +283,22 @@ def _matmul_precision(device: str, tf32: bool):
         torch.backends.cuda.matmul.allow_tf32 = prev
 
 
-def _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, device, desc, checkpoint_every_s,
-                  rank, world):
-    saes = [make_sae(c, source.d_in) for c in cfgs]
+def _train_family(sources, member_of, cfgs, checkpoint, progress, on_batch, snapshots, device, desc,
+                  checkpoint_every_s, rank, world):
+    """The loop of `train_families`: member i reads `sources[member_of[i]]`."""
+    saes = [make_sae(c, sources[f].d_in) for c, f in zip(cfgs, member_of)]
     steps = [c.n_tokens // c.batch_size for c in cfgs]
-    snaps = [_snapshot_steps(c, s) for c, s in zip(cfgs, snapshots or [{}] * len(cfgs))]
+    source_steps = [max(n for n, f in zip(steps, member_of) if f == g) for g in range(len(sources))]
+    snaps = [_snapshot_steps(c, s) for c, s in zip(cfgs, snapshots)]
     st = _load_checkpoint(checkpoint, len(cfgs), device)
-    x0 = source.init_batch(rank, world)
-    for sae, c in zip(saes, cfgs):
+    x0s = [src.init_batch(rank, world) for src in sources]
+    for sae, c, f in zip(saes, cfgs, member_of):
+        x0 = x0s[f]
         if hasattr(sae, "init_from_data"):  # also on resume: it sets non-parameter state (JumpReLU's ε)
             sae.init_from_data(x0, c)
         with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
             sae.b_dec.copy_(x0.mean(0))
+    del x0s
     family = _Family(saes).to(device)
     opts = [torch.optim.Adam(s.parameters(), lr=c.lr) for s, c in zip(family.members, cfgs)]
     last_fired = [torch.zeros(c.d_sae, dtype=torch.long, device=device) for c in cfgs]  # tokens since last fired
@@ -224,26 +319,28 @@ def _train_family(source, cfgs, checkpoint, progress, on_batch, snapshots, devic
                                           else None)
     t_save = time.perf_counter()
     n_steps = max(steps)
-    label = desc or (f"SAE seed {cfgs[0].seed}" if len(cfgs) == 1 else f"{len(cfgs)} SAEs")
+    label = desc or (f"SAE seed {cfgs[0].seed}" if len(cfgs) == 1 else f"{len(cfgs)} SAEs" +
+                     (f" on {len(sources)} sources" if len(sources) > 1 else ""))
     bar = tqdm(range(start, n_steps), total=n_steps, initial=start, disable=not progress or rank != 0,
                desc=label, unit="step")
     for step in bar:
-        x = source.batch(step, rank, world)
+        # every rank reads the sources in the same order (a streamed chunk is all-gathered across ranks)
+        xs = [src.batch(step, rank, world) if step < n else None for src, n in zip(sources, source_steps)]
         if on_batch is not None:
-            on_batch(step, x)
-        x = x.to(device, non_blocking=True)
+            on_batch(step, xs)
+        xs = [x.to(device, non_blocking=True) if x is not None else None for x in xs]
         active = [i for i, n in enumerate(steps) if step < n]
         deads = [last_fired[i] >= cfgs[i].dead_tokens for i in range(len(cfgs))]
         if world > 1:
-            outs = _ddp_step(stepper, family, opts, x, deads, cfgs, step, world)
+            outs = _ddp_step(stepper, family, opts, [xs[f] for f in member_of], deads, cfgs, step, world)
         else:
             outs = {}
             for i in active:
-                outs[i] = _local_step(family.members[i], opts[i], x, deads[i], cfgs[i], step)
+                outs[i] = _local_step(family.members[i], opts[i], xs[member_of[i]], deads[i], cfgs[i], step)
         for i, out in outs.items():
             c = cfgs[i]
             with torch.no_grad():
-                last_fired[i] += x.shape[0] * world
+                last_fired[i] += xs[member_of[i]].shape[0] * world
                 last_fired[i][out.fired] = 0
             if step % c.log_every == 0 or step == steps[i] - 1 or step in snaps[i]:
                 rec = {"step": step, "tokens": (step + 1) * c.batch_size, "fvu": out.fvu.item(), "l0": out.l0,
@@ -278,7 +375,8 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 
 def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: TrainConfig, step: int) -> StepOut:
     _set_lr(opt, cfg, step)
-    out = sae.training_step(x, dead, cfg)
+    with autocast(cfg, x.device):  # the forward only: the backward runs in the dtypes it recorded
+        out = sae.training_step(x, dead, cfg)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
     sae.remove_parallel_grad()
@@ -287,16 +385,16 @@ def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: Tra
     return out
 
 
-def _ddp_step(stepper, family: _Family, opts, x, deads, cfgs, step: int, world: int) -> dict[int, StepOut]:
-    """One step of every member under DDP. Losses are rank shares of the global loss (`sharded`), so the
-    sum over ranks is the global loss; DDP averages gradients, hence the factor `world`."""
+def _ddp_step(stepper, family: _Family, opts, xs, deads, cfgs, step: int, world: int) -> dict[int, StepOut]:
+    """One step of every member (member i on its batch xs[i]) under DDP. Losses are rank shares of the global
+    loss (`sharded`), so the sum over ranks is the global loss; DDP averages gradients, hence the factor `world`."""
     import torch.distributed as dist
 
     for opt, c in zip(opts, cfgs):
         _set_lr(opt, c, step)
         opt.zero_grad(set_to_none=True)
     with sharded(world):
-        outs = stepper(x, deads, cfgs)
+        outs = stepper(xs, deads, cfgs)
     (sum(o.loss for o in outs) * world).backward()
     for m, opt in zip(family.members, opts):
         m.remove_parallel_grad()

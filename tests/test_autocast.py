@@ -1,0 +1,103 @@
+"""bf16 autocast training (`TrainConfig.autocast`): it runs on the CPU, is not the fp32 result bit for bit but
+lands close to it, keeps parameters fp32, and is in the cache key only when on."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import planted
+from saesanity.cache import key_of
+from saesanity.metrics import fvu
+from saesanity.sae import TopKSAE, TrainConfig, train_sae
+
+SETTINGS = {  # the planted-feature settings of tests/test_architectures.py
+    "topk": dict(lr=1e-2),
+    "batchtopk": dict(lr=1e-2),
+    "relu": dict(lr=5e-3, l1_coefficient=0.3),
+    "gated": dict(lr=5e-3, l1_coefficient=1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    acts, _ = planted(d=32, n_feat=48)
+    return np.concatenate([acts] * 8), acts[:4096]
+
+
+@pytest.mark.parametrize("arch", list(SETTINGS))
+def test_bf16_autocast_trains_close_to_fp32(data, arch):
+    acts, held = data
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts.shape[0], architecture=arch, dead_tokens=2048,
+                      log_every=16, **SETTINGS[arch])
+    fp32, _ = train_sae(acts, cfg, progress=False)
+    bf16, log = train_sae(acts, dataclasses.replace(cfg, autocast="bf16"), progress=False)
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # parameters (and so Adam state) stay fp32
+    assert not torch.equal(fp32.W_dec, bf16.W_dec)  # autocast did change the arithmetic
+    x = torch.from_numpy(held)
+    with torch.no_grad():
+        f32, f16 = (float(fvu(x, s.decode(s.encode(x)))) for s in (fp32, bf16))
+    assert f32 < 0.3, f"{arch}: the fp32 run did not learn the planted features (FVU {f32:.3f})"
+    assert abs(f16 - f32) < 0.03 * f32, f"{arch}: held-out FVU fp32 {f32:.4f}, bf16 autocast {f16:.4f}"
+    assert all(np.isfinite(r["fvu"]) for r in log)
+
+
+def test_topk_sparse_backward_is_fp32_even_inside_autocast():
+    """The custom backwards of the TopK sparse path run with autocast off (`topk._exact`): calling backward()
+    inside the autocast block gives the same gradients, bit for bit, as calling it outside."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16) + 0.5
+    grads = []
+    for inside in (False, True):
+        sae = TopKSAE(16, 48, 4, seed=3)  # F ≤ 100·K: the decoder backward's dense product, autocast-eligible
+        no_dead = torch.zeros(48, dtype=torch.bool)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = sae.training_step(x, no_dead, TrainConfig(d_sae=48, k=4))
+            assert out.loss.dtype == torch.float32 and out.fvu.dtype == torch.float32
+            if inside:
+                out.loss.backward()
+        if not inside:
+            out.loss.backward()
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
+    for name, g in grads[0].items():
+        assert g.dtype == torch.float32 and torch.equal(g, grads[1][name]), name
+
+
+# cache keys of default-config SAEs as they were before `autocast` existed (commit 712f1e4): unchanged keys
+# mean every SAE cached (and every figure made) before finds its artifact again
+KEYS_BEFORE_AUTOCAST = {"topk": "649df2d4dd18a4eb3773", "batchtopk": "d731dba73708a9cabe32",
+                        "relu": "758bfd00c51d7aa3d7fd", "gated": "48a2ad71f557136ecaed",
+                        "jumprelu": "62c1fe073496a8e573ab"}
+
+
+@pytest.mark.parametrize("arch", list(KEYS_BEFORE_AUTOCAST))
+def test_autocast_is_in_the_key_only_when_on(arch):
+    off = TrainConfig(d_sae=64, k=4, architecture=arch)
+    assert "autocast" not in off.key()
+    assert key_of("sae", {"acts": "golden", "cfg": off.key()}, 1) == KEYS_BEFORE_AUTOCAST[arch]
+    on = dataclasses.replace(off, autocast="bf16")
+    assert on.key() == {**off.key(), "autocast": "bf16"}
+
+
+def test_bad_autocast_value():
+    with pytest.raises(ValueError, match=r"autocast='fp16'; valid: \['none', 'bf16'\]"):
+        TrainConfig(d_sae=64, k=4, autocast="fp16")
+
+
+def test_profiles_set_autocast_through_sae_autocast():
+    """`runs.train_cfg` reads `P.sae_autocast` where P has it (and Heap's per-variant view passes it on), and
+    gives "none" — the unchanged key — where it does not."""
+    from saesanity import baselines, params, runs
+
+    P = params.load("paulo_fig1_matched_cosines", "smoke")
+    assert not hasattr(P, "sae_autocast") or P.sae_autocast == "none"
+    assert runs.train_cfg(P, 0).autocast == "none"
+    on = dataclasses.make_dataclass("P", [("sae_autocast", str)], bases=(type(P),), frozen=True)(
+        **dataclasses.asdict(P), sae_autocast="bf16")
+    assert runs.train_cfg(on, 0) == dataclasses.replace(runs.train_cfg(P, 0), autocast="bf16")
+    H = params.load("heap_metrics_vs_layer", "smoke")
+    H_on = dataclasses.make_dataclass("H", [("sae_autocast", str)], bases=(type(H),), frozen=True)(
+        **dataclasses.asdict(H), sae_autocast="bf16")
+    assert runs.train_cfg(baselines.view(H, "trained"), H.seed).autocast == "none"
+    assert runs.train_cfg(baselines.view(H_on, "trained"), H.seed).autocast == "bf16"
