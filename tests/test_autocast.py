@@ -86,18 +86,17 @@ def test_bad_autocast_value():
 
 
 def test_profiles_set_autocast_through_sae_autocast():
-    """`runs.train_cfg` reads `P.sae_autocast` where P has it (and Heap's per-variant view passes it on), and
-    gives "none" — the unchanged key — where it does not."""
+    """`runs.train_cfg` reads the profile's `sae_autocast` (and Heap's per-variant view passes it on); "none" is
+    the unchanged key; a bad value is refused at load."""
     from saesanity import baselines, params, runs
 
     P = params.load("paulo_fig1_matched_cosines", "smoke")
-    assert not hasattr(P, "sae_autocast") or P.sae_autocast == "none"
-    assert runs.train_cfg(P, 0).autocast == "none"
-    on = dataclasses.make_dataclass("P", [("sae_autocast", str)], bases=(type(P),), frozen=True)(
-        **dataclasses.asdict(P), sae_autocast="bf16")
+    assert P.sae_autocast == "none" and runs.train_cfg(P, 0).autocast == "none"
+    on = params.load("paulo_fig1_matched_cosines", "smoke", sae_autocast="bf16")
     assert runs.train_cfg(on, 0) == dataclasses.replace(runs.train_cfg(P, 0), autocast="bf16")
     H = params.load("heap_metrics_vs_layer", "smoke")
-    H_on = dataclasses.make_dataclass("H", [("sae_autocast", str)], bases=(type(H),), frozen=True)(
-        **dataclasses.asdict(H), sae_autocast="bf16")
+    H_on = params.load("heap_metrics_vs_layer", "smoke", sae_autocast="bf16")
     assert runs.train_cfg(baselines.view(H, "trained"), H.seed).autocast == "none"
     assert runs.train_cfg(baselines.view(H_on, "trained"), H.seed).autocast == "bf16"
+    with pytest.raises(params.ParamsError, match=r"sae_autocast='fp16'; valid: \['none', 'bf16'\]"):
+        params.load("paulo_fig1_matched_cosines", "smoke", sae_autocast="fp16")

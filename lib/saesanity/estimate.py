@@ -86,8 +86,9 @@ def _layer(hookpoint: str) -> int:
 
 def passes(stem: str, P) -> list[Pass]:
     """The training passes `saesanity.pretrain` (or the notebook) makes for `stem` under `P`. With
-    `trainer: sparsify` a TopK pass trains the seeds of one (d_sae, k, n_tokens): one sparsify run each
-    (`runs.SparsifyRun`); the other architectures share one pass of ours."""
+    `trainer: sparsify` a TopK pass trains the seeds of one (d_sae, k, n_tokens) at every hookpoint that
+    needs them: one sparsify run each (`runs.SparsifyRun`); the other architectures share one pass of ours.
+    With ours on streamed activations, several hookpoints' SAEs share one pass."""
     from . import params
 
     sparsify = getattr(P, "trainer", "ours") == "sparsify"
@@ -116,13 +117,18 @@ def passes(stem: str, P) -> list[Pass]:
                 Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)]
     if stem in params.SEED_FAMILY or stem in ("paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"):
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))]
+    streamed = getattr(P, "activations", "cached") == "streamed"
     if stem == "paulo_fig4_overlap_vs_layer_position_arch":
         out = [Pass(P.n_tokens, layer, [(s, "topk") for s in P.layer_sizes] * 2) for layer in P.layers]
         out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
+        if streamed:  # every hookpoint's pairs in one pass (`runs._train_streamed_hookpoints`)
+            out = [Pass(P.n_tokens, max(P.layers), [sae for p in out for sae in p.saes])]
         calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
                  if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
         return out + calib + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
     if stem.startswith("heap_") and hasattr(P, "variants"):
+        if streamed:  # every layer in one pass per variant
+            return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants]
         return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")]) for _ in P.variants for layer in P.layers]
     if stem.startswith("leask_"):
         return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, "topk") for s in P.sizes])]

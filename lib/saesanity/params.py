@@ -86,13 +86,16 @@ def _check_activations(P) -> None:
 
 
 TRAINERS = ("ours", "sparsify")
+AUTOCASTS = ("none", "bf16")
 
 
 def _check_trainer(P, hookpoints: list[str]) -> None:
-    """trainer / sparsify_recipe / sparsify_overrides: a known trainer and recipe, overrides of recipe fields the
+    """sae_autocast / trainer / sparsify_recipe / sparsify_overrides: a known autocast, trainer and recipe, overrides of recipe fields the
     profile does not set itself, and hookpoints sparsify can train on (module outputs: not resid_pre)."""
     from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
 
+    if P.sae_autocast not in AUTOCASTS:
+        raise ParamsError(f"sae_autocast={P.sae_autocast!r}; valid: {list(AUTOCASTS)}")
     if P.trainer not in TRAINERS:
         raise ParamsError(f"trainer={P.trainer!r}; valid: {list(TRAINERS)}")
     if P.sparsify_recipe not in RECIPES:
@@ -139,6 +142,7 @@ class SeedRunParams:
     trainer: str  # ours: saesanity.sae.train | sparsify: EleutherAI's sparsify trains the TopK SAEs (the papers' engine; other architectures stay ours)
     sparsify_recipe: str  # with trainer=sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 (sae.sparsify_trainer.RECIPES)
     sparsify_overrides: dict  # recipe fields changed (batch_size in sequences, lr, lr_warmup_steps, ...); d_sae, k, seq_len come from the profile
+    sae_autocast: str  # none: fp32 SAE forward | bf16: our trainer's SAE forward under torch.autocast(bfloat16), fp32 parameters and Adam (sparsify keeps its own precision)
 
     def check(self) -> None:
         _check_dtype("model_dtype", self.model_dtype)
@@ -259,6 +263,7 @@ class VariantSweepParams:
     trainer: str  # ours | sparsify (see SeedRunParams.trainer)
     sparsify_recipe: str  # see SeedRunParams.sparsify_recipe
     sparsify_overrides: dict  # see SeedRunParams.sparsify_overrides
+    sae_autocast: str  # none | bf16 (see SeedRunParams.sae_autocast)
 
     def check(self) -> None:
         from .activations import HOOK_KINDS

@@ -363,7 +363,7 @@ def _train_sparsify_group(items: list[tuple[SparsifyRun, TrainConfig]], metadata
     return _cached_family([run.sae_key(c) for run, c in items], compute, train)
 
 
-def train_hookpoints_cached(runs: dict[str, SparsifyRun], cfgs: dict[str, list[TrainConfig]], *,
+def train_sparsify_hookpoints(runs: dict[str, SparsifyRun], cfgs: dict[str, list[TrainConfig]], *,
                             metadata: dict[str, dict] | None = None, device: str = "cpu") -> dict[str, list[TrainedSAE]]:
     """The sparsify TopK SAEs `cfgs[h]` at every hookpoint h of `runs` (one model's rows): the missing ones
     trained in one sparsify run per (d_sae, k, n_tokens) over all hookpoints that miss one — one forward pass
@@ -373,7 +373,7 @@ def train_hookpoints_cached(runs: dict[str, SparsifyRun], cfgs: dict[str, list[T
     for h, cs in cfgs.items():
         for j, c in enumerate(cs):
             if c.architecture != "topk":
-                raise ValueError(f"train_hookpoints_cached trains TopK SAEs (sparsify); got {c.architecture}")
+                raise ValueError(f"train_sparsify_hookpoints trains TopK SAEs (sparsify); got {c.architecture}")
             groups.setdefault((c.d_sae, c.k, c.n_tokens), []).append((h, j))
     out: dict[str, list] = {h: [None] * len(cs) for h, cs in cfgs.items()}
     for members in groups.values():
@@ -387,14 +387,14 @@ def train_hookpoints_cached(runs: dict[str, SparsifyRun], cfgs: dict[str, list[T
 def prefill_sparsify(P, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]]) -> None:
     """With `P.trainer == "sparsify"`: train the missing TopK SAEs among `cfgs` ({hookpoint: configs}) at the
     hookpoints of `train` (`_acts(P, "train", …, hookpoints)`) together, one sparsify run per (d_sae, k,
-    n_tokens) over all of them (`train_hookpoints_cached`), so that the per-hookpoint calls which follow find
+    n_tokens) over all of them (`train_sparsify_hookpoints`), so that the per-hookpoint calls which follow find
     them cached. With our trainer it does nothing."""
     if getattr(P, "trainer", "ours") != "sparsify":
         return
     topk = {h: [c for c in cs if c.architecture == "topk"] for h, cs in cfgs.items()}
     topk = {h: cs for h, cs in topk.items() if cs}
     if topk:
-        train_hookpoints_cached({h: train[h][0] for h in topk}, topk,
+        train_sparsify_hookpoints({h: train[h][0] for h in topk}, topk,
                                 metadata={h: _meta(P, h) for h in topk}, device=_device(P))
 
 
