@@ -334,3 +334,18 @@ def test_at_chance_flags_uninformative_scores():
     y = np.r_[np.ones(60), np.zeros(60)].astype(int)
     assert roc.at_chance(y, rng.random(120))
     assert not roc.at_chance(y, y + rng.normal(0, 0.5, 120))
+
+
+@pytest.mark.parametrize("reply, want", [
+    ("The marked words have in common that they are all about rivers.\nMore text.", "They are all about rivers."),
+    ("the marked words share: names of cities", "Names of cities"),
+    ("Explanation: The marked words are verbs of motion", "Verbs of motion"),
+    ('"Plural nouns"', "Plural nouns"),
+    ("Answer: dates and times", "dates and times"),
+    ("The marked words", "The marked words"),  # nothing after the echo: kept as it is
+    ("\n\n", "(no explanation)"),
+])
+def test_clean_explanation_drops_labels_and_the_echo_of_the_question(reply, want):
+    from saesanity.autointerp.prompts import clean_explanation
+
+    assert clean_explanation(reply) == want

@@ -19,7 +19,7 @@ Model specs:
   `step0`, `refs/pr/1`) has no whitespace or `@`. No revision means the hub's default branch.
 - a local folder written by `save_pretrained` (any existing path; tried before the hub forms).
 
-Variants (Heap et al. 2025, DESIGN.md §5), all deterministic under `seed`:
+Variants (the control models of Heap et al. 2025), all deterministic under `seed`:
 - `trained`: the weights as loaded.
 - `rerandomized_incl_emb`: every parameter tensor redrawn i.i.d. N(mean, std) with that tensor's
   own mean and std (a one-element tensor keeps its value).

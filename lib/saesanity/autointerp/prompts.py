@@ -11,6 +11,8 @@ one line per excerpt, "1: Yes", "2: No", …, in order (`llm.parse_numbered_answ
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 
 L, R = "<<", ">>"
@@ -105,10 +107,19 @@ def fuzzing_numbered(explanation: str, texts: Sequence[str]) -> list[dict[str, s
                      explanation, texts)
 
 
+_ECHO = re.compile(r"^(?:the\s+)?marked\s+words\s+(?:all\s+)?(?:have\s+in\s+common|share|have|are)"
+                   r"(?:\s+(?:that|is))?\s*[:,]?\s+", re.IGNORECASE)
+
+
 def clean_explanation(reply: str) -> str:
-    """First non-empty line of a reply, without a leading 'Explanation:'-style label or quotes."""
+    """First non-empty line of a reply, without a leading 'Explanation:'-style label, without the echo of our
+    question ("The marked words have in common that …" -> "They …"; small models open most replies with it,
+    which would make every explanation start alike), and without quotes."""
     line = next((ln.strip() for ln in reply.splitlines() if ln.strip()), "")
-    for label in ("explanation:", "answer:", "the marked words", "feature:"):
-        if line.lower().startswith(label) and label.endswith(":"):
+    for label in ("explanation:", "answer:", "feature:"):
+        if line.lower().startswith(label):
             line = line[len(label):].strip()
+    rest = _ECHO.sub("", line, count=1)
+    if rest and rest != line:
+        line = rest[0].upper() + rest[1:]
     return line.strip('"\' ') or "(no explanation)"
