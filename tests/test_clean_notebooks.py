@@ -15,3 +15,32 @@ def test_progress_bar_flushes_collapse_to_the_final_state(tmp_path):
     clean_executed(path)
     got = nbformat.read(path, 4).cells[0].outputs
     assert [o["text"] for o in got] == ["SAE seed 0: 100%|##| 10/10\n", "done\n"]
+
+
+def test_machine_paths_become_relative_and_leaks_are_found(tmp_path, monkeypatch):
+    import sysconfig
+
+    from saesanity import paths
+    from saesanity.notebooks import absolute_paths, image_outputs
+
+    monkeypatch.setenv("SAESANITY_CACHE", str(tmp_path / "c"))
+    site = sysconfig.get_paths()["purelib"]
+    outs = [new_output("stream", name="stderr", text=f"{site}/transformers/x.py:3: FutureWarning: old\n"),
+            new_output("execute_result", data={"text/plain": f"PosixPath('{paths.REPO_ROOT}/figures/a.png')"}),
+            new_output("stream", name="stdout", text=f"saved to {tmp_path / 'c'}/sae/abc\n"),
+            new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+    nb = new_notebook(cells=[new_code_cell("x", outputs=outs)])
+    nb.metadata["papermill"] = {"input_path": f"{paths.REPO_ROOT}/notebooks/a.ipynb", "cwd": str(paths.REPO_ROOT)}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert len(absolute_paths(nbformat.read(path, 4))) == 3 and image_outputs(nbformat.read(path, 4)) == 1
+    clean_executed(path)
+    got = nbformat.read(path, 4)
+    assert absolute_paths(got) == []
+    texts = [o.get("text") or o["data"]["text/plain"] for o in got.cells[0].outputs]
+    assert texts[:3] == ["<site-packages>/transformers/x.py:3: FutureWarning: old\n",
+                         "PosixPath('<figures>/a.png')", "saved to <cache>/sae/abc\n"]
+    assert got.metadata["papermill"] == {"input_path": "<repo>/notebooks/a.ipynb"}
+    assert absolute_paths(new_notebook(cells=[new_code_cell("x", outputs=[
+        new_output("stream", name="stdout", text="see /home/someone/x.txt and /tmp/y")])])) == \
+        ["/home/someone/x.txt", "/tmp/y"]

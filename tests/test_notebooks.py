@@ -91,6 +91,14 @@ def test_notebook(profile, stem, profile_cache, tmp_path, monkeypatch):
                          env=env, capture_output=True, text=True)
     if run.returncode:
         pytest.fail(f"papermill {stem} [{profile}] exited {run.returncode}:\n{run.stderr[-4000:]}")
+    import nbformat
+
+    from saesanity.notebooks import absolute_paths, clean_executed, image_outputs
+
+    clean_executed(out_nb)  # as `make figure` does before committing the executed notebook
+    executed = nbformat.read(out_nb, as_version=4)
+    assert image_outputs(executed) >= 1, f"{stem} [{profile}]: the executed notebook shows no figure"
+    assert absolute_paths(executed) == [], f"{stem} [{profile}]: this machine's paths in the outputs"
     figs = tmp_path / "figures"
     for ext in ("png", "pdf", "json"):
         assert (figs / f"{stem}.{ext}").stat().st_size > 0

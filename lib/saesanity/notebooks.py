@@ -24,11 +24,62 @@ def _collapse_carriage_returns(text: str) -> str:
     return "\n".join(_TQDM_TIMING.sub("", line.rsplit("\r", 1)[-1]) for line in text.split("\n"))
 
 
+# an absolute path of this machine's layout inside an output (a warning's file name, a repr)
+_ABSOLUTE = re.compile(r"(?<![\w.~<>-])/(?:tmp|home|root|work|usr|opt|var|srv|mnt|Users|private|scratch)/[^\s'\"\])]*")
+
+
+def _local_roots() -> list[tuple[str, str]]:
+    """(this machine's folder, what a reader sees instead), longest first: installed packages, the cache, the
+    figures folder, the repository, the home folder."""
+    import os
+    import sysconfig
+
+    from .paths import REPO_ROOT, cache_dir, figures_dir
+
+    roots = [(sysconfig.get_paths()["purelib"], "<site-packages>"), (sysconfig.get_paths()["stdlib"], "<python>"),
+             (str(cache_dir()), "<cache>"), (str(figures_dir()), "<figures>"), (str(REPO_ROOT), "<repo>"),
+             (os.path.expanduser("~"), "~")]
+    return sorted({(str(Path(a).resolve()), b) for a, b in roots} | set(roots), key=lambda r: -len(r[0]))
+
+
+def _relative(text: str, roots: list[tuple[str, str]]) -> str:
+    for root, name in roots:
+        if root not in ("", "/"):
+            text = text.replace(root, name)
+    return text
+
+
+def absolute_paths(nb) -> list[str]:
+    """Absolute paths of this machine's layout left in `nb`'s outputs (what `clean_executed` must not leave)."""
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+            texts += out.get("traceback", [])
+            for t in texts:
+                found += _ABSOLUTE.findall(t if isinstance(t, str) else "".join(t))
+    return found
+
+
+def image_outputs(nb) -> int:
+    """How many image outputs (PNG / SVG / JPEG) `nb` holds."""
+    return sum(any(k.startswith("image/") for k in out.get("data", {})) for cell in nb.cells
+               for out in cell.get("outputs", []))
+
+
 def clean_executed(path: Path) -> None:
+    """Drop what differs from run to run (timestamps, progress-bar timings, memory addresses, random ids) and this
+    machine's folders: paths in outputs and papermill's metadata are shown relative to the repository, the cache,
+    the figures folder or the installed packages (`<repo>`, `<cache>`, `<figures>`, `<site-packages>`)."""
     nb = nbformat.read(path, as_version=4)
+    roots = _local_roots()
     pm = nb.metadata.get("papermill", {})
     for key in _VOLATILE:
         pm.pop(key, None)
+    for key in ("input_path", "output_path"):
+        if isinstance(pm.get(key), str):
+            pm[key] = _relative(pm[key], roots)
+    pm.pop("cwd", None)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
@@ -47,9 +98,13 @@ def clean_executed(path: Path) -> None:
         cell["outputs"] = merged
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
-                out["text"] = _collapse_carriage_returns(out["text"])
-            if "text/plain" in out.get("data", {}):  # object reprs carry memory addresses
-                out["data"]["text/plain"] = re.sub(r" at 0x[0-9a-f]+", "", out["data"]["text/plain"])
+                out["text"] = _relative(_collapse_carriage_returns(out["text"]), roots)
+            for kind in [k for k in out.get("data", {}) if k.startswith("text/")]:
+                text = out["data"][kind]
+                text = "".join(text) if isinstance(text, list) else text
+                if kind == "text/plain":  # object reprs carry memory addresses
+                    text = re.sub(r" at 0x[0-9a-f]+", "", text)
+                out["data"][kind] = _relative(text, roots)
     nbformat.write(nb, path)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # scripts and tests draw off screen; a notebook keeps its inline backend,
+    matplotlib.use("Agg")  # so its figures show in the executed notebook (papermill, `make lab`, GitHub)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -70,8 +72,9 @@ def stamp(fig, profile: str, scale: str = "") -> None:
         fig.text(0.01, 0.005, scale, ha="left", va="bottom", fontsize=7, color="#444444")
 
 
-def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None = None) -> list[Path]:
-    """Stamp and save `fig` as `<figures>/<stem>.png` and `.pdf` (no embedded timestamps)."""
+def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None = None) -> None:
+    """Stamp and save `fig` as `<figures>/<stem>.png` and `.pdf` (no embedded timestamps). Returns nothing, so
+    a notebook cell ending with it shows the figure (inline backend), not this machine's paths."""
     out = Path(out_dir or figures_dir())
     out.mkdir(parents=True, exist_ok=True)
     stamp(fig, profile, scale)
@@ -79,7 +82,6 @@ def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None 
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
-    return paths
 
 
 def _plain(x: Any) -> Any:
