@@ -106,7 +106,7 @@ endif
 
 # ---- tests: unit tests and every notebook's smoke and paper-mini profiles (papermill); `slow` ones included
 test: $(VENV)/.deps-stamp $(LOCAL_DATA)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20   # the 20 slowest tests, so what costs time stays visible
 
 test-fast: $(VENV)/.deps-stamp $(LOCAL_DATA)
 	$(PY) -m pytest tests -m "not slow and not notebook"
