@@ -94,9 +94,9 @@ def test_pretrain_fig4_trains_every_hookpoint_in_one_pass_under_torchrun(iso_cac
     from saesanity.sae.train import train_family
 
     h = hps[-1]
-    acts = runs._acts(P, "train", False, [h])[h][0]
-    cfgs = [c for p, size in points if p == h for c in runs._point_cfgs(P, size)]
-    cached = runs._train_many(P, acts, None, cfgs, False, hookpoint=h)
+    acts = runs.data_for(P, "train", False, [h])[h][0]
+    cfgs = [c for p, size in points if p == h for c in runs.point_cfgs(P, size)]
+    cached = runs.train_many(P, acts, None, cfgs, False, hookpoint=h)
     alone = train_family(acts.source(cfgs[0]), cfgs, progress=False)
     for t, (sae, _) in zip(cached, alone):
         torch.testing.assert_close(t.sae.W_dec, sae.W_dec, rtol=1e-4, atol=1e-5)

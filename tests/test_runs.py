@@ -66,7 +66,7 @@ def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, m
     rows = runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
     assert calls == [4096, 4096]  # one run per seed; the 1024 and 2048 points are its snapshots
     assert [r["n_tokens"] for r in rows] == [1024, 2048, 4096]
-    acts, d = runs._acts(P, "train", False)
+    acts, d = runs.data_for(P, "train", False)
     short = runs.train_cached(acts, d, dataclasses.replace(runs.train_cfg(P, P.seeds[0]), n_tokens=2048), progress=False)
     from saesanity.sae import train_sae
 
@@ -191,8 +191,8 @@ def test_streamed_hookpoint_pairs_train_every_hookpoint_in_one_pass(iso_cache, t
                     corpus="debian:fortunes", seq_len=65, activations="streamed", stream_buffer_tokens=2048,
                     layers=[0, 2], layer_sizes=[64, 96], calib_tokens=2048)
     points = [("mlp_out.0", 64), ("mlp_out.0", 96), ("mlp_out.2", 96), ("resid_post.2", 64), ("mlp_out.0", 64)]
-    train = runs._acts(P, "train", False, ["resid_post.2"])
-    first = runs._train_many(P, *train["resid_post.2"], runs._point_cfgs(P, 64), False, hookpoint="resid_post.2")
+    train = runs.data_for(P, "train", False, ["resid_post.2"])
+    first = runs.train_many(P, *train["resid_post.2"], runs.point_cfgs(P, 64), False, hookpoint="resid_post.2")
     asked = []
     real_run = stream.run_to_hookpoints
     monkeypatch.setattr(stream, "run_to_hookpoints", lambda lm, ids, hps: asked.append(list(hps)) or
@@ -205,15 +205,15 @@ def test_streamed_hookpoint_pairs_train_every_hookpoint_in_one_pass(iso_cache, t
     assert len(asked) == 4
     assert [(r["hookpoint"], r["d_sae"]) for r in rows] == points and all(0 < r["heldout_fvu"][0] < 2 for r in rows)
     # a single-hookpoint lookup finds each multi-pass SAE, and it is the SAE a pass at that hookpoint alone trains
-    train = runs._acts(P, "train", False, ["mlp_out.0", "mlp_out.2"])
-    cfgs = runs._point_cfgs(P, 64) + runs._point_cfgs(P, 96)
-    found = runs._train_many(P, *train["mlp_out.0"], cfgs, False, hookpoint="mlp_out.0")
+    train = runs.data_for(P, "train", False, ["mlp_out.0", "mlp_out.2"])
+    cfgs = runs.point_cfgs(P, 64) + runs.point_cfgs(P, 96)
+    found = runs.train_many(P, *train["mlp_out.0"], cfgs, False, hookpoint="mlp_out.0")
     alone = train_family(train["mlp_out.0"][0].source(cfgs[0]), cfgs, progress=False)
     for t, (sae, log) in zip(found, alone):
         assert t.log == log and all(torch.equal(v, sae.state_dict()[n]) for n, v in t.sae.state_dict().items())
         assert json.loads((t.path / "cfg.json").read_text())["metadata"]["hook_name"] == "mlp_out.0"
-    again = runs._train_many(P, *runs._acts(P, "train", False, ["resid_post.2"])["resid_post.2"],
-                             runs._point_cfgs(P, 64), False, hookpoint="resid_post.2")
+    again = runs.train_many(P, *runs.data_for(P, "train", False, ["resid_post.2"])["resid_post.2"],
+                             runs.point_cfgs(P, 64), False, hookpoint="resid_post.2")
     assert [t.path for t in again] == [t.path for t in first]
     spy.calls.clear()
     runs.hookpoint_pairs(P, points, progress=False)
@@ -232,6 +232,6 @@ def test_streamed_variant_saes_train_every_layer_in_one_pass(iso_cache, tiny_lla
     assert list(saes) == baselines.hookpoints(P)
     V = baselines.view(P, "control")
     for h, t in saes.items():
-        assert runs.is_trained(None, runs.train_cfg(V, P.seed), runs._acts(V, "train", False, [h])[h][0])
+        assert runs.is_trained(None, runs.train_cfg(V, P.seed), runs.data_for(V, "train", False, [h])[h][0])
         assert json.loads((t.path / "cfg.json").read_text())["metadata"]["hook_name"] == h
     assert not torch.equal(saes["resid_post.0"].sae.W_dec, saes["resid_post.2"].sae.W_dec)

@@ -52,7 +52,7 @@ def test_a_seed_is_the_same_sae_alone_or_beside_others(iso_cache, tiny_neox_dir)
     """Why one key per seed is right: sparsify trains seed 1 bitwise the same with seed 0 beside it as alone."""
     P = _P("paulo_fig1_matched_cosines", tiny_neox_dir, seeds=[0, 1])
     pair, _ = runs.seed_saes(P, progress=False)
-    acts, _ = runs._acts(P, "train", False)
+    acts, _ = runs.data_for(P, "train", False)
     out = iso_cache / "alone"
     (folder,) = acts.train([runs.train_cfg(P, 1)], out, "cpu").values()
     alone = load_sae(folder)
@@ -78,9 +78,9 @@ def test_the_run_equals_sparsify_called_directly(iso_cache, tiny_neox_dir, tmp_p
 
 def test_keys_follow_the_recipe_and_other_architectures_train_ours_on_the_stream(iso_cache, tiny_neox_dir):
     P = _P("paulo_fig1_matched_cosines", tiny_neox_dir)
-    acts, _ = runs._acts(P, "train", False)
+    acts, _ = runs.data_for(P, "train", False)
     cfg = runs.train_cfg(P, 0)
-    other = runs._acts(dataclasses.replace(P, sparsify_overrides={"batch_size": 8}), "train", False)[0]
+    other = runs.data_for(dataclasses.replace(P, sparsify_overrides={"batch_size": 8}), "train", False)[0]
     assert runs._fields(acts, None, cfg) != runs._fields(other, None, cfg)
     assert runs._fields(acts, None, cfg) != runs._fields(acts, None, dataclasses.replace(cfg, seed=1))
     relu = dataclasses.replace(cfg, architecture="relu")
@@ -156,7 +156,7 @@ def test_variant_layers_train_in_one_sparsify_run_and_match_single_hookpoint_key
     assert all(t.info["trainer"] == "sparsify" and t.info["hookpoints_in_run"] == ["resid_post.0", "resid_post.2"]
                for t in saes.values())
     V = baselines.view(P, "trained", "resid_post.2")
-    acts, _ = runs._acts(V, "train", False)
+    acts, _ = runs.data_for(V, "train", False)
     (folder,) = acts.train([runs.train_cfg(V, 0)], iso_cache / "alone", "cpu").values()
     alone = load_sae(folder)
     assert runs.is_trained(None, runs.train_cfg(V, 0), acts)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import (TrainedSAE, _acts, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg,
+from .runs import (RunView, TrainedSAE, data_for, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg,
                    train_hookpoints)
 from .sae import SAEBase
 
@@ -37,18 +36,10 @@ VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized i
 _SPLICE_VERSION = 1
 
 
-def view(P, variant: str, hookpoint: str | None = None) -> SimpleNamespace:
-    """The per-(variant, hookpoint) parameters the `runs` pipeline steps read from a sweep's P."""
-    return SimpleNamespace(model=P.model, variant=variant, corpus=P.corpus, n_tokens=P.n_tokens,
-                           n_eval_tokens=P.n_eval_tokens, seq_len=P.seq_len, data_seed=P.data_seed,
-                           model_dtype=P.model_dtype, model_batch_size=P.model_batch_size, device=P.device,
-                           hookpoint=hookpoint, d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr,
-                           auxk_alpha=P.auxk_alpha, seeds=[P.seed],
-                           activations=getattr(P, "activations", "cached"),
-                           stream_buffer_tokens=getattr(P, "stream_buffer_tokens", 0),
-                           trainer=getattr(P, "trainer", "ours"), sparsify_recipe=getattr(P, "sparsify_recipe", ""),
-                           sparsify_overrides=getattr(P, "sparsify_overrides", {}),
-                           sae_autocast=getattr(P, "sae_autocast", "none"))
+def view(P, variant: str, hookpoint: str | None = None, seed: int | None = None) -> RunView:
+    """The per-(variant, hookpoint) parameters (`runs.RunView`) the `runs` pipeline steps read from a
+    sweep's P; its SAEs have the seed `seed` (default P.seed)."""
+    return RunView.of(P, variant=variant, hookpoint=hookpoint, seeds=[P.seed if seed is None else seed])
 
 
 def hookpoints(P) -> list[str]:
@@ -68,7 +59,7 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
     """hookpoint -> (held-out activations [N, d], the token id at each row [N]) for `variant`."""
     spec: ActivationSpec = activation_spec(view(P, variant), "heldout")
     out = {}
-    for h, (acts, acts_dir) in _acts(view(P, variant), "heldout", progress, hookpoints(P)).items():
+    for h, (acts, acts_dir) in data_for(view(P, variant), "heldout", progress, hookpoints(P)).items():
         out[h] = (acts, row_tokens(acts_dir, spec.drop_first, acts.shape[0]))
     return out
 

@@ -62,9 +62,9 @@ def fig4_points(P) -> list[tuple[str, int]]:
 def _layer_pairs(P) -> str:
     points = fig4_points(P)
     hps = list(dict.fromkeys(h for h, _ in points))
-    cfgs = {h: [c for p, size in points if p == h for c in runs._point_cfgs(P, size)] for h in hps}
+    cfgs = {h: [c for p, size in points if p == h for c in runs.point_cfgs(P, size)] for h in hps}
     trained = runs.train_hookpoints(P, cfgs)
-    runs._acts(P, "heldout", True, hps)
+    runs.data_for(P, "heldout", True, hps)
     return (f"{sum(map(len, trained.values()))} seed SAEs at {len(hps)} hookpoints (layer x size, kinds); "
             "the architecture panel trains in the notebook")
 

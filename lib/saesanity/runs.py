@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,75 @@ _SAE_VERSION = 1
 _MATCH_VERSION = 1
 
 
+class RunParams(Protocol):
+    """What the pipeline steps of this module read from their parameters `P`: a notebook's
+    `params.SeedRunParams` (and its subclasses) provides it, and so does `RunView`, the per-(variant,
+    hookpoint) view of a sweep (`baselines.view`) or of a `saesanity report` configuration. Every field is
+    documented on `params.SeedRunParams`."""
+
+    model: str
+    variant: str
+    corpus: str
+    hookpoint: str | None
+    n_tokens: int
+    n_eval_tokens: int
+    seq_len: int
+    data_seed: int
+    model_dtype: str
+    model_batch_size: int
+    device: str
+    d_sae: int
+    k: int
+    batch_size: int
+    lr: float
+    auxk_alpha: float
+    seeds: list[int]
+    activations: str
+    stream_buffer_tokens: int
+    trainer: str
+    sparsify_recipe: str
+    sparsify_overrides: dict
+    sae_autocast: str
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A `RunParams` of one model variant and hookpoint, built from a sweep's or a report's settings
+    (`of`); the fields mean what they mean on `params.SeedRunParams`."""
+
+    model: str
+    variant: str
+    corpus: str
+    hookpoint: str | None
+    n_tokens: int
+    n_eval_tokens: int
+    seq_len: int
+    data_seed: int
+    model_dtype: str
+    model_batch_size: int
+    device: str
+    d_sae: int
+    k: int
+    batch_size: int
+    lr: float
+    auxk_alpha: float
+    seeds: list[int]
+    activations: str = "cached"
+    stream_buffer_tokens: int = 0
+    trainer: str = "ours"
+    sparsify_recipe: str = "paulo_belrose_2025"
+    sparsify_overrides: dict = dataclasses.field(default_factory=dict)
+    sae_autocast: str = "none"
+
+    @classmethod
+    def of(cls, S, *, variant: str, hookpoint: str | None, seeds: list[int], **changes) -> "RunView":
+        """The view of settings `S` (any object with the fields above, e.g. `params.VariantSweepParams`) for
+        `variant` at `hookpoint` with SAE seeds `seeds`; `changes` override any other field."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        given = {n: getattr(S, n) for n in names if hasattr(S, n)}
+        return cls(**{**given, "variant": variant, "hookpoint": hookpoint, "seeds": list(seeds), **changes})
+
+
 @dataclass
 class TrainedSAE:
     sae: SAEBase
@@ -42,13 +112,13 @@ class TrainedSAE:
     info: dict  # training wall time and throughput
 
 
-def activation_spec(P, split: str = "train") -> ActivationSpec:
+def activation_spec(P: RunParams, split: str = "train") -> ActivationSpec:
     n = P.n_tokens if split == "train" else P.n_eval_tokens
     return ActivationSpec(model=P.model, variant=P.variant, corpus=P.corpus, n_tokens=n, seq_len=P.seq_len,
                           seed=P.data_seed, split=split, model_dtype=P.model_dtype)
 
 
-def train_cfg(P, seed: int) -> TrainConfig:
+def train_cfg(P: RunParams, seed: int) -> TrainConfig:
     """P's SAE config at `seed`. `P.sae_autocast` ("none" | "bf16", "none" where P has no such parameter) runs
     our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision."""
     return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=seed,
@@ -384,9 +454,9 @@ def train_sparsify_hookpoints(runs: dict[str, SparsifyRun], cfgs: dict[str, list
     return out
 
 
-def prefill_sparsify(P, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]]) -> None:
+def prefill_sparsify(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]]) -> None:
     """With `P.trainer == "sparsify"`: train the missing TopK SAEs among `cfgs` ({hookpoint: configs}) at the
-    hookpoints of `train` (`_acts(P, "train", …, hookpoints)`) together, one sparsify run per (d_sae, k,
+    hookpoints of `train` (`data_for(P, "train", …, hookpoints)`) together, one sparsify run per (d_sae, k,
     n_tokens) over all of them (`train_sparsify_hookpoints`), so that the per-hookpoint calls which follow find
     them cached. With our trainer it does nothing."""
     if getattr(P, "trainer", "ours") != "sparsify":
@@ -423,7 +493,7 @@ def _cached_family(fields: list[dict], compute, train) -> list[Path]:
     return paths
 
 
-def train_hookpoints(P, cfgs: dict[str, list[TrainConfig]], *, progress: bool = True) -> dict[str, list[TrainedSAE]]:
+def train_hookpoints(P: RunParams, cfgs: dict[str, list[TrainConfig]], *, progress: bool = True) -> dict[str, list[TrainedSAE]]:
     """hookpoint h -> the SAEs `cfgs[h]` trained (or loaded) on P's training data at h.
 
     When that data is streamed (`Streamed`; beside sparsify, for the architectures sparsify does not train),
@@ -431,19 +501,19 @@ def train_hookpoints(P, cfgs: dict[str, list[TrainConfig]], *, progress: bool = 
     trains (P.trainer), in one sparsify run per size over every hookpoint (`prefill_sparsify`); on cached
     activation arrays, hookpoint by hookpoint as `train_family_cached` trains them.
     """
-    train = _acts(P, "train", progress, list(cfgs))
+    train = data_for(P, "train", progress, list(cfgs))
     prefill_sparsify(P, train, cfgs)
     _train_streamed_hookpoints(P, train, cfgs, progress)
-    return {h: _train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
+    return {h: train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
 
 
-def _train_streamed_hookpoints(P, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]], progress: bool) -> None:
+def _train_streamed_hookpoints(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]], progress: bool) -> None:
     """Train (not load) the missing SAEs `cfgs[h]` that our trainer trains from P's streamed training data, at
     every hookpoint h in one pass: one model forward per chunk computes every hookpoint's activations
     (`stream.ModelSource` over all of them, `train_families` over its views) and each SAE steps on its own
     hookpoint's batch — bitwise the SAE a pass at its hookpoint alone trains. Each is keyed as
     `train_family_cached` keys it (its hookpoint's `Streamed.key()` and its config), so an SAE trained here is
-    found by a single-hookpoint lookup and vice versa. `train` is `_acts(P, "train", …, hookpoints)`. Nothing
+    found by a single-hookpoint lookup and vice versa. `train` is `data_for(P, "train", …, hookpoints)`. Nothing
     happens for cached arrays or sparsify's TopK SAEs (`prefill_sparsify` trains those together).
     """
     together = [(_stream_of(train[h][0], c), c) for h in cfgs for c in cfgs[h] if _stream_of(train[h][0], c)]
@@ -503,7 +573,7 @@ def _train_streams_together(items: list[tuple[Streamed, TrainConfig]], metadata:
     return paths
 
 
-def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
+def data_for(P: RunParams, split: str, progress: bool, hookpoints: list[str] | None = None):
     """P's activations of one split (collected once, cached) and the artifact folder they live in.
 
     With `hookpoints`, a dict hookpoint -> (array, folder) for all of them, missing ones collected in
@@ -528,32 +598,32 @@ def _acts(P, split: str, progress: bool, hookpoints: list[str] | None = None):
     return out if hookpoints else out[P.hookpoint]
 
 
-def _device(P) -> str:
+def _device(P: RunParams) -> str:
     """P.device, or this rank's GPU under torchrun (`distributed.init`)."""
     return distributed.init(P.device)[2]
 
 
-def _meta(P, hookpoint: str | None) -> dict:
+def _meta(P: RunParams, hookpoint: str | None) -> dict:
     return {"model": P.model, "variant": P.variant, "hook_name": hookpoint or P.hookpoint, "corpus": P.corpus}
 
 
-def _train(P, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, progress: bool,
+def train_one(P: RunParams, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, progress: bool,
            snapshots: tuple[int, ...] = (), hookpoint: str | None = None) -> TrainedSAE:
     return train_cached(acts, acts_dir, cfg, progress=progress, metadata=_meta(P, hookpoint), device=_device(P),
                         snapshots=snapshots)
 
 
-def _train_many(P, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
+def train_many(P: RunParams, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
                 hookpoint: str | None = None) -> list[TrainedSAE]:
     """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass."""
     return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint),
                                device=_device(P))
 
 
-def seed_saes(P, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
+def seed_saes(P: RunParams, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
-    acts, acts_dir = _acts(P, "train", progress)
-    saes = _train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
+    acts, acts_dir = data_for(P, "train", progress)
+    saes = train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
     info = ({"streamed": acts.key()} if isinstance(acts, Streamed) else {"sparsify": acts.key()}
             if isinstance(acts, SparsifyRun) else read_meta(acts_dir)["info"])
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
@@ -599,7 +669,7 @@ def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "c
     return {"fvu": err / tot, "l0": l0_sum / acts.shape[0], "n_tokens": int(acts.shape[0])}
 
 
-def heldout_metrics(P, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
+def heldout_metrics(P: RunParams, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
     acts = heldout_acts(P, progress=progress)
     return [evaluate(t.sae, acts, device=P.device) for t in saes]
 
@@ -636,11 +706,11 @@ def row_tokens(acts_dir: Path, drop_first: int, n_rows: int) -> np.ndarray:
     return np.load(Path(acts_dir) / "tokens.npy")[:, drop_first:].reshape(-1)[:n_rows]
 
 
-def heldout_acts(P, *, progress: bool = True) -> np.ndarray:
-    return _acts(P, "heldout", progress)[0]
+def heldout_acts(P: RunParams, *, progress: bool = True) -> np.ndarray:
+    return data_for(P, "heldout", progress)[0]
 
 
-def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dict]:
+def sweep(P: RunParams, axis: str, values: list[int], *, progress: bool = True) -> list[dict]:
     """Seed pairs (P.seeds[:2]) trained at each value of one axis — `d_sae`, `k` or `n_tokens` (training
     tokens) — with the others at P's values; each row: the value, `matching.summarize` of the pair, and
     the pair's held-out FVU. SAEs and matchings are cached, so the base point reuses Fig. 1's."""
@@ -651,18 +721,18 @@ def sweep(P, axis: str, values: list[int], *, progress: bool = True) -> list[dic
                                  held, progress)} for v in values]
 
 
-def sweep_train(P, axis: str, values: list[int], *, progress: bool = True):
+def sweep_train(P: RunParams, axis: str, values: list[int], *, progress: bool = True):
     """Train (or load) every SAE of `sweep(P, axis, values)` in one pass over the data: all seeds × values as
     one family; along `n_tokens`, the seeds trained to the longest missing length publish the shorter ones
     as snapshots. With sparsify (P.trainer), TopK SAEs train one run per value, its seeds together (its
     learning rate decays to zero at each run's end, so a shorter run is no prefix of a longer one).
-    Returns the training data (`_acts`)."""
+    Returns the training data (`data_for`)."""
     if axis not in ("d_sae", "k", "n_tokens"):
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
-    acts, acts_dir = _acts(P, "train", progress)
+    acts, acts_dir = data_for(P, "train", progress)
     base = [train_cfg(P, s) for s in P.seeds[:2]]
     if axis != "n_tokens" or isinstance(acts, SparsifyRun):  # sparsify: one run per length (its lr decays to 0)
-        _train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
+        train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
         return acts, acts_dir
     todo = {s: sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
             for s, c in zip(P.seeds, base)}
@@ -673,11 +743,11 @@ def sweep_train(P, axis: str, values: list[int], *, progress: bool = True):
     return acts, acts_dir
 
 
-def pair_row(P, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
+def pair_row(P: RunParams, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
              hookpoint: str | None = None) -> dict:
     """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
     SAE's held-out FVU and L0 (`evaluate`)."""
-    pair = _train_many(P, acts, acts_dir, cfgs, progress, hookpoint=hookpoint)
+    pair = train_many(P, acts, acts_dir, cfgs, progress, hookpoint=hookpoint)
     m = pair_matches(pair, progress=False)[0, 1]
     ev = [evaluate(t.sae, held, device=P.device) for t in pair]
     return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev]}
@@ -709,7 +779,7 @@ def _next_coefficient(runs_: list[tuple[float, float]], target: float) -> float:
     return float(np.exp(x + (t - y) / slope))
 
 
-def calibrate_sparsity(P, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, target_l0: float, held: np.ndarray,
+def calibrate_sparsity(P: RunParams, acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, target_l0: float, held: np.ndarray,
                        *, n_tokens: int, n_runs: int, hookpoint: str | None = None,
                        progress: bool = True) -> tuple[TrainConfig, list[dict]]:
     """`cfg` with its sparsity coefficient (λ₁ of ReLU/Gated, λ₀ of JumpReLU) set so that held-out L0 ≈ target_l0.
@@ -730,42 +800,42 @@ def calibrate_sparsity(P, acts: TrainData, acts_dir: Path | None, cfg: TrainConf
     coef = getattr(cfg, field)
     for _ in range(n_runs):
         short = dataclasses.replace(cfg, n_tokens=n_tokens, **{field: coef})
-        ev = evaluate(_train(P, acts, acts_dir, short, progress, hookpoint=hookpoint).sae, held, device=P.device)
+        ev = evaluate(train_one(P, acts, acts_dir, short, progress, hookpoint=hookpoint).sae, held, device=P.device)
         tried.append({field: coef, "l0": ev["l0"], "fvu": ev["fvu"]})
         coef = _next_coefficient([(t[field], t["l0"]) for t in tried], target_l0)
     best = min(tried, key=lambda t: abs(np.log(max(t["l0"], 1e-2) / target_l0)))
     return dataclasses.replace(cfg, **{field: best[field]}), tried
 
 
-def hookpoint_pairs(P, points: list[tuple[str, int]], *, progress: bool = True) -> list[dict]:
+def hookpoint_pairs(P: RunParams, points: list[tuple[str, int]], *, progress: bool = True) -> list[dict]:
     """Seed pairs (P.seeds[:2]) at each (hookpoint, d_sae) point, other settings as P; every hookpoint's
     activations come from one forward pass per split. Rows: hookpoint, d_sae, then `pair_row`."""
     hps = list(dict.fromkeys(h for h, _ in points))
-    cfgs = {h: [c for size in dict.fromkeys(s for p, s in points if p == h) for c in _point_cfgs(P, size)]
+    cfgs = {h: [c for size in dict.fromkeys(s for p, s in points if p == h) for c in point_cfgs(P, size)]
             for h in hps}
-    train, held = _acts(P, "train", progress, hps), _acts(P, "heldout", progress, hps)
+    train, held = data_for(P, "train", progress, hps), data_for(P, "heldout", progress, hps)
     prefill_sparsify(P, train, cfgs)  # trainer sparsify: one run per size
     _train_streamed_hookpoints(P, train, cfgs, progress)  # ours, streamed: one pass for every hookpoint
     rows = []
     for h, size in points:
         acts, acts_dir = train[h]
-        cfgs = _point_cfgs(P, size)
+        cfgs = point_cfgs(P, size)
         rows.append({"hookpoint": h, "d_sae": size, **pair_row(P, acts, acts_dir, cfgs, held[h][0], progress, h)})
     return rows
 
 
-def _point_cfgs(P, size: int) -> list[TrainConfig]:
+def point_cfgs(P: RunParams, size: int) -> list[TrainConfig]:
     """The seed pair (P.seeds[:2]) of `hookpoint_pairs` at `size` latents, other settings as P."""
     return [dataclasses.replace(train_cfg(P, s), d_sae=size) for s in P.seeds[:2]]
 
 
-def architecture_pairs(P, architectures: list[str], *, calib_tokens: int, calib_runs: int,
+def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: int, calib_runs: int,
                        progress: bool = True) -> list[dict]:
     """Seed pairs of each architecture at P's hookpoint and size. ReLU, Gated and JumpReLU get the
     sparsity coefficient whose short run reaches held-out L0 ≈ P.k (`calibrate_sparsity`, on seed
     P.seeds[0]); TopK and BatchTopK use k. Rows: architecture, the coefficient and calibration runs,
     then `pair_row` (whose `heldout_l0` is the L0 the full runs actually reached)."""
-    acts, acts_dir = _acts(P, "train", progress)
+    acts, acts_dir = data_for(P, "train", progress)
     held = heldout_acts(P, progress=progress)
     rows = []
     for arch in architectures:

@@ -118,10 +118,6 @@ class ReportConfig:
         if self.explainer not in (None, "llm", "top-tokens"):
             raise ReportError(f"explainer={self.explainer!r}; valid: llm, top-tokens (or none)")
 
-    @property
-    def seed(self) -> int:  # the baseline SAEs' seed (`baselines.view` reads it)
-        return 0
-
 
 def bootstrap_interval(mask: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(mask): resample the entries with replacement `n_boot` times,
@@ -170,10 +166,9 @@ def _given(cfg: ReportConfig, d_model: int) -> list[SimpleNamespace]:
     return out
 
 
-def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> SimpleNamespace:
-    P = baselines.view(cfg, variant, cfg.hookpoint)
-    P.d_sae, P.k = d_sae, k
-    return P
+def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> runs.RunView:
+    """The pipeline's parameters for `variant`'s SAEs: the report's settings, d_sae and k, baseline seed 0."""
+    return dataclasses.replace(baselines.view(cfg, variant, cfg.hookpoint, seed=0), d_sae=d_sae, k=k)
 
 
 def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: bool) -> dict:
@@ -221,7 +216,7 @@ def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, 
         la = latent_acts_cached(t.sae, t.path, acts, acts_dir)
         win = studies.windows_of(acts_dir, acts.shape[0], icfg.ctx_len)
         latents = studies.sample_latents(la, win, icfg, cfg.n_interp_latents, cfg.data_seed)
-        recs = studies._score(tools, {"sae": t.path.name, "acts": acts_dir.name}, la, win, latents, icfg, progress,
+        recs = studies.score_latents(tools, {"sae": t.path.name, "acts": acts_dir.name}, la, win, latents, icfg, progress,
                               f"auto-interp {label}")
         res = {"n_latents": len(latents)}
         for s in icfg.scorers:
@@ -242,9 +237,9 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
         bar.set_postfix_str(stages[i])
 
     stage(0)
-    base = baselines.view(cfg, "trained", cfg.hookpoint)
-    acts, acts_dir = runs._acts(base, "train", progress)
-    held, held_dir = runs._acts(base, "heldout", progress)
+    base = baselines.view(cfg, "trained", cfg.hookpoint, seed=0)
+    acts, acts_dir = runs.data_for(base, "train", progress)
+    held, held_dir = runs.data_for(base, "heldout", progress)
     d_model = int(acts.shape[1])
     bar.update()
 
@@ -253,7 +248,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     d_sae = cfg.d_sae or (given[0].sae.d_sae if given else cfg.expansion * d_model)
     k = getattr(given[0].sae, "k", cfg.k) if given else cfg.k
     P = _view(cfg, "trained", d_sae, k)
-    seeds = runs._train_many(P, acts, acts_dir, [runs.train_cfg(P, s) for s in range(cfg.train_seeds)], progress)
+    seeds = runs.train_many(P, acts, acts_dir, [runs.train_cfg(P, s) for s in range(cfg.train_seeds)], progress)
     trained = [SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}", source="trained here", trained_here=True,
                                info=t.info) for s, t in enumerate(seeds)]
     under_test = given + trained
@@ -276,9 +271,9 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
             if v != "trained":
                 stage(stages.index(f"random baseline: {v}"))
             V = _view(cfg, v, d_sae, k)
-            vacts, vdir = runs._acts(V, "train", progress)
-            vheld, vheld_dir = runs._acts(V, "heldout", progress)
-            t = runs._train(V, vacts, vdir, runs.train_cfg(V, 0), progress)
+            vacts, vdir = runs.data_for(V, "train", progress)
+            vheld, vheld_dir = runs.data_for(V, "heldout", progress)
+            t = runs.train_one(V, vacts, vdir, runs.train_cfg(V, 0), progress)
         baseline[v] = _metrics(cfg, v, t, vheld, progress)
         interp_targets.append((v, t, vheld, vheld_dir))
         if v != "trained":

@@ -237,9 +237,9 @@ def size_family(P, *, progress: bool = True) -> list:
                                  f"hookpoint={P.hookpoint!r}; set hookpoint: {sae.hookpoint}")
             fam.append(SimpleNamespace(sae=sae, path=Path(f"{P.release}/{sae_id}")))
         return fam
-    acts, acts_dir = runs._acts(P, "train", progress)
+    acts, acts_dir = runs.data_for(P, "train", progress)
     base = runs.train_cfg(P, P.seeds[0])
-    return runs._train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress)
+    return runs.train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress)
 
 
 def stitch_rows(P, *, progress: bool = True) -> np.ndarray:
@@ -273,5 +273,5 @@ def heldout_with_tokens(P, *, progress: bool = True) -> tuple[np.ndarray, np.nda
     """(held-out activation rows [N, d], the token id at each row [N]) of P's activations."""
     from . import runs
 
-    acts, acts_dir = runs._acts(P, "heldout", progress)
+    acts, acts_dir = runs.data_for(P, "heldout", progress)
     return acts, runs.row_tokens(acts_dir, runs.activation_spec(P, "heldout").drop_first, acts.shape[0])

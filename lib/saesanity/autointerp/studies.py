@@ -74,7 +74,8 @@ def sample_latents(la: LatentActs, win: Windows, cfg: pipeline.InterpConfig, n: 
     return sorted(rng.choice(ok, size=min(n, ok.size), replace=False).tolist())
 
 
-def _score(tools: Tools, key: dict, la, win, latents, cfg, progress: bool, desc: str) -> list[dict]:
+def score_latents(tools: Tools, key: dict, la, win, latents, cfg, progress: bool, desc: str) -> list[dict]:
+    """`pipeline.score_latents` with this study's tools (chat backend, embedding encoder, token pieces)."""
     return pipeline.score_latents(key, la, win, latents, cfg, lambda: tools.pieces, backend=tools.backend,
                                   encoder=tools.encoder, progress=progress, desc=desc)
 
@@ -96,7 +97,7 @@ def calibration(P, *, progress: bool = True) -> dict:
            "n_active_tokens": la.counts().tolist(), "records": {}, "configs": {}}
     for e in P.explainers:
         cfg = interp_config(P, e)
-        out["records"][e] = _score(tools, key, la, win, list(range(len(names))), cfg, progress, f"calibration, {e}")
+        out["records"][e] = score_latents(tools, key, la, win, list(range(len(names))), cfg, progress, f"calibration, {e}")
         out["configs"][e] = cfg.describe()
     return out
 
@@ -104,7 +105,7 @@ def calibration(P, *, progress: bool = True) -> dict:
 def variant_records(P, variant: str, *, progress: bool = True) -> dict[str, list[dict]]:
     """hookpoint -> records of `P.n_latents` latents of that (variant, layer) SAE."""
     saes = baselines.variant_saes(P, variant, progress=progress)
-    held = runs._acts(baselines.view(P, variant), "heldout", progress, baselines.hookpoints(P))
+    held = runs.data_for(baselines.view(P, variant), "heldout", progress, baselines.hookpoints(P))
     tools = tools_for(P, P.model)
     cfg = interp_config(P, P.explainer)
     out = {}
@@ -114,7 +115,7 @@ def variant_records(P, variant: str, *, progress: bool = True) -> dict[str, list
         la = latent_acts_cached(saes[h].sae, saes[h].path, acts, acts_dir)
         win = windows_of(acts_dir, acts.shape[0], P.ctx_len)
         latents = sample_latents(la, win, cfg, P.n_latents, P.interp_seed)
-        out[h] = _score(tools, {"sae": saes[h].path.name, "acts": acts_dir.name}, la, win, latents, cfg, progress,
+        out[h] = score_latents(tools, {"sae": saes[h].path.name, "acts": acts_dir.name}, la, win, latents, cfg, progress,
                         f"{variant} {h}")
     return out
 
@@ -129,7 +130,7 @@ def seed_pair_records(P, *, progress: bool = True) -> dict:
     pairs = runs.pair_matches(trained, progress=progress)
     masks = matching.masks_from_pairs(pairs, len(trained), matching.SharedRule(P.threshold))
     found = matching.found_in(masks, 0)
-    acts, acts_dir = runs._acts(P, "heldout", progress)
+    acts, acts_dir = runs.data_for(P, "heldout", progress)
     la = [latent_acts_cached(t.sae, t.path, acts, acts_dir) for t in trained[:2]]
     win = windows_of(acts_dir, acts.shape[0], P.ctx_len)
     cfg = interp_config(P, P.explainer)
@@ -146,8 +147,8 @@ def seed_pair_records(P, *, progress: bool = True) -> dict:
     enc = [matching.directions(t.sae)[0] for t in trained[:2]]
     tools = tools_for(P, P.model)
     key = lambda t: {"sae": t.path.name, "acts": acts_dir.name}  # noqa: E731
-    rec0 = _score(tools, key(trained[0]), la[0], win, chosen, cfg, progress, "seed 0")
-    rec1 = _score(tools, key(trained[1]), la[1], win, [int(partner[f]) for f in chosen], cfg, progress, "seed 1")
+    rec0 = score_latents(tools, key(trained[0]), la[0], win, chosen, cfg, progress, "seed 0")
+    rec1 = score_latents(tools, key(trained[1]), la[1], win, [int(partner[f]) for f in chosen], cfg, progress, "seed 1")
     dec = np.array([m.dec_cos[f] for f in chosen])
     encc = np.array([float(enc[0][f] @ enc[1][partner[f]]) for f in chosen])
     return {"latents": chosen, "partners": [int(partner[f]) for f in chosen], "found": [int(found[f]) for f in chosen],
