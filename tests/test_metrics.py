@@ -113,3 +113,30 @@ def test_massive_activation_stats_hand():
     assert s["frac_rows_above"] == pytest.approx(0.01)
     assert s["top_dim_variance_share"] > 0.99  # dim 1 carries almost all variance
     assert s["max_over_median_norm"] == pytest.approx(1000 / np.median(np.linalg.norm(x, axis=1)))
+
+
+def test_pooled_over_batches_is_each_definition_on_all_rows():
+    """`Pooled` fed in uneven batches equals each metric's definition applied to the whole set at once."""
+    from saesanity.metrics import Pooled, firing_frequency
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=g, dtype=torch.float64) + 2.0
+    x_hat = x + 0.3 * torch.randn(300, 6, generator=g, dtype=torch.float64)
+    z = torch.relu(torch.randn(300, 10, generator=g, dtype=torch.float64) - 0.5)
+    z[:, 7] = 0  # a dead latent
+    mean = x.mean(0, keepdim=True)
+    p = Pooled(mean, 10)
+    for lo, hi in [(0, 7), (7, 128), (128, 300)]:
+        p.update(x[lo:hi], x_hat[lo:hi], z[lo:hi])
+    r = p.result()
+    assert r["n_tokens"] == 300
+    assert r["fvu"] == pytest.approx(fvu(x, x_hat).item(), rel=1e-12)  # the batch mean of all rows = the set's
+    assert r["l0"] == pytest.approx(l0(z).item(), rel=1e-6) and r["l1"] == pytest.approx(l1_norm(z).item(), rel=1e-12)
+    assert r["cosine"] == pytest.approx(cosine_sim(x, x_hat).item(), rel=1e-12)
+    np.testing.assert_allclose(r["frequency"], firing_frequency(z).numpy(), rtol=1e-6)
+    assert r["dead_frac"] == pytest.approx(0.1)
+    assert r["explained_variance_saelens_legacy"] == pytest.approx(
+        explained_variance_saelens_legacy(x, x_hat).item(), rel=1e-12)
+    assert r["explained_variance_saebench"] == pytest.approx(explained_variance_saebench(x, x_hat).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="no rows were evaluated"):
+        Pooled(mean, 10).result()

@@ -26,7 +26,7 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import (RunView, TrainedSAE, data_for, activation_spec, eval_batches, eval_mean, on_device, row_tokens, train_cfg,
+from .runs import (RunView, TrainedSAE, data_for, activation_spec, evaluate_all, row_tokens, train_cfg,
                    train_hookpoints)
 from .sae import SAEBase
 
@@ -64,33 +64,11 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
     return out
 
 
-@torch.no_grad()
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
-    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance; on `device`,
-    the rows read batch by batch as the SAE reconstructs them (`runs.eval_batches`)."""
-    n = acts.shape[0]
-    sums = dict.fromkeys(("err", "tot", "l0", "l1", "cos", "legacy", "sq", "m2"), 0.0)
-    fired = torch.zeros(sae.W_dec.shape[0], device=device)
-    with on_device(sae, device):
-        mean = eval_mean(sae, acts, batch, device)
-        for x in eval_batches(sae, acts, batch, device):
-            z = sae.encode(x)
-            x_hat = sae.decode(z)
-            b = x.shape[0]
-            sums["err"] += float((x - x_hat).pow(2).sum())
-            sums["tot"] += float((x - mean).pow(2).sum())
-            sums["l0"] += float(M.l0(z)) * b
-            sums["l1"] += float(M.l1_norm(z)) * b
-            sums["cos"] += float(M.cosine_sim(x, x_hat)) * b
-            sums["legacy"] += float((1 - (x - x_hat).pow(2).sum(1) / (x - mean).pow(2).sum(1)).sum())
-            sums["sq"] += float(x.pow(2).sum())
-            sums["m2"] += float(x.pow(2).mean()) * b
-            fired += M.firing_frequency(z) * b
-    m = sums["m2"] / n  # SAEBench: E‖x‖² − (mean x²)², pooled the same way
-    return {"fvu": sums["err"] / sums["tot"], "l0": sums["l0"] / n, "l1": sums["l1"] / n, "cosine": sums["cos"] / n,
-            "dead_frac": M.dead_fraction(fired), "explained_variance_saelens_legacy": sums["legacy"] / n,
-            "explained_variance_saebench": 1 - (sums["err"] / n) / (sums["sq"] / n - m * m), "n_tokens": n}
+    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
+    (one pass, `metrics.Pooled`) without the per-latent frequencies."""
+    return {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
 
 
 @torch.no_grad()

@@ -56,11 +56,17 @@ def l1_norm(z_BF: torch.Tensor) -> torch.Tensor:
     return z_BF.abs().sum(1).mean()
 
 
-def explained_variance_saelens_legacy(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+def _legacy_terms(x_BD: torch.Tensor, x_hat_BD: torch.Tensor, mean_1D: torch.Tensor) -> torch.Tensor:
+    """[B] 1 − ‖x_b − x̂_b‖² / ‖x_b − x̄‖²: the per-token terms of `explained_variance_saelens_legacy`."""
+    return 1 - (x_BD - x_hat_BD).pow(2).sum(1) / (x_BD - mean_1D).pow(2).sum(1)
+
+
+def explained_variance_saelens_legacy(x_BD: torch.Tensor, x_hat_BD: torch.Tensor,
+                                      mean_1D: torch.Tensor | None = None) -> torch.Tensor:
     """SAELens's `explained_variance_legacy`, for comparison only: the mean over tokens of
-    1 − ‖x_b − x̂_b‖² / ‖x_b − x̄‖² (x̄ the batch mean). A token near the mean gets a huge ratio."""
-    resid = (x_BD - x_hat_BD).pow(2).sum(1)
-    return (1 - resid / (x_BD - x_BD.mean(0, keepdim=True)).pow(2).sum(1)).mean()
+    1 − ‖x_b − x̂_b‖² / ‖x_b − x̄‖², x̄ the batch mean (or `mean_1D`, [1, D], e.g. an evaluation set's
+    mean). A token near the mean gets a huge ratio."""
+    return _legacy_terms(x_BD, x_hat_BD, x_BD.mean(0, keepdim=True) if mean_1D is None else mean_1D).mean()
 
 
 def explained_variance_saebench(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
@@ -69,6 +75,53 @@ def explained_variance_saebench(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> t
     m² instead of ‖x̄‖² leaves the denominator close to E‖x‖², i.e. almost uncentred."""
     m = x_BD.pow(2).mean()
     return 1 - (x_BD - x_hat_BD).pow(2).sum(1).mean() / (x_BD.pow(2).sum(1).mean() - m * m)
+
+
+class Pooled:
+    """This module's metrics pooled over an evaluation set fed batch by batch (`update`), each as its
+    definition above applied to all the rows at once, with x̄ the whole set's mean (`mean_1D`, [1, D]):
+
+    - fvu = Σ‖x − x̂‖² / Σ‖x − x̄‖² (`fvu`, the set's mean as centre);
+    - l0, l1, cosine: means over rows (`l0`, `l1_norm`, `cosine_sim`);
+    - frequency [F] (`firing_frequency` over all rows) and dead_frac from it (`dead_fraction`);
+    - explained_variance_saelens_legacy: the mean over rows of `_legacy_terms` with x̄ the set's mean;
+    - explained_variance_saebench: `explained_variance_saebench` with every expectation over all rows.
+
+    Sums are accumulated in Python floats (double precision) batch by batch, so the result does not
+    depend on the batch size beyond float rounding inside a batch. One pass (`runs.evaluate_all`) gives
+    every number the notebooks report.
+    """
+
+    def __init__(self, mean_1D: torch.Tensor, n_latents: int):
+        self.mean = mean_1D
+        self.n = 0
+        self.sums = dict.fromkeys(("err", "tot", "l0", "l1", "cos", "legacy", "sq", "m2"), 0.0)
+        self.fired = torch.zeros(n_latents, device=mean_1D.device)
+
+    def update(self, x_BD: torch.Tensor, x_hat_BD: torch.Tensor, z_BF: torch.Tensor) -> None:
+        b, s = x_BD.shape[0], self.sums
+        self.n += b
+        s["err"] += float((x_BD - x_hat_BD).pow(2).sum())
+        s["tot"] += float((x_BD - self.mean).pow(2).sum())
+        s["l0"] += float(l0(z_BF)) * b
+        s["l1"] += float(l1_norm(z_BF)) * b
+        s["cos"] += float(cosine_sim(x_BD, x_hat_BD)) * b
+        s["legacy"] += float(_legacy_terms(x_BD, x_hat_BD, self.mean).sum())
+        s["sq"] += float(x_BD.pow(2).sum())
+        s["m2"] += float(x_BD.pow(2).mean()) * b
+        self.fired += firing_frequency(z_BF) * b
+
+    def result(self) -> dict:
+        """Every pooled metric (keys as in the class docstring), plus n_tokens; `frequency` is a numpy array."""
+        if self.n == 0:
+            raise ValueError("Pooled.result: no rows were evaluated")
+        n, s = self.n, self.sums
+        m = s["m2"] / n  # SAEBench: E‖x‖² − (mean x²)², pooled the same way
+        freq = (self.fired / n).cpu()
+        return {"fvu": s["err"] / s["tot"], "l0": s["l0"] / n, "l1": s["l1"] / n, "cosine": s["cos"] / n,
+                "dead_frac": dead_fraction(freq), "explained_variance_saelens_legacy": s["legacy"] / n,
+                "explained_variance_saebench": 1 - (s["err"] / n) / (s["sq"] / n - m * m), "n_tokens": n,
+                "frequency": freq.numpy()}
 
 
 def ce_loss_score(ce_clean: float, ce_sae: float, ce_zero: float) -> float:

@@ -26,7 +26,7 @@ from .corpus import token_sequences
 from .models import load_model
 from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
-from .metrics import firing_frequency, l0
+from .metrics import Pooled
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
 from .sae.train import MemmapSource, batch_order, train_families, train_family
 
@@ -656,17 +656,23 @@ def eval_mean(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "
 
 
 @torch.no_grad()
-def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
-    """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows) and mean L0, on `device`."""
-    err = tot = l0_sum = 0.0
+def evaluate_all(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict:
+    """Every held-out metric of `sae` on `acts` [N, D] in one pass on `device` (`metrics.Pooled`: FVU centred on
+    the set's mean, L0, L1, cosine, firing frequencies and dead fraction, the comparison EVs); rows read batch
+    by batch as the SAE reconstructs them (`eval_batches`)."""
     with on_device(sae, device):
-        mean = eval_mean(sae, acts, batch, device)
+        pooled = Pooled(eval_mean(sae, acts, batch, device), sae.W_dec.shape[0])
         for x in eval_batches(sae, acts, batch, device):
             z = sae.encode(x)
-            err += float((x - sae.decode(z)).pow(2).sum())
-            tot += float((x - mean).pow(2).sum())
-            l0_sum += float(l0(z)) * x.shape[0]
-    return {"fvu": err / tot, "l0": l0_sum / acts.shape[0], "n_tokens": int(acts.shape[0])}
+            pooled.update(x, sae.decode(z), z)
+    return pooled.result()
+
+
+def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
+    """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows), mean L0 and n_tokens
+    (`evaluate_all`)."""
+    r = evaluate_all(sae, acts, batch, device)
+    return {"fvu": r["fvu"], "l0": r["l0"], "n_tokens": r["n_tokens"]}
 
 
 def heldout_metrics(P: RunParams, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
@@ -691,14 +697,9 @@ def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tu
     return pair_matchings(len(trained), solve, progress)
 
 
-@torch.no_grad()
 def latent_frequencies(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> np.ndarray:
-    """[F] firing frequency of each latent over `acts` (`metrics.firing_frequency`, pooled over rows)."""
-    total = torch.zeros(sae.W_dec.shape[0], device=device)
-    with on_device(sae, device):
-        for x in eval_batches(sae, acts, batch, device):
-            total += firing_frequency(sae.encode(x)) * x.shape[0]
-    return (total / acts.shape[0]).cpu().numpy()
+    """[F] firing frequency of each latent over `acts` (`metrics.firing_frequency`, pooled over rows; `evaluate_all`)."""
+    return evaluate_all(sae, acts, batch, device)["frequency"]
 
 
 def row_tokens(acts_dir: Path, drop_first: int, n_rows: int) -> np.ndarray:
