@@ -1,0 +1,145 @@
+"""The papers' verdict rules (saesanity.papers) on hand-made inputs, each for both outcomes and, where it
+exists, inconclusive."""
+
+import json
+import math
+
+import pytest
+
+from saesanity import papers, report
+from saesanity.papers import paulo
+from saesanity.paths import figures_dir
+
+NAN = float("nan")
+
+
+def verdicts(claims):
+    return [c["verdict"] for c in claims]
+
+
+def test_render_claims_and_verdict_markdown():
+    claims = [{"claim": "a", "ours": {"x": 0.12345, "n": 3}, "verdict": True},
+              {"claim": "b", "ours": {"y": None}, "verdict": False},
+              {"claim": "c", "ours": {}, "verdict": None},
+              {"claim": "d", "ours": 1.0, "verdict": None, "inconclusive": "why not"}]
+    assert papers.render_claims(claims).splitlines() == [
+        "- a: **reproduced** (x 0.123; n 3).", "- b: **not reproduced** (y —).",
+        "- c: **inconclusive** (scores at chance) ().", "- d: **inconclusive** (why not) (1.000)."]
+    with pytest.raises(ValueError, match="'claim' and 'verdict'"):
+        papers.render_claims([{"claim": "no verdict"}])
+    with pytest.raises(TypeError, match="True, False or None"):
+        papers.verdict_md(1)
+
+
+def test_table():
+    assert papers.table([("a", "1", "2")]) == "| quantity | ours | paper |\n|---|---|---|\n| a | 1 | 2 |"
+    with pytest.raises(ValueError, match="3 cells"):
+        papers.table([("a", "1")])
+
+
+def _fig1(agree, disagree, shared):
+    return {"compared": {"mean_alignment_agree": {"ours": agree}, "mean_alignment_disagree": {"ours": disagree},
+                         "shared_frac_paper": {"ours": shared}}}
+
+
+def test_fig1():
+    assert verdicts(paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))) == [True, True]
+    assert verdicts(paulo.claims_fig1(_fig1(0.3, 0.8, 0.1))) == [False, False]
+    assert verdicts(paulo.claims_fig1(_fig1(0.5, 0.3, paulo.SHARED_FRAC))) == [True, True]  # "at least as high"
+    assert verdicts(paulo.claims_fig1(_fig1(None, 0.3, NAN))) == [None, None]
+    assert paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))[1]["paper"] == {"shared_frac_paper": 0.416}
+
+
+def test_fig2():
+    rule = lambda by: verdicts(paulo.claims_fig2({"mean_similarity_by_count": by}))  # noqa: E731
+    assert rule({"1": 0.2, "2": 0.5, "3": 0.9}) == [True]
+    assert rule({"1": 0.2, "3": 0.1, "2": 0.5}) == [False]  # ordered by count, not by key order
+    assert rule({"1": 0.2, "2": None, "3": 0.9, "10": 0.95}) == [True]  # empty counts skipped; "10" after "3"
+    assert rule({"1": 0.2, "2": None}) == [False]  # one count: no trend
+
+
+def _figA1(aic_po, aic_p, est, lo, hi, se):
+    return {"fits": {"power_offset": {"aic": aic_po, "stderr": {"c": se}}, "power": {"aic": aic_p}},
+            "offset_c": {"estimate": est, "bootstrap": {"lo": lo, "hi": hi}}, "preferred_fit": "power_offset"}
+
+
+def test_figA1():
+    assert verdicts(paulo.claims_figA1(_figA1(-30, -20, 0.3, 0.2, 0.4, 0.05))) == [True, True]
+    assert verdicts(paulo.claims_figA1(_figA1(-20, -30, 0.3, -0.1, 0.4, 0.05))) == [False, False]
+    assert verdicts(paulo.claims_figA1(_figA1(None, -30, 0.3, 0.2, 1.2, 0.05)))[0] is False
+    for bad in [(0.3, 0.2, 1.2, 0.05), (0.3, 0.2, 0.4, 0.5), (None, 0.2, 0.4, 0.05), (0.3, 0.2, None, 0.05),
+                (0.3, 0.2, 0.4, None)]:  # interval above 1; s.e. above c; undefined estimate / bound / s.e.
+        assert verdicts(paulo.claims_figA1(_figA1(-30, -20, *bad)))[1] is False, bad
+
+
+def test_figA2():
+    rule = lambda gap: verdicts(paulo.claims_figA2({"max_minus_hungarian_at_0.7": gap}))  # noqa: E731
+    assert rule(0.015) == [True] and rule(-0.02) == [True]
+    assert rule(0.03) == [False] and rule(-0.021) == [False]
+    assert rule(None) == [None] and rule(NAN) == [None]
+
+
+def test_figA3():
+    rule = lambda f: verdicts(paulo.claims_figA3({"frac_matched_to_nearest_neighbour": f}))  # noqa: E731
+    assert rule(0.51) == [True]
+    assert rule(0.5) == [False] and rule(None) == [False]
+
+
+def test_fig5():
+    rule = lambda rhos: verdicts(paulo.claims_fig5({"spearman_shared_vs_axis": rhos}))  # noqa: E731
+    assert rule({"d_sae": -1.0, "k": -0.5, "n_tokens": 0.5}) == [True, True, True]
+    assert rule({"d_sae": 1.0, "k": 0.0, "n_tokens": -0.5}) == [False, False, False]
+    assert rule({"d_sae": None, "k": NAN, "n_tokens": 1.0}) == [False, False, True]  # constant: no trend
+    with pytest.raises(ValueError, match="sign"):
+        paulo.trend_ok(0.5, 0)
+
+
+def test_figA4():
+    pt = lambda mx, mt: {"mean_max_dec_cos": mx, "mean_matched_dec_cos": mt}  # noqa: E731
+    assert verdicts(paulo.claims_figA4({"ours": {"k": [pt(0.8, 0.7), pt(0.7, 0.7)], "d_sae": [pt(0.9, 0.2)]}})) == [True]
+    assert verdicts(paulo.claims_figA4({"ours": {"k": [pt(0.8, 0.7)], "d_sae": [pt(0.6, 0.7)]}})) == [False]
+    with pytest.raises(ValueError, match="at least one"):
+        paulo.claims_figA4({"ours": {"k": []}})
+
+
+def _fig4(edges, more=None, shares=None):
+    mvr = {} if more is None else {"kinds": ["mlp_out", "resid_post"], "layers_where_first_shares_more": more, "n_layers": 5}
+    archs = [{"architecture": a, "shared_frac_decoder_only": v} for a, v in (shares or {}).items()]
+    return {"ours": {"edge_minus_middle_layers": edges, "mlp_vs_resid": mvr, "architectures": archs}}
+
+
+def test_fig4():
+    yes = paulo.claims_fig4(_fig4({"576": -0.1, "1152": -0.01}, 3, {"topk": 0.5, "relu": 0.6, "gated": 0.7}))
+    assert verdicts(yes) == [True, True, True]
+    assert yes[2]["claim"].startswith("L1-trained SAEs (relu, gated)")
+    no = paulo.claims_fig4(_fig4({"576": -0.1, "1152": 0.01}, 2, {"topk": 0.5, "relu": 0.6, "gated": 0.4}))
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(paulo.claims_fig4(_fig4({"576": None}))) == [False]  # undefined edge; panels (b), (c) absent
+    assert len(paulo.claims_fig4(_fig4({"576": -0.1}, shares={"topk": 0.5, "batchtopk": 0.6}))) == 1  # no L1 SAE
+
+
+def test_claims_prefers_the_json_and_knows_its_stems():
+    assert paulo.claims("paulo_figA3_hungarian_vs_max", {"claims": ["as written"]}) == ["as written"]
+    with pytest.raises(KeyError, match="no Paulo & Belrose claims"):
+        paulo.claims("heap_metrics_vs_layer", {})
+    with pytest.raises(KeyError, match="frac_matched_to_nearest_neighbour"):
+        paulo.claims_figA3({})
+
+
+@pytest.mark.parametrize("stem", sorted(paulo.CLAIMS))
+def test_committed_jsons_render_the_same_with_their_claims_written(stem):
+    """A JSON that carries its claims (as the notebooks now write them) renders as one whose claims the report
+    computes: the rules are the same functions."""
+    path = figures_dir() / f"{stem}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not generated")
+    doc = json.loads(path.read_text())
+    computed = report.SECTIONS[stem](doc)
+    written = dict(doc, claims=json.loads(json.dumps(paulo.CLAIMS[stem](doc))))
+    assert report.SECTIONS[stem](written) == computed
+    assert all(c["verdict"] in (True, False, None) for c in written["claims"])
+
+
+def test_paper_numbers_are_in_one_place():
+    assert paulo.FIG5["d_sae"][32768] == paulo.FIG5["k"][32] == paulo.FIG5["n_tokens"][8_000_000_000] == paulo.SHARED_FRAC
+    assert math.isclose(paulo.ONLY_IN_BASE[9], 0.348)
