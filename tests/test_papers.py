@@ -19,11 +19,11 @@ def verdicts(claims):
 
 def test_render_claims_and_verdict_markdown():
     claims = [{"claim": "a", "ours": {"x": 0.12345, "n": 3}, "verdict": True},
-              {"claim": "b", "ours": {"y": None}, "verdict": False},
+              {"claim": "b", "ours": {"y": None, "z": NAN}, "verdict": False},
               {"claim": "c", "ours": {}, "verdict": None},
               {"claim": "d", "ours": 1.0, "verdict": None, "inconclusive": "why not"}]
     assert papers.render_claims(claims).splitlines() == [
-        "- a: **reproduced** (x 0.123; n 3).", "- b: **not reproduced** (y —).",
+        "- a: **reproduced** (x 0.123; n 3).", "- b: **not reproduced** (y —; z —).",
         "- c: **inconclusive** (scores at chance) ().", "- d: **inconclusive** (why not) (1.000)."]
     with pytest.raises(ValueError, match="'claim' and 'verdict'"):
         papers.render_claims([{"claim": "no verdict"}])
@@ -35,6 +35,9 @@ def test_table():
     assert papers.table([("a", "1", "2")]) == "| quantity | ours | paper |\n|---|---|---|\n| a | 1 | 2 |"
     with pytest.raises(ValueError, match="3 cells"):
         papers.table([("a", "1")])
+    assert papers.compared_table({"x": {"ours": 0.5, "paper": None}}).splitlines()[-1] == "| x | 0.500 | — |"
+    with pytest.raises(ValueError, match="'ours' and 'paper'"):
+        papers.compared_table({"x": {"ours": 0.5}})
 
 
 def _fig1(agree, disagree, shared):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-__all__ = ["verdict_md", "claim_numbers", "render_claims", "table", "defined"]
+__all__ = ["verdict_md", "claim_numbers", "render_claims", "table", "compared_table", "defined"]
 
 
 def defined(x: Any) -> bool:
@@ -32,11 +32,11 @@ def verdict_md(verdict: bool | None, inconclusive: str = "scores at chance") -> 
 
 
 def claim_numbers(ours: Any) -> str:
-    """A claim's `ours` as one line: dicts as `key value; …`, floats to 3 decimals, None as a dash."""
+    """A claim's `ours` as one line: dicts as `key value; …`, floats to 3 decimals, None and NaN as a dash."""
     if isinstance(ours, dict):
         return "; ".join(f"{k} {claim_numbers(x)}" for k, x in ours.items())
     if isinstance(ours, float):
-        return f"{ours:.3f}"
+        return f"{ours:.3f}" if defined(ours) else "—"
     return "—" if ours is None else str(ours)
 
 
@@ -58,3 +58,11 @@ def table(rows: Iterable[tuple], header: tuple[str, ...] = ("quantity", "ours", 
         raise ValueError(f"every row needs {len(header)} cells ({', '.join(header)})")
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(out + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows])
+
+
+def compared_table(compared: dict[str, dict]) -> str:
+    """`{quantity: {"ours": x, "paper": y}}` (the JSONs' `compared`) as a markdown table, numbers to 3 decimals."""
+    bad = [k for k, v in compared.items() if not (isinstance(v, dict) and "ours" in v and "paper" in v)]
+    if bad:
+        raise ValueError(f"compared quantities need 'ours' and 'paper': {', '.join(bad)}")
+    return table((k, claim_numbers(v["ours"]), claim_numbers(v["paper"])) for k, v in compared.items())
