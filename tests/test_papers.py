@@ -146,3 +146,130 @@ def test_committed_jsons_render_the_same_with_their_claims_written(stem):
 def test_paper_numbers_are_in_one_place():
     assert paulo.FIG5["d_sae"][32768] == paulo.FIG5["k"][32] == paulo.FIG5["n_tokens"][8_000_000_000] == paulo.SHARED_FRAC
     assert math.isclose(paulo.ONLY_IN_BASE[9], 0.348)
+
+
+# --- Heap et al. ------------------------------------------------------------------------------------------------
+
+def _row(fvu, ce_clean=3.0, ce_zero=10.0):
+    return {"fvu": fvu, "ce_clean": ce_clean, "ce_zero": ce_zero}
+
+
+def _variants(trained, control, rerand, init, ce_hurts=None):
+    hs = [f"resid_post.{i}" for i in range(len(trained))]
+    hurts = ce_hurts or {}
+    out = {}
+    for v, fvus in (("trained", trained), ("control", control), ("rerandomized_incl_emb", rerand), ("init", init)):
+        out[v] = {h: _row(f, ce_zero=10.0 if hurts.get(v, v == "trained") else 3.5) for h, f in zip(hs, fvus)}
+    return out
+
+
+def test_heap_metrics():
+    from saesanity.papers import heap
+
+    yes = heap.claims_metrics(_variants([0.1, 0.1, 0.1], [0.5, 0.6, 0.7], [0.15, 0.15, 0.15], [0.9, 0.9, 0.9]))
+    assert verdicts(yes) == [True, True, True, True]
+    no = heap.claims_metrics(_variants([0.5, 0.5, 0.5], [0.4, 0.3, 0.2], [0.9, 0.9, 0.9], [0.55, 0.55, 0.55],
+                                       ce_hurts={"trained": True, "init": True}))
+    assert verdicts(no) == [False, False, False, False]
+    only_trained = {"trained": _variants([0.1] * 3, [0.1] * 3, [0.1] * 3, [0.1] * 3)["trained"]}
+    assert heap.claims_metrics(only_trained) == []  # no variant to compare with
+    with pytest.raises(ValueError, match="<kind>.<layer>"):
+        heap.layer_of("resid_post")
+
+
+def test_heap_entropy():
+    from saesanity.papers import heap
+
+    hs = lambda *v: {f"resid_post.{i}": x for i, x in enumerate(v)}  # noqa: E731
+    yes = heap.claims_entropy({"trained": hs(1.0, 2.0, 3.0), "init": hs(0.5, 0.5, 0.5), "control": hs(4.0, 4.0, 1.0)})
+    assert verdicts(yes) == [True, True, True]
+    no = heap.claims_entropy({"trained": hs(3.0, 2.0, 1.0), "init": hs(0.5, 0.5, 1.5), "control": hs(4.0, 1.0, 0.5)})
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(heap.claims_entropy({"trained": hs(1.0, 2.0)})) == [False]  # two layers: no correlation
+    assert heap.claims_entropy({"init": hs(1.0)}) == []
+
+
+def _toy(ident, deep, ratios):
+    ps = [0.01, 0.1, 0.5][:len(ident)]
+    h1 = [{"sweep": "sparsity", "depth": d, "p": p, "recovery": r}
+          for d, rs in ((0, ident), (4, deep)) for p, r in zip(ps, rs)]
+    h1.append({"sweep": "superposition", "depth": 4, "p": 0.01, "recovery": 0.0})  # not in the sparsity rules
+    return h1, [{"depth": d, "fvu_ratio": r} for d, r in enumerate(ratios)]
+
+
+def test_heap_toy():
+    from saesanity.papers import heap
+
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.8, 0.5], [0.85, 0.75, 0.45], [1.0, 0.9, 0.8]))) == [True, True, True]
+    assert verdicts(heap.claims_toy(*_toy([0.5, 0.8, 0.9], [0.3, 0.8, 0.9], [1.0, 0.9, 1.1]))) == [False, False, False]
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.5], [0.9, 0.5], [1.0])))[2] is False  # no depth > 0
+    with pytest.raises(ValueError, match="sparsity"):
+        heap.claims_toy([], [])
+
+
+# --- Leask et al. -----------------------------------------------------------------------------------------------
+
+def test_leask_novel_fraction():
+    from saesanity.papers import leask
+
+    assert verdicts(leask.claims_novel_fraction(0.35)) == [True]
+    assert verdicts(leask.claims_novel_fraction(0.2)) == [True]  # bounds inclusive
+    assert verdicts(leask.claims_novel_fraction(0.1)) == [False] and verdicts(leask.claims_novel_fraction(0.6)) == [False]
+    with pytest.raises(ValueError, match="must be a number"):
+        leask.claims_novel_fraction(None)
+
+
+def test_leask_meta():
+    from saesanity.papers import leask
+
+    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.9}, 10, 3.0)) == [True, True]
+    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.91}, 10, 1.5)) == [False, False]
+    assert verdicts(leask.claims_meta({72: 0.5}, 0, None)) == [True, False]
+    with pytest.raises(ValueError, match="at least one"):
+        leask.claims_meta({}, 0, None)
+
+
+def test_leask_stitching():
+    from saesanity.papers import leask
+
+    path = lambda rho, exc: {"spearman_mse_vs_step": rho, "max_excursion_beyond_endpoints": exc}  # noqa: E731
+    yes = leask.claims_stitching({"a": -0.1, "b": -0.2}, {"a": 0.3}, {"a": path(-0.95, 0.0), "b": path(0.99, 0.1)})
+    assert verdicts(yes) == [True, True, True]
+    no = leask.claims_stitching({"a": -0.1, "b": 0.2}, {"a": -0.3}, {"a": path(-0.95, 0.0), "b": path(0.8, 0.0)})
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(leask.claims_stitching({}, {}, {"a": path(0.95, 0.2)}))[2] is False  # leaves the range by 20%
+    assert verdicts(leask.claims_stitching({}, {}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
+
+
+def _recomputed(stem, doc):
+    from saesanity.papers import heap, leask
+
+    if stem == "heap_metrics_vs_layer":
+        return heap.claims_metrics(doc["ours"])
+    if stem == "heap_token_entropy":
+        return heap.claims_entropy(doc["ours"]["median_entropy_bits"])
+    if stem == "heap_toy_models":
+        return heap.claims_toy(doc["ours"]["hypothesis1"], doc["ours"]["hypothesis2"])
+    if stem == "leask_novel_fraction":
+        return leask.claims_novel_fraction(doc["compared"]["novel_fraction_consecutive_mean"]["ours"])
+    if stem == "leask_meta_sae":
+        ratio = {m["meta_size"]: m["fvu"] / m["gaussian_rows_fvu"] for m in doc["meta"]}
+        n_groups = doc["claims"][1]["ours"]["meta-latents active on >= 2 base latents"]
+        return leask.claims_meta(ratio, n_groups, doc["mean_members_per_active_meta_latent"])
+    ins = doc["insertion"]
+    return leask.claims_stitching({n: r["median_single_delta_novel"] for n, r in ins.items() if r["n_novel"]},
+                                  {n: r["median_single_delta_reconstruction"] for n, r in ins.items() if r["n_reconstruction"]},
+                                  doc["swap_path_summary"])
+
+
+@pytest.mark.parametrize("stem", ["heap_metrics_vs_layer", "heap_token_entropy", "heap_toy_models", "leask_novel_fraction",
+                                  "leask_meta_sae", "leask_stitching"])
+def test_moved_rules_give_the_committed_verdicts(stem):
+    """The rules moved out of the notebooks into papers.heap / papers.leask judge the committed JSONs (written by
+    the notebooks' inline rules) as they were judged."""
+    path = figures_dir() / f"{stem}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not generated")
+    doc = json.loads(path.read_text())
+    new = _recomputed(stem, doc)
+    assert [(c["claim"], c["verdict"]) for c in new] == [(c["claim"], c["verdict"]) for c in doc["claims"]]

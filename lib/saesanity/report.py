@@ -99,7 +99,7 @@ def fig2_section(doc: dict) -> str:
         f"| base latents in no other of the {n} SAEs | {_pct(c['only_in_base_frac']['ours'])} | "
         f"{_pct(c['only_in_base_frac']['paper'])} (its Fig. A1 at N={n}) |",
         f"| base latents in all {n} SAEs | {_pct(c['in_all_frac']['ours'])} | "
-        f"{_pct(c['in_all_frac']['paper']) if c['in_all_frac']['paper'] is not None else '17.2% of 9 (n differs)'} |",
+        f"{_pct(c['in_all_frac']['paper']) if c['in_all_frac']['paper'] is not None else f'{_pct(paulo.IN_ALL_9)} of {paulo.N_SEEDS} (n differs)'} |",
         "", f"Found in exactly m of the {n} SAEs: {found}. Spearman correlation of log firing frequency with "
         f"similarity: {doc['spearman_logfreq_vs_similarity']:.2f}.", "",
         f"- {rising['claim']}: {_v(rising)}.",
