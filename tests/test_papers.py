@@ -121,6 +121,23 @@ def test_fig4():
     assert len(paulo.claims_fig4(_fig4({"576": -0.1}, shares={"topk": 0.5, "batchtopk": 0.6}))) == 1  # no L1 SAE
 
 
+def test_fig3():
+    rule = lambda rho, chance, best: verdicts(paulo.claims_fig3(rho, chance, best))  # noqa: E731
+    assert rule({"detection": 0.3}, {"detection": False}, {"detection": 0.8}) == [True, True]
+    assert rule({"detection": -0.3}, {"detection": False}, {"detection": 0.6}) == [False, False]
+    assert rule({"detection": None}, {"detection": False}, {"detection": None}) == [False, False]
+    assert rule({"detection": 0.3}, {"detection": True}, {"detection": 0.8}) == [None, None]  # scores at chance
+    with pytest.raises(ValueError, match="same scorers"):
+        paulo.claims_fig3({"detection": 0.3}, {}, {})
+
+
+def test_table1():
+    row = lambda a, s0, s1: {"alignment": a, "scores": [s0, s1]}  # noqa: E731
+    assert verdicts(paulo.claims_table1([row(0.9, 0.9, 0.2), row(0.3, 0.8, 0.5)], False)) == [True]
+    assert verdicts(paulo.claims_table1([row(0.9, 0.9, 0.2), row(0.3, 0.6, 0.5), row(0.3, 0.8, 0.9)], False)) == [False]
+    assert verdicts(paulo.claims_table1([row(0.3, 0.8, 0.5)], True)) == [None]
+
+
 def test_claims_prefers_the_json_and_knows_its_stems():
     assert paulo.claims("paulo_figA3_hungarian_vs_max", {"claims": ["as written"]}) == ["as written"]
     with pytest.raises(KeyError, match="no Paulo & Belrose claims"):
@@ -143,9 +160,14 @@ def test_committed_jsons_render_the_same_with_their_claims_written(stem):
     assert all(c["verdict"] in (True, False, None) for c in written["claims"])
 
 
-def test_paper_numbers_are_in_one_place():
+def test_paper_numbers_agree_with_each_other():
+    """Fig. 1's headline is the Fig. 5 point at its configuration, and the committed Table 1 JSON shows papers.paulo's."""
     assert paulo.FIG5["d_sae"][32768] == paulo.FIG5["k"][32] == paulo.FIG5["n_tokens"][8_000_000_000] == paulo.SHARED_FRAC
     assert math.isclose(paulo.ONLY_IN_BASE[9], 0.348)
+    path = figures_dir() / "paulo_table1_unpaired_explanations.json"
+    if path.exists():
+        assert [[r["alignment"], r["explanations"][0], r["scores"][0], r["explanations"][1], r["scores"][1]]
+                for r in json.loads(path.read_text())["paper"]] == [list(r) for r in paulo.TABLE1]
 
 
 # --- Heap et al. ------------------------------------------------------------------------------------------------
@@ -207,6 +229,17 @@ def test_heap_toy():
         heap.claims_toy([], [])
 
 
+def test_heap_roc():
+    from saesanity.papers import heap
+
+    gap = {"detection": {"init": 0.05, "control": 0.1}}
+    assert verdicts(heap.claims_roc(gap, {"detection": -0.5}, {"detection": False})) == [True, True]
+    assert verdicts(heap.claims_roc({"detection": {"init": 0.05, "control": 0.2}}, {"detection": 0.5},
+                                    {"detection": False})) == [False, False]
+    assert verdicts(heap.claims_roc(gap, {"detection": None}, {"detection": False}))[1] is False
+    assert verdicts(heap.claims_roc(gap, {"detection": -0.5}, {"detection": True})) == [None, None]
+
+
 # --- Leask et al. -----------------------------------------------------------------------------------------------
 
 def test_leask_novel_fraction():
@@ -256,6 +289,15 @@ def _recomputed(stem, doc):
         ratio = {m["meta_size"]: m["fvu"] / m["gaussian_rows_fvu"] for m in doc["meta"]}
         n_groups = doc["claims"][1]["ours"]["meta-latents active on >= 2 base latents"]
         return leask.claims_meta(ratio, n_groups, doc["mean_members_per_active_meta_latent"])
+    if stem == "heap_figB_autointerp_roc":
+        return heap.claims_roc(doc["max_abs_auroc_gap_to_trained"], doc["spearman_trained_auroc_vs_layer"],
+                               doc["scores_at_chance"])
+    if stem == "paulo_fig3_interp_vs_sharing":
+        best = {s: max([p["scores"][s][0] for p in doc["pairs"] if p["found"] == 1 and p["scores"][s][0] is not None],
+                       default=None) for s in doc["spearman_found_vs_score"]}
+        return paulo.claims_fig3(doc["spearman_found_vs_score"], doc["scores_at_chance"], best)
+    if stem == "paulo_table1_unpaired_explanations":
+        return paulo.claims_table1(doc["ours"], doc["score_at_chance"], doc["params"]["threshold"])
     ins = doc["insertion"]
     return leask.claims_stitching({n: r["median_single_delta_novel"] for n, r in ins.items() if r["n_novel"]},
                                   {n: r["median_single_delta_reconstruction"] for n, r in ins.items() if r["n_reconstruction"]},
@@ -263,9 +305,10 @@ def _recomputed(stem, doc):
 
 
 @pytest.mark.parametrize("stem", ["heap_metrics_vs_layer", "heap_token_entropy", "heap_toy_models", "leask_novel_fraction",
-                                  "leask_meta_sae", "leask_stitching"])
+                                  "leask_meta_sae", "leask_stitching", "heap_figB_autointerp_roc",
+                                  "paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"])
 def test_moved_rules_give_the_committed_verdicts(stem):
-    """The rules moved out of the notebooks into papers.heap / papers.leask judge the committed JSONs (written by
+    """The rules moved out of the notebooks into papers.* judge the committed JSONs (written by
     the notebooks' inline rules) as they were judged."""
     path = figures_dir() / f"{stem}.json"
     if not path.exists():

@@ -138,3 +138,18 @@ def claims_toy(hypothesis1: list[dict], hypothesis2: list[dict], margin: float =
          "ours": {"fvu_ratio_by_depth": {str(r["depth"]): r["fvu_ratio"] for r in hypothesis2}},
          "verdict": bool(h2_deep and all(r["fvu_ratio"] < 1 for r in h2_deep))},
     ]
+
+
+def claims_roc(gap: dict[str, dict[str, float]], rho: dict[str, float | None], at_chance: dict[str, bool],
+               margin: float = 0.1) -> list[dict]:
+    """Heap App. B (auto-interp ROC curves), per scorer: (1) every random variant's pooled AUROC is within `margin`
+    of trained's at every layer (`gap`: scorer → variant → max |AUROC − trained AUROC| over layers); (2) trained's
+    AUROC falls with depth (`rho`: Spearman(layer, AUROC) < 0). Inconclusive for a scorer whose every pooled AUROC
+    is at chance (`at_chance[s]`)."""
+    def decide(s, ok):
+        return None if at_chance[s] else bool(ok)
+    return ([{"claim": f"{s}: every random variant's pooled AUROC within {margin:g} of trained at every layer",
+              "verdict": decide(s, all(g <= margin for g in gap[s].values())), "ours": {"max gap": max(gap[s].values())}}
+             for s in gap]
+            + [{"claim": f"{s}: trained AUROC falls with depth", "verdict": decide(s, defined(rho[s]) and rho[s] < 0),
+                "ours": {"Spearman(layer, AUROC)": rho[s]}} for s in rho])

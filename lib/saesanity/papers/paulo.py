@@ -54,6 +54,20 @@ FIG4_CLAIMS = ["shared fraction lower at the first and last layers than in the f
 MEAN_SCORE = 0.72  # mean detection/fuzzing score over all latents of two seeds
 SCORE_QUARTILES = [0.62, 0.80]  # interquartile range of the scores
 
+# --- Table 1: explanations of matched pairs by alignment (detection score in parentheses), ellipses as printed ------
+TABLE1 = [  # (alignment, seed-1 explanation, score, seed-2 explanation, score)
+    (0.10, "Abbreviated country name in United States Supreme Court case citations.", 0.865,
+     "A single character or a small group of characters embedded within a larger word, often in a non-English language context (...).", 0.56),
+    (0.27, "Definite articles and other words commonly used in formal and legal language, such as disclaimers, licensing terms, and court documents.", 0.91,
+     "Punctuation marks or short words connecting or separating clauses, (...) and sometimes serving as conjunctions or prepositions.", 0.46),
+    (0.44, "Abbreviated geographical or institutional references, usually in the context of legal citations.", 0.85, "Punctuation marks.", 0.49),
+    (0.75, "Percent symbols marking numerical values representing proportions or rates.", 0.95,
+     "A percentage symbol denoting the proportion of a quantity, (...) and usually in the form of a numerical value followed by the symbol.", 0.97),
+    (0.97, "Adverbs that express frequency, such as 'often', 'sometimes', (...), used to indicate the occurrence or tendency of an event or action.", 0.94,
+     "Adverbs indicating frequency, such as 'often', 'frequently', (...), are used to describe the regularity or likelihood of an event or situation.", 0.99),
+]
+GOOD_SCORE = 0.7  # ours: a latent "scores well" at AUROC (or accuracy) >= 0.7
+
 _AXIS = {"d_sae": "number of latents", "k": "k", "n_tokens": "training tokens"}
 _TREND = {1: "rises", -1: "falls"}
 
@@ -196,6 +210,34 @@ def claims_fig4(numbers: dict) -> list[dict]:
                           bool(all(defined(shares[a]) and shares[a] > shares["topk"] for a in l1)),
                           {a: ARCH_DECODER_ONLY_GPT2.get(a) for a in ["topk", *l1]}))
     return out
+
+
+def claims_fig3(rho: dict[str, float | None], at_chance: dict[str, bool],
+                best_only_in_seed0: dict[str, float | None]) -> list[dict]:
+    """Fig. 3, per scorer: (1) latents shared by more seeds score higher — Spearman(number of seeds sharing the
+    latent, its AUROC) > 0; (2) some latents found only in seed 0 score well — the best such AUROC is at least
+    GOOD_SCORE. Inconclusive for a scorer whose pooled scores are at chance (`at_chance[s]`)."""
+    if set(rho) != set(at_chance) or set(rho) != set(best_only_in_seed0):
+        raise ValueError("claims_fig3 needs rho, at_chance and best_only_in_seed0 for the same scorers")
+
+    def decide(s, ok):
+        return None if at_chance[s] else bool(ok)
+    return ([{"claim": f"{s}: latents shared by more seeds score higher",
+              "verdict": decide(s, defined(rho[s]) and rho[s] > 0), "ours": {"Spearman(seeds sharing, AUROC)": rho[s]}}
+             for s in rho]
+            + [{"claim": f"{s}: some latents found only in seed 0 score well (AUROC >= {GOOD_SCORE})",
+                "verdict": decide(s, defined(best_only_in_seed0[s]) and best_only_in_seed0[s] >= GOOD_SCORE),
+                "ours": {"best only-in-seed-0 AUROC": best_only_in_seed0[s]}} for s in rho])
+
+
+def claims_table1(rows: list[dict], at_chance: bool, threshold: float = THRESHOLD) -> list[dict]:
+    """Table 1: an unpaired latent (alignment < `threshold`) has a well-scoring explanation (score >= GOOD_SCORE)
+    that its seed-1 partner lacks (partner's score lower). `rows`: {"alignment", "scores": [seed 0, seed 1]}.
+    Inconclusive when the scores are at chance."""
+    ok = any(r["alignment"] < threshold and r["scores"][0] >= GOOD_SCORE and r["scores"][1] < r["scores"][0] for r in rows)
+    return [{"claim": f"an unpaired latent (alignment < {threshold:g}) has a well-scoring explanation (>= {GOOD_SCORE:g}) "
+                      "that its seed-1 partner lacks",
+             "verdict": None if at_chance else bool(ok), "ours": {"rows": len(rows)}}]
 
 
 CLAIMS = {"paulo_fig1_matched_cosines": claims_fig1, "paulo_fig2_similarity_vs_frequency": claims_fig2,
