@@ -1,7 +1,7 @@
 """One module per paper: its reference numbers and setup, its claims and the rules that decide their verdicts.
 
 - `paulo`: Paulo & Belrose (2025), "Sparse autoencoders trained on the same data learn different features".
-- `heap`: Heap et al. (2025), "Sparse autoencoders can interpret randomly initialized transformers".
+- `heap`: Heap et al. (2025), "Automated interpretability metrics do not distinguish trained and random transformers".
 - `leask`: Leask et al. (2025), "Sparse autoencoders do not find canonical units of analysis".
 
 A *claim* is a dict `{"claim": str, "ours": dict, "verdict": bool | None, ...}`: the paper's statement, the numbers
