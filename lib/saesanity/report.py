@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+from .papers import paulo, render_claims, verdict_md
 from .paths import REPO_ROOT, figures_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 EXAMPLE_START, EXAMPLE_END = "<!-- report-example:start -->", "<!-- report-example:end -->"
 EXAMPLE_COMMAND = "saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2 --out figures/report"
-_INF = float("inf")
 
 
 def _pct(x: float | None) -> str:
@@ -33,6 +33,7 @@ def _f(x: float | None, spec: str) -> str:
 
 def fig1_section(doc: dict) -> str:
     c = doc["compared"]
+    aligned, headline = paulo.claims(doc["stem"], doc)
     rows = [
         ("shared latents, paper's rule (dec & enc > 0.7, same partner)", _pct, "shared_frac_paper"),
         ("shared latents, dec & enc > 0.7 (partners may differ)", _pct, "shared_frac_dec_and_enc"),
@@ -50,7 +51,7 @@ def fig1_section(doc: dict) -> str:
         f"![Fig 1](figures/{doc['stem']}.png)",
         "",
         f"Setup: **{doc['setup']}** — {doc['scale']}. "
-        f"Paper: Pythia-160M layer-6 MLP, 32,768 latents, k=32, 8B Pile tokens.",
+        f"Paper: {paulo.SETUP}.",
         "",
         "| quantity | ours | paper |",
         "|---|---|---|",
@@ -66,20 +67,17 @@ def fig1_section(doc: dict) -> str:
         f"{_pct(doc['paper_shared_frac_at_0p8b_tokens'])}.",
         "",
         "Verdicts (computed from the numbers above):",
-        f"- Latents whose encoder and decoder matchings agree are the better-aligned ones: "
-        f"**{'reproduced' if c['mean_alignment_agree']['ours'] > c['mean_alignment_disagree']['ours'] else 'not reproduced'}**.",
-        f"- Shared fraction at least as high as the paper's headline: "
-        f"**{'reproduced' if c['shared_frac_paper']['ours'] >= c['shared_frac_paper']['paper'] else 'not reproduced'}**"
+        f"- {aligned['claim']}: {_v(aligned)}.",
+        f"- {headline['claim']}: {_v(headline)}"
         + (" — our SAEs train on far fewer tokens than the paper's shortest run, and the paper finds sharing rises"
            " with training tokens." if doc["profile"] != "paper" else "."),
     ]
     return "\n".join(lines)
 
 
-def _verdict(ok: bool | None) -> str:
-    if ok is None:
-        return "**inconclusive** (scores at chance)"
-    return "**reproduced**" if ok else "**not reproduced**"
+def _v(claim: dict) -> str:
+    """A claim's verdict as markdown."""
+    return verdict_md(claim["verdict"], claim.get("inconclusive", "scores at chance"))
 
 
 def _setup(doc: dict) -> str:
@@ -93,8 +91,7 @@ def _head(title: str, alt: str, doc: dict) -> list[str]:
 
 def fig2_section(doc: dict) -> str:
     c, n = doc["compared"], doc["n_seeds"]
-    sims = [v for _, v in sorted(doc["mean_similarity_by_count"].items(), key=lambda kv: int(kv[0])) if v is not None]
-    rising = all(b >= a for a, b in zip(sims, sims[1:])) and len(sims) > 1
+    (rising,) = paulo.claims(doc["stem"], doc)
     found = ", ".join(f"{m} of {n}: {_pct(f)}" for m, f in doc["found_in_exactly_m"].items())
     return "\n".join([
         *_head("Paulo & Belrose Fig. 2 — similarity vs firing frequency, by how many seeds share a latent", "Fig 2", doc),
@@ -102,11 +99,10 @@ def fig2_section(doc: dict) -> str:
         f"| base latents in no other of the {n} SAEs | {_pct(c['only_in_base_frac']['ours'])} | "
         f"{_pct(c['only_in_base_frac']['paper'])} (its Fig. A1 at N={n}) |",
         f"| base latents in all {n} SAEs | {_pct(c['in_all_frac']['ours'])} | "
-        f"{_pct(c['in_all_frac']['paper']) if c['in_all_frac']['paper'] is not None else '17.2% of 9 (n differs)'} |",
+        f"{_pct(c['in_all_frac']['paper']) if c['in_all_frac']['paper'] is not None else f'{_pct(paulo.IN_ALL_9)} of {paulo.N_SEEDS} (n differs)'} |",
         "", f"Found in exactly m of the {n} SAEs: {found}. Spearman correlation of log firing frequency with "
         f"similarity: {doc['spearman_logfreq_vs_similarity']:.2f}.", "",
-        f"- Latents shared by more seeds are more similar across seeds (mean similarity rises with the count): "
-        f"{_verdict(rising)}.",
+        f"- {rising['claim']}: {_v(rising)}.",
     ])
 
 
@@ -119,23 +115,22 @@ def figA1_section(doc: dict) -> str:
     ours = " ".join(_f(v["ours"]["mean"], ".3f") for v in curve.values())
     paper = " ".join(f"{v['paper']:.3f}" for v in curve.values() if v["paper"] is not None)
     b = c["bootstrap"]
+    better, offset = paulo.claims(doc["stem"], doc)
     return "\n".join([
         *_head("Paulo & Belrose Fig. A1 — latents only in the base SAE vs number of SAEs", "Fig A1", doc),
         f"Only-in-base fraction for N = 2…{doc['n_seeds']}: ours {ours}; paper {paper}.", "",
         "| fit | parameters (± s.e.) | AIC | BIC |", "|---|---|---|---|", *rows, "",
         f"Offset c = {_f(c['estimate'], '.3f')}, 95% bootstrap interval over base seeds "
         f"[{_f(b['lo'], '.3f')}, {_f(b['hi'], '.3f')}].", "",
-        f"- A power law with an offset fits better than one without (AIC): "
-        f"{_verdict(None not in (fits['power_offset']['aic'], fits['power']['aic']) and fits['power_offset']['aic'] < fits['power']['aic'])}"
-        f"; preferred model: `{best}`.",
-        f"- A positive offset, determined by the data (bootstrap interval inside (0, 1], standard error below c): "
-        f"{_verdict(b['lo'] is not None and b['lo'] > 0 and b['hi'] <= 1 and c['estimate'] is not None and (fits['power_offset']['stderr']['c'] or _INF) < c['estimate'])}.",
+        f"- {better['claim']}: {_v(better)}; preferred model: `{best}`.",
+        f"- {offset['claim']}: {_v(offset)}.",
     ])
 
 
 def figA2_section(doc: dict) -> str:
     c = doc["compared"]
     gap = doc["max_minus_hungarian_at_0.7"]
+    (same,) = paulo.claims(doc["stem"], doc)
     return "\n".join([
         *_head("Paulo & Belrose Fig. A2 — shared fraction vs threshold, by rule", "Fig A2", doc),
         "| quantity | ours | paper |", "|---|---|---|",
@@ -145,28 +140,23 @@ def figA2_section(doc: dict) -> str:
         f"{_num(c['mean_alignment_disagree']['paper'])} |",
         f"| shared at 0.7, paper's rule | {_pct(c['shared_frac_paper_rule_at_0.7']['ours'])} | "
         f"{_pct(c['shared_frac_paper_rule_at_0.7']['paper'])} |", "",
-        f"- Max-cosine and Hungarian rules give essentially the same shared fraction at 0.7 (within 2 points; "
-        f"ours differ by {100 * gap:+.2f} points): {_verdict(abs(gap) <= 0.02)}.",
+        f"- {same['claim'].removesuffix(')')}; ours differ by {_f(None if gap is None else 100 * gap, '+.2f')} points): "
+        f"{_v(same)}.",
     ])
 
 
 def figA3_section(doc: dict) -> str:
+    (nearest,) = paulo.claims(doc["stem"], doc)
     return "\n".join([
         *_head("Paulo & Belrose Fig. A3 — Hungarian-matched vs max cosine", "Fig A3", doc),
         f"{_pct(doc['frac_matched_to_nearest_neighbour'])} of latents are matched to their nearest neighbour "
         f"({_pct(doc['frac_nearest_neighbour_among_agreeing'])} of those whose two matchings agree); the max cosine "
         f"exceeds the matched one by {doc['mean_max_minus_matched_dec_cos']:.3f} on average.", "",
-        f"- The Hungarian matching mostly picks nearest neighbours (more than half of latents): "
-        f"{_verdict(doc['frac_matched_to_nearest_neighbour'] > 0.5)}.",
+        f"- {nearest['claim']}: {_v(nearest)}.",
     ])
 
 
 _AXIS = {"d_sae": "number of latents", "k": "k", "n_tokens": "training tokens"}
-_TREND = {1: "rises", -1: "falls"}
-
-
-def _trend_ok(rho, sign) -> bool:
-    return rho is not None and rho * sign > 0
 
 
 def fig5_section(doc: dict) -> str:
@@ -177,10 +167,10 @@ def fig5_section(doc: dict) -> str:
         paper = ", ".join(f"{int(k):,} → {_pct(v)}" for k, v in doc["paper"][axis].items())
         lines.append(f"| {_AXIS[axis]} | {ours} | {paper} |")
     lines.append("")
-    for axis, sign in doc["paper_trend"].items():
-        rho = doc["spearman_shared_vs_axis"][axis]
+    for claim in paulo.claims(doc["stem"], doc):
+        rho = claim["ours"]["spearman_rho"]
         rho_txt = "undefined (constant)" if rho is None else f"{rho:+.2f}"
-        lines.append(f"- Sharing {_TREND[sign]} with {_AXIS[axis]} (Spearman ρ {rho_txt}): {_verdict(_trend_ok(rho, sign))}.")
+        lines.append(f"- {claim['claim']} (Spearman ρ {rho_txt}): {_v(claim)}.")
     return "\n".join(lines)
 
 
@@ -191,8 +181,7 @@ def figA4_section(doc: dict) -> str:
     for axis, rs in doc["ours"].items():
         vals = ", ".join(f"{r[axis]:,} → {r['mean_matched_dec_cos']:.3f} / {r['mean_max_dec_cos']:.3f}" for r in rs)
         lines.append(f"| {_AXIS[axis]} | {vals} |")
-    lines += ["", f"- Max cosine at or above the matched cosine at every point: "
-                  f"{_verdict(doc['max_at_least_matched_everywhere'])}."]
+    lines += ["", *(f"- {c['claim']}: {_v(c)}." for c in paulo.claims(doc["stem"], doc))]
     return "\n".join(lines)
 
 
@@ -213,36 +202,20 @@ def fig4_section(doc: dict) -> str:
         lines.append(f"| {r['architecture']} | {coef} | {', '.join(_f(x, '.1f') for x in r['heldout_l0'])} | "
                      f"{', '.join(_num(x) for x in r['heldout_fvu'])} | {_pct(r['shared_frac_decoder_only'])} | "
                      f"{_pct(paper_arch.get(r['architecture']))} |")
-    edges = o["edge_minus_middle_layers"]
-    mvr = o["mlp_vs_resid"]
-    shares = {r["architecture"]: r["shared_frac_decoder_only"] for r in o["architectures"]}
-    l1_above = [a for a in ("relu", "gated") if a in shares]
-    edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" for s, v in edges.items())
-    lines += ["",
-              f"- Sharing lower at the first and last layer than in the middle (edge − middle: {edge_txt}): "
-              f"{_verdict(all(v is not None and v < 0 for v in edges.values()))}."]
-    if mvr:
-        lines.append(f"- {mvr['kinds'][0]} shares more than {mvr['kinds'][1]} (as on SmolLM and GPT-2 in the paper) at "
-                     f"{mvr['layers_where_first_shares_more']} of {mvr['n_layers']} layers: "
-                     f"{_verdict(2 * mvr['layers_where_first_shares_more'] > mvr['n_layers'])}.")
-    if "topk" in shares and l1_above:
-        lines.append(f"- L1-trained SAEs ({', '.join(l1_above)}) share more than TopK at matched L0 (decoder rule): "
-                     f"{_verdict(all(shares[a] > shares['topk'] for a in l1_above))}.")
+    edge, *rest = paulo.claims(doc["stem"], doc)
+    edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" for s, v in edge["ours"]["edge_minus_middle"].items())
+    lines += ["", f"- {edge['claim']} (edge − middle: {edge_txt}): {_v(edge)}."]
+    for claim in rest:
+        if "layers_where_first_shares_more" in claim["ours"]:
+            lines.append(f"- {claim['claim']} at {claim['ours']['layers_where_first_shares_more']} of "
+                         f"{claim['ours']['n_layers']} layers: {_v(claim)}.")
+        else:
+            lines.append(f"- {claim['claim']}: {_v(claim)}.")
     return "\n".join(lines)
 
 
 def _claims(doc: dict) -> list[str]:
-    return [f"- {c['claim']}: {_verdict(c['verdict'])} ({_claim_numbers(c['ours'])})." for c in doc["claims"]]
-
-
-def _claim_numbers(ours: dict) -> str:
-    def fmt(v):
-        if isinstance(v, dict):
-            return "; ".join(f"{k} {fmt(x)}" for k, x in v.items())
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return "—" if v is None else str(v)
-    return fmt(ours)
+    return render_claims(doc["claims"]).splitlines()
 
 
 def heap_metrics_section(doc: dict) -> str:

@@ -1,0 +1,318 @@
+"""The papers' verdict rules (saesanity.papers) on hand-made inputs, each for both outcomes and, where it
+exists, inconclusive."""
+
+import json
+import math
+
+import pytest
+
+from saesanity import papers, report
+from saesanity.papers import paulo
+from saesanity.paths import figures_dir
+
+NAN = float("nan")
+
+
+def verdicts(claims):
+    return [c["verdict"] for c in claims]
+
+
+def test_render_claims_and_verdict_markdown():
+    claims = [{"claim": "a", "ours": {"x": 0.12345, "n": 3}, "verdict": True},
+              {"claim": "b", "ours": {"y": None, "z": NAN}, "verdict": False},
+              {"claim": "c", "ours": {}, "verdict": None},
+              {"claim": "d", "ours": 1.0, "verdict": None, "inconclusive": "why not"}]
+    assert papers.render_claims(claims).splitlines() == [
+        "- a: **reproduced** (x 0.123; n 3).", "- b: **not reproduced** (y —; z —).",
+        "- c: **inconclusive** (scores at chance) ().", "- d: **inconclusive** (why not) (1.000)."]
+    with pytest.raises(ValueError, match="'claim' and 'verdict'"):
+        papers.render_claims([{"claim": "no verdict"}])
+    with pytest.raises(TypeError, match="True, False or None"):
+        papers.verdict_md(1)
+
+
+def test_table():
+    assert papers.table([("a", "1", "2")]) == "| quantity | ours | paper |\n|---|---|---|\n| a | 1 | 2 |"
+    with pytest.raises(ValueError, match="3 cells"):
+        papers.table([("a", "1")])
+    assert papers.compared_table({"x": {"ours": 0.5, "paper": None}}).splitlines()[-1] == "| x | 0.500 | — |"
+    with pytest.raises(ValueError, match="'ours' and 'paper'"):
+        papers.compared_table({"x": {"ours": 0.5}})
+
+
+def _fig1(agree, disagree, shared):
+    return {"compared": {"mean_alignment_agree": {"ours": agree}, "mean_alignment_disagree": {"ours": disagree},
+                         "shared_frac_paper": {"ours": shared}}}
+
+
+def test_fig1():
+    assert verdicts(paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))) == [True, True]
+    assert verdicts(paulo.claims_fig1(_fig1(0.3, 0.8, 0.1))) == [False, False]
+    assert verdicts(paulo.claims_fig1(_fig1(0.5, 0.3, paulo.SHARED_FRAC))) == [True, True]  # "at least as high"
+    assert verdicts(paulo.claims_fig1(_fig1(None, 0.3, NAN))) == [None, None]
+    assert paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))[1]["paper"] == {"shared_frac_paper": 0.416}
+
+
+def test_fig2():
+    rule = lambda by: verdicts(paulo.claims_fig2({"mean_similarity_by_count": by}))  # noqa: E731
+    assert rule({"1": 0.2, "2": 0.5, "3": 0.9}) == [True]
+    assert rule({"1": 0.2, "3": 0.1, "2": 0.5}) == [False]  # ordered by count, not by key order
+    assert rule({"1": 0.2, "2": None, "3": 0.9, "10": 0.95}) == [True]  # empty counts skipped; "10" after "3"
+    assert rule({"1": 0.2, "2": None}) == [False]  # one count: no trend
+
+
+def _figA1(aic_po, aic_p, est, lo, hi, se):
+    return {"fits": {"power_offset": {"aic": aic_po, "stderr": {"c": se}}, "power": {"aic": aic_p}},
+            "offset_c": {"estimate": est, "bootstrap": {"lo": lo, "hi": hi}}, "preferred_fit": "power_offset"}
+
+
+def test_figA1():
+    assert verdicts(paulo.claims_figA1(_figA1(-30, -20, 0.3, 0.2, 0.4, 0.05))) == [True, True]
+    assert verdicts(paulo.claims_figA1(_figA1(-20, -30, 0.3, -0.1, 0.4, 0.05))) == [False, False]
+    assert verdicts(paulo.claims_figA1(_figA1(None, -30, 0.3, 0.2, 1.2, 0.05)))[0] is False
+    for bad in [(0.3, 0.2, 1.2, 0.05), (0.3, 0.2, 0.4, 0.5), (None, 0.2, 0.4, 0.05), (0.3, 0.2, None, 0.05),
+                (0.3, 0.2, 0.4, None)]:  # interval above 1; s.e. above c; undefined estimate / bound / s.e.
+        assert verdicts(paulo.claims_figA1(_figA1(-30, -20, *bad)))[1] is False, bad
+
+
+def test_figA2():
+    rule = lambda gap: verdicts(paulo.claims_figA2({"max_minus_hungarian_at_0.7": gap}))  # noqa: E731
+    assert rule(0.015) == [True] and rule(-0.02) == [True]
+    assert rule(0.03) == [False] and rule(-0.021) == [False]
+    assert rule(None) == [None] and rule(NAN) == [None]
+
+
+def test_figA3():
+    rule = lambda f: verdicts(paulo.claims_figA3({"frac_matched_to_nearest_neighbour": f}))  # noqa: E731
+    assert rule(0.51) == [True]
+    assert rule(0.5) == [False] and rule(None) == [False]
+
+
+def test_fig5():
+    rule = lambda rhos: verdicts(paulo.claims_fig5({"spearman_shared_vs_axis": rhos}))  # noqa: E731
+    assert rule({"d_sae": -1.0, "k": -0.5, "n_tokens": 0.5}) == [True, True, True]
+    assert rule({"d_sae": 1.0, "k": 0.0, "n_tokens": -0.5}) == [False, False, False]
+    assert rule({"d_sae": None, "k": NAN, "n_tokens": 1.0}) == [False, False, True]  # constant: no trend
+    with pytest.raises(ValueError, match="sign"):
+        paulo.trend_ok(0.5, 0)
+
+
+def test_figA4():
+    pt = lambda mx, mt: {"mean_max_dec_cos": mx, "mean_matched_dec_cos": mt}  # noqa: E731
+    assert verdicts(paulo.claims_figA4({"ours": {"k": [pt(0.8, 0.7), pt(0.7, 0.7)], "d_sae": [pt(0.9, 0.2)]}})) == [True]
+    assert verdicts(paulo.claims_figA4({"ours": {"k": [pt(0.8, 0.7)], "d_sae": [pt(0.6, 0.7)]}})) == [False]
+    with pytest.raises(ValueError, match="at least one"):
+        paulo.claims_figA4({"ours": {"k": []}})
+
+
+def _fig4(edges, more=None, shares=None):
+    mvr = {} if more is None else {"kinds": ["mlp_out", "resid_post"], "layers_where_first_shares_more": more, "n_layers": 5}
+    archs = [{"architecture": a, "shared_frac_decoder_only": v} for a, v in (shares or {}).items()]
+    return {"ours": {"edge_minus_middle_layers": edges, "mlp_vs_resid": mvr, "architectures": archs}}
+
+
+def test_fig4():
+    yes = paulo.claims_fig4(_fig4({"576": -0.1, "1152": -0.01}, 3, {"topk": 0.5, "relu": 0.6, "gated": 0.7}))
+    assert verdicts(yes) == [True, True, True]
+    assert yes[2]["claim"].startswith("L1-trained SAEs (relu, gated)")
+    no = paulo.claims_fig4(_fig4({"576": -0.1, "1152": 0.01}, 2, {"topk": 0.5, "relu": 0.6, "gated": 0.4}))
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(paulo.claims_fig4(_fig4({"576": None}))) == [False]  # undefined edge; panels (b), (c) absent
+    assert len(paulo.claims_fig4(_fig4({"576": -0.1}, shares={"topk": 0.5, "batchtopk": 0.6}))) == 1  # no L1 SAE
+
+
+def test_fig3():
+    rule = lambda rho, chance, best: verdicts(paulo.claims_fig3(rho, chance, best))  # noqa: E731
+    assert rule({"detection": 0.3}, {"detection": False}, {"detection": 0.8}) == [True, True]
+    assert rule({"detection": -0.3}, {"detection": False}, {"detection": 0.6}) == [False, False]
+    assert rule({"detection": None}, {"detection": False}, {"detection": None}) == [False, False]
+    assert rule({"detection": 0.3}, {"detection": True}, {"detection": 0.8}) == [None, None]  # scores at chance
+    with pytest.raises(ValueError, match="same scorers"):
+        paulo.claims_fig3({"detection": 0.3}, {}, {})
+
+
+def test_table1():
+    row = lambda a, s0, s1: {"alignment": a, "scores": [s0, s1]}  # noqa: E731
+    assert verdicts(paulo.claims_table1([row(0.9, 0.9, 0.2), row(0.3, 0.8, 0.5)], False)) == [True]
+    assert verdicts(paulo.claims_table1([row(0.9, 0.9, 0.2), row(0.3, 0.6, 0.5), row(0.3, 0.8, 0.9)], False)) == [False]
+    assert verdicts(paulo.claims_table1([row(0.3, 0.8, 0.5)], True)) == [None]
+
+
+def test_claims_prefers_the_json_and_knows_its_stems():
+    assert paulo.claims("paulo_figA3_hungarian_vs_max", {"claims": ["as written"]}) == ["as written"]
+    with pytest.raises(KeyError, match="no Paulo & Belrose claims"):
+        paulo.claims("heap_metrics_vs_layer", {})
+    with pytest.raises(KeyError, match="frac_matched_to_nearest_neighbour"):
+        paulo.claims_figA3({})
+
+
+@pytest.mark.parametrize("stem", sorted(paulo.CLAIMS))
+def test_committed_jsons_render_the_same_with_their_claims_written(stem):
+    """A JSON that carries its claims (as the notebooks now write them) renders as one whose claims the report
+    computes: the rules are the same functions."""
+    path = figures_dir() / f"{stem}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not generated")
+    doc = json.loads(path.read_text())
+    computed = report.SECTIONS[stem](doc)
+    written = dict(doc, claims=json.loads(json.dumps(paulo.CLAIMS[stem](doc))))
+    assert report.SECTIONS[stem](written) == computed
+    assert all(c["verdict"] in (True, False, None) for c in written["claims"])
+
+
+def test_paper_numbers_agree_with_each_other():
+    """Fig. 1's headline is the Fig. 5 point at its configuration, and the committed Table 1 JSON shows papers.paulo's."""
+    assert paulo.FIG5["d_sae"][32768] == paulo.FIG5["k"][32] == paulo.FIG5["n_tokens"][8_000_000_000] == paulo.SHARED_FRAC
+    assert math.isclose(paulo.ONLY_IN_BASE[9], 0.348)
+    path = figures_dir() / "paulo_table1_unpaired_explanations.json"
+    if path.exists():
+        assert [[r["alignment"], r["explanations"][0], r["scores"][0], r["explanations"][1], r["scores"][1]]
+                for r in json.loads(path.read_text())["paper"]] == [list(r) for r in paulo.TABLE1]
+
+
+# --- Heap et al. ------------------------------------------------------------------------------------------------
+
+def _row(fvu, ce_clean=3.0, ce_zero=10.0):
+    return {"fvu": fvu, "ce_clean": ce_clean, "ce_zero": ce_zero}
+
+
+def _variants(trained, control, rerand, init, ce_hurts=None):
+    hs = [f"resid_post.{i}" for i in range(len(trained))]
+    hurts = ce_hurts or {}
+    out = {}
+    for v, fvus in (("trained", trained), ("control", control), ("rerandomized_incl_emb", rerand), ("init", init)):
+        out[v] = {h: _row(f, ce_zero=10.0 if hurts.get(v, v == "trained") else 3.5) for h, f in zip(hs, fvus)}
+    return out
+
+
+def test_heap_metrics():
+    from saesanity.papers import heap
+
+    yes = heap.claims_metrics(_variants([0.1, 0.1, 0.1], [0.5, 0.6, 0.7], [0.15, 0.15, 0.15], [0.9, 0.9, 0.9]))
+    assert verdicts(yes) == [True, True, True, True]
+    no = heap.claims_metrics(_variants([0.5, 0.5, 0.5], [0.4, 0.3, 0.2], [0.9, 0.9, 0.9], [0.55, 0.55, 0.55],
+                                       ce_hurts={"trained": True, "init": True}))
+    assert verdicts(no) == [False, False, False, False]
+    only_trained = {"trained": _variants([0.1] * 3, [0.1] * 3, [0.1] * 3, [0.1] * 3)["trained"]}
+    assert heap.claims_metrics(only_trained) == []  # no variant to compare with
+    with pytest.raises(ValueError, match="<kind>.<layer>"):
+        heap.layer_of("resid_post")
+
+
+def test_heap_entropy():
+    from saesanity.papers import heap
+
+    hs = lambda *v: {f"resid_post.{i}": x for i, x in enumerate(v)}  # noqa: E731
+    yes = heap.claims_entropy({"trained": hs(1.0, 2.0, 3.0), "init": hs(0.5, 0.5, 0.5), "control": hs(4.0, 4.0, 1.0)})
+    assert verdicts(yes) == [True, True, True]
+    no = heap.claims_entropy({"trained": hs(3.0, 2.0, 1.0), "init": hs(0.5, 0.5, 1.5), "control": hs(4.0, 1.0, 0.5)})
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(heap.claims_entropy({"trained": hs(1.0, 2.0)})) == [False]  # two layers: no correlation
+    assert heap.claims_entropy({"init": hs(1.0)}) == []
+
+
+def _toy(ident, deep, ratios):
+    ps = [0.01, 0.1, 0.5][:len(ident)]
+    h1 = [{"sweep": "sparsity", "depth": d, "p": p, "recovery": r}
+          for d, rs in ((0, ident), (4, deep)) for p, r in zip(ps, rs)]
+    h1.append({"sweep": "superposition", "depth": 4, "p": 0.01, "recovery": 0.0})  # not in the sparsity rules
+    return h1, [{"depth": d, "fvu_ratio": r} for d, r in enumerate(ratios)]
+
+
+def test_heap_toy():
+    from saesanity.papers import heap
+
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.8, 0.5], [0.85, 0.75, 0.45], [1.0, 0.9, 0.8]))) == [True, True, True]
+    assert verdicts(heap.claims_toy(*_toy([0.5, 0.8, 0.9], [0.3, 0.8, 0.9], [1.0, 0.9, 1.1]))) == [False, False, False]
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.5], [0.9, 0.5], [1.0])))[2] is False  # no depth > 0
+    with pytest.raises(ValueError, match="sparsity"):
+        heap.claims_toy([], [])
+
+
+def test_heap_roc():
+    from saesanity.papers import heap
+
+    gap = {"detection": {"init": 0.05, "control": 0.1}}
+    assert verdicts(heap.claims_roc(gap, {"detection": -0.5}, {"detection": False})) == [True, True]
+    assert verdicts(heap.claims_roc({"detection": {"init": 0.05, "control": 0.2}}, {"detection": 0.5},
+                                    {"detection": False})) == [False, False]
+    assert verdicts(heap.claims_roc(gap, {"detection": None}, {"detection": False}))[1] is False
+    assert verdicts(heap.claims_roc(gap, {"detection": -0.5}, {"detection": True})) == [None, None]
+
+
+# --- Leask et al. -----------------------------------------------------------------------------------------------
+
+def test_leask_novel_fraction():
+    from saesanity.papers import leask
+
+    assert verdicts(leask.claims_novel_fraction(0.35)) == [True]
+    assert verdicts(leask.claims_novel_fraction(0.2)) == [True]  # bounds inclusive
+    assert verdicts(leask.claims_novel_fraction(0.1)) == [False] and verdicts(leask.claims_novel_fraction(0.6)) == [False]
+    with pytest.raises(ValueError, match="must be a number"):
+        leask.claims_novel_fraction(None)
+
+
+def test_leask_meta():
+    from saesanity.papers import leask
+
+    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.9}, 10, 3.0)) == [True, True]
+    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.91}, 10, 1.5)) == [False, False]
+    assert verdicts(leask.claims_meta({72: 0.5}, 0, None)) == [True, False]
+    with pytest.raises(ValueError, match="at least one"):
+        leask.claims_meta({}, 0, None)
+
+
+def test_leask_stitching():
+    from saesanity.papers import leask
+
+    path = lambda rho, exc: {"spearman_mse_vs_step": rho, "max_excursion_beyond_endpoints": exc}  # noqa: E731
+    yes = leask.claims_stitching({"a": -0.1, "b": -0.2}, {"a": 0.3}, {"a": path(-0.95, 0.0), "b": path(0.99, 0.1)})
+    assert verdicts(yes) == [True, True, True]
+    no = leask.claims_stitching({"a": -0.1, "b": 0.2}, {"a": -0.3}, {"a": path(-0.95, 0.0), "b": path(0.8, 0.0)})
+    assert verdicts(no) == [False, False, False]
+    assert verdicts(leask.claims_stitching({}, {}, {"a": path(0.95, 0.2)}))[2] is False  # leaves the range by 20%
+    assert verdicts(leask.claims_stitching({}, {}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
+
+
+def _recomputed(stem, doc):
+    from saesanity.papers import heap, leask
+
+    if stem == "heap_metrics_vs_layer":
+        return heap.claims_metrics(doc["ours"])
+    if stem == "heap_token_entropy":
+        return heap.claims_entropy(doc["ours"]["median_entropy_bits"])
+    if stem == "heap_toy_models":
+        return heap.claims_toy(doc["ours"]["hypothesis1"], doc["ours"]["hypothesis2"])
+    if stem == "leask_novel_fraction":
+        return leask.claims_novel_fraction(doc["compared"]["novel_fraction_consecutive_mean"]["ours"])
+    if stem == "leask_meta_sae":
+        ratio = {m["meta_size"]: m["fvu"] / m["gaussian_rows_fvu"] for m in doc["meta"]}
+        n_groups = doc["claims"][1]["ours"]["meta-latents active on >= 2 base latents"]
+        return leask.claims_meta(ratio, n_groups, doc["mean_members_per_active_meta_latent"])
+    if stem == "heap_figB_autointerp_roc":
+        return heap.claims_roc(doc["max_abs_auroc_gap_to_trained"], doc["spearman_trained_auroc_vs_layer"],
+                               doc["scores_at_chance"])
+    if stem == "paulo_fig3_interp_vs_sharing":
+        best = {s: max([p["scores"][s][0] for p in doc["pairs"] if p["found"] == 1 and p["scores"][s][0] is not None],
+                       default=None) for s in doc["spearman_found_vs_score"]}
+        return paulo.claims_fig3(doc["spearman_found_vs_score"], doc["scores_at_chance"], best)
+    if stem == "paulo_table1_unpaired_explanations":
+        return paulo.claims_table1(doc["ours"], doc["score_at_chance"], doc["params"]["threshold"])
+    ins = doc["insertion"]
+    return leask.claims_stitching({n: r["median_single_delta_novel"] for n, r in ins.items() if r["n_novel"]},
+                                  {n: r["median_single_delta_reconstruction"] for n, r in ins.items() if r["n_reconstruction"]},
+                                  doc["swap_path_summary"])
+
+
+@pytest.mark.parametrize("stem", ["heap_metrics_vs_layer", "heap_token_entropy", "heap_toy_models", "leask_novel_fraction",
+                                  "leask_meta_sae", "leask_stitching", "heap_figB_autointerp_roc",
+                                  "paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"])
+def test_moved_rules_give_the_committed_verdicts(stem):
+    """The rules moved out of the notebooks into papers.* judge the committed JSONs (written by
+    the notebooks' inline rules) as they were judged."""
+    path = figures_dir() / f"{stem}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not generated")
+    doc = json.loads(path.read_text())
+    new = _recomputed(stem, doc)
+    assert [(c["claim"], c["verdict"]) for c in new] == [(c["claim"], c["verdict"]) for c in doc["claims"]]
