@@ -28,18 +28,20 @@ def test_machine_paths_become_relative_and_leaks_are_found(tmp_path, monkeypatch
     outs = [new_output("stream", name="stderr", text=f"{site}/transformers/x.py:3: FutureWarning: old\n"),
             new_output("execute_result", data={"text/plain": f"PosixPath('{paths.REPO_ROOT}/figures/a.png')"}),
             new_output("stream", name="stdout", text=f"saved to {tmp_path / 'c'}/sae/abc\n"),
-            new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+            new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}),
+            new_output("stream", name="stderr", text="/tmp/ipykernel_25413/2593963909.py:4: ConstantInputWarning\n")]
     nb = new_notebook(cells=[new_code_cell("x", outputs=outs)])
     nb.metadata["papermill"] = {"input_path": f"{paths.REPO_ROOT}/notebooks/a.ipynb", "cwd": str(paths.REPO_ROOT)}
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
-    assert len(absolute_paths(nbformat.read(path, 4))) == 3 and image_outputs(nbformat.read(path, 4)) == 1
+    assert len(absolute_paths(nbformat.read(path, 4))) == 4 and image_outputs(nbformat.read(path, 4)) == 1
     clean_executed(path)
     got = nbformat.read(path, 4)
     assert absolute_paths(got) == []
     texts = [o.get("text") or o["data"]["text/plain"] for o in got.cells[0].outputs]
     assert texts[:3] == ["<site-packages>/transformers/x.py:3: FutureWarning: old\n",
                          "PosixPath('<figures>/a.png')", "saved to <cache>/sae/abc\n"]
+    assert got.cells[0].outputs[4]["text"] == "<cell>:4: ConstantInputWarning\n"
     assert got.metadata["papermill"] == {"input_path": "<repo>/notebooks/a.ipynb"}
     assert absolute_paths(new_notebook(cells=[new_code_cell("x", outputs=[
         new_output("stream", name="stdout", text="see /home/someone/x.txt and /tmp/y")])])) == \

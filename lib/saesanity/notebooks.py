@@ -42,7 +42,12 @@ def _local_roots() -> list[tuple[str, str]]:
     return sorted({(str(Path(a).resolve()), b) for a, b in roots} | set(roots), key=lambda r: -len(r[0]))
 
 
+# the file name IPython gives a cell's code in warnings and tracebacks: /tmp/ipykernel_<pid>/<hash>.py
+_CELL_FILE = re.compile(r"(?:/[^\s:'\"]*)?/ipykernel_\d+/\d+\.py")
+
+
 def _relative(text: str, roots: list[tuple[str, str]]) -> str:
+    text = _CELL_FILE.sub("<cell>", text)
     for root, name in roots:
         if root not in ("", "/"):
             text = text.replace(root, name)
