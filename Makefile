@@ -19,10 +19,10 @@ DEBS    := r-cran-janeaustenr sword-text-web sword-comm-tdavid fortunes fortunes
 FIGDIR  := figures$(if $(filter default,$(PROFILE)),,/$(PROFILE))
 
 STEMS   := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
-# the library the notebooks import (report.py writes README after the figures; cli.py, sanity.py and
+# the library the notebooks import (readme.py writes README after the figures; cli.py, sanity.py and
 # __main__.py are the `saesanity report` command, which no notebook imports)
 CLI_SRC := lib/saesanity/cli.py lib/saesanity/sanity.py lib/saesanity/__main__.py
-LIB_SRC := $(filter-out lib/saesanity/report.py $(CLI_SRC),$(shell find lib/saesanity -name '*.py' 2>/dev/null))
+LIB_SRC := $(filter-out lib/saesanity/readme.py $(CLI_SRC),$(shell find lib/saesanity -name '*.py' 2>/dev/null))
 # torch: TORCH is the requirement installed first (`skip`: keep the torch already in $(VENV)); TORCH_INDEX,
 # when set, is the only index it is installed from (e.g. https://download.pytorch.org/whl/cu126)
 TORCH       ?= torch==2.13.0
@@ -79,7 +79,7 @@ $(CACHE)/.models-stamp: $(VENV)/.deps-stamp lib/saesanity/models.py lib/saesanit
 # ---- figures: papermill runs each notebook on $(PROFILE); the notebook writes PNG/PDF/JSON
 figures: $(foreach s,$(STEMS),$(FIGDIR)/$(s).json) $(if $(filter default,$(PROFILE)),figures/report/report.json)
 ifeq ($(PROFILE),default)
-	$(PY) -m saesanity.report   # README "Results" from the JSONs
+	$(PY) -m saesanity.readme   # README "Results" from the JSONs
 endif
 
 # ---- the README's example of `saesanity report` on the embedded default

@@ -114,8 +114,8 @@ def test_notebook(profile, stem, profile_cache, tmp_path, monkeypatch):
         # d_sae is not among layer_sizes (the paper's 27,648 and paper-mini's 192)
         assert doc["ours"]["mlp_vs_resid"]["n_layers"] == len(doc["params"]["layers"])
     assert stem in REQUIRED, f"list the JSON keys {stem} must provide in REQUIRED"
-    from saesanity import report
+    from saesanity import readme
 
-    section = report.SECTIONS[stem](doc)  # the README section renders from this JSON
+    section = readme.SECTIONS[stem](doc)  # the README section renders from this JSON
     assert f"figures/{stem}.png" in section and profile in section
 

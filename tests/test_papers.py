@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from saesanity import papers, report
+from saesanity import papers, readme
 from saesanity.papers import paulo
 from saesanity.paths import figures_dir
 
@@ -154,9 +154,9 @@ def test_committed_jsons_render_the_same_with_their_claims_written(stem):
     if not path.exists():
         pytest.skip(f"{path} not generated")
     doc = json.loads(path.read_text())
-    computed = report.SECTIONS[stem](doc)
+    computed = readme.SECTIONS[stem](doc)
     written = dict(doc, claims=json.loads(json.dumps(paulo.CLAIMS[stem](doc))))
-    assert report.SECTIONS[stem](written) == computed
+    assert readme.SECTIONS[stem](written) == computed
     assert all(c["verdict"] in (True, False, None) for c in written["claims"])
 
 

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.readme:
         from .paths import REPO_ROOT
-        from .report import updated_readme
+        from .readme import updated_readme
 
         path = REPO_ROOT / "README.md"
         path.write_text(updated_readme(path.read_text(), table(), GPU_START, GPU_END))

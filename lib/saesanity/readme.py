@@ -1,7 +1,7 @@
 """README "Results" section, generated from `figures/*.json` so no number is typed by hand.
 
-    python -m saesanity.report          # rewrite the block between the markers in README.md
-    python -m saesanity.report --check  # exit 1 if README.md is out of date (a test runs this)
+    python -m saesanity.readme          # rewrite the block between the markers in README.md
+    python -m saesanity.readme --check  # exit 1 if README.md is out of date (a test runs this)
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ def main(argv: list[str]) -> int:
     new = updated_readme(new, render_example(), EXAMPLE_START, EXAMPLE_END)
     if "--check" in argv:
         if new != text:
-            print("README.md results are out of date: run `python -m saesanity.report`", file=sys.stderr)
+            print("README.md results are out of date: run `python -m saesanity.readme`", file=sys.stderr)
             return 1
         return 0
     readme.write_text(new)
