@@ -150,6 +150,16 @@ class Streamed:
         return {**fields, "hookpoint": self.hookpoint, "model_batch_size": self.model_batch_size,
                 "buffer_tokens": self.buffer_tokens}
 
+    def rows(self, n_seqs: int, device: str):
+        """The model (loaded once per process, `_stream_model`) and up to `n_seqs` of its training token rows
+        (tokenized by rank 0 first, then read by the others)."""
+        spec = self.spec
+        lm = _stream_model(spec.model, spec.variant, spec.variant_seed, device, spec.model_dtype)
+        tokens = distributed.rank0_first(lambda: token_sequences(
+            spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
+            max_tokens=n_seqs * spec.seq_len, progress=False))
+        return lm, tokens[:n_seqs]
+
     def source(self, cfg: TrainConfig, hookpoints: list[str] | None = None):
         """A `ModelSource` serving `cfg.n_tokens // cfg.batch_size` steps (token rows streamed as needed); with
         `hookpoints`, one source for all of them (`view(h)`; the streams of those hookpoints, this one's otherwise)."""
@@ -160,11 +170,7 @@ class Streamed:
         # longer one's (its snapshots are the shorter runs), at the cost of a whole first chunk's forward
         per_chunk = max(1, self.buffer_tokens // cfg.batch_size)
         rows = -(-steps // per_chunk) * per_chunk * cfg.batch_size
-        n_seqs = -(-rows // (spec.seq_len - spec.drop_first))
-        lm = _stream_model(spec.model, spec.variant, spec.variant_seed, self.device, spec.model_dtype)
-        tokens = distributed.rank0_first(lambda: token_sequences(
-            spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
-            max_tokens=n_seqs * spec.seq_len, progress=False))[:n_seqs]
+        lm, tokens = self.rows(-(-rows // (spec.seq_len - spec.drop_first)), self.device)
         return ModelSource(lm, tokens, self.hookpoint if hookpoints is None else hookpoints,
                            batch_size=cfg.batch_size, batches_per_chunk=per_chunk,
                            n_steps=steps, model_batch_size=self.model_batch_size, drop_first=spec.drop_first,
@@ -185,14 +191,12 @@ class SparsifyRun:
     Each SAE is keyed by `sae_key(cfg)`: the rows, the hookpoint, the resolved recipe, n_tokens, the seed
     and sparsify's version. A seed trained alongside others is bitwise the SAE trained alone (sparsify
     draws each initialisation under its own `manual_seed`; one Adam with a parameter group per SAE is
-    elementwise; tests/test_runs.py checks it), so the seeds of one (d_sae, k, n_tokens) train in one run.
+    elementwise; tests/test_runs_sparsify.py checks it), so the seeds of one (d_sae, k, n_tokens) train in one run.
     """
 
     stream: Streamed
     recipe: str  # a name in sparsify_trainer.RECIPES
     overrides: tuple[tuple[str, object], ...] = ()  # recipe fields changed (sorted items)
-
-    PROFILE_FIELDS = ("num_latents", "expansion_factor", "k", "ctx_len")  # set by d_sae, k, seq_len instead
 
     @property
     def shape(self) -> tuple[int, None]:
@@ -232,16 +236,13 @@ class SparsifyRun:
         if n_rows < recipe.batch_size:
             raise SparsifyError(f"n_tokens={c.n_tokens:,} is {n_rows} rows of {spec.seq_len} tokens, less than one "
                                 f"sparsify batch of {recipe.batch_size} sequences (recipe {recipe.name})")
-        lm = _stream_model(spec.model, spec.variant, spec.variant_seed, device, spec.model_dtype)
-        tokens = distributed.rank0_first(lambda: token_sequences(
-            spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, split="train", seed=spec.seed,
-            max_tokens=n_rows * spec.seq_len, progress=False))
+        lm, tokens = self.stream.rows(n_rows, device)
         if tokens.shape[0] < n_rows:
             raise SparsifyError(f"corpus {spec.corpus!r} has {tokens.shape[0]:,} training rows of {spec.seq_len} "
                                 f"tokens; n_tokens={c.n_tokens:,} needs {n_rows:,}")
         printed = io.StringIO()  # sparsify's prints (modules, seeds, lr, Adam class) go to the run's stdout.txt
         with contextlib.redirect_stdout(printed):
-            folders = train_sparsify(lm, tokens[:n_rows], hookpoints, sorted({x.seed for x in cfgs}), out,
+            folders = train_sparsify(lm, tokens, hookpoints, sorted({x.seed for x in cfgs}), out,
                                      recipe=recipe, resume=(out / "state.pt").exists(),
                                      meta={"corpus": spec.corpus, "data_seed": spec.seed, "n_tokens": c.n_tokens})
         if distributed.world()[0] == 0:
@@ -347,6 +348,17 @@ def _publish_sae(c: TrainConfig, work: Path, sae, log: list[dict], secs: float, 
     return {"seconds": secs, "tokens_per_s": steps * c.batch_size / secs}
 
 
+def _publish_family(members: list[tuple[TrainConfig, dict | None]], works: list[Path], results, t0: float) -> list[dict]:
+    """Write each trained (SAE, log) of `results` into its work folder (`_publish_sae`, with the (config,
+    metadata) of `members`), timed from `t0`, and drop the family's checkpoints."""
+    secs = time.perf_counter() - t0
+    infos = [_publish_sae(c, w, sae, log, secs, meta) for (c, meta), w, (sae, log) in zip(members, works, results)]
+    for w in works:
+        for f in w.glob("checkpoint*.pt"):
+            f.unlink()
+    return infos
+
+
 def _family_source(acts, longest: TrainConfig):
     """The batch source of a family whose longest member is `longest` (shorter members read a prefix)."""
     return acts.source(longest) if isinstance(acts, Streamed) else MemmapSource(acts, batch_order(acts.shape[0], longest))
@@ -379,13 +391,7 @@ def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots
                             f"{len(sub)} SAEs (seeds {sorted({c.seed for c in sub})})")
 
     def compute(missing: list[int], works: list[Path]) -> list[dict]:
-        results = train(missing, works)
-        secs = time.perf_counter() - t0
-        infos = [_publish_sae(cfgs[i], w, sae, log, secs, metadata) for i, w, (sae, log) in zip(missing, works, results)]
-        for w in works:
-            for f in w.glob("checkpoint*.pt"):
-                f.unlink()
-        return infos
+        return _publish_family([(cfgs[i], metadata) for i in missing], works, train(missing, works), t0)
 
     return _cached_family([_sae_fields(ref, c) for c in cfgs], compute, train)
 
@@ -434,7 +440,8 @@ def _train_sparsify_group(items: list[tuple[SparsifyRun, TrainConfig]], metadata
 
 
 def train_sparsify_hookpoints(runs: dict[str, SparsifyRun], cfgs: dict[str, list[TrainConfig]], *,
-                            metadata: dict[str, dict] | None = None, device: str = "cpu") -> dict[str, list[TrainedSAE]]:
+                              metadata: dict[str, dict] | None = None,
+                              device: str = "cpu") -> dict[str, list[TrainedSAE]]:
     """The sparsify TopK SAEs `cfgs[h]` at every hookpoint h of `runs` (one model's rows): the missing ones
     trained in one sparsify run per (d_sae, k, n_tokens) over all hookpoints that miss one — one forward pass
     for every layer — each SAE cached under the key a single-hookpoint run gives it (`train_family_cached`
@@ -465,7 +472,7 @@ def prefill_sparsify(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list
     topk = {h: cs for h, cs in topk.items() if cs}
     if topk:
         train_sparsify_hookpoints({h: train[h][0] for h in topk}, topk,
-                                metadata={h: _meta(P, h) for h in topk}, device=_device(P))
+                                  metadata={h: _meta(P, h) for h in topk}, device=_device(P))
 
 
 def _loaded(path: Path, cfg: TrainConfig) -> TrainedSAE:
@@ -502,9 +509,17 @@ def train_hookpoints(P: RunParams, cfgs: dict[str, list[TrainConfig]], *, progre
     activation arrays, hookpoint by hookpoint as `train_family_cached` trains them.
     """
     train = data_for(P, "train", progress, list(cfgs))
+    _train_hookpoints_together(P, train, cfgs, progress)
+    return {h: train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
+
+
+def _train_hookpoints_together(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]],
+                               progress: bool) -> None:
+    """Train the missing SAEs `cfgs[h]` of every hookpoint h of `train` together: sparsify's TopK ones in one run
+    per size (`prefill_sparsify`), ours on streamed data in one pass (`_train_streamed_hookpoints`); SAEs on
+    cached arrays are left to the per-hookpoint calls that follow."""
     prefill_sparsify(P, train, cfgs)
     _train_streamed_hookpoints(P, train, cfgs, progress)
-    return {h: train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
 
 
 def _train_streamed_hookpoints(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]], progress: bool) -> None:
@@ -559,14 +574,8 @@ def _train_streams_together(items: list[tuple[Streamed, TrainConfig]], metadata:
             return [by_member[i] for i in missing]
 
         def compute(missing: list[int], works: list[Path], group=group, t0=t0, train=train) -> list[dict]:
-            results = train(missing, works)
-            secs = time.perf_counter() - t0
-            infos = [_publish_sae(group[i][1], w, sae, log, secs, metadata[group[i][0].hookpoint])
-                     for i, w, (sae, log) in zip(missing, works, results)]
-            for w in works:
-                for f in w.glob("checkpoint*.pt"):
-                    f.unlink()
-            return infos
+            return _publish_family([(group[i][1], metadata[group[i][0].hookpoint]) for i in missing], works,
+                                   train(missing, works), t0)
 
         for i, path in zip(idx, _cached_family(fields, compute, train)):
             paths[i] = path
@@ -815,8 +824,7 @@ def hookpoint_pairs(P: RunParams, points: list[tuple[str, int]], *, progress: bo
     cfgs = {h: [c for size in dict.fromkeys(s for p, s in points if p == h) for c in point_cfgs(P, size)]
             for h in hps}
     train, held = data_for(P, "train", progress, hps), data_for(P, "heldout", progress, hps)
-    prefill_sparsify(P, train, cfgs)  # trainer sparsify: one run per size
-    _train_streamed_hookpoints(P, train, cfgs, progress)  # ours, streamed: one pass for every hookpoint
+    _train_hookpoints_together(P, train, cfgs, progress)
     rows = []
     for h, size in points:
         acts, acts_dir = train[h]
