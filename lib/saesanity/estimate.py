@@ -104,12 +104,8 @@ def passes(stem: str, P) -> list[Pass]:
             hooks = (len(P.layers) if size in P.layer_sizes else 0) + \
                 (len(P.layers) * (len(P.kinds) - 1) if size == P.d_sae else 0)
             out.append(Pass(P.n_tokens, max(P.layers), [(size, "topk")] * 2 * hooks))
-        calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
-                 if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
         others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
-        return out + calib + ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
-    if sparsify and stem.startswith("heap_") and hasattr(P, "variants"):  # every layer in one run per variant
-        return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants]
+        return out + _calibration_passes(P) + ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
     if stem in ("paulo_fig5_overlap_vs_size_k_tokens", "paulo_figA4_mean_cosines_vs_size_k_tokens"):
         L, two = _layer(P.hookpoint), 2
         return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
@@ -117,22 +113,27 @@ def passes(stem: str, P) -> list[Pass]:
                 Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)]
     if stem in params.SEED_FAMILY or stem in ("paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"):
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))]
-    streamed = getattr(P, "activations", "cached") == "streamed"
+    # sparsify's runs read a stream too (`runs.data_for`)
+    streamed = sparsify or getattr(P, "activations", "cached") == "streamed"
     if stem == "paulo_fig4_overlap_vs_layer_position_arch":
         out = [Pass(P.n_tokens, layer, [(s, "topk") for s in P.layer_sizes] * 2) for layer in P.layers]
         out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
         if streamed:  # every hookpoint's pairs in one pass (`runs._train_streamed_hookpoints`)
             out = [Pass(P.n_tokens, max(P.layers), [sae for p in out for sae in p.saes])]
-        calib = [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
-                 if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
-        return out + calib + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
+        return out + _calibration_passes(P) + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
     if stem.startswith("heap_") and hasattr(P, "variants"):
-        if streamed:  # every layer in one pass per variant
+        if streamed:  # every layer in one pass (or sparsify run) per variant
             return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants]
         return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")]) for _ in P.variants for layer in P.layers]
     if stem.startswith("leask_"):
         return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, "topk") for s in P.sizes])]
     return []
+
+
+def _calibration_passes(P) -> list[Pass]:
+    """Fig. 4's short runs that set each L1/L0 architecture's coefficient (`runs.calibrate_sparsity`)."""
+    return [Pass(P.calib_tokens, _layer(P.hookpoint), [(P.d_sae, a)]) for a in P.architectures
+            if a in ("relu", "gated", "jumprelu") for _ in range(P.calib_runs)]
 
 
 @dataclass
