@@ -90,8 +90,9 @@ AUTOCASTS = ("none", "bf16")
 
 
 def _check_trainer(P, hookpoints: list[str]) -> None:
-    """sae_autocast / trainer / sparsify_recipe / sparsify_overrides: a known autocast, trainer and recipe, overrides of recipe fields the
-    profile does not set itself, and hookpoints sparsify can train on (module outputs: not resid_pre)."""
+    """sae_autocast / trainer / sparsify_recipe / sparsify_overrides: a known autocast, trainer and recipe,
+    overrides of recipe fields the profile does not set itself, and hookpoints sparsify can train on (module
+    outputs: not resid_pre)."""
     from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
 
     if P.sae_autocast not in AUTOCASTS:

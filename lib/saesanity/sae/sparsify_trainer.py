@@ -360,12 +360,11 @@ class _TrainLog:
     of latents sparsify counts as dead (not in the top-k for more than `dead_feature_threshold` tokens) before
     that step's update. Saved with sparsify's checkpoints and read back on resume."""
 
-    def __init__(self, trainer, out: Path, log_every: int = 10):
-        self.trainer, self.out, self.log_every = trainer, out, log_every
+    def __init__(self, trainer, out: Path, tokens_per_step: int, log_every: int = 10):
+        self.trainer, self.out, self.tokens_per_step, self.log_every = trainer, out, tokens_per_step, log_every
         self.records: dict[str, list[dict]] = {name: [] for name in trainer.saes}
         self.sums: dict[str, float] = dict.fromkeys(trainer.saes, 0.0)
         self.handles = [sae.register_forward_hook(self._hook(name)) for name, sae in trainer.saes.items()]
-        self.tokens_per_step = 0
 
     def _hook(self, name: str):
         def hook(module, args, output):
@@ -403,8 +402,7 @@ class _TrainLog:
 def _logging(trainer, out: Path, rank: int, tokens_per_step: int, n_steps: int, resumed: bool):
     """`_TrainLog` attached to `trainer` while it fits: a record after each optimizer step (a post-step hook on
     sparsify's first optimizer), saved with each of sparsify's checkpoints (rank 0) and at the end."""
-    log = _TrainLog(trainer, out)
-    log.tokens_per_step = tokens_per_step
+    log = _TrainLog(trainer, out, tokens_per_step)
     if resumed:
         log.load()
     save = trainer.save
