@@ -46,3 +46,24 @@ def test_machine_paths_become_relative_and_leaks_are_found(tmp_path, monkeypatch
     assert absolute_paths(new_notebook(cells=[new_code_cell("x", outputs=[
         new_output("stream", name="stdout", text="see /home/someone/x.txt and /tmp/y")])])) == \
         ["/home/someone/x.txt", "/tmp/y"]
+
+
+def test_a_checkout_under_an_unusual_top_folder_is_still_caught_and_cleaned(tmp_path, monkeypatch):
+    """CI checks the repository out under /check: a path under this machine's own roots is a leak wherever the
+    roots live, not only under /home, /work, /tmp…"""
+    from pathlib import Path
+
+    from saesanity import paths
+    from saesanity.notebooks import absolute_paths
+
+    monkeypatch.setattr(paths, "REPO_ROOT", Path("/check/work/main"))
+    monkeypatch.setenv("SAESANITY_FIGURES", "/check/work/main/figures")
+    outs = [new_output("execute_result", data={"text/plain": "PosixPath('/check/work/main/notebooks/a.ipynb')"})]
+    nb = new_notebook(cells=[new_code_cell("x", outputs=outs)])
+    assert absolute_paths(nb) == ["/check/work/main/notebooks/a.ipynb"]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    clean_executed(path)
+    got = nbformat.read(path, 4)
+    assert got.cells[0].outputs[0]["data"]["text/plain"] == "PosixPath('<repo>/notebooks/a.ipynb')"
+    assert absolute_paths(got) == []

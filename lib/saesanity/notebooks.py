@@ -55,14 +55,18 @@ def _relative(text: str, roots: list[tuple[str, str]]) -> str:
 
 
 def absolute_paths(nb) -> list[str]:
-    """Absolute paths of this machine's layout left in `nb`'s outputs (what `clean_executed` must not leave)."""
+    """Absolute paths of this machine's layout left in `nb`'s outputs (what `clean_executed` must not leave): paths
+    under the usual top-level folders, and any path under this machine's own roots (the repository, the cache, the
+    installed packages), wherever those live (CI checks out under /check)."""
+    mine = [re.escape(root) for root, _ in _local_roots() if root not in ("", "/")]
+    pattern = re.compile(_ABSOLUTE.pattern + "|" + "|".join(f"(?<![\\w.~<>-]){m}[^\\s'\"\\])]*" for m in mine))
     found = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
             texts += out.get("traceback", [])
             for t in texts:
-                found += _ABSOLUTE.findall(t if isinstance(t, str) else "".join(t))
+                found += pattern.findall(t if isinstance(t, str) else "".join(t))
     return found
 
 
