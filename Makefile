@@ -90,7 +90,11 @@ figure:
 	@test -n "$(STEM)" || { echo "usage: make figure STEM=<stem> [PROFILE=...]; stems: $(STEMS)"; exit 2; }
 	$(MAKE) $(FIGDIR)/$(STEM).json
 
-$(FIGDIR)/%.json: notebooks/%.ipynb params/%.yaml $(LIB_SRC) | $(SETUP)
+# a notebook's parameter file and each file it is `same_as` (params.read_profiles), so editing a shared file
+# re-executes every notebook that reads it
+param_chain = params/$(1).yaml $(foreach p,$(shell sed -n 's/^same_as: *\([A-Za-z0-9_]*\).*/\1/p' params/$(1).yaml 2>/dev/null),$(call param_chain,$(p)))
+.SECONDEXPANSION:
+$(FIGDIR)/%.json: notebooks/%.ipynb $$(call param_chain,$$*) $(LIB_SRC) | $(SETUP)
 	@mkdir -p $(FIGDIR)/executed $(FIGDIR)/.tmp
 	$(PY) -m saesanity.params $* $(PROFILE) > $(FIGDIR)/.tmp/$*.params.yaml
 	$(if $(NPROC),$(OFFLINE) $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m saesanity.pretrain $* $(PROFILE))

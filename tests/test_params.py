@@ -28,6 +28,8 @@ def test_parameters_cell_equals_default_profile(stem):
     exec(cells[0].source, ns)
     ns = {k: v for k, v in ns.items() if not k.startswith("__")}
     assert ns == params.profile_values(stem, "default")
+    assert cells[0].source == params.parameters_cell(stem), \
+        f"stale parameters cell: run python -m saesanity.params cell {stem}"
 
 
 @pytest.mark.parametrize("stem", STEMS)
@@ -104,8 +106,6 @@ def test_autointerp_notebooks_share_the_sae_settings_they_reuse(profile):
     roc = params.profile_values("heap_figB_autointerp_roc", profile)
     sae_keys = [f.name for f in dataclasses.fields(params.VariantSweepParams)]
     assert {k: roc[k] for k in sae_keys} == {k: heap[k] for k in sae_keys}
-    assert params.profile_values("paulo_fig3_interp_vs_sharing", profile) == \
-        params.profile_values("paulo_table1_unpaired_explanations", profile)
 
 
 def test_autointerp_params_reject_bad_values():
@@ -131,8 +131,6 @@ def test_leask_notebooks_reuse_fig5_saes(profile):
         assert vals["seeds"][0] == fig5["seeds"][0]
         if profile == "default":  # every size already trained by Fig. 5
             assert set(vals["sizes"]) <= set(fig5["sizes"]) | {fig5["d_sae"]}
-    assert params.profile_values("leask_stitching", profile) == params.profile_values("leask_meta_sae", profile)
-    assert params.profile_values("leask_stitching", profile) == params.profile_values("leask_novel_fraction", profile)
 
 
 def test_leask_params_reject_bad_values():
@@ -195,13 +193,87 @@ def test_paper_mini_differs_from_paper_only_in_allowed_keys(stem):
         assert mini["release"] == "" and mini["release_id"] == "", stem
 
 
-@pytest.mark.parametrize("profile", params.PROFILES)
-def test_leask_notebooks_share_every_setting(profile):
-    ref = params.profile_values("leask_stitching", profile)
-    for stem in ("leask_novel_fraction", "leask_meta_sae"):
-        assert params.profile_values(stem, profile) == ref, stem
+# ---------------------------------------------------------------- composition: groups, class defaults, same_as
+
+def test_enumerations_match_the_registries_they_name():
+    import typing
+
+    from saesanity.activations import HOOK_KINDS
+    from saesanity.autointerp import explainers, scorers
+    from saesanity.autointerp.pipeline import BACKENDS
+    from saesanity.models import DTYPES, VARIANTS
+    from saesanity.sae.arch import ARCHITECTURES
+
+    for lit, registry in [(params.Dtype, DTYPES), (params.Variant, VARIANTS), (params.HookKind, HOOK_KINDS),
+                          (params.Architecture, ARCHITECTURES), (params.Explainer, explainers.EXPLAINERS),
+                          (params.Backend, BACKENDS), (params.Scorer, scorers.SCORERS)]:
+        assert list(typing.get_args(lit)) == list(registry)
+    with pytest.raises(params.ParamsError, match=r"variant='trainde'.*valid: \['trained'"):
+        params.load("paulo_fig1_matched_cosines", "smoke", variant="trainde")
+    with pytest.raises(params.ParamsError, match=r"kinds=\['mlp'\].*valid: \['resid_pre'"):
+        params.load("paulo_fig4_overlap_vs_layer_position_arch", "smoke", kinds=["mlp"])
 
 
-@pytest.mark.parametrize("profile", params.PROFILES)
-def test_heap_notebooks_share_their_saes(profile):
-    assert params.profile_values("heap_token_entropy", profile) == params.profile_values("heap_metrics_vs_layer", profile)
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_field_is_documented_once(stem):
+    import dataclasses
+
+    fields = dataclasses.fields(params.params_class(stem))
+    assert all(f.metadata.get("doc") for f in fields), [f.name for f in fields if not f.metadata.get("doc")]
+    assert len({f.name for f in fields}) == len(fields)
+
+
+def test_a_class_default_fills_what_the_file_leaves_out_and_a_required_field_must_be_given(tmp_path):
+    stem = "paulo_fig1_matched_cosines"
+    (tmp_path / f"{stem}.yaml").write_text(yaml.safe_dump({"default": {
+        "model": "smollm2-tiny-random", "corpus": "debian", "hookpoint": "mlp_out.2", "n_tokens": 2048,
+        "n_eval_tokens": 512, "d_sae": 64, "k": 4, "batch_size": 256, "lr": 0.01, "seeds": [0, 1]}}))
+    P = params.load(stem, params_dir=tmp_path)
+    assert (P.device, P.trainer, P.activations, P.threshold, P.seq_len, P.sparsify_overrides) == \
+        ("cpu", "ours", "cached", 0.7, 256, {})
+    (tmp_path / f"{stem}.yaml").write_text(yaml.safe_dump({"default": {"model": "smollm2-tiny-random"}}))
+    with pytest.raises(params.ParamsError, match=r"missing parameter\(s\) \['corpus', 'n_eval_tokens'"):
+        params.load(stem, params_dir=tmp_path)
+
+
+def test_same_as_overlays_each_section_key_by_key_through_a_chain(tmp_path):
+    stem_a, stem_b, stem_c = "paulo_fig1_matched_cosines", "paulo_fig2_similarity_vs_frequency", "paulo_figA1_power_law_offset"
+    base = {k: v for k, v in params.read_profiles(stem_a)["default"].items()}
+    (tmp_path / f"{stem_a}.yaml").write_text(yaml.safe_dump({"default": base, "smoke": {"lr": 0.5, "k": 8}}))
+    (tmp_path / f"{stem_b}.yaml").write_text(yaml.safe_dump({"same_as": stem_a, "default": {"seeds": [0, 1, 2, 3, 4]},
+                                                             "smoke": {"k": 4}}))
+    (tmp_path / f"{stem_c}.yaml").write_text(yaml.safe_dump({"same_as": stem_b, "default": {"n_boot": 5, "max_draws": 9}}))
+    smoke = params.load(stem_c, "smoke", params_dir=tmp_path)
+    assert (smoke.lr, smoke.k, smoke.seeds, smoke.n_boot) == (0.5, 4, [0, 1, 2, 3, 4], 5)
+    assert params.load(stem_c, params_dir=tmp_path).k == base["k"]
+    (tmp_path / f"{stem_a}.yaml").write_text(yaml.safe_dump({"same_as": stem_c}))
+    with pytest.raises(params.ParamsError, match="without a cycle"):
+        params.read_profiles(stem_c, tmp_path)
+    (tmp_path / f"{stem_a}.yaml").write_text(yaml.safe_dump({"same_as": "no_such_notebook", "default": {}}))
+    with pytest.raises(params.ParamsError, match="no parameter file .*no_such_notebook.yaml"):
+        params.read_profiles(stem_a, tmp_path)
+
+
+@pytest.mark.parametrize("stem,parent", [
+    ("heap_token_entropy", "heap_metrics_vs_layer"), ("heap_figB_autointerp_roc", "heap_metrics_vs_layer"),
+    ("leask_novel_fraction", "leask_stitching"), ("leask_meta_sae", "leask_stitching"),
+    ("paulo_table1_unpaired_explanations", "paulo_fig3_interp_vs_sharing"),
+    ("paulo_figA4_mean_cosines_vs_size_k_tokens", "paulo_fig5_overlap_vs_size_k_tokens")])
+def test_notebooks_that_read_one_anothers_artifacts_share_one_file(stem, parent):
+    """These read the artifacts another notebook makes: their file is `same_as` it, so they cannot drift."""
+    assert yaml.safe_load((PARAMS_DIR / f"{stem}.yaml").read_text())["same_as"] == parent
+    shared = set(params.profile_values(parent, "default"))
+    for profile in params.PROFILES:
+        vals, ref = params.profile_values(stem, profile), params.profile_values(parent, profile)
+        assert {k: vals[k] for k in shared} == {k: ref[k] for k in shared}, (stem, profile)
+
+
+def test_help_lists_each_parameter_with_its_values_and_meaning():
+    out = subprocess.run([sys.executable, "-m", "saesanity.params", "--help", "heap_metrics_vs_layer"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "kind (one of ['resid_pre', 'resid_post', 'mlp_out', 'attn_out']): hookpoint kind at every layer" in out
+    assert "smoke: 'smollm2-tiny-random'; default: 'smollm2-135m'" in out
+    bad = subprocess.run([sys.executable, "-m", "saesanity.params", "heap_metrics_vs_layer", "fast"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == ("error: heap_metrics_vs_layer: unknown profile 'fast'; "
+                                                          "this file has ['default', 'paper', 'paper-mini', 'smoke']")

@@ -1,9 +1,16 @@
 """Notebook parameters: `params/<stem>.yaml` profiles -> a typed, validated dataclass.
 
-Each YAML file maps profile names (`smoke`, `default`, `paper-mini`, `paper`) to parameter values.
-`default` must give every parameter; other profiles override some of them. Unknown keys, unknown
-profiles, values of the wrong type and conflicting options are rejected with a message naming the
-bad value.
+Each notebook's class is composed of field groups (`Text`, `ModelData`, `SAETraining`, `RunFields`,
+`InterpFields`, ...), so a field and its checks are written once. A field carries its one documentation line
+(`param`), shown in the notebook's parameters cell (generated from this module: `python -m saesanity.params
+cell <stem>`), by `papermill --help-notebook` and by `python -m saesanity.params --help <stem>`; enumerations are
+`Literal` types, so a typo gets the valid values back. A field that one value serves everywhere has a class default.
+
+Each YAML file maps profile names (`smoke`, `default`, `paper-mini`, `paper`) to the values that differ: from
+the class defaults (`default`), or from `default` (the other profiles). A file that reads another notebook's
+artifacts starts `same_as: <that stem>` and holds only what differs from that file, section by section
+(`read_profiles`). Unknown keys, unknown profiles, values of the wrong type and conflicting options are rejected
+with a message naming the bad value.
 
 Profiles overlay `default` (`profile_values`), except `paper-mini`, which overlays `paper` (itself
 overlaid on `default`): paper-mini = default ∪ paper ∪ paper-mini. A `paper-mini` section names only
@@ -21,18 +28,18 @@ Command line (used by the Makefile to feed papermill a flat parameter file):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .paths import PARAMS_DIR
 
-PROFILES = ("smoke", "default", "paper-mini", "paper")
 # the profile each profile is overlaid on (after `default`): paper-mini is the paper profile, shrunk
 BASE_PROFILE = {"paper-mini": "paper"}
 # the keys a `paper-mini` section may set: where the model, text and hardware come from, and sizes —
@@ -67,104 +74,163 @@ class ParamsError(ValueError):
     """A parameter file or value is wrong; the message says which and what would be valid."""
 
 
-def _check_dtype(name: str, value: str) -> None:
-    from .models import DTYPES
+# ---------------------------------------------------------------- the enumerations a parameter may take
+# (tests/test_params.py checks each against the registry of the module that implements it)
+Profile = Literal["smoke", "default", "paper-mini", "paper"]
+Dtype = Literal["float32", "bfloat16", "float16"]  # models.DTYPES
+Variant = Literal["trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control"]  # models.VARIANTS
+HookKind = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]  # activations.HOOK_KINDS
+Activations = Literal["cached", "streamed"]
+Trainer = Literal["ours", "sparsify"]
+Autocast = Literal["none", "bf16"]
+Architecture = Literal["topk", "batchtopk", "relu", "gated", "jumprelu"]  # sae.arch.ARCHITECTURES
+Explainer = Literal["llm", "top-tokens"]  # autointerp.explainers.EXPLAINERS
+Backend = Literal["hf-local", "openai-compatible"]  # autointerp.pipeline.BACKENDS
+Scorer = Literal["detection", "fuzzing", "embedding"]  # autointerp.scorers.SCORERS
 
-    if value not in DTYPES:
-        raise ParamsError(f"{name}={value!r}; valid: {list(DTYPES)}")
-
-
-ACTIVATIONS = ("cached", "streamed")
-
-
-def _check_activations(P) -> None:
-    if P.activations not in ACTIVATIONS:
-        raise ParamsError(f"activations={P.activations!r}; valid: {list(ACTIVATIONS)}")
-    if P.stream_buffer_tokens < P.batch_size:
-        raise ParamsError(f"stream_buffer_tokens={P.stream_buffer_tokens} must hold at least one SAE batch "
-                          f"({P.batch_size})")
-
-
-TRAINERS = ("ours", "sparsify")
-AUTOCASTS = ("none", "bf16")
+PROFILES: tuple[str, ...] = typing.get_args(Profile)
+ACTIVATIONS: tuple[str, ...] = typing.get_args(Activations)
+TRAINERS: tuple[str, ...] = typing.get_args(Trainer)
+AUTOCASTS: tuple[str, ...] = typing.get_args(Autocast)
 
 
-def _check_trainer(P, hookpoints: list[str]) -> None:
-    """sae_autocast / trainer / sparsify_recipe / sparsify_overrides: a known autocast, trainer and recipe,
-    overrides of recipe fields the profile does not set itself, and hookpoints sparsify can train on (module
-    outputs: not resid_pre)."""
-    from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
-
-    if P.sae_autocast not in AUTOCASTS:
-        raise ParamsError(f"sae_autocast={P.sae_autocast!r}; valid: {list(AUTOCASTS)}")
-    if P.trainer not in TRAINERS:
-        raise ParamsError(f"trainer={P.trainer!r}; valid: {list(TRAINERS)}")
-    if P.sparsify_recipe not in RECIPES:
-        raise ParamsError(f"sparsify_recipe={P.sparsify_recipe!r}; valid: {list(RECIPES)}")
-    own = {"num_latents": "d_sae", "expansion_factor": "d_sae", "k": "k", "ctx_len": "seq_len"}
-    for name in P.sparsify_overrides:
-        if name in own:
-            raise ParamsError(f"sparsify_overrides sets {name!r}: the profile's {own[name]} sets it")
-        if name not in RECIPE_FIELDS:
-            raise ParamsError(f"sparsify_overrides: unknown recipe field {name!r}; valid: "
-                              f"{[f for f in RECIPE_FIELDS if f not in own]}")
-    if P.trainer == "sparsify":
-        bad = [h for h in hookpoints if h.startswith("resid_pre")]
-        if bad:
-            raise ParamsError(f"trainer=sparsify trains on module outputs; hookpoints {bad} are resid_pre "
-                              f"(use resid_post of the layer before)")
+def param(doc: str, default: Any = dataclasses.MISSING) -> Any:
+    """A parameter field: its one documentation line (shown in the notebook's parameters cell, so by
+    `papermill --help-notebook`, and by `python -m saesanity.params --help <stem>`) and its default, where one
+    value serves every notebook that has the field (none: every notebook's YAML `default` gives it)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
 
 
-@dataclass(frozen=True)
-class SeedRunParams:
-    """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
+# ---------------------------------------------------------------- field groups, composed into each notebook's class
+# Each group declares its fields once and checks them in `check`, which calls `super().check()` first, so a
+# composed class runs every group's rules once (in method-resolution order).
 
-    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
-    model: str  # model spec: `smollm2-135m`, `smollm2-tiny-random`, `standin:<hub name>`, `org/name@revision`, a folder
-    variant: str  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
-    corpus: str  # `debian` (all sources), `debian:austen,web`, `hf:<dataset>[:<config>]`, or `standin:<name>`
-    hookpoint: str  # e.g. `mlp_out.6` (MLP output of layer 6); resid_post.L, attn_out.L also exist
-    n_tokens: int  # training tokens of activations collected (and seen by each SAE, one epoch)
-    seq_len: int  # tokens per sequence fed to the model
-    model_batch_size: int  # sequences per model forward pass during collection
-    model_dtype: str  # float32 | bfloat16 | float16: dtype of the model's forward pass (activations kept fp32)
-    data_seed: int  # seed of the corpus shuffle and of the SAE batch order (shared by all SAE seeds)
-    d_sae: int  # number of latents
-    k: int  # active latents per token (TopK)
-    batch_size: int  # tokens per SAE optimisation step
-    lr: float  # Adam learning rate
-    auxk_alpha: float  # weight of the AuxK loss on dead latents (0 disables it)
-    seeds: list[int]  # SAE initialisation seeds (all see the same batches); pair figures compare the first two
-    threshold: float  # cosine threshold of the shared-latent rule
-    n_eval_tokens: int  # held-out tokens for FVU / L0 of the trained SAEs
-    device: str  # cpu | cuda
-    activations: str  # cached: training activations collected once to a memmap | streamed: SAEs fed by the model forward (no activation cache; the paper profiles)
-    stream_buffer_tokens: int  # rows of the streamed shuffle buffer (memory: this × d_model floats), rounded down to whole batches
-    trainer: str  # ours: saesanity.sae.train | sparsify: EleutherAI's sparsify trains the TopK SAEs (the papers' engine; other architectures stay ours)
-    sparsify_recipe: str  # with trainer=sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 (sae.sparsify_trainer.RECIPES)
-    sparsify_overrides: dict  # recipe fields changed (batch_size in sequences, lr, lr_warmup_steps, ...); d_sae, k, seq_len come from the profile
-    sae_autocast: str  # none: fp32 SAE forward | bf16: our trainer's SAE forward under torch.autocast(bfloat16), fp32 parameters and Adam (sparsify keeps its own precision)
+@dataclass(frozen=True, kw_only=True)
+class _Group:
+    def check(self) -> None:
+        """Cross-field rules (types and enumerations are checked by `build` from the annotations)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profiled(_Group):
+    profile: Profile = param("which profile these values came from: smoke | default | paper-mini | paper")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Text(_Group):
+    """The model whose tokenizer reads the text, the text, and its held-out split."""
+
+    model: str = param("model spec: smollm2-135m, smollm2-tiny-random, standin:<hub name>, org/name[@revision], "
+                       "a bare hub name (gpt2) or a local folder (saesanity.models)")
+    corpus: str = param("corpus spec: debian, debian:austen,web, hf:<dataset>[:<config>][@revision], "
+                        "standin:<name> (saesanity.corpus)")
+    seq_len: int = param("tokens per sequence fed to the model", 256)
+    data_seed: int = param("seed of the corpus shuffle and of the SAE batch order (shared by all SAE seeds)", 0)
+    n_eval_tokens: int = param("held-out tokens the results are measured on")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelData(Text):
+    """Activations of the model's forward pass over the text."""
+
+    n_tokens: int = param("training tokens of activations collected (and seen by each SAE, one epoch)")
+    model_batch_size: int = param("sequences per model forward pass", 8)
+    model_dtype: Dtype = param("dtype of the model's forward pass: float32 | bfloat16 | float16 "
+                               "(activations are kept in fp32)", "bfloat16")
+    device: str = param("cpu | cuda (or cuda:<n>)", "cpu")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SAETraining(_Group):
+    """How the TopK SAEs are trained (used with `ModelData`, whose n_tokens they train on)."""
+
+    d_sae: int = param("number of latents")
+    k: int = param("active latents per token (TopK)")
+    batch_size: int = param("tokens per SAE optimisation step")
+    lr: float = param("Adam learning rate")
+    auxk_alpha: float = param("weight of the AuxK loss on dead latents (0 disables it)", 0.03125)
+    activations: Activations = param("cached: training activations collected once to a memmap | streamed: SAEs fed "
+                                     "by the model forward (no activation cache; the paper profiles)", "cached")
+    stream_buffer_tokens: int = param("rows of the streamed shuffle buffer (memory: this x d_model floats), rounded "
+                                      "down to whole batches", 262144)
+    trainer: Trainer = param("ours: saesanity.sae.train | sparsify: EleutherAI's sparsify trains the TopK SAEs (the "
+                             "papers' engine; other architectures stay ours)", "ours")
+    sparsify_recipe: str = param("with trainer=sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 "
+                                 "(saesanity.sae.sparsify_trainer.RECIPES)", "paulo_belrose_2025")
+    sparsify_overrides: dict = param("recipe fields changed, e.g. {batch_size: 8} (in sequences); d_sae, k and "
+                                     "seq_len come from the profile", {})
+    sae_autocast: Autocast = param("none: fp32 SAE forward | bf16: our trainer's SAE forward under bf16 autocast, fp32 "
+                                   "parameters and Adam (sparsify keeps its own precision)", "none")
+
+    def sae_hookpoints(self) -> list[str]:
+        """The hookpoints SAEs are trained at (the trainer must support each)."""
+        raise NotImplementedError
 
     def check(self) -> None:
-        _check_dtype("model_dtype", self.model_dtype)
-        _check_activations(self)
-        _check_trainer(self, [self.hookpoint])
-        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
-            raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
-        if not 0.0 < self.threshold < 1.0:
-            raise ParamsError(f"threshold={self.threshold}: must lie in (0, 1)")
+        super().check()
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
         if self.n_tokens < self.batch_size:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        if self.stream_buffer_tokens < self.batch_size:
+            raise ParamsError(f"stream_buffer_tokens={self.stream_buffer_tokens} must hold at least one SAE batch "
+                              f"({self.batch_size})")
+        from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
+
+        if self.sparsify_recipe not in RECIPES:
+            raise ParamsError(f"sparsify_recipe={self.sparsify_recipe!r}; valid: {list(RECIPES)}")
+        own = {"num_latents": "d_sae", "expansion_factor": "d_sae", "k": "k", "ctx_len": "seq_len"}
+        for name in self.sparsify_overrides:
+            if name in own:
+                raise ParamsError(f"sparsify_overrides sets {name!r}: the profile's {own[name]} sets it")
+            if name not in RECIPE_FIELDS:
+                raise ParamsError(f"sparsify_overrides: unknown recipe field {name!r}; valid: "
+                                  f"{[f for f in RECIPE_FIELDS if f not in own]}")
+        if self.trainer == "sparsify":
+            bad = [h for h in self.sae_hookpoints() if h.startswith("resid_pre")]
+            if bad:
+                raise ParamsError(f"trainer=sparsify trains on module outputs; hookpoints {bad} are resid_pre "
+                                  f"(use resid_post of the layer before)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class RunFields(SAETraining, ModelData):
+    """What the cached pipeline steps (`saesanity.runs`) read: one model variant, one hookpoint, SAE seeds.
+    A notebook's `SeedRunParams` is one; so is `runs.RunView`, a sweep's or a report's view of one point."""
+
+    variant: Variant = param("trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control "
+                             "(saesanity.models.VARIANTS)", "trained")
+    hookpoint: str = param("e.g. mlp_out.6 (MLP output of layer 6); resid_pre.L, resid_post.L, attn_out.L")
+    seeds: list[int] = param("SAE initialisation seeds (all see the same batches); pair figures compare the first two")
+
+    def sae_hookpoints(self) -> list[str]:
+        return [self.hookpoint]
+
+
+# ---------------------------------------------------------------- one class per kind of notebook
+
+@dataclass(frozen=True, kw_only=True)
+class SeedRunParams(RunFields, Profiled):
+    """TopK SAEs of several seeds on one activation set (Paulo & Belrose Fig. 1, 2, A2, A3)."""
+
+    threshold: float = param("cosine threshold of the shared-latent rule", 0.7)
+
+    def check(self) -> None:
+        super().check()
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
+        if not 0.0 < self.threshold < 1.0:
+            raise ParamsError(f"threshold={self.threshold}: must lie in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PowerLawParams(SeedRunParams):
     """Fig. A1: only-in-base fraction vs number of SAEs, with fits and a bootstrap over base seeds."""
 
-    n_boot: int  # bootstrap resamples of the base seeds for the fit's offset c
-    max_draws: int  # (subset, base) pairs per N; all of them are used when there are fewer
+    n_boot: int = param("bootstrap resamples of the base seeds for the fit's offset c")
+    max_draws: int = param("(subset, base) pairs per N; all of them are used when there are fewer")
 
     def check(self) -> None:
         super().check()
@@ -172,11 +238,11 @@ class PowerLawParams(SeedRunParams):
             raise ParamsError(f"seeds={self.seeds}: a 3-parameter fit over N = 2…n needs n >= 5 seeds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ThresholdSweepParams(SeedRunParams):
     """Fig. A2: shared fraction vs cosine threshold under each rule."""
 
-    thresholds: list[float]  # thresholds to sweep
+    thresholds: list[float] = param("thresholds to sweep")
 
     def check(self) -> None:
         super().check()
@@ -184,17 +250,17 @@ class ThresholdSweepParams(SeedRunParams):
             raise ParamsError(f"thresholds={self.thresholds}: need a non-empty list of values in [0, 1]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepParams(SeedRunParams):
     """Fig. 5 / A4: pairs of seeds swept over dictionary size, k and training tokens (one axis at a time)."""
 
-    sizes: list[int]  # d_sae values (k and tokens at their base values)
-    ks: list[int]  # k values (d_sae and tokens at their base values)
-    train_tokens: list[int]  # training tokens, each <= n_tokens (d_sae and k at their base values)
+    sizes: list[int] = param("d_sae values (k and tokens at their base values)")
+    ks: list[int] = param("k values (d_sae and tokens at their base values)")
+    train_tokens: list[int] = param("training tokens, each <= n_tokens (d_sae and k at their base values)")
 
     def check(self) -> None:
         super().check()
-        bad = [k for k in self.ks for s in [self.d_sae] if not 0 < k < s] + [s for s in self.sizes if s <= self.k]
+        bad = [k for k in self.ks if not 0 < k < self.d_sae] + [s for s in self.sizes if s <= self.k]
         if bad:
             raise ParamsError(f"sweep values {bad} violate 0 < k < d_sae (base d_sae={self.d_sae}, k={self.k})")
         over = [t for t in self.train_tokens if t > self.n_tokens or t < self.batch_size]
@@ -202,30 +268,27 @@ class SweepParams(SeedRunParams):
             raise ParamsError(f"train_tokens {over} must lie in [batch_size={self.batch_size}, n_tokens={self.n_tokens}]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerArchParams(SeedRunParams):
     """Fig. 4: seed pairs across layers × sizes, hookpoint kinds (MLP vs residual), and architectures."""
 
-    layers: list[int]  # decoder layers of panels (a) and (b)
-    layer_sizes: list[int]  # d_sae values at every layer of the first kind in `kinds` (panel a)
-    kinds: list[str]  # hookpoint kinds compared at d_sae in panel (b), e.g. [mlp_out, resid_post]
-    architectures: list[str]  # panel (c), at `hookpoint` and d_sae: topk | batchtopk | relu | gated | jumprelu
-    calib_tokens: int  # tokens of each short run that sets an L1/L0 architecture's coefficient to reach L0 ≈ k
-    calib_runs: int  # short runs per calibrated architecture
+    layers: list[int] = param("decoder layers of panels (a) and (b)")
+    layer_sizes: list[int] = param("d_sae values at every layer of the first kind in `kinds` (panel a)")
+    kinds: list[HookKind] = param("hookpoint kinds compared at d_sae in panel (b), e.g. [mlp_out, resid_post]")
+    architectures: list[Architecture] = param("panel (c), at `hookpoint` and d_sae: topk | batchtopk | relu | gated | "
+                                              "jumprelu")
+    calib_tokens: int = param("tokens of each short run that sets an L1/L0 architecture's coefficient to reach L0 ≈ k")
+    calib_runs: int = param("short runs per calibrated architecture")
+
+    def sae_hookpoints(self) -> list[str]:
+        return [self.hookpoint] + [f"{kind}.{layer}" for kind in self.kinds for layer in self.layers]
 
     def check(self) -> None:
-        super().check()
-        from .sae.arch import ARCHITECTURES
-
-        bad = [a for a in self.architectures if a not in ARCHITECTURES]
-        if bad or not self.architectures:
-            raise ParamsError(f"architectures {bad or self.architectures}: valid {list(ARCHITECTURES)}")
-        bad = [k for k in self.kinds if k not in ("resid_pre", "resid_post", "mlp_out", "attn_out")]
-        if bad or not self.kinds:
-            raise ParamsError(f"kinds {bad or self.kinds}: valid ['resid_pre', 'resid_post', 'mlp_out', 'attn_out']")
-        _check_trainer(self, [f"{kind}.{layer}" for kind in self.kinds for layer in self.layers])
+        if not self.architectures or not self.kinds:
+            raise ParamsError(f"architectures={self.architectures} and kinds={self.kinds} must not be empty")
         if not self.layers or min(self.layers) < 0:
             raise ParamsError(f"layers={self.layers}: need non-negative layer indices")
+        super().check()
         bad = [s for s in self.layer_sizes if s <= self.k]
         if bad or not self.layer_sizes:
             raise ParamsError(f"layer_sizes {bad or self.layer_sizes}: need values above k={self.k}")
@@ -234,80 +297,51 @@ class LayerArchParams(SeedRunParams):
                               f"calib_runs={self.calib_runs} be >= 1")
 
 
-@dataclass(frozen=True)
-class VariantSweepParams:
+@dataclass(frozen=True, kw_only=True)
+class VariantSweepParams(SAETraining, ModelData, Profiled):
     """Heap et al.: one TopK SAE per (model variant × layer), evaluated on the same held-out tokens."""
 
-    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
-    model: str  # model spec (see SeedRunParams.model)
-    variants: list[str]  # trained | rerandomized_incl_emb | rerandomized_excl_emb | init | step0 | control
-    corpus: str  # corpus spec (see SeedRunParams.corpus)
-    kind: str  # hookpoint kind at every layer: resid_post (the paper), resid_pre, mlp_out, attn_out
-    layers: list[int]  # decoder layers (0-based)
-    n_tokens: int  # training tokens per variant (activations collected; one epoch per SAE)
-    seq_len: int  # tokens per sequence fed to the model
-    model_batch_size: int  # sequences per model forward pass
-    model_dtype: str  # float32 | bfloat16 | float16: dtype of the model's forward pass
-    data_seed: int  # corpus shuffle and SAE batch order
-    d_sae: int  # number of latents
-    k: int  # active latents per token (TopK)
-    batch_size: int  # tokens per SAE optimisation step
-    lr: float  # Adam learning rate
-    auxk_alpha: float  # AuxK loss weight
-    seed: int  # SAE initialisation seed
-    n_eval_tokens: int  # held-out tokens for reconstruction metrics and token entropy
-    n_splice_tokens: int  # held-out tokens for the CE / KL scores (3 forward passes per SAE)
-    entropy_top_n: int  # top activations per latent whose token distribution gives its entropy
-    device: str  # cpu | cuda
-    activations: str  # cached | streamed (see SeedRunParams.activations)
-    stream_buffer_tokens: int  # rows of the streamed shuffle buffer (see SeedRunParams.stream_buffer_tokens)
-    trainer: str  # ours | sparsify (see SeedRunParams.trainer)
-    sparsify_recipe: str  # see SeedRunParams.sparsify_recipe
-    sparsify_overrides: dict  # see SeedRunParams.sparsify_overrides
-    sae_autocast: str  # none | bf16 (see SeedRunParams.sae_autocast)
+    variants: list[Variant] = param("model variants: trained | rerandomized_incl_emb | rerandomized_excl_emb | init | "
+                                    "step0 | control (saesanity.models.VARIANTS)")
+    kind: HookKind = param("hookpoint kind at every layer: resid_post (the paper), resid_pre, mlp_out, attn_out")
+    layers: list[int] = param("decoder layers (0-based)")
+    seed: int = param("SAE initialisation seed", 0)
+    n_splice_tokens: int = param("held-out tokens for the CE / KL scores (3 forward passes per SAE)")
+    entropy_top_n: int = param("top activations per latent whose token distribution gives its entropy")
+
+    def sae_hookpoints(self) -> list[str]:
+        return [f"{self.kind}.{layer}" for layer in self.layers]
 
     def check(self) -> None:
-        from .activations import HOOK_KINDS
-        from .models import VARIANTS
-
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if bad or not self.variants or len(set(self.variants)) != len(self.variants):
-            raise ParamsError(f"variants {bad or self.variants}: need distinct values from {list(VARIANTS)}")
-        if self.kind not in HOOK_KINDS:
-            raise ParamsError(f"kind={self.kind!r}; valid: {list(HOOK_KINDS)}")
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ParamsError(f"variants={self.variants}: need distinct values from {list(typing.get_args(Variant))}")
         if not self.layers or min(self.layers) < 0 or len(set(self.layers)) != len(self.layers):
             raise ParamsError(f"layers={self.layers}: need distinct non-negative layer indices")
-        _check_dtype("model_dtype", self.model_dtype)
-        _check_activations(self)
-        _check_trainer(self, [f"{self.kind}.{layer}" for layer in self.layers])
-        if not 0 < self.k < self.d_sae:
-            raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
-        if self.n_tokens < self.batch_size:
-            raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        super().check()
         if self.entropy_top_n < 2 or self.n_splice_tokens < self.seq_len:
             raise ParamsError(f"entropy_top_n={self.entropy_top_n} must be >= 2 and n_splice_tokens="
                               f"{self.n_splice_tokens} at least one sequence ({self.seq_len})")
 
 
-@dataclass(frozen=True)
-class ToyParams:
+@dataclass(frozen=True, kw_only=True)
+class ToyParams(Profiled):
     """Heap et al. Section 4 toy models (`saesanity.toy`)."""
 
-    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
-    d: int  # input dimension
-    n_features: int  # ground-truth features in the sparsity sweep (n_features / d = superposition)
-    ps: list[float]  # feature probabilities swept (hypothesis 1)
-    depths: list[int]  # random residual MLP blocks (0 = identity) for hypothesis 1
-    superpositions: list[int]  # n_features values swept at p = p_superposition (hypothesis 1)
-    p_superposition: float  # feature probability in the superposition sweep
-    h2_depths: list[int]  # random MLP depths fed dense Gaussian input (hypothesis 2)
-    h2_d_sae: int  # SAE latents in hypothesis 2
-    h2_k: int  # SAE k in hypothesis 2
-    n_steps: int  # SAE steps per fit (one epoch of fresh samples)
-    batch_size: int  # samples per SAE step
-    seed: int  # data, network and SAE seed
+    d: int = param("input dimension")
+    n_features: int = param("ground-truth features in the sparsity sweep (n_features / d = superposition)")
+    ps: list[float] = param("feature probabilities swept (hypothesis 1)")
+    depths: list[int] = param("random residual MLP blocks (0 = identity) for hypothesis 1")
+    superpositions: list[int] = param("n_features values swept at p = p_superposition (hypothesis 1)")
+    p_superposition: float = param("feature probability in the superposition sweep")
+    h2_depths: list[int] = param("random MLP depths fed dense Gaussian input (hypothesis 2)")
+    h2_d_sae: int = param("SAE latents in hypothesis 2")
+    h2_k: int = param("SAE k in hypothesis 2")
+    n_steps: int = param("SAE steps per fit (one epoch of fresh samples)")
+    batch_size: int = param("samples per SAE step")
+    seed: int = param("data, network and SAE seed", 0)
 
     def check(self) -> None:
+        super().check()
         if not self.ps or any(not 0 < p <= 1 for p in self.ps) or not 0 < self.p_superposition <= 1:
             raise ParamsError(f"ps={self.ps}, p_superposition={self.p_superposition}: probabilities must lie in (0, 1]")
         if not self.depths or not self.h2_depths or min(self.depths + self.h2_depths) < 0:
@@ -318,65 +352,85 @@ class ToyParams:
             raise ParamsError(f"h2_k={self.h2_k}: must satisfy 0 < k < h2_d_sae={self.h2_d_sae}")
 
 
-@dataclass(frozen=True)
-class InterpFields:
-    """Auto-interpretability settings shared by the auto-interp notebooks (`autointerp.pipeline.InterpConfig`)."""
+@dataclass(frozen=True, kw_only=True)
+class InterpFields(_Group):
+    """Auto-interpretability settings (`autointerp.pipeline.InterpConfig`, built by `interp_config`)."""
 
-    llm_backend: str  # hf-local | openai-compatible: the chat model that explains (llm explainer) and scores
-    llm_model: str  # hf-local: a model spec (smollm2-135m); openai-compatible: the served model name
-    api_base: str  # openai-compatible base URL, e.g. http://localhost:8000/v1 ('' for hf-local)
-    api_key_env: str  # environment variable holding the endpoint's API key
-    llm_dtype: str  # hf-local forward-pass dtype: float32 | bfloat16
-    scorers: list[str]  # detection | fuzzing | embedding
-    n_explain: int  # explanation examples per latent, spread over the activation quantiles
-    n_score_act: int  # activating scoring examples per latent (held out from the explainer)
-    n_score_non: int  # non-activating scoring examples per latent
-    n_quantiles: int  # activation quantile bins examples are spread over
-    ctx_len: int  # tokens per example window
-    highlight_frac: float  # fuzzing marks the tokens at or above this fraction of the example maximum
-    n_boot: int  # bootstrap resamples of the ROC band
-    interp_seed: int  # seed of latent and example sampling
-    llm_concurrency: int  # openai-compatible requests in flight at once (no effect on results)
-    examples_per_prompt: int  # detection / fuzzing excerpts per prompt (1: the papers' one-excerpt prompts; >1: numbered answers, a malformed reply rescored one per prompt)
+    llm_backend: Backend = param("hf-local | openai-compatible: the chat model that explains (llm explainer) and "
+                                 "scores", "hf-local")
+    llm_model: str = param("hf-local: a model spec (smollm2-135m); openai-compatible: the served model name",
+                           "smollm2-135m")
+    api_base: str = param("openai-compatible base URL, e.g. http://localhost:8000/v1 ('' for hf-local)", "")
+    api_key_env: str = param("environment variable holding the endpoint's API key", "OPENAI_API_KEY")
+    llm_dtype: Dtype = param("hf-local forward-pass dtype: float32 | bfloat16", "bfloat16")
+    scorers: list[Scorer] = param("detection | fuzzing | embedding", ["detection", "fuzzing", "embedding"])
+    n_explain: int = param("explanation examples per latent, spread over the activation quantiles")
+    n_score_act: int = param("activating scoring examples per latent (held out from the explainer)")
+    n_score_non: int = param("non-activating scoring examples per latent")
+    n_quantiles: int = param("activation quantile bins examples are spread over", 10)
+    ctx_len: int = param("tokens per example window", 32)
+    highlight_frac: float = param("fuzzing marks the tokens at or above this fraction of the example maximum", 0.3)
+    n_boot: int = param("bootstrap resamples of the ROC band")
+    interp_seed: int = param("seed of latent and example sampling", 0)
+    llm_concurrency: int = param("openai-compatible requests in flight at once (no effect on results)", 32)
+    examples_per_prompt: int = param("detection / fuzzing excerpts per prompt (1: the papers' one-excerpt prompts; "
+                                     ">1: numbered answers, a malformed reply rescored one per prompt)", 1)
 
-    def check_interp(self, explainers: list[str]) -> None:
-        from .autointerp.pipeline import InterpConfig
+    def explainers_used(self) -> list[str]:
+        return [self.explainer]
 
-        for e in explainers:
-            try:
-                InterpConfig(explainer=e, llm_backend=self.llm_backend, scorers=tuple(self.scorers),
-                             n_explain=self.n_explain, n_score_act=self.n_score_act, n_score_non=self.n_score_non,
-                             n_quantiles=self.n_quantiles, ctx_len=self.ctx_len,
-                             highlight_frac=self.highlight_frac, examples_per_prompt=self.examples_per_prompt,
-                             llm_concurrency=self.llm_concurrency).check()
-            except ValueError as err:
-                raise ParamsError(str(err)) from None
-        _check_dtype("llm_dtype", self.llm_dtype)
+    def check(self) -> None:
+        super().check()
+        for e in self.explainers_used():
+            interp_config(self, e)
         if self.llm_backend == "openai-compatible" and not self.api_base:
             raise ParamsError("llm_backend='openai-compatible' needs api_base, e.g. 'http://localhost:8000/v1'")
         if self.n_boot < 2:
             raise ParamsError(f"n_boot={self.n_boot}: need at least 2 bootstrap resamples")
-        if getattr(self, "n_latents", 1) < 1:
+
+
+def interp_config(S: Any, explainer: str) -> Any:
+    """The auto-interp pipeline's configuration for `explainer` from settings `S` (an `InterpFields`, or any object
+    with its attributes): every field of `InterpConfig` that `S` has under the same name, `seed` = interp_seed;
+    checked."""
+    from .autointerp.pipeline import InterpConfig
+
+    given = {f.name: getattr(S, f.name) for f in dataclasses.fields(InterpConfig)
+             if f.name not in ("explainer", "scorers", "seed") and hasattr(S, f.name)}
+    cfg = InterpConfig(**given, explainer=explainer, scorers=tuple(S.scorers), seed=S.interp_seed)
+    try:
+        cfg.check()
+    except ValueError as err:
+        raise ParamsError(str(err)) from None
+    return cfg
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneExplainer(InterpFields):
+    """The auto-interp settings of a notebook that explains some of its SAEs' latents with one explainer."""
+
+    explainer: Explainer = param("llm | top-tokens (a baseline, no model)", "llm")
+
+    def check(self) -> None:
+        super().check()
+        if getattr(self, "n_latents", 1) < 1:  # the notebook class's own n_latents
             raise ParamsError(f"n_latents={self.n_latents}: need at least one latent")
 
 
-@dataclass(frozen=True)
-class InterpCalibrationParams(InterpFields):
+@dataclass(frozen=True, kw_only=True)
+class InterpCalibrationParams(InterpFields, Text, Profiled):
     """Auto-interp pipeline calibration: synthetic latents with a known token rule vs random-noise latents."""
 
-    profile: str  # which profile these values came from: smoke | default | paper-mini | paper
-    model: str  # model spec whose tokenizer and held-out text give the examples (see SeedRunParams.model)
-    corpus: str  # corpus spec (see SeedRunParams.corpus)
-    seq_len: int  # tokens per held-out sequence
-    data_seed: int  # corpus shuffle seed
-    n_eval_tokens: int  # held-out tokens the synthetic latents are evaluated on
-    rules: list[str]  # each digit, capitalised, word:W (the word W) or punct:C (contains C); a latent per rule
-    n_noise: int  # random-noise latents
-    noise_rate: float  # fraction of tokens a noise latent fires on
-    explainers: list[str]  # explainers compared: llm | top-tokens
+    rules: list[str] = param("each digit, capitalised, word:W (the word W) or punct:C (contains C); a latent per rule")
+    n_noise: int = param("random-noise latents")
+    noise_rate: float = param("fraction of tokens a noise latent fires on")
+    explainers: list[Explainer] = param("explainers compared: llm | top-tokens")
+
+    def explainers_used(self) -> list[str]:
+        return list(self.explainers)
 
     def check(self) -> None:
-        self.check_interp(self.explainers)
+        super().check()
         from .autointerp.examples import rule_test
 
         try:
@@ -389,50 +443,44 @@ class InterpCalibrationParams(InterpFields):
             raise ParamsError(f"n_noise={self.n_noise} must be >= 1 and noise_rate={self.noise_rate} in (0, 1)")
 
 
-@dataclass(frozen=True)
-class VariantInterpParams(VariantSweepParams, InterpFields):
+@dataclass(frozen=True, kw_only=True)
+class VariantInterpParams(OneExplainer, VariantSweepParams):
     """Heap et al. App. B: auto-interp ROC of the (variant × layer) SAEs of `heap_metrics_vs_layer`."""
 
-    explainer: str  # llm | top-tokens (baseline)
-    n_latents: int  # latents sampled per (variant, layer) SAE among the eligible ones
-    interp_layers: list[int]  # layers (a subset of `layers`) whose SAEs are explained and scored
+    n_latents: int = param("latents sampled per (variant, layer) SAE among the eligible ones")
+    interp_layers: list[int] = param("layers (a subset of `layers`) whose SAEs are explained and scored")
 
     def check(self) -> None:
-        VariantSweepParams.check(self)
-        self.check_interp([self.explainer])
+        super().check()
         bad = [layer for layer in self.interp_layers if layer not in self.layers]
         if bad or not self.interp_layers:
             raise ParamsError(f"interp_layers {bad or self.interp_layers}: need a non-empty subset of layers={self.layers}")
 
 
-@dataclass(frozen=True)
-class SeedInterpParams(SeedRunParams, InterpFields):
+@dataclass(frozen=True, kw_only=True)
+class SeedInterpParams(OneExplainer, SeedRunParams):
     """Paulo & Belrose Fig. 3 / Table 1: auto-interp scores of seed-0 latents and their seed-1 partners."""
 
-    explainer: str  # llm | top-tokens (baseline)
-    n_latents: int  # seed-0 latents sampled, evenly over how many seeds share them (each with its seed-1 partner)
-
-    def check(self) -> None:
-        SeedRunParams.check(self)
-        self.check_interp([self.explainer])
+    n_latents: int = param("seed-0 latents sampled, evenly over how many seeds share them (each with its seed-1 "
+                           "partner)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StitchParams(SeedRunParams):
     """Leask et al.: a family of SAE sizes on Fig. 1's activations (seed `seeds[0]`), stitching, meta-SAEs."""
 
-    sizes: list[int]  # d_sae of the size family, ascending (the paper doubles: 768 x 2^n)
-    release: str  # a SAELens release to load the family from instead of training it ('' = train our own)
-    release_id: str  # that release's SAE id with {size} for d_sae, e.g. blocks.8.hook_resid_pre_{size}
-    theta: float  # decoder-cosine threshold between novel and reconstruction latents
-    thetas: list[float]  # thresholds of the novel-fraction curve
-    n_stitch_tokens: int  # held-out rows on which stitched MSE and L0 are measured
-    meta_sizes: list[int]  # meta-SAE widths, trained on the decoder of the largest SAE in sizes
-    meta_k: int  # meta-SAE BatchTopK k (the paper: 4)
-    meta_epochs: int  # passes over the decoder rows
-    meta_lr: float  # meta-SAE Adam learning rate
-    meta_batch_size: int  # decoder rows per meta-SAE step
-    n_meta_examples: int  # meta-latents shown with the base latents they group
+    sizes: list[int] = param("d_sae of the size family, ascending (the paper doubles: 768 x 2^n)")
+    release: str = param("a SAELens release to load the family from instead of training it ('' = train our own)", "")
+    release_id: str = param("that release's SAE id with {size} for d_sae, e.g. blocks.8.hook_resid_pre_{size}", "")
+    theta: float = param("decoder-cosine threshold between novel and reconstruction latents")
+    thetas: list[float] = param("thresholds of the novel-fraction curve")
+    n_stitch_tokens: int = param("held-out rows on which stitched MSE and L0 are measured")
+    meta_sizes: list[int] = param("meta-SAE widths, trained on the decoder of the largest SAE in sizes")
+    meta_k: int = param("meta-SAE BatchTopK k (the paper: 4)")
+    meta_epochs: int = param("passes over the decoder rows")
+    meta_lr: float = param("meta-SAE Adam learning rate")
+    meta_batch_size: int = param("decoder rows per meta-SAE step")
+    n_meta_examples: int = param("meta-latents shown with the base latents they group")
 
     def check(self) -> None:
         super().check()
@@ -482,9 +530,17 @@ def params_class(stem: str) -> type:
         raise ParamsError(f"no parameter schema for notebook '{stem}'; known: {sorted(REGISTRY)}") from None
 
 
+class _NotOneOf(TypeError):
+    """A value outside its Literal enumeration (the message lists the valid ones)."""
+
+
 def _type_ok(value: Any, tp: Any) -> Any:
     """Return `value` coerced to type `tp` (int -> float allowed) or raise TypeError."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _NotOneOf(f"valid: {list(typing.get_args(tp))}")
+        return value
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -501,14 +557,27 @@ def _type_ok(value: Any, tp: Any) -> Any:
     return value
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """The class defaults of `cls`'s fields that have one."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def build(stem: str, values: dict[str, Any]) -> Any:
-    """Validate a flat mapping of parameter values against the stem's dataclass."""
+    """Validate a flat mapping of parameter values against the stem's dataclass (fields not given keep their
+    class default; a field without one must be given)."""
     cls = params_class(stem)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ParamsError(f"{stem}: unknown parameter(s) {unknown}; valid: {names}")
+    values = {**_defaults(cls), **values}
     missing = [n for n in names if n not in values]
     if missing:
         raise ParamsError(f"{stem}: missing parameter(s) {missing}")
@@ -516,40 +585,58 @@ def build(stem: str, values: dict[str, Any]) -> Any:
     for n in names:
         try:
             coerced[n] = _type_ok(values[n], hints[n])
+        except _NotOneOf as err:
+            raise ParamsError(f"{stem}: {n}={values[n]!r}; {err}") from None
         except TypeError as err:
             raise ParamsError(f"{stem}: parameter {n}={values[n]!r}: {err}") from None
-    if coerced["profile"] not in PROFILES:
-        raise ParamsError(f"{stem}: profile={coerced['profile']!r}; valid: {list(PROFILES)}")
     obj = cls(**coerced)
     obj.check()
     return obj
 
 
-def read_profiles(stem: str, params_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+def read_profiles(stem: str, params_dir: Path | None = None, _chain: tuple[str, ...] = ()) -> dict[str, dict]:
+    """The profile sections of `params/<stem>.yaml`. A file that starts `same_as: <other stem>` holds only what
+    differs from that notebook's file: each of its sections overlays the other file's section of the same name,
+    key by key (the other file may itself be `same_as` a third)."""
     path = (params_dir or PARAMS_DIR) / f"{stem}.yaml"
     if not path.exists():
         raise ParamsError(f"no parameter file {path}")
     data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path.name}: expected a mapping of profile names to sections")
+    parent = data.pop("same_as", None)
     bad = sorted(set(data) - set(PROFILES))
     if bad:
-        raise ParamsError(f"{path.name}: unknown profile(s) {bad}; valid: {list(PROFILES)}")
+        raise ParamsError(f"{path.name}: unknown profile(s) {bad}; valid: {list(PROFILES)} (and same_as)")
+    for name, section in data.items():
+        if section is not None and not isinstance(section, dict):
+            raise ParamsError(f"{path.name}: profile {name!r} must be a mapping of parameter names to values")
+    if parent is not None:
+        if not isinstance(parent, str) or parent == stem or parent in _chain:
+            raise ParamsError(f"{path.name}: same_as={parent!r} must name another notebook's parameter file, "
+                              f"without a cycle ({' -> '.join((*_chain, stem, str(parent)))})")
+        base = read_profiles(parent, params_dir, (*_chain, stem))
+        data = {name: {**(base.get(name) or {}), **(data.get(name) or {})} for name in PROFILES
+                if name in base or name in data}
     if "default" not in data:
-        raise ParamsError(f"{path.name}: needs a `default` profile giving every parameter")
+        raise ParamsError(f"{path.name}: needs a `default` profile (or same_as another file)")
     return data
 
 
 def profile_values(stem: str, profile: str, params_dir: Path | None = None) -> dict[str, Any]:
-    """Flat parameter values of one profile: `default` overlaid with its base profile's keys
-    (`BASE_PROFILE`: paper-mini's is `paper`), then with the profile's own keys."""
+    """Every parameter value of one profile, flat: the class defaults, overlaid with the file's `default`
+    section, then with its base profile's section (`BASE_PROFILE`: paper-mini's is `paper`), then with the
+    profile's own section."""
     data = read_profiles(stem, params_dir)
     if profile not in data:
         raise ParamsError(f"{stem}: unknown profile {profile!r}; this file has {sorted(data)}")
-    values = dict(data["default"])
+    values = {**_defaults(params_class(stem)), **(data["default"] or {})}
     if profile in BASE_PROFILE:
         values.update(data.get(BASE_PROFILE[profile]) or {})
     values.update(data[profile] or {})
     values["profile"] = profile
-    return values
+    order = [f.name for f in dataclasses.fields(params_class(stem))]
+    return dict(sorted(values.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def load(stem: str, profile: str = "default", params_dir: Path | None = None, **overrides: Any) -> Any:
@@ -568,13 +655,83 @@ def from_namespace(stem: str, namespace: dict[str, Any]) -> Any:
     return build(stem, {n: namespace[n] for n in names})
 
 
+def parameters_cell(stem: str) -> str:
+    """The source of `stem`'s notebook parameters cell: every parameter at its `default`-profile value, each with
+    its documentation line as a comment (what `papermill --help-notebook` shows). Written into the notebooks by
+    `python -m saesanity.params cell <stem>...`; tests/test_params.py checks each notebook holds it."""
+    values = profile_values(stem, "default")
+    hints = typing.get_type_hints(params_class(stem))
+    return "\n".join(f"{f.name}: {_annotation(hints[f.name])} = {values[f.name]!r}  # {f.metadata['doc']}"
+                     for f in dataclasses.fields(params_class(stem)))
+
+
+def _annotation(tp: Any) -> str:
+    """A type as the parameters cell writes it, in the form papermill reads (a Literal is its values' type)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return type(typing.get_args(tp)[0]).__name__
+    if origin is list:
+        return f"list[{_annotation(typing.get_args(tp)[0])}]"
+    return tp.__name__
+
+
+def describe(stem: str) -> str:
+    """`python -m saesanity.params --help <stem>`: each parameter's type, its value under every profile where it
+    differs from `default`, and its documentation."""
+    cls = params_class(stem)
+    hints = typing.get_type_hints(cls)
+    values = {p: profile_values(stem, p) for p in PROFILES if p in read_profiles(stem)}
+    lines = [f"{stem}: {cls.__name__} — {(cls.__doc__ or '').strip()}", ""]
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = (f"one of {list(typing.get_args(tp))}" if typing.get_origin(tp) is Literal
+                else getattr(tp, "__name__", str(tp)) if typing.get_origin(tp) is None else str(tp))
+        lines.append(f"{f.name} ({name}): {f.metadata['doc']}")
+        shown = {p: v[f.name] for p, v in values.items() if p == "default" or v[f.name] != values["default"][f.name]}
+        lines.append("    " + "; ".join(f"{p}: {v!r}" for p, v in shown.items() if f.name != "profile"))
+    return "\n".join(line for line in lines if line.strip() or line == "")
+
+
+def write_parameters_cell(stem: str) -> bool:
+    """Replace the notebook's parameters cell by `parameters_cell(stem)`; True if it changed."""
+    import nbformat
+
+    from .paths import NOTEBOOKS_DIR
+
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    new = parameters_cell(stem)
+    if cell.source == new:
+        return False
+    cell.source = new
+    nbformat.write(nb, path)
+    return True
+
+
+USAGE = """usage: python -m saesanity.params <stem> <profile>     the profile's flat values (YAML), validated
+       python -m saesanity.params --help <stem>         every parameter: type, values by profile, meaning
+       python -m saesanity.params cell <stem>...        rewrite the notebooks' parameters cells from params/"""
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m saesanity.params <stem> <profile>", file=sys.stderr)
+    if len(argv) >= 2 and argv[0] == "cell":
+        for stem in argv[1:]:
+            print(f"{stem}: {'rewritten' if write_parameters_cell(stem) else 'unchanged'}")
+        return 0
+    if len(argv) == 2 and argv[0] in ("--help", "-h"):
+        print(describe(argv[1]))
+        return 0
+    if len(argv) != 2 or argv[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
         return 2
     stem, profile = argv
-    values = profile_values(stem, profile)
-    build(stem, values)  # fail here, before papermill starts, on a bad file
+    try:
+        values = profile_values(stem, profile)
+        build(stem, values)  # fail here, before papermill starts, on a bad file
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     yaml.safe_dump(values, sys.stdout, sort_keys=False)
     return 0
 

@@ -15,7 +15,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ import torch
 from . import distributed
 from .activations import ActivationSpec, artifact_dirs, collect
 from .corpus import token_sequences
+from . import params
 from .models import load_model
 from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
@@ -34,65 +34,18 @@ _SAE_VERSION = 1
 _MATCH_VERSION = 1
 
 
-class RunParams(Protocol):
-    """What the pipeline steps of this module read from their parameters `P`: a notebook's
-    `params.SeedRunParams` (and its subclasses) provides it, and so does `RunView`, the per-(variant,
-    hookpoint) view of a sweep (`baselines.view`) or of a `saesanity report` configuration. Every field is
-    documented on `params.SeedRunParams`."""
+# What the pipeline steps of this module read from their parameters `P`: one model variant, one hookpoint, SAE seeds
+# and how the SAEs train. A notebook's `params.SeedRunParams` (and its subclasses) is one; so is `RunView`. Every
+# field is documented once, on `params.RunFields` and the groups it composes.
+RunParams = params.RunFields
 
-    model: str
-    variant: str
-    corpus: str
+
+@dataclass(frozen=True, kw_only=True)
+class RunView(params.RunFields):
+    """A `RunParams` of one model variant and hookpoint, built from a sweep's or a report's settings (`of`);
+    `hookpoint=None` is a report's whole-model view."""
+
     hookpoint: str | None
-    n_tokens: int
-    n_eval_tokens: int
-    seq_len: int
-    data_seed: int
-    model_dtype: str
-    model_batch_size: int
-    device: str
-    d_sae: int
-    k: int
-    batch_size: int
-    lr: float
-    auxk_alpha: float
-    seeds: list[int]
-    activations: str
-    stream_buffer_tokens: int
-    trainer: str
-    sparsify_recipe: str
-    sparsify_overrides: dict
-    sae_autocast: str
-
-
-@dataclass(frozen=True)
-class RunView:
-    """A `RunParams` of one model variant and hookpoint, built from a sweep's or a report's settings
-    (`of`); the fields mean what they mean on `params.SeedRunParams`."""
-
-    model: str
-    variant: str
-    corpus: str
-    hookpoint: str | None
-    n_tokens: int
-    n_eval_tokens: int
-    seq_len: int
-    data_seed: int
-    model_dtype: str
-    model_batch_size: int
-    device: str
-    d_sae: int
-    k: int
-    batch_size: int
-    lr: float
-    auxk_alpha: float
-    seeds: list[int]
-    activations: str = "cached"
-    stream_buffer_tokens: int = 0
-    trainer: str = "ours"
-    sparsify_recipe: str = "paulo_belrose_2025"
-    sparsify_overrides: dict = dataclasses.field(default_factory=dict)
-    sae_autocast: str = "none"
 
     @classmethod
     def of(cls, S, *, variant: str, hookpoint: str | None, seeds: list[int], **changes) -> "RunView":
@@ -729,6 +682,15 @@ def sweep(P: RunParams, axis: str, values: list[int], *, progress: bool = True) 
     base = [train_cfg(P, s) for s in P.seeds[:2]]
     return [{axis: v, **pair_row(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for c in base],
                                  held, progress)} for v in values]
+
+
+SWEEP_AXES = {"d_sae": "sizes", "k": "ks", "n_tokens": "train_tokens"}  # axis -> the sweep parameter listing its values
+
+
+def sweeps(P, *, progress: bool = True) -> dict[str, list[dict]]:
+    """Fig. 5 / A4's three sweeps: `sweep(P, axis, values)` along each axis of `SWEEP_AXES`, its values from P
+    (`params.SweepParams`: sizes, ks, train_tokens)."""
+    return {axis: sweep(P, axis, getattr(P, field), progress=progress) for axis, field in SWEEP_AXES.items()}
 
 
 def sweep_train(P: RunParams, axis: str, values: list[int], *, progress: bool = True):

@@ -18,21 +18,11 @@ import numpy as np
 from .. import baselines, matching, runs
 from ..corpus import token_sequences
 from ..models import load_tokenizer, tokenizer_id
+from ..params import interp_config  # noqa: F401  (studies.interp_config: the notebooks' name for it)
 from . import pipeline
 from .examples import LatentActs, Windows, eligible_latents, latent_acts_cached, piece_table, rule_acts
 from .llm import make_backend
 from .scorers import Encoder
-
-
-def interp_config(P, explainer: str) -> pipeline.InterpConfig:
-    cfg = pipeline.InterpConfig(
-        explainer=explainer, llm_backend=P.llm_backend, llm_model=P.llm_model, api_base=P.api_base,
-        api_key_env=P.api_key_env, llm_dtype=P.llm_dtype, scorers=tuple(P.scorers), n_explain=P.n_explain,
-        n_score_act=P.n_score_act, n_score_non=P.n_score_non, n_quantiles=P.n_quantiles, ctx_len=P.ctx_len,
-        highlight_frac=P.highlight_frac, seed=P.interp_seed,
-        examples_per_prompt=getattr(P, "examples_per_prompt", 1), llm_concurrency=getattr(P, "llm_concurrency", 32))
-    cfg.check()
-    return cfg
 
 
 class Tools:
