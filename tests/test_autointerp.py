@@ -349,3 +349,17 @@ def test_clean_explanation_drops_labels_and_the_echo_of_the_question(reply, want
     from saesanity.autointerp.prompts import clean_explanation
 
     assert clean_explanation(reply) == want
+
+
+def test_separation_is_the_auroc_of_the_two_groups():
+    from sklearn.metrics import roc_auc_score
+
+    from saesanity.autointerp.roc import separation
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.7, 0.1, 9).round(2), rng.normal(0.55, 0.1, 7).round(2)  # rounded: some ties
+    want = roc_auc_score(np.r_[np.ones(a.size), np.zeros(b.size)], np.r_[a, b])
+    assert separation(a, b) == pytest.approx(want)
+    assert separation([0.9, 0.8], [0.1, 0.2]) == 1.0 and separation([0.5], [0.5]) == 0.5
+    with pytest.raises(ValueError, match="both sides"):
+        separation([], [0.5])

@@ -4,6 +4,7 @@ exists, inconclusive."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from saesanity import papers, readme
@@ -316,3 +317,76 @@ def test_moved_rules_give_the_committed_verdicts(stem):
     doc = json.loads(path.read_text())
     new = _recomputed(stem, doc)
     assert [(c["claim"], c["verdict"]) for c in new] == [(c["claim"], c["verdict"]) for c in doc["claims"]]
+
+
+def test_sweep_trends_are_spearman_correlations_and_nan_when_undefined():
+    from scipy.stats import spearmanr
+
+    rows = {"d_sae": [{"d_sae": s, "shared_frac_paper": f} for s, f in [(64, 0.6), (128, 0.5), (256, 0.52), (512, 0.3)]],
+            "k": [{"k": 4, "shared_frac_paper": 0.4}, {"k": 8, "shared_frac_paper": 0.4}],
+            "n_tokens": [{"n_tokens": 10, "shared_frac_paper": 0.1}]}
+    t = paulo.sweep_trends(rows)
+    assert t["d_sae"] == pytest.approx(spearmanr([64, 128, 256, 512], [0.6, 0.5, 0.52, 0.3]).statistic) == -0.8
+    assert np.isnan(t["k"]) and np.isnan(t["n_tokens"])  # constant; one point
+    assert paulo.claims_fig5({"spearman_shared_vs_axis": t})[0]["verdict"] is True  # falls with d_sae
+
+
+def test_edge_minus_middle_by_hand():
+    assert paulo.edge_minus_middle([0.2, 0.5, 0.7, 0.4]) == pytest.approx((0.2 + 0.4) / 2 - (0.5 + 0.7) / 2)
+    assert paulo.edge_minus_middle([0.6, 0.1, 0.5]) == pytest.approx(0.45)
+    assert np.isnan(paulo.edge_minus_middle([0.3, 0.4]))
+
+
+def _reference_numbers(module) -> set[float]:
+    """Every number a paper module holds: its constants (nested in dicts, lists, tuples) and the numbers written
+    in its string constants (a setup such as "32,768 latents")."""
+    import re
+
+    out: set[float] = set()
+
+    def walk(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, (int, float)):
+            out.add(float(v))
+        elif isinstance(v, str):
+            out.update(float(x.replace(",", "")) for x in re.findall(r"\d[\d,]*(?:\.\d+)?", v))
+        elif isinstance(v, dict):
+            [walk(k) or walk(x) for k, x in v.items()]
+        elif isinstance(v, (list, tuple, set)):
+            [walk(x) for x in v]
+
+    [walk(v) for k, v in vars(module).items() if k.isupper()]
+    return out
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in __import__("saesanity.paths", fromlist=["NOTEBOOKS_DIR"])
+                                        .NOTEBOOKS_DIR.glob("*.ipynb")))
+def test_a_paper_number_in_a_notebooks_prose_is_its_paper_modules(stem):
+    """The numbers a notebook's text quotes from its paper (42%, 0.72, 2,304) are the ones saesanity.papers holds,
+    which the figure, the JSON and the verdicts use: a typo or a stale copy in the prose fails here."""
+    import re
+
+    import nbformat
+
+    from saesanity.papers import heap, leask
+    from saesanity.paths import NOTEBOOKS_DIR
+
+    module = {"paulo": paulo, "heap": heap, "leask": leask}.get(stem.split("_")[0])
+    if module is None:
+        pytest.skip(f"{stem} quotes no paper")
+    ref = _reference_numbers(module)
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    text = re.sub(r"`[^`]*`", "", text)  # code spans name parameters, not paper numbers
+    bad = []
+    for pct in re.findall(r"(\d+(?:\.\d+)?)\s?%", text):
+        if not any(abs(float(pct) / 100 - r) < 5e-4 for r in ref):
+            bad.append(pct + "%")
+    for dec in re.findall(r"(?<![\d.])(0\.\d{2,})", text):
+        if not any(abs(float(dec) - r) < 5e-4 for r in ref):
+            bad.append(dec)
+    for big in re.findall(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d.])", text):
+        if float(big.replace(",", "")) not in ref:
+            bad.append(big)
+    assert not bad, f"{stem}'s text quotes {bad}, which {module.__name__} does not hold"

@@ -139,3 +139,15 @@ def test_meta_sae_recovers_planted_atoms(iso_cache):
     assert sum(g["n_members"] for g in grp) >= 1024 and all(g["activations"] == sorted(g["activations"], reverse=True) for g in grp)
     again = ST.meta_sae(base, iso_cache / "base-sae", cfg, epochs=100, progress=False)  # cached
     torch.testing.assert_close(again.W_dec, meta.W_dec)
+
+
+def test_path_summary_by_hand():
+    from saesanity.stitching import path_summary
+
+    path = [{"step": i, "mse": m, "l0": l0} for i, (m, l0) in enumerate([(4.0, 30), (3.0, 31), (1.5, 33), (2.0, 34)])]
+    s = path_summary(path)
+    assert s["spearman_mse_vs_step"] == pytest.approx(-0.8)
+    assert s["max_excursion_beyond_endpoints"] == pytest.approx(0.25)  # 1.5 is 0.5 below the [2, 4] range of width 2
+    assert s["mse_start_mid_end"] == [4.0, 1.5, 2.0] and s["l0_start_end"] == [30, 34]
+    with pytest.raises(ValueError, match="two steps"):
+        path_summary(path[:1])

@@ -45,3 +45,9 @@ def test_hypothesis1_recovers_very_sparse_features():
     torch.set_num_threads(1)
     res = toy.hypothesis1(toy.SparseSource(32, 16, 0.03), 0, k=1, n_steps=120, batch_size=256)
     assert res["recovery"] > 0.8 and 0 < res["fvu"] < 1
+
+
+def test_k_for_is_the_expected_number_of_active_features():
+    from saesanity.toy import k_for
+
+    assert (k_for(256, 0.05), k_for(256, 0.01), k_for(64, 0.001)) == (13, 3, 1)

@@ -64,6 +64,13 @@ def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.nda
     return out
 
 
+def each_variant(P, *, progress: bool = True):
+    """(variant, its SAEs (`variant_saes`), its held-out activations (`heldout`)) for each of P.variants in turn —
+    what every Heap et al. notebook loops over; one variant's held-out activations are in memory at a time."""
+    for v in P.variants:
+        yield v, variant_saes(P, v, progress=progress), heldout(P, v, progress=progress)
+
+
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
     fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`

@@ -18,8 +18,8 @@ import matplotlib
 
 if "ipykernel" not in sys.modules:  # scripts and tests draw off screen; a notebook keeps its inline backend,
     matplotlib.use("Agg")  # so its figures show in the executed notebook (papermill, `make lab`, GitHub)
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .paths import figures_dir  # noqa: E402
@@ -42,7 +42,8 @@ COLORS = {"agree": "#1f77b4", "disagree": "#ff7f0e", "paper": "#555555"}
 
 
 def use_style() -> None:
-    plt.rcParams.update(STYLE)
+    """The one theme of every figure: seaborn's `ticks` style with our sizes, grid and PDF fonts (`STYLE`)."""
+    sns.set_theme(style="ticks", palette="deep", rc=STYLE)
 
 
 PAPER_MINI_LABEL = "paper-mini: the paper's code path on tiny local stand-ins — not a result"
@@ -140,18 +141,17 @@ def human(n: float) -> str:
 
 def kde_contours(ax, x: np.ndarray, y: np.ndarray, color: str, mass=(0.5, 0.8, 0.95), max_points: int = 3000,
                  extent=(-0.1, 1.0, -0.1, 1.0)) -> None:
-    """Contours of a Gaussian KDE of (x, y) that enclose `mass` of the points (highest-density regions)."""
-    from scipy.stats import gaussian_kde
-
-    pts = np.stack([x, y])
-    if pts.shape[1] < 20 or np.linalg.matrix_rank(np.cov(pts)) < 2:
+    """seaborn's bivariate Gaussian KDE of (x, y), drawn at the contours that enclose `mass` of the probability
+    (highest-density regions: seaborn's iso-proportion levels 1 - mass), on at most `max_points` points (a fixed
+    random subset) and clipped to `extent`; nothing is drawn for fewer than 20 points or a degenerate cloud."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 20 or np.linalg.matrix_rank(np.cov(np.stack([x, y]))) < 2:
         return
-    pts = pts[:, np.random.default_rng(0).permutation(pts.shape[1])[:max_points]]
-    kde = gaussian_kde(pts)
-    levels = np.sort(np.quantile(kde(pts), 1 - np.asarray(mass)))
-    gx, gy = np.mgrid[extent[0]:extent[1]:150j, extent[2]:extent[3]:150j]
-    dens = kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
-    ax.contour(gx, gy, dens, levels=np.unique(levels), colors=color, linewidths=0.8)
+    keep = np.random.default_rng(0).permutation(x.size)[:max_points]
+    sns.kdeplot(x=x[keep], y=y[keep], levels=sorted(1 - np.asarray(mass)), color=color, linewidths=0.8, ax=ax,
+                clip=(extent[:2], extent[2:]))
 
 
 def roc_band(ax, band: dict, color: str, label: str) -> None:

@@ -168,6 +168,22 @@ class Stitcher:
 
 # ---- meta-SAEs ----
 
+def path_summary(path: list[dict]) -> dict:
+    """How monotone a swap path is (`Stitcher.swap_path`: steps with `mse`, `l0`): the Spearman correlation of
+    MSE with the step; the largest excursion of the MSE beyond the range of its two endpoints, as a fraction of
+    that range (0: the path stays between S's and L's MSE); MSE at the start, middle and end; L0 at both ends."""
+    from scipy.stats import spearmanr
+
+    if len(path) < 2:
+        raise ValueError(f"a swap path needs at least two steps (got {len(path)})")
+    mse = np.array([q["mse"] for q in path], dtype=float)
+    lo, hi = min(mse[0], mse[-1]), max(mse[0], mse[-1])
+    return {"spearman_mse_vs_step": float(spearmanr(np.arange(mse.size), mse).statistic),
+            "max_excursion_beyond_endpoints": float(max(0.0, mse.max() - hi, lo - mse.min()) / max(hi - lo, 1e-12)),
+            "mse_start_mid_end": [float(mse[0]), float(mse[mse.size // 2]), float(mse[-1])],
+            "l0_start_end": [path[0]["l0"], path[-1]["l0"]]}
+
+
 def meta_cfg(d_meta: int, k: int, n_rows: int, epochs: int, batch_size: int, lr: float, seed: int) -> TrainConfig:
     steps = max(1, (n_rows * epochs) // batch_size)
     return TrainConfig(d_sae=d_meta, k=k, batch_size=batch_size, lr=lr, n_tokens=steps * batch_size, seed=seed,

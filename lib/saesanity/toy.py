@@ -114,6 +114,11 @@ def gaussian_matched(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return rng.multivariate_normal(x.mean(0), np.cov(x, rowvar=False), size=n).astype(np.float32)
 
 
+def k_for(n_features: int, p: float) -> int:
+    """The TopK k of a hypothesis-1 SAE: the expected number of active features, n_features · p, rounded (>= 1)."""
+    return max(1, round(n_features * p))
+
+
 def hypothesis1(source: SparseSource, depth: int, *, k: int, n_steps: int, batch_size: int = 512,
                 seed: int = 0) -> dict:
     """SAE (d_sae = n_features) on `random_mlp(depth)` of sparse input: recovery of the feature images and FVU."""

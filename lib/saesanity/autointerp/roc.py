@@ -59,6 +59,17 @@ def bootstrap_band(labels: np.ndarray, scores: np.ndarray, n_boot: int = 100, n_
             "auroc_mean": float(aucs.mean()), "auroc_sd": float(aucs.std(ddof=1)) if n_boot > 1 else 0.0}
 
 
+def separation(a: np.ndarray, b: np.ndarray) -> float:
+    """P(X > Y) + P(X = Y) / 2 for X drawn from `a` and Y from `b`: how well a score separates the latents of `a`
+    (e.g. per-latent AUROCs of synthetic rule latents) from those of `b` (noise latents); 1 = every a above every b,
+    0.5 = no separation. It is the AUROC of the score with `a` as positives (the Mann-Whitney U / (|a| |b|))."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError(f"separation needs values on both sides (got {a.size} and {b.size})")
+    d = a[:, None] - b[None, :]
+    return float(((d > 0) + 0.5 * (d == 0)).mean())
+
+
 def at_chance(labels: np.ndarray, scores: np.ndarray, n_boot: int = 100, seed: int = 0) -> bool:
     """Whether the pooled AUROC is within 1.96 bootstrap sd (`bootstrap_band`) of 0.5: a scorer at
     chance cannot support a claim about the latents it scored."""

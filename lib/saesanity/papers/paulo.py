@@ -68,7 +68,7 @@ TABLE1 = [  # (alignment, seed-1 explanation, score, seed-2 explanation, score)
 ]
 GOOD_SCORE = 0.7  # ours: a latent "scores well" at AUROC (or accuracy) >= 0.7
 
-_AXIS = {"d_sae": "number of latents", "k": "k", "n_tokens": "training tokens"}
+AXIS_LABEL = {"d_sae": "number of latents", "k": "k (active latents)", "n_tokens": "training tokens"}
 _TREND = {1: "rises", -1: "falls"}
 
 
@@ -94,6 +94,26 @@ def trend_ok(rho: float | None, sign: int) -> bool:
     if sign not in (1, -1):
         raise ValueError(f"a trend's sign is +1 or -1, not {sign!r}")
     return defined(rho) and rho * sign > 0
+
+
+def sweep_trends(rows: dict[str, list[dict]]) -> dict[str, float]:
+    """Fig. 5's trend along each sweep axis: the Spearman correlation of the shared fraction (paper's rule) with the
+    axis value over the axis's points (`runs.sweeps`); NaN where it is undefined (fewer than two points or a
+    constant shared fraction)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for axis, rs in rows.items():
+        x, y = [r[axis] for r in rs], [r["shared_frac_paper"] for r in rs]
+        out[axis] = float(spearmanr(x, y).statistic) if len(rs) >= 2 and len(set(y)) > 1 else float("nan")
+    return out
+
+
+def edge_minus_middle(by_layer: list[float]) -> float:
+    """Fig. 4 (a): the mean shared fraction at the first and last layer minus its mean over the layers between,
+    from the shared fractions in layer order; NaN with fewer than three layers."""
+    v = [float(x) for x in by_layer]
+    return (v[0] + v[-1]) / 2 - sum(v[1:-1]) / (len(v) - 2) if len(v) >= 3 else float("nan")
 
 
 def claims_fig1(numbers: dict) -> list[dict]:
@@ -171,7 +191,7 @@ def claims_fig5(numbers: dict) -> list[dict]:
     correlation (constant shared fraction) is no trend."""
     _need(numbers, "spearman_shared_vs_axis")
     rhos = numbers["spearman_shared_vs_axis"]
-    return [_claim(f"Sharing {_TREND[sign]} with {_AXIS[axis]}", {"spearman_rho": rhos.get(axis)},
+    return [_claim(f"Sharing {_TREND[sign]} with {AXIS_LABEL[axis]}", {"spearman_rho": rhos.get(axis)},
                    trend_ok(rhos.get(axis), sign), {"trend": sign}) for axis, sign in FIG5_TREND.items()]
 
 
