@@ -9,14 +9,24 @@ Writes are atomic: the computation writes into a work directory beside the final
 directory is renamed into place only after `meta.json` is written and flushed. A killed write leaves
 a work directory that is never read as a result. A final directory whose files do not match
 `meta.json` (truncated, edited, half-deleted) is treated as missing: it is removed and recomputed.
+
+Concurrent runs on one cache are safe: the check / compute / publish of an artifact holds an exclusive lock
+(`fcntl.flock` on `<key>.lock` beside it), so a second process asking for the same artifact waits — saying
+what it waits for and on which process — and then reads what the first published instead of computing it
+again in the same work folder. The kernel drops a lock when its holder dies, so a killed run never blocks
+the next one; a resumable work folder (`<key>.partial`) is only ever written by the lock's holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -140,6 +150,51 @@ def _publish(work: Path, final: Path, step: str, fields: dict[str, Any], version
     _fsync_dir(final.parent)
 
 
+# lock files this thread holds: a nested request for one of them does not wait on itself (another thread's
+# request opens its own descriptor, and flock makes it wait like another process's)
+_held = threading.local()
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of the artifact at `final`."""
+    return final.with_name(final.name + ".lock")
+
+
+@contextlib.contextmanager
+def artifact_lock(final: Path, what: str = ""):
+    """Hold the exclusive lock of the artifact at `final` (blocking; re-entrant within this process). When
+    another process holds it, say so on stderr, with its pid, before waiting."""
+    path = lock_path(final)
+    held = _held.__dict__.setdefault("paths", set())
+    if str(path) in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            print(f"saesanity: waiting for process {holder}, which is computing {what or final.parent.name} "
+                  f"{final.name} ({final})", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held.add(str(path))
+        try:
+            yield
+        finally:
+            held.discard(str(path))
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _valid_final(final: Path) -> bool:
+    return final.exists() and is_valid(final)
+
+
 def cached_many(
     step: str,
     fields_list: list[dict[str, Any]],
@@ -155,14 +210,24 @@ def cached_many(
     valid are not recomputed. Each artifact is published (renamed into place) on its own.
     """
     finals = [artifact_path(step, f, version) for f in fields_list]
-    missing = []
-    for i, final in enumerate(finals):
-        if final.exists() and is_valid(final):
-            continue
-        shutil.rmtree(final, ignore_errors=True)  # corrupt or truncated: never read it
-        missing.append(i)
+    missing = [i for i, final in enumerate(finals) if not _valid_final(final)]
     if not missing:
         return finals
+    with contextlib.ExitStack() as locks:
+        # one global order (by path), so two processes asking for overlapping sets cannot deadlock
+        for i in sorted(missing, key=lambda i: str(finals[i])):
+            locks.enter_context(artifact_lock(finals[i], step))
+        missing = [i for i in missing if not _valid_final(finals[i])]  # published by another process meanwhile?
+        if missing:
+            _compute_and_publish(step, fields_list, finals, missing, compute, version, resumable)
+    return finals
+
+
+def _compute_and_publish(step: str, fields_list: list[dict[str, Any]], finals: list[Path], missing: list[int],
+                         compute: Callable, version: int, resumable: bool) -> None:
+    """Under the artifacts' locks: clear what is corrupt, compute the missing ones in work folders, publish."""
+    for i in missing:
+        shutil.rmtree(finals[i], ignore_errors=True)  # corrupt or truncated: never read it
     works = []
     for i in missing:
         final = finals[i]
@@ -180,7 +245,6 @@ def cached_many(
             for work in works:
                 shutil.rmtree(work, ignore_errors=True)
         raise
-    return finals
 
 
 def cached(
