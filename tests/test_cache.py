@@ -232,3 +232,41 @@ def test_two_processes_collecting_the_same_activations_get_the_single_runs_array
     ref = np.load(tmp_path / "ref.npy")
     for i in range(2):
         np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), ref)
+
+
+def test_list_and_clean_remove_only_what_is_provably_dead(iso_cache, tmp_path):
+    ok = cache.cached("s", {"k": "ok"}, lambda w: (w / "f").write_text("x") and None)
+    bad = cache.cached("s", {"k": "bad"}, lambda w: (w / "f").write_text("y") and None)
+    (bad / "f").write_text("tampered")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tmp = ok.with_name(f"{cache.key_of('s', {'k': 't'})}.tmp-{done.stdout.strip()}-abcd1234")
+    live_tmp = ok.with_name(f"{cache.key_of('s', {'k': 'u'})}.tmp-{os.getpid()}-abcd1234")
+    leftover = ok.with_name(ok.name + ".partial")  # its artifact is published: nothing will read it
+    resumable = cache.artifact_path("s", {"k": "r"}).with_name(cache.key_of("s", {"k": "r"}) + ".partial")
+    running = cache.artifact_path("s", {"k": "run"})
+    for d in (dead_tmp, live_tmp, leftover, resumable, running.with_name(running.name + ".partial")):
+        d.mkdir(parents=True)
+        (d / "w").write_text("work")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from saesanity import cache
+        with cache.artifact_lock(Path("{running}")):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        states = {e["path"].name: e["state"] for e in cache.entries()}
+        assert states == {ok.name: "valid", bad.name: "invalid", dead_tmp.name: "dead", live_tmp.name: "running",
+                          leftover.name: "dead", resumable.name: "resumable", running.name + ".partial": "running"}
+        out = subprocess.run([sys.executable, "-m", "saesanity.cache", "list"], capture_output=True, text=True,
+                             check=True).stdout
+        assert "s: 1 artifact invalid" in out and "`clean` removes 3 dead or invalid entries" in out
+        gone = {e["path"].name for e in cache.clean()}
+        assert gone == {bad.name, dead_tmp.name, leftover.name}
+        assert ok.exists() and live_tmp.exists() and resumable.exists() and running.with_name(running.name + ".partial").exists()
+        assert {e["path"].name for e in cache.clean(partial=True)} == {resumable.name}
+    finally:
+        holder.kill()
+        holder.wait()
