@@ -195,8 +195,7 @@ def _fresh_array(path: Path, rows: int, d: int) -> np.ndarray:
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as err:
-        del arr
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # the mapping goes with `arr`
         free = shutil.disk_usage(path.parent).free
         raise ActivationError(f"cannot reserve {size / 1e9:.2f} GB for {path} ({err.strerror}; "
                               f"{free / 1e9:.2f} GB free there): free space or set SAESANITY_CACHE elsewhere") from None
