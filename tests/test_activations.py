@@ -163,3 +163,62 @@ def test_replaced_splices_the_activation(lm, hookpoint):
     with torch.no_grad():
         after = lm.model(ids).logits  # the hook is gone after the block
     torch.testing.assert_close(after, clean)
+
+
+def _interrupted(spec, monkeypatch):
+    """Collect `spec` at resid_post.1 until the third batch, recording progress after every batch; the work folder."""
+    real = A.run_to_hookpoints
+    count = []
+
+    def dies_on_third(*a, **k):
+        count.append(1)
+        if len(count) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(A, "_SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(A, "run_to_hookpoints", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)
+    monkeypatch.setattr(A, "run_to_hookpoints", real)
+    (final,) = A.artifact_dirs(spec, ["resid_post.1"])
+    return final.with_name(final.name + ".partial")
+
+
+@pytest.mark.parametrize("damage", ["progress_garbage", "progress_out_of_range", "acts_truncated", "lost_rows",
+                                    "other_tokens"])
+def test_an_unusable_interrupted_collection_restarts_instead_of_failing_or_publishing_zeros(
+        iso_cache, spec, monkeypatch, capsys, damage, tmp_path):
+    work = _interrupted(spec, monkeypatch)
+    if damage == "progress_garbage":
+        (work / "progress.json").write_text("{not json")
+    elif damage == "progress_out_of_range":
+        (work / "progress.json").write_text('{"seqs_done": 9999}')
+    elif damage == "acts_truncated":
+        with open(work / "acts.npy", "r+b") as f:
+            f.truncate(200)
+    elif damage == "lost_rows":  # progress says 8 sequences are written; some of their pages never reached disk
+        arr = np.lib.format.open_memmap(work / "acts.npy", mode="r+")
+        arr[5:40] = 0
+        arr.flush()
+        del arr
+    else:
+        t = np.load(work / "tokens.npy")
+        np.save(work / "tokens.npy", t[::-1].copy())
+    acts = np.array(A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"])
+    assert f"restarting the interrupted collection in {work}" in capsys.readouterr().err
+    assert acts.any(axis=1).all()  # no all-zero row was published
+    monkeypatch.setenv("SAESANITY_CACHE", str(__import__("conftest").linked_cache(tmp_path / "fresh")))
+    np.testing.assert_array_equal(acts, A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"])
+
+
+def test_a_full_disk_is_a_clear_error_before_any_row_is_written(iso_cache, spec, monkeypatch):
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(A.os, "posix_fallocate", full)
+    with pytest.raises(A.ActivationError, match=r"cannot reserve 0\.\d+ GB for .*acts\.npy \(No space left on device; "
+                                                r"[\d.]+ GB free there\): free space or set SAESANITY_CACHE"):
+        A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)

@@ -126,3 +126,147 @@ def test_large_untouched_files_are_not_rehashed(iso_cache, monkeypatch):
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     cache._verified.clear()
     assert not cache.is_valid(path)
+
+
+# ---------------------------------------------------------------- concurrent runs on one cache
+
+_WORKER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from saesanity import cache
+    step, keys, delay, log = sys.argv[1], sys.argv[2].split(","), float(sys.argv[3]), Path(sys.argv[4])
+
+    def compute(missing, works):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {','.join(keys[i] for i in missing)}\\n")
+        for i, w in zip(missing, works):
+            (w / "part.txt").write_text(keys[i])  # a resumable folder: a second writer would interleave here
+            time.sleep(delay)
+            (w / "part.txt").write_text((w / "part.txt").read_text() + "-done")
+        return [{"by": os.getpid()} for _ in missing]
+
+    paths = cache.cached_many(step, [{"k": k} for k in keys], compute, resumable=True)
+    print(" ".join((p / "part.txt").read_text() for p in paths))
+""")
+
+
+def _start(keys, delay, log, env):
+    return subprocess.Popen([sys.executable, "-c", _WORKER, "s", ",".join(keys), str(delay), str(log)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("stagger", [0.0, 0.4])
+def test_two_processes_asking_for_one_artifact_compute_it_once(iso_cache, tmp_path, stagger):
+    """Simultaneous and staggered: the second waits (and says so), then reads what the first published; no work
+    folder is written by two processes; both print the single run's result."""
+    import time
+
+    log, env = tmp_path / "log", {**os.environ, "SAESANITY_CACHE": str(iso_cache)}
+    a = _start(["x"], 1.5, log, env)
+    time.sleep(stagger)
+    b = _start(["x"], 1.5, log, env)
+    outs = [p.communicate(timeout=60) for p in (a, b)]
+    assert [p.returncode for p in (a, b)] == [0, 0], outs
+    assert [o.strip() for o, _ in outs] == ["x-done", "x-done"]
+    assert len(log.read_text().splitlines()) == 1  # computed once
+    assert sum("saesanity: waiting for process" in e for _, e in outs) == 1
+    assert cache.is_valid(cache.artifact_path("s", {"k": "x"}))
+
+
+def test_overlapping_families_in_opposite_orders_neither_deadlock_nor_repeat(iso_cache, tmp_path):
+    log, env = tmp_path / "log", {**os.environ, "SAESANITY_CACHE": str(iso_cache)}
+    a, b = _start(["p", "q"], 0.8, log, env), _start(["q", "p", "r"], 0.8, log, env)
+    outs = [p.communicate(timeout=60) for p in (a, b)]
+    assert [p.returncode for p in (a, b)] == [0, 0], outs
+    assert outs[0][0].split() == ["p-done", "q-done"] and outs[1][0].split() == ["q-done", "p-done", "r-done"]
+    computed = [k for line in log.read_text().splitlines() for k in line.split()[1].split(",")]
+    assert sorted(computed) == ["p", "q", "r"]  # each artifact once
+
+
+def test_a_killed_holder_releases_its_lock_and_the_next_run_resumes(iso_cache, tmp_path):
+    import signal
+    import time
+
+    log, env = tmp_path / "log", {**os.environ, "SAESANITY_CACHE": str(iso_cache)}
+    a = _start(["y"], 30, log, env)
+    for _ in range(200):  # until it is computing
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=30)
+    b = _start(["y"], 0.1, log, env)
+    out, err = b.communicate(timeout=60)
+    assert b.returncode == 0 and out.strip() == "y-done" and "waiting" not in err
+
+
+def test_a_nested_request_for_a_held_artifact_does_not_wait_on_itself(iso_cache):
+    final = cache.artifact_path("s", {"k": 1})
+    with cache.artifact_lock(final):
+        with cache.artifact_lock(final):  # would block forever if the lock were not re-entrant
+            assert cache.lock_path(final).read_text().strip() == str(os.getpid())
+    assert cache.lock_path(final).read_text() == ""  # released
+
+
+def test_two_processes_collecting_the_same_activations_get_the_single_runs_array(iso_cache, tmp_path, tiny_llama_dir):
+    """The case the lock exists for: a second `collect` used to reopen the first's acts.npy with mode='w+'."""
+    import numpy as np
+
+    script = textwrap.dedent(f"""
+        import numpy as np, sys
+        from saesanity.activations import ActivationSpec, collect
+        spec = ActivationSpec(model="{tiny_llama_dir}", variant="trained", corpus="debian:fortunes", n_tokens=8192,
+                              seq_len=64, seed=0, split="train")
+        acts = collect(spec, ["resid_post.1", "mlp_out.0"], batch_size=4, progress=False)
+        np.save(sys.argv[1], np.concatenate([acts["resid_post.1"], acts["mlp_out.0"]], 1))
+    """)
+    env = {**os.environ, "SAESANITY_CACHE": str(iso_cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"{i}.npy")], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    from conftest import linked_cache
+
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ref.npy")], check=True,
+                   env={**env, "SAESANITY_CACHE": str(linked_cache(tmp_path / "single"))})
+    ref = np.load(tmp_path / "ref.npy")
+    for i in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), ref)
+
+
+def test_list_and_clean_remove_only_what_is_provably_dead(iso_cache, tmp_path):
+    ok = cache.cached("s", {"k": "ok"}, lambda w: (w / "f").write_text("x") and None)
+    bad = cache.cached("s", {"k": "bad"}, lambda w: (w / "f").write_text("y") and None)
+    (bad / "f").write_text("tampered")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tmp = ok.with_name(f"{cache.key_of('s', {'k': 't'})}.tmp-{done.stdout.strip()}-abcd1234")
+    live_tmp = ok.with_name(f"{cache.key_of('s', {'k': 'u'})}.tmp-{os.getpid()}-abcd1234")
+    leftover = ok.with_name(ok.name + ".partial")  # its artifact is published: nothing will read it
+    resumable = cache.artifact_path("s", {"k": "r"}).with_name(cache.key_of("s", {"k": "r"}) + ".partial")
+    running = cache.artifact_path("s", {"k": "run"})
+    for d in (dead_tmp, live_tmp, leftover, resumable, running.with_name(running.name + ".partial")):
+        d.mkdir(parents=True)
+        (d / "w").write_text("work")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from saesanity import cache
+        with cache.artifact_lock(Path("{running}")):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        states = {e["path"].name: e["state"] for e in cache.entries()}
+        assert states == {ok.name: "valid", bad.name: "invalid", dead_tmp.name: "dead", live_tmp.name: "running",
+                          leftover.name: "dead", resumable.name: "resumable", running.name + ".partial": "running"}
+        out = subprocess.run([sys.executable, "-m", "saesanity.cache", "list"], capture_output=True, text=True,
+                             check=True).stdout
+        assert "s: 1 artifact invalid" in out and "`clean` removes 3 dead or invalid entries" in out
+        gone = {e["path"].name for e in cache.clean()}
+        assert gone == {bad.name, dead_tmp.name, leftover.name}
+        assert ok.exists() and live_tmp.exists() and resumable.exists() and running.with_name(running.name + ".partial").exists()
+        assert {e["path"].name for e in cache.clean(partial=True)} == {resumable.name}
+    finally:
+        holder.kill()
+        holder.wait()

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,52 @@ def _atomic_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _fresh_array(path: Path, rows: int, d: int) -> np.ndarray:
+    """A new [rows, d] fp32 .npy memmap whose blocks are reserved on disk first (`posix_fallocate`), so a disk
+    that fills up fails here with a message, not later with SIGBUS inside a write to the mapping."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, d))
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        path.unlink(missing_ok=True)  # the mapping goes with `arr`
+        free = shutil.disk_usage(path.parent).free
+        raise ActivationError(f"cannot reserve {size / 1e9:.2f} GB for {path} ({err.strerror}; "
+                              f"{free / 1e9:.2f} GB free there): free space or set SAESANITY_CACHE elsewhere") from None
+    finally:
+        os.close(fd)
+    return arr
+
+
+def _resume_partial(w: Path, seqs: np.ndarray, rows: int, d: int, per_seq: int) -> tuple[np.ndarray, int] | None:
+    """(the array, sequences done) of an interrupted collection's work folder `w`, or None to start it afresh:
+    nothing there, or something unusable — an unreadable or out-of-range progress.json, an acts.npy of the wrong
+    shape or truncated, token rows that are not these, or an all-zero row among those it says are written (a
+    write lost before the crash). Each unusable case is said on stderr with the folder."""
+    prog, acts = w / "progress.json", w / "acts.npy"
+    if not (acts.exists() and prog.exists()):
+        return None
+    try:
+        done = json.loads(prog.read_text())["seqs_done"]
+        if not isinstance(done, int) or not 0 <= done <= seqs.shape[0]:
+            raise ValueError(f"seqs_done={done!r} outside [0, {seqs.shape[0]}]")
+        arr = np.lib.format.open_memmap(acts, mode="r+")
+        if arr.shape != (rows, d) or arr.dtype != np.float32:
+            raise ValueError(f"acts.npy is {arr.shape} {arr.dtype}, not {(rows, d)} float32")
+        if not np.array_equal(np.load(w / "tokens.npy"), seqs):
+            raise ValueError("its token rows are not this collection's")
+        zero = int((~arr[:done * per_seq].any(axis=1)).sum())
+        if zero:
+            raise ValueError(f"{zero:,} of the {done * per_seq:,} rows it says are written are all zero")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        print(f"saesanity: restarting the interrupted collection in {w}: {err}", file=sys.stderr, flush=True)
+        for f in (acts, prog, w / "tokens.npy"):
+            f.unlink(missing_ok=True)
+        return None
+    return arr, done
+
+
 def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8, device: str = "cpu",
             lm: LoadedModel | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """Activations [n_rows, d_model] float32 (memory-mapped, read-only) at each hookpoint.
@@ -222,12 +269,12 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
                                   f"more; only {free / 1e9:.1f} GB free under {works[0].parent}")
         arrays, done = [], n_seqs
         for w in works:
-            prog = w / "progress.json"
-            if (w / "acts.npy").exists() and prog.exists():
-                arrays.append(np.lib.format.open_memmap(w / "acts.npy", mode="r+"))
-                done = min(done, json.loads(prog.read_text())["seqs_done"])
+            resumed = _resume_partial(w, seqs, rows, d, per_seq)
+            if resumed is not None:
+                arrays.append(resumed[0])
+                done = min(done, resumed[1])
             else:
-                arrays.append(np.lib.format.open_memmap(w / "acts.npy", mode="w+", dtype=np.float32, shape=(rows, d)))
+                arrays.append(_fresh_array(w / "acts.npy", rows, d))
                 np.save(w / "tokens.npy", seqs)
                 done = 0
         emb = lm.model.get_input_embeddings()

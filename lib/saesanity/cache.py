@@ -9,14 +9,24 @@ Writes are atomic: the computation writes into a work directory beside the final
 directory is renamed into place only after `meta.json` is written and flushed. A killed write leaves
 a work directory that is never read as a result. A final directory whose files do not match
 `meta.json` (truncated, edited, half-deleted) is treated as missing: it is removed and recomputed.
+
+Concurrent runs on one cache are safe: the check / compute / publish of an artifact holds an exclusive lock
+(`fcntl.flock` on `<key>.lock` beside it), so a second process asking for the same artifact waits — saying
+what it waits for and on which process — and then reads what the first published instead of computing it
+again in the same work folder. The kernel drops a lock when its holder dies, so a killed run never blocks
+the next one; a resumable work folder (`<key>.partial`) is only ever written by the lock's holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -140,6 +150,51 @@ def _publish(work: Path, final: Path, step: str, fields: dict[str, Any], version
     _fsync_dir(final.parent)
 
 
+# lock files this thread holds: a nested request for one of them does not wait on itself (another thread's
+# request opens its own descriptor, and flock makes it wait like another process's)
+_held = threading.local()
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of the artifact at `final`."""
+    return final.with_name(final.name + ".lock")
+
+
+@contextlib.contextmanager
+def artifact_lock(final: Path, what: str = ""):
+    """Hold the exclusive lock of the artifact at `final` (blocking; re-entrant within this process). When
+    another process holds it, say so on stderr, with its pid, before waiting."""
+    path = lock_path(final)
+    held = _held.__dict__.setdefault("paths", set())
+    if str(path) in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            print(f"saesanity: waiting for process {holder}, which is computing {what or final.parent.name} "
+                  f"{final.name} ({final})", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held.add(str(path))
+        try:
+            yield
+        finally:
+            held.discard(str(path))
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _valid_final(final: Path) -> bool:
+    return final.exists() and is_valid(final)
+
+
 def cached_many(
     step: str,
     fields_list: list[dict[str, Any]],
@@ -155,14 +210,24 @@ def cached_many(
     valid are not recomputed. Each artifact is published (renamed into place) on its own.
     """
     finals = [artifact_path(step, f, version) for f in fields_list]
-    missing = []
-    for i, final in enumerate(finals):
-        if final.exists() and is_valid(final):
-            continue
-        shutil.rmtree(final, ignore_errors=True)  # corrupt or truncated: never read it
-        missing.append(i)
+    missing = [i for i, final in enumerate(finals) if not _valid_final(final)]
     if not missing:
         return finals
+    with contextlib.ExitStack() as locks:
+        # one global order (by path), so two processes asking for overlapping sets cannot deadlock
+        for i in sorted(missing, key=lambda i: str(finals[i])):
+            locks.enter_context(artifact_lock(finals[i], step))
+        missing = [i for i in missing if not _valid_final(finals[i])]  # published by another process meanwhile?
+        if missing:
+            _compute_and_publish(step, fields_list, finals, missing, compute, version, resumable)
+    return finals
+
+
+def _compute_and_publish(step: str, fields_list: list[dict[str, Any]], finals: list[Path], missing: list[int],
+                         compute: Callable, version: int, resumable: bool) -> None:
+    """Under the artifacts' locks: clear what is corrupt, compute the missing ones in work folders, publish."""
+    for i in missing:
+        shutil.rmtree(finals[i], ignore_errors=True)  # corrupt or truncated: never read it
     works = []
     for i in missing:
         final = finals[i]
@@ -180,7 +245,6 @@ def cached_many(
             for work in works:
                 shutil.rmtree(work, ignore_errors=True)
         raise
-    return finals
 
 
 def cached(
@@ -201,3 +265,120 @@ def cached(
     (path,) = cached_many(step, [fields], lambda _, works: [compute(works[0]) or {}], version=version,
                           resumable=resumable)
     return path
+
+
+# ---------------------------------------------------------------- inspecting and clearing the cache
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_held(final: Path) -> bool:
+    """Whether some process holds the lock of the artifact at `final` now."""
+    path = lock_path(final)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def entries(root: Path | None = None) -> list[dict[str, Any]]:
+    """Every folder under the cache's steps, as `python -m saesanity.cache list` shows it: kind `artifact`
+    (valid or not), `partial` (a resumable computation's work folder) or `tmp` (a one-attempt work folder), its
+    size on disk, and `state`: valid / invalid for artifacts; for work folders `running` (its artifact's lock is
+    held), `resumable` (a partial no one runs, whose artifact is missing: the next run picks it up) or `dead`
+    (a tmp folder of a process that is gone, or a partial whose artifact is already published)."""
+    root = root or cache_dir()
+    out = []
+    for step in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.exists() else []:
+        for d in sorted(p for p in step.iterdir() if p.is_dir() and not p.is_symlink()):
+            name = d.name
+            if name.endswith(".partial") or ".tmp-" in name:
+                final = d.with_name(name.split(".")[0])
+                kind = "partial" if name.endswith(".partial") else "tmp"
+                if lock_held(final):
+                    state = "running"
+                elif kind == "tmp":
+                    pid = name.split(".tmp-")[1].split("-")[0]
+                    state = "running" if pid.isdigit() and _pid_alive(int(pid)) else "dead"
+                else:
+                    state = "dead" if _valid_final(final) else "resumable"
+            elif (d / META).exists() or len(name) == 20:
+                kind, state = "artifact", "valid" if is_valid(d) else "invalid"
+            else:
+                continue  # not ours (e.g. the Debian text, built models): left alone
+            out.append({"step": step.name, "path": d, "kind": kind, "state": state, "bytes": _size(d)})
+    return out
+
+
+def clean(root: Path | None = None, *, partial: bool = False, step: str | None = None) -> list[dict[str, Any]]:
+    """Remove what is provably dead (dead work folders, invalid artifacts no one is computing); with
+    `partial=True` also resumable work folders (their progress is lost). Running work is never touched.
+    Returns the entries removed."""
+    gone = []
+    for e in entries(root):
+        if step and e["step"] != step:
+            continue
+        if e["state"] in ("dead", "invalid") or (partial and e["state"] == "resumable"):
+            final = e["path"].with_name(e["path"].name.split(".")[0])
+            with artifact_lock(final, e["step"]):  # nobody starts on it while it goes
+                shutil.rmtree(e["path"], ignore_errors=True)
+            gone.append(e)
+    return gone
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m saesanity.cache", description=(
+        "List or clear the artifact cache ($SAESANITY_CACHE, default <repo>/.cache). `list` shows each step's "
+        "artifacts and work folders with their state; `clean` removes dead work folders and invalid artifacts "
+        "(--partial: resumable work folders too). Running computations are never touched."))
+    p.add_argument("command", choices=["list", "clean"])
+    p.add_argument("--partial", action="store_true", help="clean: also remove resumable work folders")
+    p.add_argument("--step", help="only this step (e.g. sae, activations)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list: every folder, not one line per step")
+    a = p.parse_args(argv)
+    if a.command == "clean":
+        gone = clean(partial=a.partial, step=a.step)
+        for e in gone:
+            print(f"removed {e['kind']} ({e['state']}, {_gb(e['bytes'])}): {e['path']}")
+        print(f"{len(gone)} removed, {_gb(sum(e['bytes'] for e in gone))} freed under {cache_dir()}")
+        return 0
+    rows = [e for e in entries() if not a.step or e["step"] == a.step]
+    by: dict[str, dict[str, list]] = {}
+    for e in rows:
+        by.setdefault(e["step"], {}).setdefault(f"{e['kind']} {e['state']}", []).append(e)
+    for s, groups in by.items():
+        parts = ", ".join(f"{len(v)} {k} ({_gb(sum(e['bytes'] for e in v))})" for k, v in sorted(groups.items()))
+        print(f"{s}: {parts}")
+        if a.verbose:
+            for e in sorted((e for v in groups.values() for e in v), key=lambda e: str(e["path"])):
+                print(f"    {e['kind']:8} {e['state']:9} {_gb(e['bytes']):>10}  {e['path'].name}")
+    print(f"total {_gb(sum(e['bytes'] for e in rows))} under {cache_dir()}; `clean` removes "
+          f"{sum(e['state'] in ('dead', 'invalid') for e in rows)} dead or invalid entries")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
