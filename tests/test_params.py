@@ -276,3 +276,31 @@ def test_help_lists_each_parameter_with_its_values_and_meaning():
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: heap_metrics_vs_layer: unknown profile 'fast'; "
                                                           "this file has ['default', 'paper', 'paper-mini', 'smoke']")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"seq_len": 1}, "seq_len=1 must be >= 2"),
+    ({"n_eval_tokens": 0}, "n_eval_tokens=0 >= 1"),
+    ({"model_batch_size": 0}, "model_batch_size=0 must be >= 1"),
+    ({"device": "tpu"}, "device='tpu'; valid: 'cpu', 'cuda', 'cuda:<n>', 'mps'"),
+    ({"lr": 0.0}, "lr=0.0 must be > 0"),
+    ({"auxk_alpha": -1.0}, "auxk_alpha=-1.0 >= 0"),
+    ({"model_dtype": "fp8"}, "model_dtype='fp8'; valid: \\['float32', 'bfloat16', 'float16'\\]"),
+    ({"activations": "disk"}, "activations='disk'; valid"),
+    ({"seeds": [0, 1.5]}, "parameter seeds=\\[0, 1.5\\]: expected int"),
+])
+def test_a_bad_value_is_one_line_naming_it(override, message):
+    with pytest.raises(params.ParamsError, match=message) as err:
+        params.load("paulo_fig1_matched_cosines", "smoke", **override)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("default:\n  k: 8\n  k: 16\n", r"paulo_fig1_matched_cosines.yaml line 3: not valid YAML \(key 'k' given twice\)"),
+    ("default:\n  k: [8\n", r"paulo_fig1_matched_cosines.yaml line \d: not valid YAML"),
+    ("- default\n", "expected a mapping of profile names"),
+])
+def test_a_malformed_parameter_file_is_one_line_naming_it(tmp_path, text, message):
+    (tmp_path / "paulo_fig1_matched_cosines.yaml").write_text(text)
+    with pytest.raises(params.ParamsError, match=message):
+        params.read_profiles("paulo_fig1_matched_cosines", tmp_path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -130,6 +131,11 @@ class Text(_Group):
     data_seed: int = param("seed of the corpus shuffle and of the SAE batch order (shared by all SAE seeds)", 0)
     n_eval_tokens: int = param("held-out tokens the results are measured on")
 
+    def check(self) -> None:
+        super().check()
+        if self.seq_len < 2 or self.n_eval_tokens < 1:
+            raise ParamsError(f"seq_len={self.seq_len} must be >= 2 and n_eval_tokens={self.n_eval_tokens} >= 1")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelData(Text):
@@ -140,6 +146,13 @@ class ModelData(Text):
     model_dtype: Dtype = param("dtype of the model's forward pass: float32 | bfloat16 | float16 "
                                "(activations are kept in fp32)", "bfloat16")
     device: str = param("cpu | cuda (or cuda:<n>)", "cpu")
+
+    def check(self) -> None:
+        super().check()
+        if self.n_tokens < 1 or self.model_batch_size < 1:
+            raise ParamsError(f"n_tokens={self.n_tokens} and model_batch_size={self.model_batch_size} must be >= 1")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ParamsError(f"device={self.device!r}; valid: 'cpu', 'cuda', 'cuda:<n>', 'mps'")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +185,9 @@ class SAETraining(_Group):
         super().check()
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
+        if not self.lr > 0 or not self.auxk_alpha >= 0 or self.batch_size < 1:
+            raise ParamsError(f"lr={self.lr} must be > 0, auxk_alpha={self.auxk_alpha} >= 0 and batch_size="
+                              f"{self.batch_size} >= 1")
         if self.n_tokens < self.batch_size:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
         if self.stream_buffer_tokens < self.batch_size:
@@ -594,6 +610,19 @@ def build(stem: str, values: dict[str, Any]) -> Any:
     return obj
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_profiles(stem: str, params_dir: Path | None = None, _chain: tuple[str, ...] = ()) -> dict[str, dict]:
     """The profile sections of `params/<stem>.yaml`. A file that starts `same_as: <other stem>` holds only what
     differs from that notebook's file: each of its sections overlays the other file's section of the same name,
@@ -601,7 +630,12 @@ def read_profiles(stem: str, params_dir: Path | None = None, _chain: tuple[str, 
     path = (params_dir or PARAMS_DIR) / f"{stem}.yaml"
     if not path.exists():
         raise ParamsError(f"no parameter file {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path.name}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path.name}: expected a mapping of profile names to sections")
     parent = data.pop("same_as", None)
