@@ -2,6 +2,7 @@
 and a given SAE in another library's format), resuming from the cache, and clear errors on bad input."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,36 @@ def test_report_with_auto_interp(iso_cache, tmp_path):
         assert 1 <= res["n_latents"] <= 3
         assert isinstance(res["embedding"], float) and 0.0 <= res["embedding"] <= 1.0  # both classes were scored
     assert "## Auto-interp" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--hookpoint", "mlp_out.02"], "hookpoint 'mlp_out.02' is not valid"),
+    (["--hookpoint", "mlp.2"], "hookpoint 'mlp.2' is not valid"),
+    (["--d-sae", "0"], "d-sae=0, k=8: need 0 < k < d-sae"),  # smoke k
+    (["--k", "0"], "k=0: must be >= 1"),
+    (["--n-eval-tokens", "0"], "n-eval-tokens=0: must be >= 1"),
+    (["--seq-len", "1"], "seq-len=1: must be >= 2"),
+    (["--model-dtype", "fp8"], "model-dtype='fp8'; valid"),
+    (["--device", "tpu"], "device='tpu'; valid: cpu, cuda, cuda:<n>, mps"),
+    (["--explainer", "llm", "--llm-backend", "openai-compatible"], "needs --api-base"),
+    (["--explainer", "llm", "--llm-backend", "gpt"], "llm-backend='gpt'; valid"),
+    (["--explainer", "top-tokens", "--scorers", "vibes"], r"scorers \['vibes'\]: valid"),
+    (["--n-interp-latents", "0"], "n-interp-latents=0: must be >= 1"),
+])
+def test_a_bad_report_option_is_one_line_naming_it_before_any_compute(tmp_path, capsys, extra, message):
+    base = ["report", "--profile", "smoke", "--hookpoint", "mlp_out.2", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert cli.main([*base, *extra]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+
+
+def test_an_unwritable_out_is_refused_before_any_compute(tmp_path, capsys, monkeypatch):
+    import saesanity.sanity as sanity
+
+    monkeypatch.setattr(sanity, "run", lambda *a, **k: pytest.fail("ran before checking --out"))
+    (tmp_path / "afile").write_text("x")
+    base = ["report", "--profile", "smoke", "--hookpoint", "mlp_out.2", "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "afile")]) == 2
+    assert f"--out {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(tmp_path / "afile" / "sub")]) == 2
+    assert "cannot be written" in capsys.readouterr().err

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             llm_model=args.llm_model, api_base=args.api_base, n_interp_latents=args.n_interp_latents,
             scorers=args.scorers)
         out = args.out or Path("reports") / f"{cfg.model.replace('/', '_')}_{cfg.hookpoint}"
+        _check_out(out)  # before the compute, not after it
         result = run(cfg, progress=not args.no_progress)
     except (ReportError, ValueError) as e:
         print(f"saesanity report: {e}", file=sys.stderr)
@@ -91,6 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(result, out)
     print(f"report written: {paths['md']} and {paths['html']}")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """`out` is (or can be made) a folder this process can write into; a `ReportError` naming it if not."""
+    from .sanity import ReportError
+
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{__import__('os').getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ReportError(f"--out {out} cannot be written: {err.strerror or err}") from None
 
 
 # ---------------------------------------------------------------- rendering

@@ -117,6 +117,49 @@ class ReportConfig:
             raise ReportError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
         if self.explainer not in (None, "llm", "top-tokens"):
             raise ReportError(f"explainer={self.explainer!r}; valid: llm, top-tokens (or none)")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """The counts, sizes and choices `params` checks for a notebook, checked here before anything runs."""
+        import re
+
+        from .activations import parse_hookpoint
+        from .autointerp.pipeline import BACKENDS
+        from .autointerp.scorers import SCORERS
+        from .models import DTYPES
+
+        try:
+            parse_hookpoint(self.hookpoint, 10**9)  # the form; the layer is checked against the model once loaded
+        except ValueError as err:
+            raise ReportError(str(err)) from None
+        for name in ("n_eval_tokens", "model_batch_size", "n_splice_tokens", "n_interp_latents", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ReportError(f"{name.replace('_', '-')}={getattr(self, name)}: must be >= 1")
+        if self.seq_len < 2:
+            raise ReportError(f"seq-len={self.seq_len}: must be >= 2")
+        if self.d_sae is not None and not 0 < self.k < self.d_sae:
+            raise ReportError(f"d-sae={self.d_sae}, k={self.k}: need 0 < k < d-sae")
+        if self.k < 1:
+            raise ReportError(f"k={self.k}: must be >= 1")
+        if not self.lr > 0:
+            raise ReportError(f"lr={self.lr}: must be > 0")
+        if self.model_dtype not in DTYPES:
+            raise ReportError(f"model-dtype={self.model_dtype!r}; valid: {list(DTYPES)}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ReportError(f"device={self.device!r}; valid: cpu, cuda, cuda:<n>, mps")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ReportError(f"device={self.device!r}, but this torch ({torch.__version__}) sees no CUDA GPU")
+        if self.explainer is not None:
+            if self.llm_backend not in BACKENDS:
+                raise ReportError(f"llm-backend={self.llm_backend!r}; valid: {list(BACKENDS)}")
+            if self.llm_backend == "openai-compatible" and not self.api_base:
+                raise ReportError("llm-backend=openai-compatible needs --api-base, e.g. http://localhost:8000/v1")
+            bad = [s for s in self.scorers if s not in SCORERS]
+            if bad or not self.scorers:
+                raise ReportError(f"scorers {bad or self.scorers}: valid {list(SCORERS)}")
 
 
 def bootstrap_interval(mask: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
