@@ -222,3 +222,20 @@ def test_a_full_disk_is_a_clear_error_before_any_row_is_written(iso_cache, spec,
     with pytest.raises(A.ActivationError, match=r"cannot reserve 0\.\d+ GB for .*acts\.npy \(No space left on device; "
                                                 r"[\d.]+ GB free there\): free space or set SAESANITY_CACHE"):
         A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)
+
+
+def test_control_activations_are_keyed_on_the_batch_size_their_noise_depends_on(iso_cache, spec):
+    from saesanity.cache import artifact_path
+
+    c4 = dataclasses.replace(spec, variant="control", noise_batch=4)
+    c2 = dataclasses.replace(spec, variant="control", noise_batch=2)
+    a4 = A.collect(c4, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"]
+    a2 = A.collect(c2, ["resid_post.1"], batch_size=2, progress=False)["resid_post.1"]
+    assert A.artifact_dirs(c4, ["resid_post.1"]) != A.artifact_dirs(c2, ["resid_post.1"])
+    assert not np.allclose(a4, a2)  # other draws of the noise: not the same artifact
+    with pytest.raises(A.ActivationError, match="noise_batch=4 must equal batch_size=8"):
+        A.collect(c4, ["resid_post.1"], batch_size=8, progress=False)
+    # every other variant's key is what it was before noise_batch existed
+    old = {k: v for k, v in dataclasses.asdict(spec).items() if k != "noise_batch"}
+    assert A.artifact_dirs(spec, ["mlp_out.0"]) == [artifact_path("activations", dict(old, hookpoint="mlp_out.0",
+                                                                                         dtype="float32"), A._VERSION)]

@@ -19,7 +19,8 @@ from saesanity.stream import ModelSource
 
 def _setup(model_dir, variant, n_steps=6, batch_size=256):
     spec = ActivationSpec(model=str(model_dir), variant=variant, corpus="debian:fortunes",
-                          n_tokens=n_steps * batch_size, seq_len=32, seed=3)
+                          n_tokens=n_steps * batch_size, seq_len=32, seed=3,
+                          noise_batch=4 if variant == "control" else 0)  # the model_batch_size below
     lm = load_model(spec.model, variant)
     tokens = token_sequences(spec.corpus, lm.tokenizer, lm.tokenizer_id, spec.seq_len, seed=spec.seed)[:spec.n_seqs()]
     return spec, lm, tokens

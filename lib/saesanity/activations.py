@@ -176,9 +176,20 @@ class ActivationSpec:
     variant_seed: int = 0
     drop_first: int = 1  # leading positions dropped from each sequence (attention-sink outliers)
     model_dtype: str = "float32"  # dtype of the forward pass; arrays are stored fp32 either way
+    # control only: sequences per forward pass, on which its noise depends (one draw per call of the embedding);
+    # 0 for every other variant, and then not part of the key (their keys are what they were before it existed)
+    noise_batch: int = 0
 
     def n_seqs(self) -> int:
         return math.ceil(self.n_tokens / (self.seq_len - self.drop_first))
+
+
+def key_fields(spec: ActivationSpec) -> dict:
+    """The cache-key fields of `spec` (`noise_batch` only where it is set: the control variant)."""
+    fields = dataclasses.asdict(spec)
+    if not fields["noise_batch"]:
+        del fields["noise_batch"]
+    return fields
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -242,7 +253,10 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
     """
     if not 0 <= spec.drop_first < spec.seq_len - 1:
         raise ActivationError(f"drop_first={spec.drop_first} must be below seq_len-1={spec.seq_len - 1}")
-    fields = [dict(dataclasses.asdict(spec), hookpoint=h, dtype="float32") for h in hookpoints]
+    if spec.variant == "control" and spec.noise_batch != batch_size:
+        raise ActivationError(f"control activations depend on the batch size (their noise is one draw per forward "
+                              f"pass): spec.noise_batch={spec.noise_batch} must equal batch_size={batch_size}")
+    fields = [dict(key_fields(spec), hookpoint=h, dtype="float32") for h in hookpoints]
     if len(set(hookpoints)) != len(hookpoints):
         raise HookpointError(f"hookpoints {hookpoints} repeat a name")
 
@@ -317,5 +331,5 @@ def artifact_dirs(spec: ActivationSpec, hookpoints: list[str]) -> list[Path]:
     """Where `collect` keeps each hookpoint's array (to key downstream artifacts on)."""
     from .cache import artifact_path
 
-    return [artifact_path("activations", dict(dataclasses.asdict(spec), hookpoint=h, dtype="float32"), _VERSION)
+    return [artifact_path("activations", dict(key_fields(spec), hookpoint=h, dtype="float32"), _VERSION)
             for h in hookpoints]

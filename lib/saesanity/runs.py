@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .activations import ActivationSpec, artifact_dirs, collect
+from .activations import ActivationSpec, artifact_dirs, collect, key_fields
 from .corpus import token_sequences
 from . import params
 from .models import load_model
@@ -68,7 +68,8 @@ class TrainedSAE:
 def activation_spec(P: RunParams, split: str = "train") -> ActivationSpec:
     n = P.n_tokens if split == "train" else P.n_eval_tokens
     return ActivationSpec(model=P.model, variant=P.variant, corpus=P.corpus, n_tokens=n, seq_len=P.seq_len,
-                          seed=P.data_seed, split=split, model_dtype=P.model_dtype)
+                          seed=P.data_seed, split=split, model_dtype=P.model_dtype,
+                          noise_batch=P.model_batch_size if P.variant == "control" else 0)
 
 
 def train_cfg(P: RunParams, seed: int) -> TrainConfig:
@@ -99,7 +100,7 @@ class Streamed:
         return (self.spec.n_seqs() * (self.spec.seq_len - self.spec.drop_first), None)
 
     def key(self) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "n_tokens"}
+        fields = {k: v for k, v in key_fields(self.spec).items() if k not in ("n_tokens", "noise_batch")}
         return {**fields, "hookpoint": self.hookpoint, "model_batch_size": self.model_batch_size,
                 "buffer_tokens": self.buffer_tokens}
 
@@ -164,7 +165,8 @@ class SparsifyRun:
 
     def key(self) -> dict:
         """What every SAE of this run shares: the token rows, the hookpoint and the recipe's name and overrides."""
-        fields = {k: v for k, v in dataclasses.asdict(self.stream.spec).items() if k not in ("n_tokens", "drop_first")}
+        fields = {k: v for k, v in key_fields(self.stream.spec).items()
+                  if k not in ("n_tokens", "drop_first", "noise_batch")}
         return {"trainer": "sparsify", "rows": fields, "hookpoint": self.stream.hookpoint, "recipe": self.recipe,
                 "overrides": dict(self.overrides)}
 
