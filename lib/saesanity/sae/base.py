@@ -225,6 +225,9 @@ class SAEBase(nn.Module):
         own = dict(sae.named_parameters())
         with torch.no_grad():
             for name, value in cls._state_from_saelens(cfg, state).items():
+                if tuple(value.shape) != tuple(own[name].shape):  # copy_ would broadcast a [1] into [d]
+                    raise ValueError(f"{name} has shape {list(value.shape)}; a {d_in}-input, {d_sae}-latent SAE "
+                                     f"needs {list(own[name].shape)}")
                 own[name].copy_(value)  # a loaded decoder is kept as stored, not renormalised
         return sae
 

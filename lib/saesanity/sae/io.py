@@ -141,7 +141,28 @@ def load_sae(folder: str | Path, format: str | None = None) -> SAEBase:
         raise SAEFormatError(f"{folder}: unknown SAE format (files {files}); formats read: {_formats_line()}")
     if fmt not in FORMATS:
         raise SAEFormatError(f"format {fmt!r}; valid: {list(FORMATS)}")
-    return _LOADERS[fmt](folder)
+    return check_loaded(_LOADERS[fmt](folder), folder)
+
+
+# the shape of each per-latent / per-input tensor an SAE may hold, from (d_in, d_sae)
+_SHAPES = {"W_enc": lambda d, f: (d, f), "W_dec": lambda d, f: (f, d), "b_dec": lambda d, f: (d,),
+           **dict.fromkeys(["b_enc", "b_gate", "r_mag", "b_mag", "log_threshold"], lambda d, f: (f,))}
+
+
+def check_loaded(sae: SAEBase, where: Path | str) -> SAEBase:
+    """`sae` if every tensor has the shape its d_in × d_sae implies and holds finite values (BatchTopK's
+    threshold may be NaN: not calibrated yet); an `SAEFormatError` naming the tensor otherwise — a broadcastable
+    wrong shape (a b_dec of [1]) or a NaN weight would otherwise run and give wrong numbers."""
+    d, f = sae.d_in, sae.d_sae
+    for name, t in sae.state_dict().items():
+        want = _SHAPES.get(name)
+        if want is not None and tuple(t.shape) != want(d, f):
+            raise SAEFormatError(f"{where}: {name} has shape {list(t.shape)}; a {d}-input, {f}-latent SAE needs "
+                                 f"{list(want(d, f))}")
+        if t.is_floating_point() and name != "threshold" and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise SAEFormatError(f"{where}: {name} holds {bad:,} NaN/inf value(s)")
+    return sae
 
 
 def load_saes(root: str | Path) -> dict[str, SAEBase]:
@@ -164,6 +185,8 @@ def _build(arch: str, cfg: dict, state: dict[str, torch.Tensor], where: Path) ->
         return FROM_SAELENS[arch].from_saelens(cfg, state)
     except KeyError as e:
         raise SAEFormatError(f"{where}: weights lack {e.args[0]!r} for a {arch} SAE (have {sorted(state)})") from None
+    except ValueError as e:  # a tensor of the wrong shape
+        raise SAEFormatError(f"{where}: {e}") from None
 
 
 # ---------------------------------------------------------------- SAELens
