@@ -107,19 +107,8 @@ def test_too_few_tokens_in_corpus(iso_cache, spec):
 
 def test_interrupted_collection_resumes(iso_cache, spec, monkeypatch):
     real = A.run_to_hookpoints
+    _interrupted(spec, monkeypatch)
     count = []
-
-    def dies_on_third(*a, **k):
-        count.append(1)
-        if len(count) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(A, "_SAVE_EVERY_S", 0.0)
-    monkeypatch.setattr(A, "run_to_hookpoints", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)
-    count.clear()
     monkeypatch.setattr(A, "run_to_hookpoints", lambda *a, **k: count.append(1) or real(*a, **k))
     acts = A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)["resid_post.1"]
     assert len(count) == 1  # two of three batches were kept
