@@ -119,3 +119,21 @@ def test_notebook(profile, stem, profile_cache, tmp_path, monkeypatch):
     section = readme.SECTIONS[stem](doc)  # the README section renders from this JSON
     assert f"figures/{stem}.png" in section and profile in section
 
+
+
+@pytest.mark.notebook
+def test_papermill_given_a_mistyped_parameter_fails_naming_it(tmp_path):
+    """`papermill -p d_sea 64` only warns ("Passed unknown parameter") and runs on the file's d_sae; our
+    notebooks stop at their first cell after the parameters, naming the parameter they do not have."""
+    stem = "heap_toy_models"
+    flat = tmp_path / "params.yaml"
+    flat.write_text(subprocess.run([sys.executable, "-m", "saesanity.params", stem, "smoke"], check=True,
+                                   capture_output=True, text=True).stdout)
+    run = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "saesanity", "-f", str(flat),
+                          "-p", "n_featurs", "64", "--cwd", str(paths.NOTEBOOKS_DIR),
+                          str(paths.NOTEBOOKS_DIR / f"{stem}.ipynb"), str(tmp_path / "out.ipynb")],
+                         env=dict(os.environ, SAESANITY_FIGURES=str(tmp_path / "figures")),
+                         capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "unknown parameter(s) ['n_featurs']" in run.stderr and "did you mean 'n_features'" in run.stderr
+    assert not (tmp_path / "figures").exists()

@@ -32,6 +32,35 @@ def test_parameters_cell_equals_default_profile(stem):
 
 
 @pytest.mark.parametrize("stem", STEMS)
+def test_papermill_reads_every_parameter_of_the_cell(stem):
+    """papermill skips a parameters-cell line with a second '=' (in its comment): such a parameter vanished from
+    `papermill --help-notebook` and drew "Passed unknown parameter" when given."""
+    import dataclasses
+
+    import papermill
+
+    got = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
+    assert set(got) == {f.name for f in dataclasses.fields(params.params_class(stem))}
+    assert all(got[n]["help"] for n in got), "each parameter's documentation is its help line"
+
+
+def test_parameter_documentation_may_not_hold_an_equals_sign():
+    with pytest.raises(ValueError, match="may not contain '='"):
+        params.param("n_features / d = superposition", 1)
+
+
+def test_a_parameter_papermill_was_given_that_the_notebook_lacks_is_an_error():
+    stem = "paulo_fig1_matched_cosines"
+    ns = dict(params.profile_values(stem, "smoke"))
+    injected = "# Parameters\nd_sea = 64\nseeds = [0, 1]\n"
+    with pytest.raises(params.ParamsError, match=r"unknown parameter\(s\) \['d_sea'\]; 'd_sea': did you mean 'd_sae'"):
+        params.from_namespace(stem, {**ns, "_ih": ["", "import x", injected, "P = ..."]})
+    good = "# Parameters\nd_sae = 64\n"
+    assert params.from_namespace(stem, {**ns, "d_sae": 64, "_ih": ["", good]}).d_sae == 64
+    assert params.from_namespace(stem, ns).d_sae == ns["d_sae"]  # run by hand: no injected cell, no check
+
+
+@pytest.mark.parametrize("stem", STEMS)
 def test_source_notebooks_have_no_outputs(stem):
     nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")

@@ -28,8 +28,10 @@ Command line (used by the Makefile to feed papermill a flat parameter file):
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
+import difflib
 import re
 import sys
 import typing
@@ -99,6 +101,8 @@ def param(doc: str, default: Any = dataclasses.MISSING) -> Any:
     """A parameter field: its one documentation line (shown in the notebook's parameters cell, so by
     `papermill --help-notebook`, and by `python -m saesanity.params --help <stem>`) and its default, where one
     value serves every notebook that has the field (none: every notebook's YAML `default` gives it)."""
+    if "=" in doc:  # papermill reads a parameters-cell line with a second '=' as no parameter at all
+        raise ValueError(f"parameter documentation may not contain '=': {doc!r}")
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
     return dataclasses.field(default=default, metadata={"doc": doc})
@@ -170,7 +174,7 @@ class SAETraining(_Group):
                                       "down to whole batches", 262144)
     trainer: Trainer = param("ours: saesanity.sae.train | sparsify: EleutherAI's sparsify trains the TopK SAEs (the "
                              "papers' engine; other architectures stay ours)", "ours")
-    sparsify_recipe: str = param("with trainer=sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 "
+    sparsify_recipe: str = param("when trainer is sparsify: paulo_belrose_2025 | heap_2025 | sparsify_1.3.3 "
                                  "(saesanity.sae.sparsify_trainer.RECIPES)", "paulo_belrose_2025")
     sparsify_overrides: dict = param("recipe fields changed, e.g. {batch_size: 8} (in sequences); d_sae, k and "
                                      "seq_len come from the profile", {})
@@ -272,7 +276,7 @@ class SweepParams(SeedRunParams):
 
     sizes: list[int] = param("d_sae values (k and tokens at their base values)")
     ks: list[int] = param("k values (d_sae and tokens at their base values)")
-    train_tokens: list[int] = param("training tokens, each <= n_tokens (d_sae and k at their base values)")
+    train_tokens: list[int] = param("training tokens, each at most n_tokens (d_sae and k at their base values)")
 
     def check(self) -> None:
         super().check()
@@ -344,10 +348,10 @@ class ToyParams(Profiled):
     """Heap et al. Section 4 toy models (`saesanity.toy`)."""
 
     d: int = param("input dimension")
-    n_features: int = param("ground-truth features in the sparsity sweep (n_features / d = superposition)")
+    n_features: int = param("ground-truth features in the sparsity sweep (superposition is n_features / d)")
     ps: list[float] = param("feature probabilities swept (hypothesis 1)")
-    depths: list[int] = param("random residual MLP blocks (0 = identity) for hypothesis 1")
-    superpositions: list[int] = param("n_features values swept at p = p_superposition (hypothesis 1)")
+    depths: list[int] = param("random residual MLP blocks (0: the identity) for hypothesis 1")
+    superpositions: list[int] = param("n_features values swept at p_superposition (hypothesis 1)")
     p_superposition: float = param("feature probability in the superposition sweep")
     h2_depths: list[int] = param("random MLP depths fed dense Gaussian input (hypothesis 2)")
     h2_d_sae: int = param("SAE latents in hypothesis 2")
@@ -486,7 +490,7 @@ class StitchParams(SeedRunParams):
     """Leask et al.: a family of SAE sizes on Fig. 1's activations (seed `seeds[0]`), stitching, meta-SAEs."""
 
     sizes: list[int] = param("d_sae of the size family, ascending (the paper doubles: 768 x 2^n)")
-    release: str = param("a SAELens release to load the family from instead of training it ('' = train our own)", "")
+    release: str = param("a SAELens release to load the family from instead of training it (empty: train our own)", "")
     release_id: str = param("that release's SAE id with {size} for d_sae, e.g. blocks.8.hook_resid_pre_{size}", "")
     theta: float = param("decoder-cosine threshold between novel and reconstruction latents")
     thetas: list[float] = param("thresholds of the novel-fraction curve")
@@ -680,9 +684,31 @@ def load(stem: str, profile: str = "default", params_dir: Path | None = None, **
     return build(stem, values)
 
 
+def _injected_names(namespace: dict[str, Any]) -> list[str]:
+    """The names papermill's injected-parameters cell assigns, read from the kernel's input history (`_ih`);
+    empty when the notebook runs by hand (no such cell)."""
+    for source in reversed(namespace.get("_ih") or []):
+        if isinstance(source, str) and source.startswith("# Parameters\n"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return []
+            return [t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
 def from_namespace(stem: str, namespace: dict[str, Any]) -> Any:
-    """Collect a notebook's parameter variables (its globals) and validate them."""
+    """Collect a notebook's parameter variables (its globals) and validate them. A parameter papermill was given
+    (`-p name value`) that this notebook does not have is an error, not papermill's warning and a silent run on
+    the value from params/."""
     names = [f.name for f in dataclasses.fields(params_class(stem))]
+    unknown = [n for n in _injected_names(namespace) if n not in names]
+    if unknown:
+        hints = "".join(f"; {n!r}: did you mean {close[0]!r}?" for n in unknown
+                        if (close := difflib.get_close_matches(n, names, 1)))
+        raise ParamsError(f"{stem}: unknown parameter(s) {unknown}{hints} "
+                          f"(python -m saesanity.params --help {stem} lists them)")
     missing = [n for n in names if n not in namespace]
     if missing:
         raise ParamsError(f"{stem}: the parameters cell does not define {missing}")
