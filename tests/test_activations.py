@@ -226,5 +226,6 @@ def test_control_activations_are_keyed_on_the_batch_size_their_noise_depends_on(
         A.collect(c4, ["resid_post.1"], batch_size=8, progress=False)
     # every other variant's key is what it was before noise_batch existed
     old = {k: v for k, v in dataclasses.asdict(spec).items() if k != "noise_batch"}
+    old["model_content"] = __import__("saesanity.content").content.files_digest(spec.model)  # a local model folder
     assert A.artifact_dirs(spec, ["mlp_out.0"]) == [artifact_path("activations", dict(old, hookpoint="mlp_out.0",
                                                                                          dtype="float32"), A._VERSION)]

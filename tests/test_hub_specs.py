@@ -133,10 +133,10 @@ def test_resolve_hub_forms(spec, expected):
 
 
 def test_resolve_local_folder_and_tiny_tokenizer_id(tiny_llama_dir):
-    from saesanity import models
+    from saesanity import content, models
 
     assert models.resolve(str(tiny_llama_dir)) == (str(tiny_llama_dir), None)
-    assert models.tokenizer_id(str(tiny_llama_dir)) == str(tiny_llama_dir)
+    assert models.tokenizer_id(str(tiny_llama_dir)) == f"{tiny_llama_dir}#{content.files_digest(tiny_llama_dir)}"
     assert models.tokenizer_id(models.TINY) == models.SMOLLM2 == models.tokenizer_id(models.SMOLLM2)
 
 

@@ -33,8 +33,10 @@ from torch import nn
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
 from .cache import cached_many
-from .corpus import allocated_bytes, token_sequences
+from .corpus import allocated_bytes, parse_corpus, token_sequences
+from .corpus import content_id as corpus_content
 from .models import GaussianEmbedding, LoadedModel, load_model
+from .models import content_id as model_content
 
 HOOK_KINDS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
 _ATTN_NAMES = ("self_attn", "attention", "attn")
@@ -185,10 +187,16 @@ class ActivationSpec:
 
 
 def key_fields(spec: ActivationSpec) -> dict:
-    """The cache-key fields of `spec` (`noise_batch` only where it is set: the control variant)."""
+    """The cache-key fields of `spec` (`noise_batch` only where it is set: the control variant), with the content
+    keys of a local or hub model and corpus (`models.content_id`, `corpus.content_id`) where they have one: an
+    edited local folder or a moved hub branch is not the data the cached activations were made from."""
     fields = dataclasses.asdict(spec)
     if not fields["noise_batch"]:
         del fields["noise_batch"]
+    for name, content in (("model_content", model_content(spec.model)),
+                          ("corpus_content", corpus_content(parse_corpus(spec.corpus)))):
+        if content is not None:
+            fields[name] = content
     return fields
 
 

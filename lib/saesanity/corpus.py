@@ -537,6 +537,17 @@ def allocated_bytes(path: Path) -> int:
         return 0
 
 
+def content_id(spec: CorpusSpec) -> str | None:
+    """What an `hf:` corpus holds, for the cache keys of what is computed from it (`saesanity.content`): local
+    files' digest or a hub dataset's resolved commit; None for the Debian text and the stand-ins (keyed by
+    their build)."""
+    if spec.kind != "hf" or spec.standin:
+        return None
+    from .content import local_or_hub
+
+    return local_or_hub(spec.name, spec.revision, "dataset")
+
+
 def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int, n_rows: int, *,
                split: str = "train", progress: bool = True) -> np.ndarray:
     """[n_rows, seq_len] token rows (memmap, read-only) of split `split` of a streamed corpus.
@@ -556,6 +567,8 @@ def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int
               "n_rows": n_rows, "holdout_frac": HOLDOUT_FRAC, "dtype": dtype.name}
     if spec.standin:  # what the stand-in holds (its folder's content key, not where the cache is)
         fields["standin_key"] = Path(spec.name).name
+    if (content := content_id(spec)) is not None:  # local files edited in place, a hub branch that moved
+        fields["content"] = content
 
     def compute(work: Path) -> dict:
         path, prog = work / "rows.npy", work / "progress.json"

@@ -232,14 +232,30 @@ def resolve(spec: str) -> tuple[str, str | None]:
     return _hub_name(spec)
 
 
+def content_id(spec: str) -> str | None:
+    """What model `spec` holds, for the cache keys of what is computed from it (`saesanity.content`): a local
+    folder's file digest, a hub model's resolved commit; None for the models built here from pinned packages
+    (SmolLM2, the tiny random model, the stand-ins), whose build is keyed by its fields."""
+    if spec in (SMOLLM2, TINY) or spec.startswith(STANDIN_PREFIX):
+        return None
+    from .content import local_or_hub
+
+    path, revision = resolve(spec)
+    return local_or_hub(path, revision, "model")
+
+
 def tokenizer_id(spec: str) -> str:
     """The name under which `spec`'s token streams are cached: the hub repo id without the revision
     (every revision of a hub model shares its tokenizer), the local folder as given, and SmolLM2's for
     the tiny random model and the stand-ins (which use SmolLM2's tokenizer)."""
     if spec == TINY or spec.startswith(STANDIN_PREFIX):
         return SMOLLM2
-    if spec == SMOLLM2 or (spec and Path(spec).exists()):
+    if spec == SMOLLM2:
         return spec
+    if spec and Path(spec).exists():  # a local folder: its tokenizer may be edited in place
+        from .content import files_digest
+
+        return f"{spec}#{files_digest(spec)}"
     return _hub_name(spec)[0]
 
 
