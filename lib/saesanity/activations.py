@@ -61,13 +61,15 @@ class Hookpoint:
         return f"{self.kind}.{self.layer}"
 
 
-def parse_hookpoint(name: str, n_layers: int, model_name: str = "the model") -> Hookpoint:
+def parse_hookpoint(name: str, n_layers: int | None = None, model_name: str = "the model") -> Hookpoint:
+    """`mlp_out.6` -> Hookpoint; a HookpointError for any other spelling, or (given the model's `n_layers`) a layer
+    the model does not have."""
     m = re.fullmatch(r"([a-z_]+)\.(0|[1-9]\d*)", name)  # one spelling per hookpoint: mlp_out.2, not mlp_out.02
     if not m or m.group(1) not in HOOK_KINDS:
         raise HookpointError(f"hookpoint {name!r} is not valid; expected one of {[k + '.L' for k in HOOK_KINDS]} "
                              f"with L a layer index (0, 1, 2, ...)")
     layer = int(m.group(2))
-    if not 0 <= layer < n_layers:
+    if n_layers is not None and not 0 <= layer < n_layers:
         raise HookpointError(f"hookpoint {name!r} does not exist; {model_name} has layers 0–{n_layers - 1}")
     return Hookpoint(m.group(1), layer)
 

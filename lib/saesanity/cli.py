@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     from .sanity import ReportConfig, ReportError, run
 
     seeds = args.train_seeds if args.train_seeds is not None else (1 if args.sae else 2)
+    if args.no_progress:  # also the libraries' bars (loading weights, downloads): stderr is then only messages
+        import huggingface_hub.utils
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
     try:
         cfg = ReportConfig.from_profile(
             args.profile, model=args.model, hookpoint=args.hookpoint, saes=args.sae, train_seeds=seeds,

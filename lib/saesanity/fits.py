@@ -81,6 +81,9 @@ def fit_model(name: str, N, y, sigma=None) -> Fit:
     N, y = np.asarray(N, dtype=float), np.asarray(y, dtype=float)
     if N.shape != y.shape or N.ndim != 1:
         raise FitError(f"N and y must be 1-D of one length, got {N.shape} and {y.shape}")
+    if not (np.isfinite(N).all() and np.isfinite(y).all()):
+        raise FitError(f"N and y must be finite; y holds {int((~np.isfinite(y)).sum())} and N "
+                       f"{int((~np.isfinite(N)).sum())} NaN/inf value(s)")
     if len(N) <= len(names):
         raise FitError(f"{name} has {len(names)} parameters; needs more than {len(names)} points, got {len(N)}")
     w = None if sigma is None else np.maximum(np.asarray(sigma, dtype=float), 1e-12)

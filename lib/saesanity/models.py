@@ -218,6 +218,16 @@ def _hub_name(spec: str) -> tuple[str, str | None]:
     return name, revision or None
 
 
+def check_spec(spec: str) -> None:
+    """A ModelError when `spec` is no model spec (module docstring), without building or loading anything."""
+    if spec in (SMOLLM2, TINY) or (spec and Path(spec).exists()):
+        return
+    if spec.startswith(STANDIN_PREFIX):
+        _standin_name(spec)
+    else:
+        _hub_name(spec)
+
+
 def resolve(spec: str) -> tuple[str, str | None]:
     """Model spec (module docstring) -> (local path or hub repo id, hub revision or None)."""
     if spec == SMOLLM2:

@@ -139,6 +139,14 @@ class Text(_Group):
         super().check()
         if self.seq_len < 2 or self.n_eval_tokens < 1:
             raise ParamsError(f"seq_len={self.seq_len} must be >= 2 and n_eval_tokens={self.n_eval_tokens} >= 1")
+        from .corpus import parse_corpus
+        from .models import check_spec
+
+        for what, check in ((self.model, check_spec), (self.corpus, parse_corpus)):
+            try:  # the spec's syntax now, not minutes into the run
+                check(what)
+            except ValueError as err:
+                raise ParamsError(str(err)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +195,13 @@ class SAETraining(_Group):
 
     def check(self) -> None:
         super().check()
+        from .activations import parse_hookpoint
+
+        for h in self.sae_hookpoints():
+            try:
+                parse_hookpoint(h)
+            except ValueError as err:
+                raise ParamsError(str(err)) from None
         if not 0 < self.k < self.d_sae:
             raise ParamsError(f"k={self.k}: must satisfy 0 < k < d_sae={self.d_sae}")
         if not self.lr > 0 or not self.auxk_alpha >= 0 or self.batch_size < 1:

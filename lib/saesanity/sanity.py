@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,6 +103,11 @@ class ReportConfig:
         return cfg
 
     def check(self) -> None:
+        from .corpus import parse_corpus
+        from .models import check_spec
+
+        check_spec(self.model)  # the specs' syntax before any compute (ModelError / CorpusError are ValueErrors)
+        parse_corpus(self.corpus)
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ReportError(f"variants {bad or self.variants}: valid {list(VARIANTS)}")
@@ -197,15 +203,19 @@ def imported(sae: SAEBase, name: str, source: str) -> SimpleNamespace:
     return SimpleNamespace(sae=load_sae(path), path=path, name=name, source=source, trained_here=False)
 
 
-def _given(cfg: ReportConfig, d_model: int) -> list[SimpleNamespace]:
+def _given(cfg: ReportConfig) -> list[tuple[str, str, Any]]:
+    """(label, source, SAE) of every SAE the user gave, loaded (and checked) before any compute."""
+    return [(name if len(cfg.saes) == 1 else f"{Path(src).name or src}:{name}", src, sae)
+            for src in cfg.saes for name, sae in resolve(src).items()]
+
+
+def _imported(cfg: ReportConfig, loaded: list[tuple[str, str, Any]], d_model: int) -> list[SimpleNamespace]:
     out = []
-    for src in cfg.saes:
-        for name, sae in resolve(src).items():
-            label = name if len(cfg.saes) == 1 else f"{Path(src).name or src}:{name}"
-            if sae.d_in != d_model:
-                raise ReportError(f"SAE {label} ({src}) has d_in={sae.d_in}, but {cfg.hookpoint} of {cfg.model} "
-                                  f"has d_model={d_model}")
-            out.append(imported(sae, label, src))
+    for label, src, sae in loaded:
+        if sae.d_in != d_model:
+            raise ReportError(f"SAE {label} ({src}) has d_in={sae.d_in}, but {cfg.hookpoint} of {cfg.model} "
+                              f"has d_model={d_model}")
+        out.append(imported(sae, label, src))
     return out
 
 
@@ -279,6 +289,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     def stage(i: int):
         bar.set_postfix_str(stages[i])
 
+    loaded = _given(cfg)  # a bad --sae fails now, not after the activations
     stage(0)
     base = baselines.view(cfg, "trained", cfg.hookpoint, seed=0)
     acts, acts_dir = runs.data_for(base, "train", progress)
@@ -287,7 +298,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     bar.update()
 
     stage(1)
-    given = _given(cfg, d_model)
+    given = _imported(cfg, loaded, d_model)
     d_sae = cfg.d_sae or (given[0].sae.d_sae if given else cfg.expansion * d_model)
     k = getattr(given[0].sae, "k", cfg.k) if given else cfg.k
     P = _view(cfg, "trained", d_sae, k)

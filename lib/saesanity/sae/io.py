@@ -174,6 +174,40 @@ def load_saes(root: str | Path) -> dict[str, SAEBase]:
     return {name: load_sae(path) for name, path in found.items()}
 
 
+def _read_json(path: Path) -> dict:
+    """A config file's JSON object; an SAEFormatError naming the file when it is not valid JSON or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SAEFormatError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise SAEFormatError(f"{path}: expected a JSON object of settings, got a {type(data).__name__}")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an SAEFormatError naming the file when it is truncated or not safetensors."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        size = path.stat().st_size
+        raise SAEFormatError(f"{path}: not a readable safetensors file ({size:,} bytes; {err}): truncated or "
+                             "not safetensors") from None
+
+
+def _read_torch(path: Path) -> Any:
+    """A torch-saved state dict, weights only (no code in the file runs); an SAEFormatError naming the file."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SAEFormatError(f"{path}: not a readable weights-only torch file ({first})") from None
+
+
 def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
@@ -181,6 +215,14 @@ def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _build(arch: str, cfg: dict, state: dict[str, torch.Tensor], where: Path) -> SAEBase:
     if arch not in FROM_SAELENS:
         raise SAEFormatError(f"{where}: architecture {arch!r}; supported: {sorted(FROM_SAELENS)}")
+    for name, t in state.items():
+        if name in _SHAPES and not t.is_floating_point():
+            raise SAEFormatError(f"{where}: {name} holds {str(t.dtype).removeprefix('torch.')} values; SAE weights "
+                                 "are floating point")
+    for key, dim, axis in (("d_in", "W_enc", 0), ("d_sae", "W_enc", 1)):
+        if key in cfg and dim in state and cfg[key] != state[dim].shape[axis]:
+            raise SAEFormatError(f"{where}: the config says {key}={cfg[key]!r} but {dim} has shape "
+                                 f"{list(state[dim].shape)}")
     try:
         return FROM_SAELENS[arch].from_saelens(cfg, state)
     except KeyError as e:
@@ -269,7 +311,7 @@ def saelens_input_transform(cfg: dict, where: Any = "SAELens config") -> tuple[s
 
 
 def _load_saelens(folder: Path) -> SAEBase:
-    cfg = saelens_v6_cfg(json.loads((folder / "cfg.json").read_text()))
+    cfg = saelens_v6_cfg(_read_json(folder / "cfg.json"))
     transform, hookpoint = saelens_input_transform(cfg, folder)
     saved = cfg.get("input_transform")  # written by save_saelens (encoder already folded; folding is idempotent)
     if saved is not None:
@@ -284,7 +326,7 @@ def _load_saelens(folder: Path) -> SAEBase:
                              "(the scale it divides activations by is not stored in the folder)")
     if cfg.get("rescale_acts_by_decoder_norm"):
         raise SAEFormatError(f"{folder}: rescale_acts_by_decoder_norm=true is not supported")
-    state = _float_state(load_file(folder / "sae_weights.safetensors"))
+    state = _float_state(_read_safetensors(folder / "sae_weights.safetensors"))
     scale = state.pop("scaling_factor", None)
     if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
         if not cfg.get("finetuning_scaling_factor"):
@@ -303,7 +345,7 @@ def _load_saelens(folder: Path) -> SAEBase:
 # ---------------------------------------------------------------- sparsify
 
 def _load_sparsify(folder: Path) -> SAEBase:
-    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg = _read_json(folder / "cfg.json")
     for flag, why in (("transcode", "a transcoder (predicts another activation), not an autoencoder"),
                       ("skip_connection", "has a linear skip connection W_skip")):
         if cfg.get(flag):
@@ -312,7 +354,7 @@ def _load_sparsify(folder: Path) -> SAEBase:
         raise SAEFormatError(f"{folder}: sparsify activation {cfg['activation']!r} is not supported (topk)")
     if "k" not in cfg:
         raise SAEFormatError(f"{folder}: sparsify cfg.json has no k")
-    st = _float_state(load_file(folder / "sae.safetensors"))
+    st = _float_state(_read_safetensors(folder / "sae.safetensors"))
     if "W_dec" not in st:
         raise SAEFormatError(f"{folder}: sae.safetensors has no W_dec (saved without a decoder)")
     state = {"W_enc": st["encoder.weight"].t().contiguous(), "b_enc": st["encoder.bias"], "W_dec": st["W_dec"],
@@ -334,10 +376,10 @@ def _dl_linear_state(st: dict, b_dec_key: str) -> dict:
 
 
 def _load_dictionary_learning(folder: Path) -> SAEBase:
-    config = json.loads((folder / "config.json").read_text())
+    config = _read_json(folder / "config.json")
     trainer = config.get("trainer", {})
     cls = trainer.get("dict_class")
-    st = torch.load(folder / "ae.pt", map_location="cpu", weights_only=True)
+    st = _read_torch(folder / "ae.pt")
     if isinstance(st, dict) and isinstance(st.get("ae"), dict):
         raise SAEFormatError(f"{folder}: ae.pt is a training backup (step {st.get('step')}), not a finished SAE; "
                              "its biases may still be in the normalised-activation scale")
