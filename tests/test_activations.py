@@ -208,8 +208,8 @@ def test_a_full_disk_is_a_clear_error_before_any_row_is_written(iso_cache, spec,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(A.os, "posix_fallocate", full)
-    with pytest.raises(A.ActivationError, match=r"cannot reserve 0\.\d+ GB for .*acts\.npy \(No space left on device; "
-                                                r"[\d.]+ GB free there\): free space or set SAESANITY_CACHE"):
+    with pytest.raises(A.ActivationError, match=r"cannot reserve 80\.8 kB for .*acts\.npy \(No space left on device; "
+                                                r"[\d.]+ [kMGT]?B free there\): free space or set SAESANITY_CACHE"):
         A.collect(spec, ["resid_post.1"], batch_size=4, progress=False)
 
 

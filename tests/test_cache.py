@@ -270,3 +270,10 @@ def test_list_and_clean_remove_only_what_is_provably_dead(iso_cache, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_byte_counts_read_at_every_scale():
+    from saesanity.cache import human_bytes
+
+    assert [human_bytes(n) for n in (0, 999, 80_640, 12_500_000, 3_021_000_000, 24.6e12)] == \
+        ["0 B", "999 B", "80.6 kB", "12.5 MB", "3.02 GB", "24.60 TB"]

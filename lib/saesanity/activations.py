@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
-from .cache import cached_many
+from .cache import cached_many, human_bytes
 from .corpus import allocated_bytes, parse_corpus, token_sequences
 from .corpus import content_id as corpus_content
 from .models import GaussianEmbedding, LoadedModel, load_model
@@ -219,8 +219,8 @@ def _fresh_array(path: Path, rows: int, d: int) -> np.ndarray:
     except OSError as err:
         path.unlink(missing_ok=True)  # the mapping goes with `arr`
         free = shutil.disk_usage(path.parent).free
-        raise ActivationError(f"cannot reserve {size / 1e9:.2f} GB for {path} ({err.strerror}; "
-                              f"{free / 1e9:.2f} GB free there): free space or set SAESANITY_CACHE elsewhere") from None
+        raise ActivationError(f"cannot reserve {human_bytes(size)} for {path} ({err.strerror}; "
+                              f"{human_bytes(free)} free there): free space or set SAESANITY_CACHE elsewhere") from None
     finally:
         os.close(fd)
     return arr
@@ -290,8 +290,9 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
         need = rows * d * 4 * len(works) - sum(allocated_bytes(w / "acts.npy") for w in works)
         free = shutil.disk_usage(works[0].parent).free
         if need > free:
-            raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} fp32 need {need / 1e9:.1f} GB "
-                                  f"more; only {free / 1e9:.1f} GB free under {works[0].parent}")
+            raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} fp32 need {human_bytes(need)} "
+                                  f"more; only {human_bytes(free)} free under {works[0].parent}: free space or set "
+                                  "SAESANITY_CACHE elsewhere")
         arrays, done = [], n_seqs
         for w in works:
             resumed = _resume_partial(w, seqs, rows, d, per_seq)

@@ -20,6 +20,7 @@ the next one; a resumable work folder (`<key>.partial`) is only ever written by 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -240,11 +241,24 @@ def _compute_and_publish(step: str, fields_list: list[dict[str, Any]], finals: l
         infos = compute(missing, works) or [{} for _ in missing]
         for i, work, info in zip(missing, works, infos):
             _publish(work, finals[i], step, fields_list[i], version, info)
-    except BaseException:
+    except BaseException as err:
         if not resumable:
             for work in works:
                 shutil.rmtree(work, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(err, DiskFullError):
+            free = shutil.disk_usage(works[0].parent).free
+            kept = "its partial work is kept and resumes" if resumable else "nothing of it was kept"
+            raise DiskFullError(err.errno, f"no space left under {works[0].parent} ({human_bytes(free)} free) while "
+                                f"computing {step} {finals[missing[0]].name}: free space or set SAESANITY_CACHE "
+                                f"elsewhere, then rerun ({kept})") from None
         raise
+
+
+class DiskFullError(OSError):
+    """The cache's filesystem filled up (or its quota ran out) during a computation: one line saying where."""
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def cached(
@@ -343,8 +357,13 @@ def clean(root: Path | None = None, *, partial: bool = False, step: str | None =
     return gone
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+def human_bytes(n: float) -> str:
+    """A byte count a reader can compare: 512 B, 161.3 kB, 12.5 MB, 3.02 GB (a precision that does not round a
+    small shortfall to "0.0 GB")."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{2 if unit in ('TB', 'GB') else 1}f} {unit}"
+    return f"{int(n)} B"
 
 
 def main(argv: list[str]) -> int:
@@ -362,20 +381,20 @@ def main(argv: list[str]) -> int:
     if a.command == "clean":
         gone = clean(partial=a.partial, step=a.step)
         for e in gone:
-            print(f"removed {e['kind']} ({e['state']}, {_gb(e['bytes'])}): {e['path']}")
-        print(f"{len(gone)} removed, {_gb(sum(e['bytes'] for e in gone))} freed under {cache_dir()}")
+            print(f"removed {e['kind']} ({e['state']}, {human_bytes(e['bytes'])}): {e['path']}")
+        print(f"{len(gone)} removed, {human_bytes(sum(e['bytes'] for e in gone))} freed under {cache_dir()}")
         return 0
     rows = [e for e in entries() if not a.step or e["step"] == a.step]
     by: dict[str, dict[str, list]] = {}
     for e in rows:
         by.setdefault(e["step"], {}).setdefault(f"{e['kind']} {e['state']}", []).append(e)
     for s, groups in by.items():
-        parts = ", ".join(f"{len(v)} {k} ({_gb(sum(e['bytes'] for e in v))})" for k, v in sorted(groups.items()))
+        parts = ", ".join(f"{len(v)} {k} ({human_bytes(sum(e['bytes'] for e in v))})" for k, v in sorted(groups.items()))
         print(f"{s}: {parts}")
         if a.verbose:
             for e in sorted((e for v in groups.values() for e in v), key=lambda e: str(e["path"])):
-                print(f"    {e['kind']:8} {e['state']:9} {_gb(e['bytes']):>10}  {e['path'].name}")
-    print(f"total {_gb(sum(e['bytes'] for e in rows))} under {cache_dir()}; `clean` removes "
+                print(f"    {e['kind']:8} {e['state']:9} {human_bytes(e['bytes']):>10}  {e['path'].name}")
+    print(f"total {human_bytes(sum(e['bytes'] for e in rows))} under {cache_dir()}; `clean` removes "
           f"{sum(e['state'] in ('dead', 'invalid') for e in rows)} dead or invalid entries")
     return 0
 

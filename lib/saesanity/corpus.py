@@ -74,7 +74,7 @@ import numpy as np
 
 from tqdm.std import tqdm  # text bars: widget bars do not render in executed notebooks on GitHub
 
-from .cache import cached
+from .cache import cached, human_bytes
 from .paths import debian_dir
 
 SPLIT_SEED = 12345
@@ -579,8 +579,8 @@ def token_rows(spec: CorpusSpec, tokenizer: Any, tokenizer_id: str, seq_len: int
         need = n_rows * seq_len * dtype.itemsize - allocated_bytes(path)
         free = shutil.disk_usage(work).free
         if need > free:
-            raise CorpusError(f"{n_rows:,} token rows of {seq_len} ({dtype.name}) need {need / 1e9:.2f} GB more; "
-                              f"only {free / 1e9:.2f} GB free under {work}")
+            raise CorpusError(f"{n_rows:,} token rows of {seq_len} ({dtype.name}) need {human_bytes(need)} more; "
+                              f"only {human_bytes(free)} free under {work}: free space or set SAESANITY_CACHE elsewhere")
         if state["rows"] == 0:
             rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, seq_len))
         done, seen, carry = state["rows"], state["docs"], np.asarray(state["carry"], dtype=np.int64)
