@@ -12,23 +12,13 @@ process, `--threads 1` gives steadier ratios than threads competing for a busy c
 
 import argparse
 import dataclasses
-import platform
 import statistics
 import time
 
 import torch
 
+from saesanity import machine
 from saesanity.sae.train import TrainConfig, _local_step, make_sae
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():
@@ -65,9 +55,7 @@ def main():
             if a.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
-    where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else \
-        f"{cpu_model()}, {torch.get_num_threads()} threads"
-    print(f"{a.arch} step d={a.d} F={a.latents} k={a.k} B={a.batch} on {where}, torch {torch.__version__}; "
+    print(f"{a.arch} step d={a.d} F={a.latents} k={a.k} B={a.batch} on {machine.describe(machine.info())}; "
           f"median of {a.reps} x {a.steps} steps")
     ref = None
     for name, ts in times.items():

@@ -21,7 +21,7 @@ if "ipykernel" not in sys.modules:  # scripts and tests draw off screen; a noteb
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from . import __version__  # noqa: E402
+from . import __version__, machine  # noqa: E402
 from .paths import figures_dir  # noqa: E402
 
 STYLE = {
@@ -115,6 +115,7 @@ def write_json(stem: str, params: Any, numbers: dict[str, Any], out_dir: Path | 
         "setup": setup_label(profile),
         "saesanity_version": __version__,
         "python": platform.python_version(),
+        "machine": machine.info(),  # what a regenerated figure is bit-identical on (README, Reliability)
         "params": _plain(params),
         **_plain(numbers),
     }

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import machine
 from .papers import paulo, render_claims, verdict_md
 from .paths import REPO_ROOT, figures_dir
 
@@ -50,8 +51,7 @@ def fig1_section(doc: dict) -> str:
         "",
         f"![Fig 1](figures/{doc['stem']}.png)",
         "",
-        f"Setup: **{doc['setup']}** — {doc['scale']}. "
-        f"Paper: {paulo.SETUP}.",
+        f"{_setup(doc)} Paper: {paulo.SETUP}.",
         "",
         "| quantity | ours | paper |",
         "|---|---|---|",
@@ -81,7 +81,7 @@ def _v(claim: dict) -> str:
 
 
 def _setup(doc: dict) -> str:
-    return f"Setup: **{doc['setup']}** — {doc['scale']}."
+    return f"Setup: **{doc['setup']}** — {doc['scale']}. Made on: {machine.describe(doc.get('machine'))}."
 
 
 def _head(title: str, alt: str, doc: dict) -> list[str]:

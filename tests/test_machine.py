@@ -1,0 +1,20 @@
+from saesanity import machine
+
+AMD = {"cpu": "AMD EPYC", "isa": ["avx512_bf16", "avx512f", "avx2"], "cores": 2, "threads": 2,
+       "torch": "2.13.0+cpu", "cuda": None}
+INTEL = {**AMD, "cpu": "Intel(R) Xeon(R) Platinum 8488C", "isa": ["amx_bf16", "amx_tile", "avx512_bf16", "avx512f"]}
+
+
+def test_this_machine_is_recorded_with_what_changes_bf16_results():
+    r = machine.info()
+    assert r["cpu"] and r["threads"] >= 1 and r["torch"].startswith("2.")
+    assert set(r["isa"]) <= set(machine._ISA)
+    assert machine.same(r, dict(r)) and not machine.same(r, {**r, "threads": r["threads"] + 1})
+
+
+def test_records_read_as_one_line_and_compare_by_kind_of_machine():
+    assert machine.describe(AMD) == "AMD EPYC (avx512_bf16), 2 threads, torch 2.13.0+cpu"
+    assert machine.describe(INTEL).startswith("Intel(R) Xeon(R) Platinum 8488C (amx_bf16, amx_tile, avx512_bf16)")
+    assert machine.describe(None) == "machine not recorded"
+    assert not machine.same(AMD, INTEL) and not machine.same(AMD, None)
+    assert machine.same(AMD, {**AMD, "cores": 64})  # the core count does not change results; threads do
