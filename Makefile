@@ -4,6 +4,8 @@
 #   make test                    unit tests + every notebook on `smoke` and `paper-mini`
 #   TORCH_INDEX=<url>            install torch==2.13.0 from that index (a CUDA build); TORCH=skip keeps .venv's torch
 #   NPROC=<n>                    train a figure's SAEs first on n GPUs/processes (torchrun -m saesanity.pretrain)
+#   make check-figures           regenerate every figure from a cold cache and compare with the committed JSONs;
+#                                CHECK_FROM=<folder> compares JSONs regenerated elsewhere (saesanity.figcheck)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -36,9 +38,9 @@ SETUP   := $(VENV)/.deps-stamp $(if $(filter paper,$(PROFILE)),,$(LOCAL_DATA))
 # paper-mini runs the paper's code paths on local stand-ins: the hub is switched off, so nothing is fetched
 OFFLINE := $(if $(filter paper-mini,$(PROFILE)),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1)
 
-.PHONY: setup data models figures figure test test-fast lab clean-figures help
+.PHONY: setup data models figures figure test test-fast lab clean-figures help check-figures check-regenerate
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,8p' Makefile
 
 setup: $(SETUP)
 
@@ -114,6 +116,17 @@ test: $(VENV)/.deps-stamp $(LOCAL_DATA)
 
 test-fast: $(VENV)/.deps-stamp $(LOCAL_DATA)
 	$(PY) -m pytest tests -m "not slow and not notebook"
+
+# ---- check-figures: the committed figures, regenerated in CHECK_DIR from a cold cache of their own (the
+# shared .cache would hand back the very artifacts they were made from), compared number by number: bit-identical
+# on the machine they were made on, within each figure's tolerance on another CPU, no verdict flipped
+CHECK_DIR ?= figures/.check
+check-figures: $(if $(CHECK_FROM),,check-regenerate) | $(VENV)/.deps-stamp
+	$(PY) -m saesanity.figcheck $(or $(CHECK_FROM),$(CHECK_DIR))
+check-regenerate: | $(SETUP)
+	mkdir -p $(CHECK_DIR)/cache && ln -sfn $(abspath .cache/debian) $(CHECK_DIR)/cache/debian  # the text is input
+	SAESANITY_CACHE=$(abspath $(CHECK_DIR))/cache $(MAKE) FIGDIR=$(CHECK_DIR) PROFILE=default \
+	  $(foreach s,$(STEMS),$(CHECK_DIR)/$(s).json)
 
 lab: $(SETUP)
 	$(PIP) install jupyterlab

@@ -16,6 +16,7 @@ from .paths import REPO_ROOT, figures_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 EXAMPLE_START, EXAMPLE_END = "<!-- report-example:start -->", "<!-- report-example:end -->"
+REPRO_START, REPRO_END = "<!-- reproducibility:start -->", "<!-- reproducibility:end -->"
 EXAMPLE_COMMAND = "saesanity report --model smollm2-135m --hookpoint mlp_out.6 --train-seeds 2 --out figures/report"
 
 
@@ -401,6 +402,25 @@ def render_example(figs: Path | None = None) -> str:
                       *markdown(result, figs_, heading="###")]).rstrip()
 
 
+def render_tolerances() -> str:
+    """The table of what each figure reproduces on another CPU (saesanity.figcheck's TOLERANCE / ILLUSTRATIVE)."""
+    from . import figcheck
+
+    lines = ["| figure | another CPU: a number passes within | compared on one machine only |", "|---|---|---|"]
+    for stem in sorted(SECTIONS):
+        rules = figcheck.TOLERANCE.get(stem, figcheck.DEFAULT_TOLERANCE)
+        def cell(pat: str, a: float, r: float) -> str:
+            where = f"`{pat}`: ".replace("|", "\\|") if pat else ("otherwise " if len(rules) > 1 else "")
+            return where + (f"±{a:g}" if r == 0 else f"±({a:g} + {r:g}·\\|x\\|)")
+
+        text = "; ".join(cell(*rule) for rule in rules)
+        if stem not in figcheck.TOLERANCE:
+            text += " (not yet measured across CPUs)"
+        only = ", ".join(f"`{p}`" for p in figcheck.ILLUSTRATIVE.get(stem, [])) or "—"
+        lines.append(f"| `{stem}` | {text} | {only} |")
+    return "\n".join(lines)
+
+
 def updated_readme(text: str, block: str, start: str = START, end: str = END) -> str:
     if start not in text or end not in text:
         raise ValueError(f"README.md needs the markers {start} and {end}")
@@ -414,6 +434,7 @@ def main(argv: list[str]) -> int:
     text = readme.read_text()
     new = updated_readme(text, render())
     new = updated_readme(new, render_example(), EXAMPLE_START, EXAMPLE_END)
+    new = updated_readme(new, render_tolerances(), REPRO_START, REPRO_END)
     if "--check" in argv:
         if new != text:
             print("README.md results are out of date: run `python -m saesanity.readme`", file=sys.stderr)
