@@ -170,10 +170,3 @@ def test_an_unwritable_out_is_refused_before_any_compute(tmp_path, capsys, monke
     assert f"--out {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     assert cli.main([*base, "--out", str(tmp_path / "afile" / "sub")]) == 2
     assert "cannot be written" in capsys.readouterr().err
-
-
-def test_report_json_is_strict_json_with_null_for_undefined_numbers():
-    got = cli._json_safe({"a": float("nan"), "b": [np.float32(0.5), np.inf], "c": np.int64(3), "d": np.bool_(True),
-                          "e": np.array([1.0, np.nan])})
-    assert json.loads(json.dumps(got, allow_nan=False)) == {"a": None, "b": [0.5, None], "c": 3, "d": True,
-                                                            "e": [1.0, None]}

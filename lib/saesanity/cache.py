@@ -192,10 +192,6 @@ def artifact_lock(final: Path, what: str = ""):
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _valid_final(final: Path) -> bool:
-    return final.exists() and is_valid(final)
-
-
 def cached_many(
     step: str,
     fields_list: list[dict[str, Any]],
@@ -211,14 +207,14 @@ def cached_many(
     valid are not recomputed. Each artifact is published (renamed into place) on its own.
     """
     finals = [artifact_path(step, f, version) for f in fields_list]
-    missing = [i for i, final in enumerate(finals) if not _valid_final(final)]
+    missing = [i for i, final in enumerate(finals) if not is_valid(final)]
     if not missing:
         return finals
     with contextlib.ExitStack() as locks:
         # one global order (by path), so two processes asking for overlapping sets cannot deadlock
         for i in sorted(missing, key=lambda i: str(finals[i])):
             locks.enter_context(artifact_lock(finals[i], step))
-        missing = [i for i in missing if not _valid_final(finals[i])]  # published by another process meanwhile?
+        missing = [i for i in missing if not is_valid(finals[i])]  # published by another process meanwhile?
         if missing:
             _compute_and_publish(step, fields_list, finals, missing, compute, version, resumable)
     return finals
@@ -332,7 +328,7 @@ def entries(root: Path | None = None) -> list[dict[str, Any]]:
                     pid = name.split(".tmp-")[1].split("-")[0]
                     state = "running" if pid.isdigit() and _pid_alive(int(pid)) else "dead"
                 else:
-                    state = "dead" if _valid_final(final) else "resumable"
+                    state = "dead" if is_valid(final) else "resumable"
             elif (d / META).exists() or len(name) == 20:
                 kind, state = "artifact", "valid" if is_valid(d) else "invalid"
             else:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .jsonable import plain
 from .sae.io import SOURCE_HELP
 
 EMBEDDED = {  # models that run offline, and what a reader must know about numbers made on them
@@ -98,24 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(result, out)
     print(f"report written: {paths['md']} and {paths['html']}")
     return 0
-
-
-def _json_safe(x):
-    """`x` as strict JSON values: numpy scalars and arrays as Python numbers and lists, NaN / inf as null (bare NaN
-    is not JSON: other tools cannot read it)."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def _check_out(out: Path) -> None:
@@ -274,7 +257,7 @@ def markdown(result: dict, figs: dict[str, str], heading: str = "#") -> list[str
 def write_report(result: dict, out: Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False))
+    (out / "report.json").write_text(json.dumps(plain(result), indent=1, allow_nan=False))
     figs = _figures(result, out)
     title, prov = _title(result), _provenance(result)
     md = markdown(result, figs)

@@ -8,7 +8,6 @@ under `setup`.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import __version__, machine  # noqa: E402
+from .jsonable import plain  # noqa: E402
 from .paths import figures_dir  # noqa: E402
 
 STYLE = {
@@ -85,25 +85,6 @@ def savefig(fig, stem: str, profile: str, scale: str = "", out_dir: Path | None 
     fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
-    if isinstance(x, np.integer):
-        return int(x)
-    if hasattr(x, "__dataclass_fields__"):
-        import dataclasses
-
-        return _plain(dataclasses.asdict(x))
-    return x
-
-
 def write_json(stem: str, params: Any, numbers: dict[str, Any], out_dir: Path | None = None) -> Path:
     """`<figures>/<stem>.json`: resolved parameters, profile, setup label, versions, and the numbers."""
     out = Path(out_dir or figures_dir())
@@ -116,8 +97,8 @@ def write_json(stem: str, params: Any, numbers: dict[str, Any], out_dir: Path | 
         "saesanity_version": __version__,
         "python": platform.python_version(),
         "machine": machine.info(),  # what a regenerated figure is bit-identical on (README, Reliability)
-        "params": _plain(params),
-        **_plain(numbers),
+        "params": plain(params, 6),
+        **plain(numbers, 6),
     }
     path = out / f"{stem}.json"
     tmp = path.with_suffix(".json.tmp")

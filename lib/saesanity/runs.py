@@ -248,7 +248,7 @@ def is_trained(acts_dir, cfg: TrainConfig, acts=None) -> bool:
     """Whether the SAE for (activation artifact — or `acts` when it is `Streamed` / `SparsifyRun` —, config) is
     cached and valid."""
     path = artifact_path("sae", _fields(acts, acts_dir, cfg), _SAE_VERSION)
-    return path.exists() and is_valid(path)
+    return is_valid(path)
 
 
 def train_cached(acts: TrainData, acts_dir: Path | None, cfg: TrainConfig, *, progress: bool = True,
@@ -443,7 +443,7 @@ def _cached_family(fields: list[dict], compute, train) -> list[Path]:
     if world == 1:
         return cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
     finals = [artifact_path("sae", f, _SAE_VERSION) for f in fields]
-    missing = [i for i, f in enumerate(finals) if not (f.exists() and is_valid(f))]
+    missing = [i for i, f in enumerate(finals) if not is_valid(f)]
     distributed.barrier()  # every rank has looked before rank 0 publishes anything
     if rank == 0:
         paths = cached_many("sae", fields, compute, version=_SAE_VERSION, resumable=True)
