@@ -821,3 +821,19 @@ def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: 
         rows.append({"architecture": arch, "sparsity_coefficient": getattr(cfg, field) if field else None,
                      "calibration": tried, **pair_row(P, acts, acts_dir, cfgs, held, progress)})
     return rows
+
+
+def convergence(P: RunParams, *, progress: bool = True) -> dict:
+    """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (n = P.n_tokens): the
+    shorter SAEs are snapshots of the run to n (free on a cold cache, 0.75× more training when the n-token SAEs
+    were trained without them). Not checked with sparsify, whose learning rate decays to zero at each run's end
+    (a shorter run is then no prefix of a longer one and would cost another 0.75× of the training)."""
+    from . import convergence as conv
+
+    if P.trainer == "sparsify":
+        return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
+                "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+    lengths = [n for n in (P.n_tokens // 4, P.n_tokens // 2, P.n_tokens) if n >= P.batch_size]
+    rows = sweep(P, "n_tokens", lengths, progress=progress)
+    return conv.check([{"n_tokens": r["n_tokens"], "fvu": float(np.mean(r["heldout_fvu"])),
+                        "shared": r["shared_frac_paper"]} for r in rows])
