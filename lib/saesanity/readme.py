@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import machine
+from . import convergence, machine
 from .papers import paulo, render_claims, verdict_md
 from .paths import REPO_ROOT, figures_dir
 
@@ -73,6 +73,8 @@ def fig1_section(doc: dict) -> str:
         + (" — our SAEs train on far fewer tokens than the paper's shortest run, and the paper finds sharing rises"
            " with training tokens." if doc["profile"] != "paper" else "."),
     ]
+    if "convergence" in doc:  # figures made before the check have none
+        lines += ["", convergence.describe(doc["convergence"])]
     return "\n".join(lines)
 
 
