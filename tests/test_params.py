@@ -333,3 +333,13 @@ def test_a_malformed_parameter_file_is_one_line_naming_it(tmp_path, text, messag
     (tmp_path / "paulo_fig1_matched_cosines.yaml").write_text(text)
     with pytest.raises(params.ParamsError, match=message):
         params.read_profiles("paulo_fig1_matched_cosines", tmp_path)
+
+
+def test_epochs_multiply_the_training_tokens_not_the_activations_collected():
+    from saesanity import runs
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", epochs=3)
+    assert runs.train_cfg(P, 0).n_tokens == 3 * P.n_tokens
+    assert runs.activation_spec(P).n_tokens == P.n_tokens
+    assert params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", epochs=3,
+                       train_tokens=[3 * P.n_tokens]).train_tokens == [3 * P.n_tokens]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +165,30 @@ def test_rank_killed_after_checkpoint_resumes(tmp_path):
         for name in a:
             assert torch.equal(a[name], b[name]), name
     assert full["logs"] == resumed["logs"]
+
+
+def test_several_epochs_follow_one_another_each_its_own_permutation():
+    rows, cfg = 8, TrainConfig(d_sae=8, k=2, batch_size=4, n_tokens=20, data_seed=3)  # 5 steps: 2.5 passes
+    order = batch_order(rows, cfg)
+    passes = [order[2 * e:2 * e + 2].reshape(-1) for e in range(2)]  # two batches per pass
+    assert all(sorted(p) == list(range(rows)) for p in passes)  # each full pass covers every row once
+    one = batch_order(rows, dataclasses.replace(cfg, n_tokens=8))
+    assert np.array_equal(order[:2], one)  # epoch 0 is the order a one-epoch run has (a prefix)
+    first, second = (np.random.default_rng(s).permutation(rows) for s in (3, [3, 1]))
+    assert [sorted(b) for b in order[:2]] == [sorted(first[:4]), sorted(first[4:])]
+    assert [sorted(b) for b in order[2:4]] == [sorted(second[:4]), sorted(second[4:])]
+    assert not np.array_equal(order[:2], order[2:4])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        batch_order(3, cfg)
+
+
+def test_a_second_epoch_trains_on_every_row_again_and_lowers_the_training_fvu():
+    acts, _ = planted(n=2048, d=16, n_feat=32)
+    seen = []
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=2048, lr=3e-3, log_every=1)
+    _, one = train_sae(acts, cfg, progress=False)
+    _, two = train_sae(acts, dataclasses.replace(cfg, n_tokens=4096), progress=False,
+                       on_batch=lambda step, x: seen.append(x.shape[0]))
+    assert len(seen) == 16 and sum(seen) == 2 * len(acts)
+    assert two[:len(one)] == one  # the first epoch is the one-epoch run, step for step
+    assert two[-1]["fvu"] < one[-1]["fvu"]

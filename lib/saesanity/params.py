@@ -186,6 +186,8 @@ class SAETraining(_Group):
                                  "(saesanity.sae.sparsify_trainer.RECIPES)", "paulo_belrose_2025")
     sparsify_overrides: dict = param("recipe fields changed, e.g. {batch_size: 8} (in sequences); d_sae, k and "
                                      "seq_len come from the profile", {})
+    epochs: int = param("passes each SAE makes over the n_tokens collected activations (it trains on n_tokens x "
+                        "epochs; a repeated row is the same activation vector, a repeated sample); cached only", 1)
     sae_autocast: Autocast = param("none: fp32 SAE forward | bf16: our trainer's SAE forward under bf16 autocast, fp32 "
                                    "parameters and Adam (sparsify keeps its own precision)", "none")
 
@@ -209,6 +211,11 @@ class SAETraining(_Group):
                               f"{self.batch_size} >= 1")
         if self.n_tokens < self.batch_size:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        if self.epochs < 1:
+            raise ParamsError(f"epochs={self.epochs}: must be >= 1")
+        if self.epochs > 1 and (self.activations != "cached" or self.trainer != "ours"):
+            raise ParamsError(f"epochs={self.epochs} passes over cached activations: needs activations=cached and "
+                              f"trainer=ours (got {self.activations}, {self.trainer})")
         if self.stream_buffer_tokens < self.batch_size:
             raise ParamsError(f"stream_buffer_tokens={self.stream_buffer_tokens} must hold at least one SAE batch "
                               f"({self.batch_size})")
@@ -291,16 +298,18 @@ class SweepParams(SeedRunParams):
 
     sizes: list[int] = param("d_sae values (k and tokens at their base values)")
     ks: list[int] = param("k values (d_sae and tokens at their base values)")
-    train_tokens: list[int] = param("training tokens, each at most n_tokens (d_sae and k at their base values)")
+    train_tokens: list[int] = param("training tokens, each at most n_tokens x epochs (d_sae and k at their base "
+                                    "values)")
 
     def check(self) -> None:
         super().check()
         bad = [k for k in self.ks if not 0 < k < self.d_sae] + [s for s in self.sizes if s <= self.k]
         if bad:
             raise ParamsError(f"sweep values {bad} violate 0 < k < d_sae (base d_sae={self.d_sae}, k={self.k})")
-        over = [t for t in self.train_tokens if t > self.n_tokens or t < self.batch_size]
+        over = [t for t in self.train_tokens if t > self.n_tokens * self.epochs or t < self.batch_size]
         if over:
-            raise ParamsError(f"train_tokens {over} must lie in [batch_size={self.batch_size}, n_tokens={self.n_tokens}]")
+            raise ParamsError(f"train_tokens {over} must lie in [batch_size={self.batch_size}, n_tokens x epochs="
+                              f"{self.n_tokens * self.epochs}]")
 
 
 @dataclass(frozen=True, kw_only=True)

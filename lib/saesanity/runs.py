@@ -75,8 +75,9 @@ def activation_spec(P: RunParams, split: str = "train") -> ActivationSpec:
 def train_cfg(P: RunParams, seed: int) -> TrainConfig:
     """P's SAE config at `seed`. `P.sae_autocast` ("none" | "bf16", "none" where P has no such parameter) runs
     our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision."""
-    return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=seed,
-                       data_seed=P.data_seed, auxk_alpha=P.auxk_alpha, autocast=getattr(P, "sae_autocast", "none"))
+    return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, seed=seed, data_seed=P.data_seed,
+                       n_tokens=P.n_tokens * getattr(P, "epochs", 1), auxk_alpha=P.auxk_alpha,
+                       autocast=getattr(P, "sae_autocast", "none"))
 
 
 @dataclass(frozen=True)
@@ -824,7 +825,7 @@ def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: 
 
 
 def convergence(P: RunParams, *, progress: bool = True) -> dict:
-    """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (n = P.n_tokens): the
+    """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (n = P.n_tokens x epochs): the
     shorter SAEs are snapshots of the run to n (free on a cold cache, 0.75× more training when the n-token SAEs
     were trained without them). Not checked with sparsify, whose learning rate decays to zero at each run's end
     (a shorter run is then no prefix of a longer one and would cost another 0.75× of the training)."""
@@ -833,7 +834,8 @@ def convergence(P: RunParams, *, progress: bool = True) -> dict:
     if P.trainer == "sparsify":
         return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
                 "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
-    lengths = [n for n in (P.n_tokens // 4, P.n_tokens // 2, P.n_tokens) if n >= P.batch_size]
+    n = P.n_tokens * getattr(P, "epochs", 1)
+    lengths = [m for m in (n // 4, n // 2, n) if m >= P.batch_size]
     rows = sweep(P, "n_tokens", lengths, progress=progress)
     return conv.check([{"n_tokens": r["n_tokens"], "fvu": float(np.mean(r["heldout_fvu"])),
                         "shared": r["shared_frac_paper"]} for r in rows])

@@ -118,14 +118,25 @@ def make_sae(cfg: TrainConfig, d_in: int) -> SAEBase:
     return cls(d_in, cfg.d_sae, seed=cfg.seed)
 
 
+def epochs_of(n_rows: int, cfg: TrainConfig) -> int:
+    """Passes over the `n_rows` activation rows that `cfg`'s n_tokens make (the last one possibly partial)."""
+    return -(-(cfg.n_tokens // cfg.batch_size * cfg.batch_size) // n_rows)
+
+
 def batch_order(n_rows: int, cfg: TrainConfig) -> np.ndarray:
-    """[n_steps, batch_size] row indices: a `data_seed` permutation, each batch sorted for locality."""
+    """[n_steps, batch_size] row indices: a `data_seed` permutation, each batch sorted for locality. When n_tokens
+    exceeds the rows, the passes follow one another, each its own permutation (epoch 0 from `data_seed`, epoch e
+    from [data_seed, e]), so a run of one epoch has the order it always had and a shorter run's order is a
+    prefix of a longer one's. A row seen again is the same activation vector (the forward pass is
+    deterministic): a repeated sample, not a new token."""
     n_steps = cfg.n_tokens // cfg.batch_size
     if n_steps < 1:
         raise ValueError(f"n_tokens={cfg.n_tokens} is less than one batch of {cfg.batch_size}")
-    if n_steps * cfg.batch_size > n_rows:
-        raise ValueError(f"n_tokens={cfg.n_tokens:,} exceeds the {n_rows:,} activation rows available")
-    perm = np.random.default_rng(cfg.data_seed).permutation(n_rows)[: n_steps * cfg.batch_size]
+    if n_rows < cfg.batch_size:
+        raise ValueError(f"{n_rows:,} activation rows are fewer than one batch of {cfg.batch_size:,}")
+    perms = [np.random.default_rng(cfg.data_seed if e == 0 else [cfg.data_seed, e]).permutation(n_rows)
+             for e in range(epochs_of(n_rows, cfg))]
+    perm = np.concatenate(perms)[: n_steps * cfg.batch_size]
     return np.sort(perm.reshape(n_steps, cfg.batch_size), axis=1)
 
 
