@@ -73,8 +73,6 @@ def fig1_section(doc: dict) -> str:
         + (" — our SAEs train on far fewer tokens than the paper's shortest run, and the paper finds sharing rises"
            " with training tokens." if doc["profile"] != "paper" else "."),
     ]
-    if "convergence" in doc:  # figures made before the check have none
-        lines += ["", convergence.describe(doc["convergence"])]
     return "\n".join(lines)
 
 
@@ -84,7 +82,9 @@ def _v(claim: dict) -> str:
 
 
 def _setup(doc: dict) -> str:
-    return f"Setup: **{doc['setup']}** — {doc['scale']}. Made on: {machine.describe(doc.get('machine'))}."
+    """The setup line: profile, scale, machine, and the convergence check where the figure records one."""
+    conv = f" {convergence.describe(doc['convergence'])}" if "convergence" in doc else ""
+    return f"Setup: **{doc['setup']}** — {doc['scale']}. Made on: {machine.describe(doc.get('machine'))}.{conv}"
 
 
 def _head(title: str, alt: str, doc: dict) -> list[str]:
