@@ -14,6 +14,9 @@ repetition after a 3-step warm-up, median of `--reps`; tokens/s = steps · batch
 Both get the same activations (`--acts`, an [N, d] float32 .npy; by default N(0, 1) rows — the
 step's cost does not depend on the values), width, k, batch, learning rate and thread count.
 
+First, the TopK step against the GEMM rate measured in the same run (fp32, and bf16 autocast where the CPU has
+it): its FLOPs as counted in `topk_step_flops` per second over the encoder product's FLOP/s.
+
 Activation collection: SmolLM2-135M (the embedded default) on random token ids, tokens/s of
 `activations.run_to_hookpoints` (stops after the hooked layer) vs the whole model with its LM head.
 """
@@ -25,12 +28,14 @@ import time
 import numpy as np
 import torch
 
+from saesanity import machine
 
-def our_run(acts, arch, a, steps):
+
+def our_run(acts, arch, a, steps, autocast="none"):
     from saesanity.sae import TrainConfig, train_sae
 
     cfg = TrainConfig(d_sae=a.latents, k=a.k, batch_size=a.batch, n_tokens=steps * a.batch, lr=a.lr,
-                      architecture=arch, warmup_steps=1, log_every=10, auxk_alpha=1 / 32)
+                      architecture=arch, warmup_steps=1, log_every=10, auxk_alpha=1 / 32, autocast=autocast)
     t = time.perf_counter()
     train_sae(acts, cfg, progress=False)
     return time.perf_counter() - t
@@ -58,6 +63,39 @@ def saelens_run(acts, arch, a, steps, sparse=False):
     return time.perf_counter() - t
 
 
+def gemm_rate(a, dtype) -> float:
+    """FLOP/s of the encoder's product [B, D] · [D, F] in `dtype` on this machine, now (median of 5)."""
+    x = torch.randn(a.batch, a.d).to(dtype)
+    w = torch.randn(a.d, a.latents).to(dtype)
+    x @ w
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        x @ w
+        times.append(time.perf_counter() - t)
+    return 2 * a.batch * a.d * a.latents / statistics.median(times)
+
+
+def topk_step_flops(a) -> float:
+    """FLOPs of one TopK step as our trainer computes it (no dead latents): the dense encoder product 2·B·D·F,
+    and four sparse passes of 2·B·K·D each (decoder forward, ∂ of the selected activations, ∂W_dec, ∂W_enc).
+    TopK, the bias, Adam and the renormalisation are memory passes: counted in time, not in FLOPs."""
+    return 2 * a.batch * a.d * a.latents + 4 * 2 * a.batch * a.k * a.d
+
+
+def gemm_table(a, acts):
+    """The TopK step's achieved FLOP/s against the GEMM rate measured in the same run, fp32 and bf16."""
+    flops = topk_step_flops(a)
+    print(f"  TopK step against this machine's GEMM rate ({flops / 1e9:.2f} GFLOP a step, "
+          f"{100 * 2 * a.batch * a.d * a.latents / flops:.0f}% of it the encoder product)")
+    for label, dtype, autocast in (("fp32", torch.float32, "none"), ("bf16 autocast", torch.bfloat16, "bf16")):
+        rate = gemm_rate(a, dtype)
+        sec = timed(lambda s: our_run(acts, "topk", a, s, autocast), a)
+        step = flops * a.steps / sec
+        print(f"    {label:14s} GEMM {rate / 1e9:7.1f} GFLOP/s   step {step / 1e9:7.1f} GFLOP/s = "
+              f"{100 * step / rate:5.1f}% of it   ({a.steps * a.batch / sec:,.0f} tok/s)")
+
+
 def timed(fn, a):
     fn(3)  # warm-up: allocator, thread pool, first-call overheads
     return statistics.median(fn(a.steps) for _ in range(a.reps))
@@ -66,8 +104,9 @@ def timed(fn, a):
 def training_table(a):
     acts = np.load(a.acts, mmap_mode="r") if a.acts else \
         np.random.default_rng(0).standard_normal((a.steps * a.batch, a.d), dtype=np.float32)
-    print(f"SAE training, torch {torch.__version__}, d={acts.shape[1]} latents={a.latents} k={a.k} batch={a.batch}, "
-          f"{torch.get_num_threads()} threads, {a.steps} steps x {a.reps} reps (median)")
+    print(f"SAE training on {machine.describe(machine.info())}, d={acts.shape[1]} latents={a.latents} k={a.k} "
+          f"batch={a.batch}, {a.steps} steps x {a.reps} reps (median)")
+    gemm_table(a, acts)
     for arch, label in (("topk", "TopK + AuxK"), ("relu", "ReLU + L1")):
         res = {"ours": timed(lambda s: our_run(acts, arch, a, s), a),
                "SAELens": timed(lambda s: saelens_run(acts, arch, a, s), a)}
