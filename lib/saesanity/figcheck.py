@@ -53,8 +53,18 @@ TOLERANCE: dict[str, list[tuple[str, float, float]]] = {
     # Spearman correlations and per-bin means over a few dozen explained latents: not stable across machines at
     # the default scale (fuzzing's went from -0.39 to +0.57); only the verdicts are
     "paulo_fig3_interp_vs_sharing": [(r"spearman|mean_auroc_by_found", 1.0, 0.0), (_ANY, 0.1, 0.3)],
+    # measured the same way for the figures below (Intel-made at f093464 against AMD-made at 37b7b61)
+    "paulo_fig4_overlap_vs_layer_position_arch": [(_ANY, 0.02, 0.1)],
+    "paulo_fig5_overlap_vs_size_k_tokens": [(_ANY, 0.02, 0.1)],
+    # the power law's amplitude and exponent trade off along a ridge (b went −0.55 → −0.44); the offset c, the
+    # paper's number, and the curve stay within the default
+    "paulo_figA1_power_law_offset": [(r"^fits\.\w+\.params\.[ab]$|^fits\.\w+\.stderr", 0.05, 0.3), (_ANY, 0.02, 0.1)],
+    "paulo_figA2_threshold_rules": [(_ANY, 0.02, 0.1)],
+    "paulo_figA3_hungarian_vs_max": [(_ANY, 0.02, 0.1)],
+    "paulo_figA4_mean_cosines_vs_size_k_tokens": [(_ANY, 0.02, 0.1)],
+    "paulo_table1_unpaired_explanations": [(_ANY, 0.02, 0.1)],  # its rows are examples: see ILLUSTRATIVE
 }
-DEFAULT_TOLERANCE = [(_ANY, 0.02, 0.1)]  # the figures not yet measured across CPUs
+DEFAULT_TOLERANCE = [(_ANY, 0.02, 0.1)]  # a figure not yet measured across CPUs
 
 
 def tolerance(stem: str, path: str) -> tuple[float, float]:
@@ -66,10 +76,10 @@ def tolerance(stem: str, path: str) -> tuple[float, float]:
 # paths (regular expressions) that name particular latents, tokens or examples: equal on one machine, free across
 ILLUSTRATIVE: dict[str, list[str]] = {
     "autointerp_calibration": [r"^explanations", r"\.per_latent\."],
-    "heap_figB_autointerp_roc": [r"^examples", r"\.per_latent"],
+    "heap_figB_autointerp_roc": [r"^example_explanations"],
     "leask_meta_sae": [r"^examples"],
     "paulo_fig3_interp_vs_sharing": [r"^pairs\[", r"^examples"],
-    "paulo_table1_unpaired_explanations": [r"^examples", r"^explanations"],
+    "paulo_table1_unpaired_explanations": [r"^ours\["],  # one example pair of latents per alignment bin
 }
 
 
