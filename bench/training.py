@@ -2,7 +2,7 @@
 and activation collection: our forward stopped at the hooked layer vs a naive full-model forward.
 
     .venv/bin/python bench/training.py [--d 576 --latents 4608 --k 32 --batch 4096 --steps 20 --reps 3]
-                                       [--threads 2] [--acts acts.npy] [--no-activations]
+                                       [--threads 2] [--acts acts.npy] [--no-activations] [--breakdown]
 
 Training, per architecture (TopK with AuxK; an L1 ReLU SAE), one timed `--steps`-step run per
 repetition after a 3-step warm-up, median of `--reps`; tokens/s = steps · batch / seconds:
@@ -15,7 +15,9 @@ Both get the same activations (`--acts`, an [N, d] float32 .npy; by default N(0,
 step's cost does not depend on the values), width, k, batch, learning rate and thread count.
 
 First, the TopK step against the GEMM rate measured in the same run (fp32, and bf16 autocast where the CPU has
-it): its FLOPs as counted in `topk_step_flops` per second over the encoder product's FLOP/s.
+it): its FLOPs as counted in `topk_step_flops` per second over the encoder product's FLOP/s (into a preallocated
+output, timed in turn with the step); `--breakdown` adds where the step's time goes. Then both trainers in
+each precision (SAELens with its own `autocast` for bf16).
 
 Activation collection: SmolLM2-135M (the embedded default) on random token ids, tokens/s of
 `activations.run_to_hookpoints` (stops after the hooked layer) vs the whole model with its LM head.
@@ -41,7 +43,7 @@ def our_run(acts, arch, a, steps, autocast="none"):
     return time.perf_counter() - t
 
 
-def saelens_run(acts, arch, a, steps, sparse=False):
+def saelens_run(acts, arch, a, steps, sparse=False, autocast="none"):
     from sae_lens import SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, \
         TopKTrainingSAEConfig
     from sae_lens.config import LoggingConfig, SAETrainerConfig
@@ -57,23 +59,26 @@ def saelens_run(acts, arch, a, steps, sparse=False):
                                                    n_tokens=steps * a.batch))
     batches = (torch.from_numpy(np.asarray(acts[o], dtype=np.float32)) for o in order)
     cfg = SAETrainerConfig(total_training_samples=steps * a.batch, train_batch_size_samples=a.batch, lr=a.lr,
-                           lr_end=a.lr, lr_warm_up_steps=1, logger=LoggingConfig(log_to_wandb=False))
+                           lr_end=a.lr, lr_warm_up_steps=1, logger=LoggingConfig(log_to_wandb=False),
+                           autocast=autocast == "bf16")
     t = time.perf_counter()
     SAETrainer(cfg, sae, batches).fit()
     return time.perf_counter() - t
 
 
-def gemm_rate(a, dtype) -> float:
-    """FLOP/s of the encoder's product [B, D] · [D, F] in `dtype` on this machine, now (median of 5)."""
+def gemm_seconds(a, dtype) -> float:
+    """Seconds of the encoder's product [B, D] · [D, F] in `dtype`, into a preallocated output (the machine's matmul
+    rate, without the page faults a fresh 10-80 MB output costs on first touch), median of 5."""
     x = torch.randn(a.batch, a.d).to(dtype)
     w = torch.randn(a.d, a.latents).to(dtype)
-    x @ w
+    out = torch.empty(a.batch, a.latents, dtype=dtype)
+    torch.mm(x, w, out=out)
     times = []
     for _ in range(5):
         t = time.perf_counter()
-        x @ w
+        torch.mm(x, w, out=out)
         times.append(time.perf_counter() - t)
-    return 2 * a.batch * a.d * a.latents / statistics.median(times)
+    return statistics.median(times)
 
 
 def topk_step_flops(a) -> float:
@@ -83,17 +88,50 @@ def topk_step_flops(a) -> float:
     return 2 * a.batch * a.d * a.latents + 4 * 2 * a.batch * a.k * a.d
 
 
+PRECISIONS = (("fp32", torch.float32, "none"), ("bf16 autocast", torch.bfloat16, "bf16"))
+
+
 def gemm_table(a, acts):
-    """The TopK step's achieved FLOP/s against the GEMM rate measured in the same run, fp32 and bf16."""
+    """The TopK step's achieved FLOP/s against the GEMM rate, fp32 and bf16: the GEMM and the step are timed in
+    turn, `reps` times, so both see the same state of a shared machine; medians."""
     flops = topk_step_flops(a)
     print(f"  TopK step against this machine's GEMM rate ({flops / 1e9:.2f} GFLOP a step, "
           f"{100 * 2 * a.batch * a.d * a.latents / flops:.0f}% of it the encoder product)")
-    for label, dtype, autocast in (("fp32", torch.float32, "none"), ("bf16 autocast", torch.bfloat16, "bf16")):
-        rate = gemm_rate(a, dtype)
-        sec = timed(lambda s: our_run(acts, "topk", a, s, autocast), a)
-        step = flops * a.steps / sec
-        print(f"    {label:14s} GEMM {rate / 1e9:7.1f} GFLOP/s   step {step / 1e9:7.1f} GFLOP/s = "
-              f"{100 * step / rate:5.1f}% of it   ({a.steps * a.batch / sec:,.0f} tok/s)")
+    for label, dtype, autocast in PRECISIONS:
+        our_run(acts, "topk", a, 3, autocast)  # warm-up
+        gemm, step = [], []
+        for _ in range(a.reps):
+            gemm.append(gemm_seconds(a, dtype))
+            step.append(our_run(acts, "topk", a, a.steps, autocast) / a.steps)
+        rate = 2 * a.batch * a.d * a.latents / statistics.median(gemm)
+        achieved = flops / statistics.median(step)
+        print(f"    {label:14s} GEMM {rate / 1e9:7.1f} GFLOP/s   step {achieved / 1e9:7.1f} GFLOP/s = "
+              f"{100 * achieved / rate:5.1f}% of it   ({a.batch / statistics.median(step):,.0f} tok/s, "
+              f"{1e3 * statistics.median(step):.1f} ms a step)")
+        if a.breakdown:
+            breakdown(acts, a, autocast, statistics.median(step))
+
+
+PARTS = {  # aten op -> the part of the TopK step it is (topk.py's module docstring)
+    "aten::mm": "encoder product B·D·F", "aten::topk": "top-k over [B, F]",
+    "aten::sparse_sampled_addmm": "sampled products: exact values (bf16), ∂vals",
+    "aten::_embedding_bag_forward_only": "decoder (embedding_bag)", "aten::_embedding_bag": "∂W_dec, ∂W_enc bags",
+    "aten::_fused_adam_": "Adam (fused)", "aten::sort": "sorting the selection", "aten::argsort": "sorting the selection",
+}
+
+
+def breakdown(acts, a, autocast, step_s):
+    """Where a TopK step's time goes (torch.profiler self time over `steps` steps, by part)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        our_run(acts, "topk", a, a.steps, autocast)
+    parts: dict[str, float] = {}
+    for ev in prof.key_averages():
+        parts[PARTS.get(ev.key, "other ops")] = parts.get(PARTS.get(ev.key, "other ops"), 0.0) + ev.self_cpu_time_total
+    total = sum(parts.values())
+    for name, us in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"        {name:44s} {us / total * step_s * 1e3:6.1f} ms  {100 * us / total:4.0f}%")
 
 
 def timed(fn, a):
@@ -108,22 +146,24 @@ def training_table(a):
           f"batch={a.batch}, {a.steps} steps x {a.reps} reps (median)")
     gemm_table(a, acts)
     for arch, label in (("topk", "TopK + AuxK"), ("relu", "ReLU + L1")):
-        res = {"ours": timed(lambda s: our_run(acts, arch, a, s), a),
-               "SAELens": timed(lambda s: saelens_run(acts, arch, a, s), a)}
-        failed = {}
-        if arch == "topk":
-            try:
-                res["SAELens (sparse activations)"] = timed(lambda s: saelens_run(acts, arch, a, s, sparse=True), a)
-            except Exception as e:  # noqa: BLE001 — report it and keep measuring
-                failed["SAELens (sparse activations)"] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
-        best_ref = min(v for k, v in res.items() if k != "ours")
-        print(f"  {label}")
-        for name, sec in res.items():
-            tps = a.steps * a.batch / sec
-            print(f"    {name:30s} {tps:9,.0f} tok/s   ours is {sec / res['ours']:5.2f}x this")
-        for name, why in failed.items():
-            print(f"    {name:30s} failed here: {why}")
-        print(f"    ours vs the fastest SAELens setting that runs: {best_ref / res['ours']:.2f}x")
+        for prec, _, autocast in PRECISIONS:
+            res = {"ours": timed(lambda s: our_run(acts, arch, a, s, autocast), a),
+                   "SAELens": timed(lambda s: saelens_run(acts, arch, a, s, autocast=autocast), a)}
+            failed = {}
+            if arch == "topk":
+                try:
+                    res["SAELens (sparse activations)"] = timed(
+                        lambda s: saelens_run(acts, arch, a, s, sparse=True, autocast=autocast), a)
+                except Exception as e:  # noqa: BLE001 — report it and keep measuring
+                    failed["SAELens (sparse activations)"] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
+            best_ref = min(v for k, v in res.items() if k != "ours")
+            print(f"  {label}, {prec}")
+            for name, sec in res.items():
+                tps = a.steps * a.batch / sec
+                print(f"    {name:30s} {tps:9,.0f} tok/s   ours is {sec / res['ours']:5.2f}x this")
+            for name, why in failed.items():
+                print(f"    {name:30s} failed here: {why}")
+            print(f"    ours vs the fastest SAELens setting that runs: {best_ref / res['ours']:.2f}x")
 
 
 def activation_table(a):
@@ -148,6 +188,7 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--acts", default=None)
     ap.add_argument("--no-activations", action="store_true")
+    ap.add_argument("--breakdown", action="store_true", help="where the TopK step's time goes, by part")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     training_table(a)

@@ -43,14 +43,14 @@ def test_bf16_autocast_trains_close_to_fp32(data, arch):
     assert all(np.isfinite(r["fvu"]) for r in log)
 
 
-def test_topk_sparse_backward_is_fp32_even_inside_autocast():
-    """The custom backwards of the TopK sparse path run with autocast off (`topk._exact`): calling backward()
-    inside the autocast block gives the same gradients, bit for bit, as calling it outside."""
+def test_topk_sparse_backward_follows_the_forward_precision():
+    """The custom backwards of the TopK sparse path take their precision from the forward (`ctx.low`), not from
+    whether backward() is called inside an autocast block: the same fp32 gradients bit for bit either way."""
     torch.manual_seed(0)
     x = torch.randn(64, 16) + 0.5
     grads = []
     for inside in (False, True):
-        sae = TopKSAE(16, 48, 4, seed=3)  # F ≤ 100·K: the decoder backward's dense product, autocast-eligible
+        sae = TopKSAE(16, 48, 4, seed=3)
         no_dead = torch.zeros(48, dtype=torch.bool)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = sae.training_step(x, no_dead, TrainConfig(d_sae=48, k=4))
@@ -62,6 +62,26 @@ def test_topk_sparse_backward_is_fp32_even_inside_autocast():
         grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
     for name, g in grads[0].items():
         assert g.dtype == torch.float32 and torch.equal(g, grads[1][name]), name
+
+
+def test_topk_under_autocast_selects_in_bf16_keeps_values_exact_and_bags_close():
+    """Under bf16 autocast the K chosen values are the fp32 pre-activations at the chosen latents (recomputed,
+    not the bf16-rounded product); the backward's per-latent bags in bf16 are close to, not equal to, fp32's."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 32) + 0.3
+    sae = TopKSAE(32, 200, 6, seed=1)
+    no_dead = torch.zeros(200, dtype=torch.bool)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        vals, sel, pre = sae.encode_sparse(x)
+    assert pre.dtype == torch.bfloat16 and vals.dtype == torch.float32
+    exact = ((x - sae.b_dec) @ sae.W_enc + sae.b_enc).gather(1, sel.idx).relu()
+    torch.testing.assert_close(vals, exact, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(vals, pre.float().gather(1, sel.idx).relu())  # not the rounded product
+    # the backward's per-latent bags in bf16: within bf16 rounding of the fp32 sums, returned as fp32
+    src, w = torch.randn(256, 32), torch.rand(256, 6)
+    f32, b16 = sel.per_latent_sum(src, w), sel.per_latent_sum(src, w, torch.bfloat16)
+    assert b16.dtype == torch.float32 and not torch.equal(f32, b16)
+    assert (f32 - b16).norm() / f32.norm() < 1e-2
 
 
 # cache keys of default-config SAEs as they were before `autocast` existed (commit 712f1e4): unchanged keys

@@ -18,3 +18,14 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         assert part in r.stdout
     assert "FAILED" not in r.stdout and "train 2 SAEs from the model forward (streamed)" in r.stdout
     assert "skipped: 0 GPU(s)" in r.stdout
+
+
+def test_training_bench_runs_at_tiny_sizes(tmp_path):
+    """bench/training.py (the TopK step against the GEMM rate, its breakdown, ours vs SAELens) stays runnable."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench/training.py"), "--d", "16", "--latents", "64", "--k", "4",
+                        "--batch", "64", "--steps", "2", "--reps", "1", "--no-activations", "--breakdown"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for line in ("fp32 ", "bf16 autocast", "encoder product B·D·F", "top-k over [B, F]", "TopK + AuxK, fp32",
+                 "ReLU + L1, bf16 autocast", "ours vs the fastest SAELens setting that runs"):
+        assert line in r.stdout, line

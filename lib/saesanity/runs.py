@@ -30,7 +30,7 @@ from .metrics import Pooled
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
 from .sae.train import MemmapSource, batch_order, train_families, train_family
 
-_SAE_VERSION = 1
+_SAE_VERSION = 2  # 2: the faster TopK step and fused Adam (same definitions, other float rounding)
 _MATCH_VERSION = 1
 
 

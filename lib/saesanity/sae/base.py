@@ -184,14 +184,14 @@ class SAEBase(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min_(1e-8))
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
         """Project out the gradient component along each decoder row (keeps rows unit-norm to first order)."""
-        if self.W_dec.grad is not None:
+        if self.W_dec.grad is not None:  # two passes over [F, D], no temporary of that size
             g = self.W_dec.grad
-            g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
+            g.addcmul_(torch.linalg.vecdot(g, self.W_dec).unsqueeze(1), self.W_dec, value=-1)
 
     def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
         """Dense pre-activations [B, F] = (x − b_dec) @ W_enc + b_enc."""

@@ -7,26 +7,37 @@ Parameters use the SAELens layout: `W_enc` [D, F], `b_enc` [F], `W_dec` [F, D] (
 `b_dec` [D]. Shapes: B batch, D d_in, F d_sae, K k.
 
 Training uses a sparse path: the dense pre-activations are computed once without autograd, TopK
-picks K indices per row, and a custom autograd function returns the K selected pre-activations
-with a backward that touches only those K entries per row (sparse @ dense products), so the
-encoder backward costs B·K·D instead of B·F·D multiply-adds. The decoder is an `embedding_bag`
-over the K (index, value) pairs. `tests/test_sae.py` checks the gradients against dense autograd.
+picks K latents per token (a `Selection`, sorted by latent within each row), and custom autograd
+functions touch only those B·K entries:
 
-Under `torch.autocast` (bf16 training, `train.TrainConfig.autocast`) the dense pre-activations come
-from a bf16 matmul (fp32 accumulation; + b_enc makes them fp32 again), so the top-k is chosen on
-bf16-rounded products, and AuxK's dense dead-latent products are bf16 matmuls too; everything
-sparse stays in the parameters' dtype (fp32) explicitly: the gathered values and the `embedding_bag`
-decoder take fp32 inputs, and both custom backwards run in fp32 with autocast off (`_exact`) even if
-`backward()` is called inside an autocast block. `tests/test_autocast.py` checks bf16 training
+- the K values are gathered from the pre-activations (or, under bf16 autocast, recomputed exactly in
+  fp32 as the sampled product (x − b_dec)·W_enc at the selection, `torch.sparse.sampled_addmm`);
+- the decoder is an `embedding_bag` over the K (latent, value) pairs;
+- ∂vals = (∂x̂ · W_decᵀ) at the selection (sampled product again, B·K·D), and ∂W_dec, ∂W_enc are
+  per-latent bags of the gradient and of x − b_dec (B·K·D each), sharing one sort of the selection
+  by latent; W_enc is stored column-major so ∂W_enc lands in its layout without a transposed copy.
+
+So the encoder backward costs B·K·D instead of B·F·D multiply-adds; `tests/test_sae.py` checks the
+gradients against dense autograd. The one B·D·F product is the encoder's; top-k over [B, F] is the
+other per-token cost that grows with F (bench/RESULTS.md counts the step).
+
+Under `torch.autocast` (bf16 training, `train.TrainConfig.autocast`) the encoder product and the
+top-k run in bf16 (so the choice of latents sees bf16-rounded products), the K selected values are
+exact fp32, the decoder forward and ∂vals are fp32, and the two per-latent bags of the backward run
+in bf16 (returned as fp32 gradients); AuxK's dense dead-latent products are bf16 matmuls. The
+backwards follow the forward's precision whether or not `backward()` is called inside the autocast
+block. Parameters, gradients and Adam state are fp32. `tests/test_autocast.py` checks bf16 training
 lands close to fp32 training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .base import SAEBase, StepOut, train_fvu
 
@@ -38,69 +49,108 @@ def _exact(t: torch.Tensor):
     return torch.autocast(t.device.type, enabled=False)
 
 
-def _bags_by_latent(idx_BK: torch.Tensor, n_lat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Regroup the (row, slot) pairs of idx by latent: (order into idx.flat, row of each, bag offsets [F])."""
-    B, K = idx_BK.shape
-    flat = idx_BK.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    offsets = torch.zeros(n_lat, dtype=torch.long, device=idx_BK.device)
-    offsets[1:] = torch.bincount(flat, minlength=n_lat).cumsum(0)[:-1]
-    rows = torch.arange(B, device=idx_BK.device).repeat_interleave(K)[order]
-    return order, rows, offsets
+def _compute_dtype(t: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the dense encoder product runs in: autocast's where it is on, else the parameters'."""
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return param_dtype
 
 
-def _per_latent_sum(src_BD: torch.Tensor, w_BK: torch.Tensor, idx_BK: torch.Tensor, n_lat: int) -> torch.Tensor:
-    """out[f] = Σ_{(b,j): idx[b,j]=f} w[b,j] · src[b]   -> [F, D] (a sparse Gᵀ @ src, one bag per latent)."""
-    order, rows, offsets = _bags_by_latent(idx_BK, n_lat)
-    return F.embedding_bag(rows, src_BD, offsets, per_sample_weights=w_BK.reshape(-1)[order], mode="sum")
+class Selection:
+    """The K latents chosen for each of B tokens, sorted by latent within each row (`idx` [B, K]), with the index
+    structures the sparse kernels share, each built once per step on first use:
 
+    - `pattern`: the [B, F] CSR pattern of the selection, for `sampled` (`torch.sparse.sampled_addmm`);
+    - `by_latent`: the (token, slot) pairs regrouped by latent, for `per_latent_sum` (`F.embedding_bag`).
 
-def _rowwise_dot(g_BD: torch.Tensor, W_FD: torch.Tensor, idx_BK: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """out[b, j] = <g[b], W[idx[b, j]]>  [B, K].
-
-    Two ways, chosen by cost: gathering the K rows per token moves B·K·D floats through memory
-    (`F.embedding` + `bmm`, chunked to bound memory at chunk·K·D); the dense product g @ Wᵀ then a
-    gather costs B·D·F multiply-adds at matmul speed. Measured on 2 CPU cores (B=1024, D=576,
-    F=4608) the gather takes 4.7 / 19 / 55 / 114 ms at K = 16 / 32 / 64 / 128 and the dense product
-    17 ms whatever K; in a whole training step (bench/bench_topk_step.py) the gather still wins at
-    K = 32, so the dense way is used once F ≤ 100·K (AuxK's K = D/2 always takes it).
+    Sorting makes each row's order (and so every sum over it) independent of the order `topk` returns.
     """
-    if W_FD.shape[0] <= 100 * idx_BK.shape[1]:
-        return (g_BD @ W_FD.t()).gather(1, idx_BK)
-    out = torch.empty(idx_BK.shape, dtype=g_BD.dtype, device=g_BD.device)
-    for s in range(0, idx_BK.shape[0], chunk):
-        rows = F.embedding(idx_BK[s:s + chunk], W_FD)  # [c, K, D]
-        out[s:s + chunk] = torch.bmm(rows, g_BD[s:s + chunk, :, None]).squeeze(-1)
-    return out
+
+    def __init__(self, idx_BK: torch.Tensor, n_lat: int):
+        self.idx = idx_BK.sort(dim=1).values
+        self.n_lat = n_lat
+        self._pattern = self._by_latent = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.idx.shape
+
+    def pattern(self) -> torch.Tensor:
+        if self._pattern is None:
+            B, K = self.idx.shape
+            crow = torch.arange(0, B * K + 1, K, device=self.idx.device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": a one-time notice, not ours to print
+                warnings.simplefilter("ignore", UserWarning)
+                self._pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(B * K, device=crow.device),
+                                                        size=(B, self.n_lat), check_invariants=False)
+        return self._pattern
+
+    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(order into idx.flat, token of each, bag offsets [F]): the pairs of latent f are order[offsets[f]:…]."""
+        if self._by_latent is None:
+            B, K = self.idx.shape
+            flat = self.idx.reshape(-1)
+            order = torch.argsort(flat, stable=True)
+            offsets = torch.zeros(self.n_lat, dtype=torch.long, device=flat.device)
+            offsets[1:] = torch.bincount(flat, minlength=self.n_lat).cumsum(0)[:-1]
+            rows = torch.arange(B, device=flat.device).repeat_interleave(K)[order]
+            self._by_latent = order, rows, offsets
+        return self._by_latent
+
+    def sampled(self, a_BD: torch.Tensor, b_DF: torch.Tensor) -> torch.Tensor:
+        """out[b, j] = <a[b], b[:, idx[b, j]]>  [B, K]: the K selected entries of a @ b, B·K·D multiply-adds
+        (`torch.sparse.sampled_addmm`; fastest when b's columns are contiguous, as W_enc's and W_decᵀ are)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = torch.sparse.sampled_addmm(self.pattern().to(a_BD.dtype), a_BD, b_DF, beta=0.0)
+        return out.values().view(self.idx.shape)
+
+    def per_latent_sum(self, src_BD: torch.Tensor, w_BK: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """out[f] = Σ_{(b,j): idx[b,j]=f} w[b,j] · src[b]   -> [F, D] (a sparse Gᵀ @ src, one bag per latent),
+        computed in `dtype` (bf16 under autocast: 4x faster here) and returned in src's dtype."""
+        order, rows, offsets = self.by_latent()
+        dt = dtype or src_BD.dtype
+        out = F.embedding_bag(rows, src_BD.to(dt), offsets, per_sample_weights=w_BK.reshape(-1)[order].to(dt), mode="sum")
+        return out.to(src_BD.dtype)
 
 
 class _GatherPreacts(torch.autograd.Function):
-    """out[b, j] = pre[b, idx[b, j]] with pre = (x − b_dec) @ W_enc + b_enc, given `pre` precomputed.
+    """out[b, j] = pre[b, idx[b, j]] with pre = (x − b_dec) @ W_enc + b_enc, exact in the parameters' dtype.
 
-    b_dec's gradient is −W_enc @ grad_b_enc (the sum over tokens of the gradient w.r.t. x − b_dec),
-    so the [B, D] input gradient — and the transposed copy of W_enc it needs — is built only when x
-    itself requires grad (never in training).
+    `pre` (no grad) chose the selection; where it is in a lower precision (bf16 autocast) the K values are
+    recomputed from x and W_enc in fp32 (`Selection.sampled`, B·K·D), so only the choice of latents sees the
+    rounding. b_dec's gradient is −W_enc @ grad_b_enc (the sum over tokens of the gradient w.r.t. x − b_dec),
+    so the [B, D] input gradient is built only when x itself requires grad (never in training). ∂W_enc is
+    built latent by latent ([F, D]) and handed back transposed: TopKSAE stores W_enc column-major, so it is
+    the parameter's own layout and no transposed copy is made.
     """
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, pre, idx):
-        ctx.save_for_backward(x, b_dec, W_enc, idx)
-        return pre.gather(1, idx).to(W_enc.dtype)  # fp32 values even from a lower-precision `pre`
+    def forward(ctx, x, b_dec, W_enc, b_enc, pre, sel):
+        xc = x - b_dec
+        ctx.sel, ctx.low = sel, _compute_dtype(x, W_enc.dtype)  # the backward's bags run in the forward's dtype
+        ctx.save_for_backward(xc, W_enc)
+        if pre.dtype == W_enc.dtype:
+            return pre.gather(1, sel.idx)
+        with _exact(xc):
+            return sel.sampled(xc, W_enc) + b_enc[sel.idx]
 
     @staticmethod
     def backward(ctx, g):  # g: [B, K]
-        x, b_dec, W_enc, idx = ctx.saved_tensors
+        xc, W_enc = ctx.saved_tensors
+        sel = ctx.sel
+        low = ctx.low
         g = g.to(W_enc.dtype)
-        n_lat = W_enc.shape[1]
         grad_x = grad_bd = grad_W = None
         with _exact(g):
-            grad_b = torch.zeros(n_lat, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
+            grad_b = torch.zeros(sel.n_lat, dtype=g.dtype, device=g.device).index_add_(0, sel.idx.reshape(-1),
+                                                                                      g.reshape(-1))
             if ctx.needs_input_grad[0]:  # grad_x[b] = Σ_j g[b,j] · W_enc[:, idx[b,j]]
-                grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+                grad_x = F.embedding_bag(sel.idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
             if ctx.needs_input_grad[1]:
                 grad_bd = -(W_enc @ grad_b)
             if ctx.needs_input_grad[2]:
-                grad_W = _per_latent_sum(x - b_dec, g, idx, n_lat).t().contiguous()
+                grad_W = sel.per_latent_sum(xc, g, low).t()
         return grad_x, grad_bd, grad_W, grad_b, None, None
 
 
@@ -108,20 +158,38 @@ class _SparseDecode(torch.autograd.Function):
     """out[b] = Σ_j vals[b, j] · W_dec[idx[b, j]]  [B, D], with a backward that costs B·K·D."""
 
     @staticmethod
-    def forward(ctx, vals, W_dec, idx):
+    def forward(ctx, vals, W_dec, sel):
         vals = vals.to(W_dec.dtype)  # embedding_bag needs weights and per-sample weights of one dtype
-        ctx.save_for_backward(vals, W_dec, idx)
+        ctx.sel, ctx.low = sel, _compute_dtype(vals, W_dec.dtype)
+        ctx.save_for_backward(vals, W_dec)
         with _exact(vals):
-            return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+            return F.embedding_bag(sel.idx, W_dec, per_sample_weights=vals, mode="sum")
 
     @staticmethod
     def backward(ctx, g):  # g: [B, D]
-        vals, W_dec, idx = ctx.saved_tensors
+        vals, W_dec = ctx.saved_tensors
+        sel = ctx.sel
+        low = ctx.low
         g = g.to(W_dec.dtype)
         with _exact(g):
-            grad_vals = _rowwise_dot(g, W_dec, idx) if ctx.needs_input_grad[0] else None
-            grad_W = _per_latent_sum(g, vals, idx, W_dec.shape[0]) if ctx.needs_input_grad[1] else None
+            grad_vals = sel.sampled(g, W_dec.t()) if ctx.needs_input_grad[0] else None
+            grad_W = sel.per_latent_sum(g, vals, low) if ctx.needs_input_grad[1] else None
         return grad_vals, grad_W, None
+
+
+_WORK: dict = {}
+
+
+def _workspace(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One [B, F] buffer for the training step's dense pre-activations, reused from step to step (and shared by
+    the members of a family, which step one after another): a fresh 20-80 MB tensor each step costs a page fault
+    per 4 KB page on first touch, several ms a step on our virtual machines. Only the last shape is kept."""
+    key = (tuple(shape), dtype, torch.device(device))
+    buf = _WORK.get(key)
+    if buf is None:
+        _WORK.clear()
+        buf = _WORK[key] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 class TopKSAE(SAEBase):
@@ -131,21 +199,33 @@ class TopKSAE(SAEBase):
         if not 0 < k < d_sae:
             raise ValueError(f"k={k} must satisfy 0 < k < d_sae={d_sae}")
         super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
+        # W_enc [D, F] stored column-major (each latent's encoder vector contiguous): the sparse kernels read
+        # columns, and ∂W_enc, built latent by latent, lands in the parameter's layout without a transposed copy
+        self.W_enc = nn.Parameter(self.W_enc.detach().t().contiguous().t())
         self.k = k
 
-    def encode_sparse(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(values [B, K] after ReLU, indices [B, K], dense pre-activations [B, F] without grad)."""
-        with torch.no_grad():
-            pre = self.pre_acts(x_BD)
-            idx = pre.topk(self.k, dim=1, sorted=False).indices
-        return self.select(x_BD, pre, idx), idx, pre
+    def _train_preacts(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre-activations [B, F] in the compute dtype, the k largest of each row [B, K]), without grad.
+        Under autocast the product (and so the choice of the top k) is in bf16; `_GatherPreacts` recomputes the
+        chosen values exactly."""
+        dtype = _compute_dtype(x_BD, self.W_enc.dtype)
+        with torch.no_grad(), _exact(x_BD):
+            pre = _workspace((x_BD.shape[0], self.d_sae), dtype, x_BD.device)
+            torch.mm((x_BD - self.b_dec).to(dtype), self.W_enc.to(dtype), out=pre).add_(self.b_enc.to(dtype))
+            return pre, pre.topk(self.k, dim=1, sorted=False).indices
 
-    def select(self, x_BD: torch.Tensor, pre_BF: torch.Tensor, idx_BK: torch.Tensor) -> torch.Tensor:
-        """ReLU of the pre-activations at `idx` [B, K], differentiable with a sparse backward."""
-        return F.relu(_GatherPreacts.apply(x_BD, self.b_dec, self.W_enc, self.b_enc, pre_BF, idx_BK))
+    def encode_sparse(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Selection, torch.Tensor]:
+        """(values [B, K] after ReLU, their `Selection`, dense pre-activations [B, F] without grad)."""
+        pre, idx = self._train_preacts(x_BD)
+        sel = Selection(idx, self.d_sae)
+        return self.select(x_BD, pre, sel), sel, pre
 
-    def decode_sparse(self, vals_BK: torch.Tensor, idx_BK: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
-        out = _SparseDecode.apply(vals_BK, self.W_dec, idx_BK)
+    def select(self, x_BD: torch.Tensor, pre_BF: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """ReLU of the pre-activations at `sel` [B, K], differentiable with a sparse backward."""
+        return F.relu(_GatherPreacts.apply(x_BD, self.b_dec, self.W_enc, self.b_enc, pre_BF, sel))
+
+    def decode_sparse(self, vals_BK: torch.Tensor, sel: Selection, with_bias: bool = True) -> torch.Tensor:
+        out = _SparseDecode.apply(vals_BK, self.W_dec, sel)
         return out + self.b_dec if with_bias else out
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
@@ -155,8 +235,8 @@ class TopKSAE(SAEBase):
         return torch.zeros_like(pre).scatter_(1, top.indices, F.relu(top.values))
 
     def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
-        vals, idx, _ = self.encode_sparse(x_BD)
-        return self.decode_sparse(vals, idx)
+        vals, sel, _ = self.encode_sparse(x_BD)
+        return self.decode_sparse(vals, sel)
 
     def auxk(self, x_BD, x_hat_BD, pre_BF, dead_F, k_aux: int) -> torch.Tensor:
         """AuxK loss: FVU of the residual x − x̂ reconstructed by the `k_aux` most active dead latents.
@@ -171,7 +251,8 @@ class TopKSAE(SAEBase):
         if dead_idx.numel() > self.d_sae // 2:
             with torch.no_grad():
                 aux_idx = pre_BF.masked_fill(~dead_F, -torch.inf).topk(n_aux, dim=1, sorted=False).indices
-            return train_fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, aux_idx), aux_idx, with_bias=False))
+            sel = Selection(aux_idx, self.d_sae)
+            return train_fvu(resid, self.decode_sparse(self.select(x_BD, pre_BF, sel), sel, with_bias=False))
         with torch.no_grad():
             keep = torch.zeros(x_BD.shape[0], dead_idx.numel(), dtype=torch.bool, device=x_BD.device)
             keep.scatter_(1, pre_BF[:, dead_idx].topk(n_aux, dim=1, sorted=False).indices, True)
@@ -180,13 +261,13 @@ class TopKSAE(SAEBase):
         return train_fvu(resid, z_dead @ self.W_dec[dead_idx])
 
     def training_step(self, x_BD: torch.Tensor, dead_F: torch.Tensor, cfg) -> StepOut:
-        vals, idx, pre = self.encode_sparse(x_BD)
-        x_hat = self.decode_sparse(vals, idx)
+        vals, sel, pre = self.encode_sparse(x_BD)
+        x_hat = self.decode_sparse(vals, sel)
         rec = train_fvu(x_BD, x_hat)
         aux = self.auxk(x_BD, x_hat, pre, dead_F, self.d_in // 2) if cfg.auxk_alpha > 0 and dead_F.any() else 0.0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x_BD.device)
-        fired[idx[vals > 0]] = True
-        return StepOut(rec + cfg.auxk_alpha * aux, rec, float((vals > 0).sum(1).float().mean()), fired, aux)
+        active = (vals > 0).detach()
+        fired = torch.bincount(sel.idx.reshape(-1), weights=active.reshape(-1).float(), minlength=self.d_sae) > 0
+        return StepOut(rec + cfg.auxk_alpha * aux, rec, float(active.sum()) / x_BD.shape[0], fired, aux)
 
     def saelens_cfg(self) -> dict:
         return {"k": self.k, "rescale_acts_by_decoder_norm": False}
