@@ -225,7 +225,34 @@ def test_control_activations_are_keyed_on_the_batch_size_their_noise_depends_on(
     with pytest.raises(A.ActivationError, match="noise_batch=4 must equal batch_size=8"):
         A.collect(c4, ["resid_post.1"], batch_size=8, progress=False)
     # every other variant's key is what it was before noise_batch existed
-    old = {k: v for k, v in dataclasses.asdict(spec).items() if k != "noise_batch"}
+    old = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("noise_batch", "store_dtype")}
     old["model_content"] = __import__("saesanity.content").content.files_digest(spec.model)  # a local model folder
     assert A.artifact_dirs(spec, ["mlp_out.0"]) == [artifact_path("activations", dict(old, hookpoint="mlp_out.0",
                                                                                          dtype="float32"), A._VERSION)]
+
+
+def test_float16_store_is_the_float32_array_rounded_and_keyed_apart(iso_cache, spec):
+    """store_dtype float16: half the bytes, each value the fp32 collection's rounded to nearest float16, under its
+    own key; the float32 key is what it was before the option existed (no `store_dtype` in the key fields)."""
+    import dataclasses
+
+    half = dataclasses.replace(spec, store_dtype="float16")
+    a32 = A.collect(spec, ["mlp_out.1"], batch_size=4, progress=False)["mlp_out.1"]
+    a16 = A.collect(half, ["mlp_out.1"], batch_size=4, progress=False)["mlp_out.1"]
+    assert a16.dtype == np.float16 and a16.shape == a32.shape and a16.nbytes * 2 == a32.nbytes
+    np.testing.assert_array_equal(a16, a32.astype(np.float16))
+    assert A.artifact_dirs(half, ["mlp_out.1"]) != A.artifact_dirs(spec, ["mlp_out.1"])
+    assert "store_dtype" not in A.key_fields(spec)
+    rel = np.linalg.norm(a16.astype(np.float32) - a32) / np.linalg.norm(a32)
+    assert 0 < rel < 2.0 ** -11  # rounding to 11 significant bits
+
+
+def test_float16_store_refuses_values_beyond_its_range(iso_cache, spec, monkeypatch):
+    import dataclasses
+
+    real = A.run_to_hookpoints
+    monkeypatch.setattr(A, "run_to_hookpoints", lambda *a, **k: {h: v * 1e6 for h, v in real(*a, **k).items()})
+    with pytest.raises(A.ActivationError, match=r"beyond float16's 65504 .*store it as float32"):
+        A.collect(dataclasses.replace(spec, store_dtype="float16"), ["resid_post.0"], batch_size=4, progress=False)
+    with pytest.raises(A.ActivationError, match=r"store_dtype='bfloat16'; valid: \['float32', 'float16'\]"):
+        dataclasses.replace(spec, store_dtype="bfloat16")

@@ -120,3 +120,18 @@ def test_profiles_set_autocast_through_sae_autocast():
     assert runs.train_cfg(baselines.view(H_on, "trained"), H.seed).autocast == "bf16"
     with pytest.raises(params.ParamsError, match=r"sae_autocast='fp16'; valid: \['none', 'bf16'\]"):
         params.load("paulo_fig1_matched_cosines", "smoke", sae_autocast="fp16")
+
+
+def test_float16_stored_activations_train_close_to_float32(data):
+    """Training on activations stored in float16 (`acts_dtype: float16`; the batch source upcasts each batch to
+    float32) lands within 1% of the float32-stored run's held-out FVU."""
+    acts, held = data
+    cfg = TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts.shape[0], dead_tokens=2048, log_every=16, lr=1e-2)
+    f32, _ = train_sae(acts, cfg, progress=False)
+    f16, _ = train_sae(acts.astype(np.float16), cfg, progress=False)
+    assert all(p.dtype == torch.float32 for p in f16.parameters())
+    assert not torch.equal(f32.W_dec, f16.W_dec)
+    x = torch.from_numpy(held)
+    with torch.no_grad():
+        a, b = (float(fvu(x, s.decode(s.encode(x)))) for s in (f32, f16))
+    assert a < 0.3 and abs(a - b) < 0.01 * a, f"held-out FVU float32-stored {a:.4f}, float16-stored {b:.4f}"

@@ -11,7 +11,7 @@ def test_fig1_paper_cost_by_hand():
     sae = 2 * 768 * 32768
     e = estimate.estimate("paulo_fig1_matched_cosines", "paper")
     assert e.gpu_hours == pytest.approx(8e9 * (fwd + 2 * sae) / estimate.RATE / 3600)
-    held = 10_000_000 * 768 * 4  # fp32 held-out activations
+    held = 10_000_000 * 768 * 2  # float16 held-out activations (acts_dtype)
     weights = 2 * 768 * 32768 * 4
     assert e.disk_gb == pytest.approx((8e9 * 2 + held + 2 * weights + 3 * 2 * weights) / 1e9)  # streamed: no train acts
     assert e.gpu_mem_gb == pytest.approx((2 * 16 * 2 * 768 * 32768 + 2 * 65536 * 32768 * 4 + 1048576 * 768 * 4) / 1e9)
@@ -30,7 +30,13 @@ def test_cached_activations_cost_their_disk_and_the_table_covers_every_notebook(
         cached = estimate.estimate("paulo_fig1_matched_cosines", "paper")
     finally:
         params.load = orig
-    assert cached.disk_gb - streamed.disk_gb == pytest.approx(8e9 * 768 * 4 / 1e9)  # 24.6 TB of fp32 activations
+    assert cached.disk_gb - streamed.disk_gb == pytest.approx(8e9 * 768 * 2 / 1e9)  # 12.3 TB of float16 activations
+    params.load = lambda stem, profile, **kw: dataclasses.replace(P, activations="cached", acts_dtype="float32")
+    try:
+        cached32 = estimate.estimate("paulo_fig1_matched_cosines", "paper")
+    finally:
+        params.load = orig
+    assert cached32.disk_gb - streamed.disk_gb == pytest.approx((8e9 * 768 * 4 + 10_000_000 * 768 * 2) / 1e9)
     rows = estimate.table().splitlines()[2:]
     assert len(rows) == 18 and all(r.startswith("| `") for r in rows)
     assert "release" in next(r for r in rows if "leask_stitching" in r)

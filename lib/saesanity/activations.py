@@ -179,10 +179,15 @@ class ActivationSpec:
     split: str = "train"
     variant_seed: int = 0
     drop_first: int = 1  # leading positions dropped from each sequence (attention-sink outliers)
-    model_dtype: str = "float32"  # dtype of the forward pass; arrays are stored fp32 either way
+    model_dtype: str = "float32"  # dtype of the forward pass
     # control only: sequences per forward pass, on which its noise depends (one draw per call of the embedding);
     # 0 for every other variant, and then not part of the key (their keys are what they were before it existed)
     noise_batch: int = 0
+    store_dtype: str = "float32"  # STORE_DTYPES: the arrays' dtype (the key's `dtype` field, as before it existed)
+
+    def __post_init__(self):
+        if self.store_dtype not in STORE_DTYPES:
+            raise ActivationError(f"store_dtype={self.store_dtype!r}; valid: {list(STORE_DTYPES)}")
 
     def n_seqs(self) -> int:
         return math.ceil(self.n_tokens / (self.seq_len - self.drop_first))
@@ -193,6 +198,7 @@ def key_fields(spec: ActivationSpec) -> dict:
     keys of a local or hub model and corpus (`models.content_id`, `corpus.content_id`) where they have one: an
     edited local folder or a moved hub branch is not the data the cached activations were made from."""
     fields = dataclasses.asdict(spec)
+    del fields["store_dtype"]  # it is the per-hookpoint `dtype` field (`_fields`)
     if not fields["noise_batch"]:
         del fields["noise_batch"]
     for name, content in (("model_content", model_content(spec.model)),
@@ -202,16 +208,25 @@ def key_fields(spec: ActivationSpec) -> dict:
     return fields
 
 
+STORE_DTYPES = {"float32": np.float32, "float16": np.float16}  # what an activation array may be stored in
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _fields(spec: ActivationSpec, hookpoint: str) -> dict:
+    """The cache key fields of one hookpoint's array."""
+    return dict(key_fields(spec), hookpoint=hookpoint, dtype=spec.store_dtype)
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
 
-def _fresh_array(path: Path, rows: int, d: int) -> np.ndarray:
-    """A new [rows, d] fp32 .npy memmap whose blocks are reserved on disk first (`posix_fallocate`), so a disk
+def _fresh_array(path: Path, rows: int, d: int, dtype=np.float32) -> np.ndarray:
+    """A new [rows, d] .npy memmap whose blocks are reserved on disk first (`posix_fallocate`), so a disk
     that fills up fails here with a message, not later with SIGBUS inside a write to the mapping."""
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, d))
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, d))
     size = path.stat().st_size
     fd = os.open(path, os.O_RDWR)
     try:
@@ -226,7 +241,8 @@ def _fresh_array(path: Path, rows: int, d: int) -> np.ndarray:
     return arr
 
 
-def _resume_partial(w: Path, seqs: np.ndarray, rows: int, d: int, per_seq: int) -> tuple[np.ndarray, int] | None:
+def _resume_partial(w: Path, seqs: np.ndarray, rows: int, d: int, per_seq: int,
+                    dtype=np.float32) -> tuple[np.ndarray, int] | None:
     """(the array, sequences done) of an interrupted collection's work folder `w`, or None to start it afresh:
     nothing there, or something unusable — an unreadable or out-of-range progress.json, an acts.npy of the wrong
     shape or truncated, token rows that are not these, or an all-zero row among those it says are written (a
@@ -239,8 +255,8 @@ def _resume_partial(w: Path, seqs: np.ndarray, rows: int, d: int, per_seq: int) 
         if not isinstance(done, int) or not 0 <= done <= seqs.shape[0]:
             raise ValueError(f"seqs_done={done!r} outside [0, {seqs.shape[0]}]")
         arr = np.lib.format.open_memmap(acts, mode="r+")
-        if arr.shape != (rows, d) or arr.dtype != np.float32:
-            raise ValueError(f"acts.npy is {arr.shape} {arr.dtype}, not {(rows, d)} float32")
+        if arr.shape != (rows, d) or arr.dtype != dtype:
+            raise ValueError(f"acts.npy is {arr.shape} {arr.dtype}, not {(rows, d)} {np.dtype(dtype).name}")
         if not np.array_equal(np.load(w / "tokens.npy"), seqs):
             raise ValueError("its token rows are not this collection's")
         zero = int((~arr[:done * per_seq].any(axis=1)).sum())
@@ -256,7 +272,7 @@ def _resume_partial(w: Path, seqs: np.ndarray, rows: int, d: int, per_seq: int) 
 
 def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8, device: str = "cpu",
             lm: LoadedModel | None = None, progress: bool = True) -> dict[str, np.ndarray]:
-    """Activations [n_rows, d_model] float32 (memory-mapped, read-only) at each hookpoint.
+    """Activations [n_rows, d_model] in `spec.store_dtype` (memory-mapped, read-only) at each hookpoint.
 
     Hookpoints already cached are read; the missing ones are computed together in one forward pass
     per batch. Collection resumes where an interrupted run stopped.
@@ -266,7 +282,8 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
     if spec.variant == "control" and spec.noise_batch != batch_size:
         raise ActivationError(f"control activations depend on the batch size (their noise is one draw per forward "
                               f"pass): spec.noise_batch={spec.noise_batch} must equal batch_size={batch_size}")
-    fields = [dict(key_fields(spec), hookpoint=h, dtype="float32") for h in hookpoints]
+    fields = [_fields(spec, h) for h in hookpoints]
+    store = STORE_DTYPES[spec.store_dtype]
     if len(set(hookpoints)) != len(hookpoints):
         raise HookpointError(f"hookpoints {hookpoints} repeat a name")
 
@@ -287,20 +304,21 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
         seqs = np.ascontiguousarray(seqs[:n_seqs])
         rows, d = n_seqs * per_seq, lm.d_model
         # what is still to be written: a resumed collection's arrays already hold their written pages
-        need = rows * d * 4 * len(works) - sum(allocated_bytes(w / "acts.npy") for w in works)
+        need = rows * d * np.dtype(store).itemsize * len(works) - sum(allocated_bytes(w / "acts.npy") for w in works)
         free = shutil.disk_usage(works[0].parent).free
         if need > free:
-            raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} fp32 need {human_bytes(need)} "
+            raise ActivationError(f"{len(works)} activation array(s) of {rows:,}×{d} {spec.store_dtype} need "
+                                  f"{human_bytes(need)} "
                                   f"more; only {human_bytes(free)} free under {works[0].parent}: free space or set "
                                   "SAESANITY_CACHE elsewhere")
         arrays, done = [], n_seqs
         for w in works:
-            resumed = _resume_partial(w, seqs, rows, d, per_seq)
+            resumed = _resume_partial(w, seqs, rows, d, per_seq, store)
             if resumed is not None:
                 arrays.append(resumed[0])
                 done = min(done, resumed[1])
             else:
-                arrays.append(_fresh_array(w / "acts.npy", rows, d))
+                arrays.append(_fresh_array(w / "acts.npy", rows, d, store))
                 np.save(w / "tokens.npy", seqs)
                 done = 0
         emb = lm.model.get_input_embeddings()
@@ -318,6 +336,9 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
                 if not np.isfinite(a).all():
                     raise ActivationError(f"activations at {name} contain NaN/inf (sequences {b}–{b + len(ids) - 1} "
                                           f"of {spec.model} {spec.variant})")
+                if store is np.float16 and np.abs(a).max() > FP16_MAX:
+                    raise ActivationError(f"an activation at {name} is {np.abs(a).max():.4g}, beyond float16's "
+                                          f"{FP16_MAX:g} (sequences {b}–{b + len(ids) - 1}): store it as float32")
                 arr[b * per_seq:b * per_seq + a.shape[0]] = a
             bar.update(len(ids) * per_seq)
             if time.perf_counter() - last_save >= _SAVE_EVERY_S:
@@ -342,5 +363,4 @@ def artifact_dirs(spec: ActivationSpec, hookpoints: list[str]) -> list[Path]:
     """Where `collect` keeps each hookpoint's array (to key downstream artifacts on)."""
     from .cache import artifact_path
 
-    return [artifact_path("activations", dict(key_fields(spec), hookpoint=h, dtype="float32"), _VERSION)
-            for h in hookpoints]
+    return [artifact_path("activations", _fields(spec, h), _VERSION) for h in hookpoints]

@@ -16,9 +16,10 @@ otherwise. Definitions (tokens T, hookpoint width d, latents F, batch B):
   an assumed sustained rate for one H100-class GPU (≈ 20–40 % of its bf16 / TF32 peak); the
   memory-bound TopK over [B, F] is not counted. Divide by the GPU count for torchrun runs.
 - **Disk**: token rows (2 bytes a token for vocabularies ≤ 65,536, else 4), the cached held-out
-  activations (n_eval_tokens · d · 4 bytes per hookpoint and variant), every SAE (2 · d · F · 4 bytes)
-  and, while one trains, its checkpoint (3× that: weights and Adam's two moments). Streamed training
-  activations take no disk; with `activations: cached` they take T · d · 4 bytes per hookpoint.
+  activations (n_eval_tokens · d · s bytes per hookpoint and variant, s = 4 for `acts_dtype` float32,
+  2 for float16), every SAE (2 · d · F · 4 bytes) and, while one trains, its checkpoint (3× that:
+  weights and Adam's two moments). Streamed training activations take no disk; with
+  `activations: cached` they take T · d · s bytes per hookpoint.
 - **GPU memory** (largest training pass): every member's weights, gradients and Adam state
   (16 · 2 · d · F bytes each), the shuffle buffer (stream_buffer_tokens · d · 4), and the largest
   member's dense pre-activations and their TopK workspace (2 · B · F · 4) — the members step one
@@ -145,6 +146,11 @@ class Estimate:
     note: str
 
 
+def _store_bytes(P) -> int:
+    """Bytes a cached activation value takes (`acts_dtype`)."""
+    return 2 if getattr(P, "acts_dtype", "float32") == "float16" else 4
+
+
 def estimate(stem: str, profile: str = "paper") -> Estimate:
     """Disk, GPU memory and GPU-hours of `stem`'s SAE training under `profile` (module docstring)."""
     from . import params
@@ -158,7 +164,7 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     if not ps:
         note = f"SAEs from the release {P.release}" if getattr(P, "release", "") else "no SAE training"
         note += "; explanations and scores by the chat model" if hasattr(P, "llm_model") else ""
-        held = P.n_eval_tokens * shape.d * 4 if hasattr(P, "n_eval_tokens") else 0
+        held = P.n_eval_tokens * shape.d * _store_bytes(P) if hasattr(P, "n_eval_tokens") else 0
         return Estimate(stem, 0.0, held / 1e9, 0.0, note)
     ctx = P.seq_len
     flops = sum(p.tokens * (forward_flops(shape, p.layer, ctx) + sum(sae_flops(shape.d, f, a) for f, a in p.saes))
@@ -166,11 +172,12 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     tok_bytes = 2 if shape.vocab <= 1 << 16 else 4
     n_hooks = len(getattr(P, "layers", [None])) * len(getattr(P, "kinds", [None]))  # hookpoints evaluated
     n_variants = len(getattr(P, "variants", [None]))
-    held = P.n_eval_tokens * shape.d * 4 * n_hooks * n_variants
+    held = P.n_eval_tokens * shape.d * _store_bytes(P) * n_hooks * n_variants
     saes = sum(2 * shape.d * f * 4 for p in ps for f, _ in p.saes)
     biggest = max(ps, key=lambda p: sum(f for f, _ in p.saes))
     ckpt = 3 * sum(2 * shape.d * f * 4 for f, _ in biggest.saes)
-    acts = 0 if getattr(P, "activations", "cached") == "streamed" else max(p.tokens for p in ps) * shape.d * 4 * n_hooks
+    acts = 0 if getattr(P, "activations", "cached") == "streamed" else \
+        max(p.tokens for p in ps) * shape.d * _store_bytes(P) * n_hooks
     disk = max(p.tokens for p in ps) * tok_bytes + held + saes + ckpt + acts
     members = sum(16 * 2 * shape.d * f for f, _ in biggest.saes)
     batch = 2 * P.batch_size * max(f for f, _ in biggest.saes) * 4

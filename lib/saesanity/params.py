@@ -81,6 +81,7 @@ class ParamsError(ValueError):
 # (tests/test_params.py checks each against the registry of the module that implements it)
 Profile = Literal["smoke", "default", "paper-mini", "paper"]
 Dtype = Literal["float32", "bfloat16", "float16"]  # models.DTYPES
+ActsDtype = Literal["float32", "float16"]  # activations.STORE_DTYPES
 Variant = Literal["trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control"]  # models.VARIANTS
 HookKind = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]  # activations.HOOK_KINDS
 Activations = Literal["cached", "streamed"]
@@ -156,7 +157,10 @@ class ModelData(Text):
     n_tokens: int = param("training tokens of activations collected (and seen by each SAE, one epoch)")
     model_batch_size: int = param("sequences per model forward pass", 8)
     model_dtype: Dtype = param("dtype of the model's forward pass: float32 | bfloat16 | float16 "
-                               "(activations are kept in fp32)", "bfloat16")
+                               "(activations are stored in acts_dtype)", "bfloat16")
+    acts_dtype: ActsDtype = param("dtype cached activations are stored in: float16 (half float32's disk and "
+                                  "memory traffic; exact for a bfloat16 forward within float16's range, else 11 "
+                                  "significant bits: bench/RESULTS.md) | float32", "float16")
     device: str = param("cpu | cuda (or cuda:<n>)", "cpu")
 
     def check(self) -> None:

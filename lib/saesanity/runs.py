@@ -69,7 +69,8 @@ def activation_spec(P: RunParams, split: str = "train") -> ActivationSpec:
     n = P.n_tokens if split == "train" else P.n_eval_tokens
     return ActivationSpec(model=P.model, variant=P.variant, corpus=P.corpus, n_tokens=n, seq_len=P.seq_len,
                           seed=P.data_seed, split=split, model_dtype=P.model_dtype,
-                          noise_batch=P.model_batch_size if P.variant == "control" else 0)
+                          noise_batch=P.model_batch_size if P.variant == "control" else 0,
+                          store_dtype=getattr(P, "acts_dtype", "float32"))
 
 
 def train_cfg(P: RunParams, seed: int) -> TrainConfig:
