@@ -145,6 +145,15 @@ def test_nan_activations_rejected_by_training():
     acts[700, 3] = np.nan
     with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
         train_sae(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)
+    acts[700, 3] = np.inf
+    with pytest.raises(ValueError, match=r"NaN/inf \(row 700"):
+        train_sae(acts, TrainConfig(d_sae=32, k=4, batch_size=1024, n_tokens=1024), progress=False)
+    # finite values whose sum overflows are not mistaken for NaN/inf (the batch check sums first)
+    from saesanity.sae.train import MemmapSource
+
+    acts[700, 3] = acts[701, 3] = 3e38
+    x = MemmapSource(acts, np.arange(1024)[None]).batch(0)
+    assert not torch.isfinite(x.sum()) and torch.isfinite(x).all()
 
 
 def test_mis_shaped_decoder_rejected(tmp_path):
@@ -223,3 +232,27 @@ def test_auxk_dense_over_dead_latents_equals_the_definition():
         assert torch.allclose(got, ref, atol=1e-6)
         for a, b in zip(g_got, g_ref):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_linear_lr_schedule_is_transformers_after_the_warm_up():
+    """lr_schedule='linear' decays as transformers' get_linear_schedule_with_warmup (sparsify's) once the warm-up is
+    over, reaching 0 after the last step; 'constant' is not in the key (old keys hold); snapshots are refused."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from saesanity.sae.train import lr_at
+
+    cfg = TrainConfig(d_sae=16, k=2, batch_size=8, n_tokens=8 * 50, lr=2e-3, warmup_steps=10, lr_schedule="linear")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    ref = get_linear_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=50).lr_lambdas[0]
+    for step in range(10, 50):
+        assert lr_at(cfg, step) == pytest.approx(cfg.lr * ref(step))
+    assert lr_at(cfg, 49) > 0 and lr_at(cfg, 50) == 0.0
+    assert [lr_at(cfg, s) for s in (0, 4, 9)] == pytest.approx([cfg.lr * (s + 1) / 10 for s in (0, 4, 9)])
+    const = dataclasses.replace(cfg, lr_schedule="constant")
+    assert "lr_schedule" not in const.key() and cfg.key()["lr_schedule"] == "linear"
+    assert lr_at(const, 49) == cfg.lr
+    acts, _ = planted(n=400)
+    with pytest.raises(ValueError, match="snapshots need a constant learning rate"):
+        train_sae(acts, cfg, progress=False, snapshots={80: lambda sae, log: None})
+    with pytest.raises(ValueError, match="lr_schedule='cosine'; valid"):
+        dataclasses.replace(cfg, lr_schedule="cosine")

@@ -78,10 +78,15 @@ class TrainConfig:
     jumprelu_init_threshold: float = 1e-3  # in units of s/√D of the first batch
     jumprelu_bandwidth: float = 1e-3  # ε of the straight-through estimator, same units
     autocast: str = "none"  # none: fp32 forward | bf16: forward under torch.autocast(bfloat16) (module docstring)
+    # constant: lr after the warm-up | linear: after it, linear decay to 0 at the run's end (sparsify's
+    # get_linear_schedule_with_warmup, the papers' engine); `lr_at`
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast={self.autocast!r}; valid: {list(AUTOCAST)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
 
     def key(self) -> dict:
         """The fields that define this SAE: the ones its architecture uses (the cache key); `autocast`
@@ -93,11 +98,14 @@ class TrainConfig:
                   | {"k", "auxk_alpha", "dead_tokens"}}[self.architecture]
         if self.autocast == "none":
             unused = unused | {"autocast"}
+        if self.lr_schedule == "constant":  # keys of constant-rate runs are the ones from before the option
+            unused = unused | {"lr_schedule"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
+LR_SCHEDULES = ("constant", "linear")
 
 
 def autocast(cfg: TrainConfig, device: str):
@@ -157,7 +165,8 @@ class MemmapSource:
             per = len(rows) // world
             rows = rows[rank * per:(rank + 1) * per]
         x = torch.from_numpy(np.asarray(self.acts[rows], dtype=np.float32))
-        if not torch.isfinite(x).all():
+        # one pass: a finite sum of the batch means every value is finite; only then look closer (an overflowing sum)
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
             bad = int(rows[int(torch.nonzero(~torch.isfinite(x).all(1))[0])])
             raise ValueError(f"activations contain NaN/inf (row {bad:,}, batch {step}); refusing to train on them")
         return x
@@ -372,6 +381,9 @@ def _train_family(sources, member_of, cfgs, checkpoint, progress, on_batch, snap
 
 
 def _snapshot_steps(cfg: TrainConfig, snapshots: dict[int, Callable]) -> dict[int, Callable]:
+    if snapshots and cfg.lr_schedule != "constant":
+        raise ValueError(f"snapshots need a constant learning rate: under lr_schedule={cfg.lr_schedule!r} a shorter "
+                         "run decays to 0 at its own end, so it is not a prefix of a longer one (train it separately)")
     out = {}
     for n, fn in snapshots.items():
         if not cfg.batch_size <= n < cfg.n_tokens:
@@ -381,9 +393,20 @@ def _snapshot_steps(cfg: TrainConfig, snapshots: dict[int, Callable]) -> dict[in
     return out
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of step `step` (0-based): lr · (step + 1) / warmup_steps during the warm-up; then lr
+    (constant), or lr · (steps − step) / (steps − warmup_steps) (linear, reaching 0 after the last of the
+    n_tokens // batch_size steps, as transformers' get_linear_schedule_with_warmup, which sparsify uses)."""
+    warm = max(cfg.warmup_steps, 1)
+    if step < warm or cfg.lr_schedule == "constant":
+        return cfg.lr * min(1.0, (step + 1) / warm)
+    steps = cfg.n_tokens // cfg.batch_size
+    return cfg.lr * max(0.0, (steps - step) / max(steps - warm, 1))
+
+
 def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
     for group in opt.param_groups:
-        group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        group["lr"] = lr_at(cfg, step)
 
 
 def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: TrainConfig, step: int) -> StepOut:
