@@ -79,6 +79,33 @@ def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, m
     assert calls == [2048]
 
 
+def test_training_length_sweep_with_a_decaying_rate_trains_each_length_as_its_own_run(iso_cache, tiny_llama_dir,
+                                                                                    monkeypatch):
+    """lr_schedule linear: a shorter run is no snapshot of a longer one, so every length is a member of one family
+    (one pass), each bitwise the run trained alone; runs.convergence then checks those runs."""
+    from saesanity import params
+    from saesanity.sae import train_sae
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
+                    d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
+                    train_tokens=[1024, 2048, 4096], lr_schedule="linear")
+    calls = []
+    real = runs.train_family
+    monkeypatch.setattr(runs, "train_family", lambda src, cfgs, **kw: calls.append(sorted(c.n_tokens for c in cfgs))
+                        or real(src, cfgs, **kw))
+    rows = runs.sweep(P, "n_tokens", [1024, 2048, 4096], progress=False)
+    assert calls == [[1024, 1024, 2048, 2048, 4096, 4096]]  # one pass, every length and seed its own member
+    assert [r["n_tokens"] for r in rows] == [1024, 2048, 4096]
+    acts, d = runs.data_for(P, "train", False)
+    cfg = dataclasses.replace(runs.train_cfg(P, P.seeds[0]), n_tokens=2048)
+    assert cfg.lr_schedule == "linear"
+    short = runs.train_cached(acts, d, cfg, progress=False)
+    fresh, _ = train_sae(acts, cfg, progress=False)
+    torch.testing.assert_close(short.sae.W_dec, fresh.W_dec, rtol=0, atol=0)
+    rec = runs.convergence(P, progress=False)
+    assert [p["n_tokens"] for p in rec["points"]] == [1024, 2048, 4096] and rec["converged"] in (True, False)
+
+
 def test_calibrate_sparsity_moves_relu_l0_to_target(iso_cache, tmp_path):
     from helpers import planted
 

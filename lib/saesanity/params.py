@@ -87,6 +87,7 @@ HookKind = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]  # activati
 Activations = Literal["cached", "streamed"]
 Trainer = Literal["ours", "sparsify"]
 Autocast = Literal["none", "bf16"]
+LRSchedule = Literal["constant", "linear"]  # sae.train.LR_SCHEDULES
 Architecture = Literal["topk", "batchtopk", "relu", "gated", "jumprelu"]  # sae.arch.ARCHITECTURES
 Explainer = Literal["llm", "top-tokens"]  # autointerp.explainers.EXPLAINERS
 Backend = Literal["hf-local", "openai-compatible"]  # autointerp.pipeline.BACKENDS
@@ -194,6 +195,8 @@ class SAETraining(_Group):
                         "epochs; a repeated row is the same activation vector, a repeated sample); cached only", 1)
     sae_autocast: Autocast = param("none: fp32 SAE forward | bf16: our trainer's SAE forward under bf16 autocast, fp32 "
                                    "parameters and Adam (sparsify keeps its own precision)", "none")
+    lr_schedule: LRSchedule = param("constant: lr after the warm-up | linear: decaying to 0 at each run's end, as "
+                                    "sparsify's (our trainer; then every training length is its own run)", "constant")
 
     def sae_hookpoints(self) -> list[str]:
         """The hookpoints SAEs are trained at (the trainer must support each)."""

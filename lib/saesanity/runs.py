@@ -75,10 +75,11 @@ def activation_spec(P: RunParams, split: str = "train") -> ActivationSpec:
 
 def train_cfg(P: RunParams, seed: int) -> TrainConfig:
     """P's SAE config at `seed`. `P.sae_autocast` ("none" | "bf16", "none" where P has no such parameter) runs
-    our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision."""
+    our trainer's forward under bf16 autocast (`sae.train`); sparsify (P.trainer) keeps its own precision.
+    `P.lr_schedule` ("constant" where P has none) is our trainer's (`sae.train.lr_at`)."""
     return TrainConfig(d_sae=P.d_sae, k=P.k, batch_size=P.batch_size, lr=P.lr, seed=seed, data_seed=P.data_seed,
                        n_tokens=P.n_tokens * getattr(P, "epochs", 1), auxk_alpha=P.auxk_alpha,
-                       autocast=getattr(P, "sae_autocast", "none"))
+                       autocast=getattr(P, "sae_autocast", "none"), lr_schedule=getattr(P, "lr_schedule", "constant"))
 
 
 @dataclass(frozen=True)
@@ -700,14 +701,16 @@ def sweeps(P, *, progress: bool = True) -> dict[str, list[dict]]:
 def sweep_train(P: RunParams, axis: str, values: list[int], *, progress: bool = True):
     """Train (or load) every SAE of `sweep(P, axis, values)` in one pass over the data: all seeds × values as
     one family; along `n_tokens`, the seeds trained to the longest missing length publish the shorter ones
-    as snapshots. With sparsify (P.trainer), TopK SAEs train one run per value, its seeds together (its
-    learning rate decays to zero at each run's end, so a shorter run is no prefix of a longer one).
+    as snapshots. With sparsify (P.trainer), TopK SAEs train one run per value, its seeds together, and with our
+    trainer under `lr_schedule: linear` every length is a member of the one family: a decaying learning rate
+    reaches zero at each run's end, so a shorter run is no prefix of a longer one.
     Returns the training data (`data_for`)."""
     if axis not in ("d_sae", "k", "n_tokens"):
         raise ValueError(f"sweep axis {axis!r}; valid: 'd_sae', 'k', 'n_tokens'")
     acts, acts_dir = data_for(P, "train", progress)
     base = [train_cfg(P, s) for s in P.seeds[:2]]
-    if axis != "n_tokens" or isinstance(acts, SparsifyRun):  # sparsify: one run per length (its lr decays to 0)
+    if axis != "n_tokens" or isinstance(acts, SparsifyRun) or base[0].lr_schedule != "constant":
+        # a decaying rate (sparsify's, or ours with lr_schedule linear): every length is its own run
         train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
         return acts, acts_dir
     todo = {s: sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
@@ -828,13 +831,15 @@ def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: 
 def convergence(P: RunParams, *, progress: bool = True) -> dict:
     """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (n = P.n_tokens x epochs): the
     shorter SAEs are snapshots of the run to n (free on a cold cache, 0.75× more training when the n-token SAEs
-    were trained without them). Not checked with sparsify, whose learning rate decays to zero at each run's end
-    (a shorter run is then no prefix of a longer one and would cost another 0.75× of the training)."""
+    were trained without them); under `lr_schedule: linear` they are runs of their own (0.75× more training, in
+    the same pass). Not checked with sparsify, whose learning rate also decays to zero at each run's end (its
+    runs are separate passes of the model, so checking would cost 0.75× more of them)."""
     from . import convergence as conv
 
     if P.trainer == "sparsify":
         return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
                 "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+    # ours under lr_schedule linear: the shorter lengths train as runs of their own (0.75x more training), in one pass
     n = P.n_tokens * getattr(P, "epochs", 1)
     lengths = [m for m in (n // 4, n // 2, n) if m >= P.batch_size]
     rows = sweep(P, "n_tokens", lengths, progress=progress)
