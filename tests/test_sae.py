@@ -256,3 +256,18 @@ def test_linear_lr_schedule_is_transformers_after_the_warm_up():
         train_sae(acts, cfg, progress=False, snapshots={80: lambda sae, log: None})
     with pytest.raises(ValueError, match="lr_schedule='cosine'; valid"):
         dataclasses.replace(cfg, lr_schedule="cosine")
+
+
+def test_training_workspace_is_reused_per_shape_across_a_family_of_sizes():
+    """The [B, F] pre-activation buffer is one per shape: members of several sizes stepping in turn each find theirs
+    again (no fresh allocation a step), and only the most recent `_WORK_SHAPES` shapes are held."""
+    from saesanity.sae import topk
+
+    topk._WORK.clear()
+    shapes = [(64, 32), (64, 48), (64, 96)]
+    first = [topk._workspace(s, torch.float32, "cpu") for s in shapes]
+    again = [topk._workspace(s, torch.float32, "cpu") for s in shapes]
+    assert all(a is b for a, b in zip(first, again))
+    for f in range(topk._WORK_SHAPES + 1):
+        topk._workspace((8, 100 + f), torch.float32, "cpu")
+    assert len(topk._WORK) == topk._WORK_SHAPES and (8, 100) not in {k[0] for k in topk._WORK}

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -70,10 +71,6 @@ class Selection:
         self.idx = idx_BK.sort(dim=1).values
         self.n_lat = n_lat
         self._pattern = self._by_latent = None
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.idx.shape
 
     def pattern(self) -> torch.Tensor:
         if self._pattern is None:
@@ -177,18 +174,22 @@ class _SparseDecode(torch.autograd.Function):
         return grad_vals, grad_W, None
 
 
-_WORK: dict = {}
+_WORK: OrderedDict = OrderedDict()
+_WORK_SHAPES = 4  # buffers kept: a family of several sizes (Fig. 5's, Leask's) steps through one shape each
 
 
 def _workspace(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """One [B, F] buffer for the training step's dense pre-activations, reused from step to step (and shared by
-    the members of a family, which step one after another): a fresh 20-80 MB tensor each step costs a page fault
-    per 4 KB page on first touch, several ms a step on our virtual machines. Only the last shape is kept."""
+    """A [B, F] buffer for the training step's dense pre-activations, reused from step to step (and shared by
+    the members of a family of one shape, which step one after another): a fresh 20-80 MB tensor each step costs
+    a page fault per 4 KB page on first touch, several ms a step on our virtual machines. One buffer per shape,
+    the `_WORK_SHAPES` most recently used."""
     key = (tuple(shape), dtype, torch.device(device))
-    buf = _WORK.get(key)
-    if buf is None:
-        _WORK.clear()
-        buf = _WORK[key] = torch.empty(shape, dtype=dtype, device=device)
+    if key in _WORK:
+        _WORK.move_to_end(key)
+        return _WORK[key]
+    while len(_WORK) >= _WORK_SHAPES:
+        _WORK.popitem(last=False)
+    buf = _WORK[key] = torch.empty(shape, dtype=dtype, device=device)
     return buf
 
 
