@@ -336,8 +336,9 @@ def collect(spec: ActivationSpec, hookpoints: list[str], *, batch_size: int = 8,
                 if not np.isfinite(a).all():
                     raise ActivationError(f"activations at {name} contain NaN/inf (sequences {b}–{b + len(ids) - 1} "
                                           f"of {spec.model} {spec.variant})")
-                if store is np.float16 and np.abs(a).max() > FP16_MAX:
-                    raise ActivationError(f"an activation at {name} is {np.abs(a).max():.4g}, beyond float16's "
+                peak = float(np.abs(a).max()) if store is np.float16 else 0.0
+                if peak > FP16_MAX:
+                    raise ActivationError(f"an activation at {name} is {peak:.4g}, beyond float16's "
                                           f"{FP16_MAX:g} (sequences {b}–{b + len(ids) - 1}): store it as float32")
                 arr[b * per_seq:b * per_seq + a.shape[0]] = a
             bar.update(len(ids) * per_seq)

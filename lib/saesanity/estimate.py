@@ -32,6 +32,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+import numpy as np
+
 GPU_START, GPU_END = "<!-- gpu-table:start -->", "<!-- gpu-table:end -->"
 RATE = 100e12  # FLOP/s sustained on one H100-class GPU (an assumption; bench/gpu_check.py measures)
 
@@ -147,8 +149,8 @@ class Estimate:
 
 
 def _store_bytes(P) -> int:
-    """Bytes a cached activation value takes (`acts_dtype`)."""
-    return 2 if getattr(P, "acts_dtype", "float32") == "float16" else 4
+    """Bytes a cached activation value takes (`acts_dtype`, a numpy dtype name)."""
+    return np.dtype(getattr(P, "acts_dtype", "float32")).itemsize
 
 
 def estimate(stem: str, profile: str = "paper") -> Estimate:
