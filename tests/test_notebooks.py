@@ -15,14 +15,14 @@ from saesanity import paths
 STEMS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 # keys the README and later notebooks read from each JSON
 REQUIRED = {
-    "heap_metrics_vs_layer": ["ours", "claims", "scale", "setup"],
+    "heap_metrics_vs_layer": ["convergence.n_members", "ours", "claims", "scale", "setup"],
     "heap_toy_models": ["ours.hypothesis1", "ours.hypothesis2", "claims", "scale"],
     "autointerp_calibration": ["summary", "claims", "configs", "explanations", "scale"],
     "heap_figB_autointerp_roc": ["auroc", "auroc_bootstrap_sd", "claims", "config", "scale"],
     "paulo_fig3_interp_vs_sharing": ["mean_auroc_by_found", "compared", "spearman_found_vs_score", "claims", "pairs", "scale"],
     "paulo_table1_unpaired_explanations": ["ours", "paper", "claims", "score", "scale"],
-    "leask_novel_fraction": ["novel_fraction_at_theta", "novel_fraction_curve", "compared", "claims", "scale"],
-    "leask_stitching": ["insertion", "swap_path", "swap_path_summary", "claims", "scale"],
+    "leask_novel_fraction": ["convergence.n_members", "novel_fraction_at_theta", "novel_fraction_curve", "compared", "claims", "scale"],
+    "leask_stitching": ["convergence.n_members", "insertion", "swap_path", "swap_path_summary", "claims", "scale"],
     "leask_meta_sae": ["meta", "examples", "claims", "scale"],
     "heap_token_entropy": ["ours.median_entropy_bits", "ours.max_entropy_bits", "claims", "scale"],
     "paulo_fig1_matched_cosines": ["compared.shared_frac_paper.ours", "compared.shared_frac_paper.paper",
@@ -37,7 +37,7 @@ REQUIRED = {
     "paulo_figA2_threshold_rules": ["convergence.converged", "compared.mean_alignment_agree.ours", "compared.mean_alignment_disagree.paper",
                                     "compared.shared_frac_paper_rule_at_0.7.ours", "max_minus_hungarian_at_0.7",
                                     "shared_frac_at_thresholds", "claims"],
-    "paulo_fig5_overlap_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens", "paper.d_sae",
+    "paulo_fig5_overlap_vs_size_k_tokens": ["convergence.n_members", "ours.d_sae", "ours.k", "ours.n_tokens", "paper.d_sae",
                                             "spearman_shared_vs_axis", "paper_trend", "claims"],
     "paulo_figA4_mean_cosines_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens",
                                                   "max_at_least_matched_everywhere", "claims"],

@@ -49,8 +49,8 @@ def test_sweep_params_reject_impossible_points():
 
     with pytest.raises(params.ParamsError, match=r"sweep values \[4608\] violate 0 < k < d_sae"):
         params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", ks=[16, 4608])
-    with pytest.raises(params.ParamsError, match=r"train_tokens \[2000000\] must lie in"):
-        params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", train_tokens=[2_000_000])
+    with pytest.raises(params.ParamsError, match=r"train_tokens \[16000000\] must lie in"):
+        params.load("paulo_fig5_overlap_vs_size_k_tokens", "default", train_tokens=[16_000_000])
 
 
 def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, monkeypatch):
@@ -58,7 +58,7 @@ def test_training_length_sweep_trains_once_per_seed(iso_cache, tiny_llama_dir, m
 
     P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
                     d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
-                    train_tokens=[1024, 2048, 4096])
+                    train_tokens=[1024, 2048, 4096], epochs=1)
     calls = []
     real = runs.train_family
     monkeypatch.setattr(runs, "train_family", lambda src, cfgs, **kw: calls.extend(c.n_tokens for c in cfgs)
@@ -88,7 +88,7 @@ def test_training_length_sweep_with_a_decaying_rate_trains_each_length_as_its_ow
 
     P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
                     d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
-                    train_tokens=[1024, 2048, 4096], lr_schedule="linear")
+                    train_tokens=[1024, 2048, 4096], lr_schedule="linear", epochs=1)
     calls = []
     real = runs.train_family
     monkeypatch.setattr(runs, "train_family", lambda src, cfgs, **kw: calls.append(sorted(c.n_tokens for c in cfgs))
@@ -104,6 +104,36 @@ def test_training_length_sweep_with_a_decaying_rate_trains_each_length_as_its_ow
     torch.testing.assert_close(short.sae.W_dec, fresh.W_dec, rtol=0, atol=0)
     rec = runs.convergence(P, progress=False)
     assert [p["n_tokens"] for p in rec["points"]] == [1024, 2048, 4096] and rec["converged"] in (True, False)
+
+
+def test_a_sweep_point_publishes_the_runs_its_convergence_check_compares(iso_cache, tiny_llama_dir, monkeypatch):
+    """Along d_sae, each point's run to n publishes n/4 and n/2 as snapshots, so runs.convergence at that point
+    (and fvu_convergence of one seed) trains nothing more; a decaying rate publishes none."""
+    from saesanity import params
+
+    P = params.load("paulo_fig5_overlap_vs_size_k_tokens", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
+                    d_sae=64, k=4, n_tokens=2048, epochs=2, batch_size=512, n_eval_tokens=1024,
+                    corpus="debian:fortunes", sizes=[32, 64], train_tokens=[1024, 4096])
+    acts, _ = runs.data_for(P, "train", False)
+    assert runs.check_lengths(P) == [1024, 2048, 4096] and runs.snapshot_lengths(P, acts) == (1024, 2048)
+    assert runs.snapshot_lengths(dataclasses.replace(P, lr_schedule="linear"), acts) == ()
+    calls = []
+    real = runs.train_family
+    monkeypatch.setattr(runs, "train_family", lambda src, cfgs, **kw: calls.append(
+        [(c.d_sae, c.n_tokens, tuple(sorted(s))) for c, s in zip(cfgs, kw.get("snapshots") or [{}] * len(cfgs))])
+        or real(src, cfgs, **kw))
+    runs.sweep(P, "d_sae", [32, 64], progress=False)
+    assert calls == [[(s, 4096, (1024, 2048)) for s in (32, 32, 64, 64)]]
+    calls.clear()
+    rec = runs.convergence(P, d_sae=32, progress=False)
+    assert calls == [] and [p["n_tokens"] for p in rec["points"]] == [1024, 2048, 4096]
+    assert rec["checks"] == ["fvu", "shared"] and rec["converged"] in (True, False)
+    held = runs.heldout_acts(P, progress=False)
+    one = runs.fvu_convergence(P, dataclasses.replace(runs.train_cfg(P, P.seeds[0]), d_sae=64), held, progress=False)
+    assert calls == [] and one["checks"] == ["fvu"]
+    by_hand = [runs.evaluate(runs.train_cached(acts, runs.data_for(P, "train", False)[1], dataclasses.replace(
+        runs.train_cfg(P, P.seeds[0]), d_sae=64, n_tokens=m), progress=False).sae, held)["fvu"] for m in (2048, 4096)]
+    assert one["fvu_rel_change"] == pytest.approx((by_hand[1] - by_hand[0]) / by_hand[0])
 
 
 def test_calibrate_sparsity_moves_relu_l0_to_target(iso_cache, tmp_path):

@@ -26,8 +26,8 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import (RunView, TrainedSAE, data_for, activation_spec, evaluate_all, row_tokens, train_cfg,
-                   train_hookpoints)
+from .runs import (RunView, TrainedSAE, data_for, activation_spec, evaluate_all, fvu_convergence, row_tokens,
+                   train_cfg, train_hookpoints)
 from .sae import SAEBase
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
@@ -51,8 +51,18 @@ def variant_saes(P, variant: str, *, progress: bool = True) -> dict[str, Trained
     (`runs.train_hookpoints`: one collection when cached; streamed, every layer's SAE in one training pass;
     with sparsify, one sparsify run for every layer)."""
     V = view(P, variant)
-    trained = train_hookpoints(V, {h: [train_cfg(V, P.seed)] for h in hookpoints(P)}, progress=progress)
+    trained = train_hookpoints(V, {h: [train_cfg(V, P.seed)] for h in hookpoints(P)}, progress=progress,
+                               snapshots=True)  # the shorter runs `variant_convergence` compares, where free
     return {h: ts[0] for h, ts in trained.items()}
+
+
+def variant_convergence(P, variant: str, held: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                        progress: bool = True) -> dict[str, dict]:
+    """hookpoint -> `runs.fvu_convergence` of `variant`'s SAE there (one seed: FVU alone) on its held-out
+    activations `held` (`heldout`)."""
+    V = view(P, variant)
+    return {h: fvu_convergence(V, train_cfg(V, P.seed), held[h][0], hookpoint=h, progress=progress)
+            for h in hookpoints(P)}
 
 
 def heldout(P, variant: str, *, progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:

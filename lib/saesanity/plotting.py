@@ -121,6 +121,14 @@ def human(n: float) -> str:
     return f"{n:g}"
 
 
+def train_tokens(P, word: str = "tokens") -> str:
+    """P's training tokens per SAE for a scale line: '8M tokens (2 epochs over 4M rows)', or '1M tokens' with one
+    epoch (P.n_tokens activation rows, each SAE passing over them P.epochs times)."""
+    epochs = getattr(P, "epochs", 1)
+    line = f"{human(P.n_tokens * epochs)} {word}"
+    return line + (f" ({epochs} epochs over {human(P.n_tokens)} rows)" if epochs > 1 else "")
+
+
 def kde_contours(ax, x: np.ndarray, y: np.ndarray, color: str, mass=(0.5, 0.8, 0.95), max_points: int = 3000,
                  extent=(-0.1, 1.0, -0.1, 1.0)) -> None:
     """seaborn's bivariate Gaussian KDE of (x, y), drawn at the contours that enclose `mass` of the probability

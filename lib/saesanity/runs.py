@@ -458,17 +458,20 @@ def _cached_family(fields: list[dict], compute, train) -> list[Path]:
     return paths
 
 
-def train_hookpoints(P: RunParams, cfgs: dict[str, list[TrainConfig]], *, progress: bool = True) -> dict[str, list[TrainedSAE]]:
+def train_hookpoints(P: RunParams, cfgs: dict[str, list[TrainConfig]], *, progress: bool = True,
+                     snapshots: bool = False) -> dict[str, list[TrainedSAE]]:
     """hookpoint h -> the SAEs `cfgs[h]` trained (or loaded) on P's training data at h.
 
     When that data is streamed (`Streamed`; beside sparsify, for the architectures sparsify does not train),
     every hookpoint's missing SAEs train in one pass (`_train_streamed_hookpoints`); the TopK SAEs sparsify
     trains (P.trainer), in one sparsify run per size over every hookpoint (`prefill_sparsify`); on cached
-    activation arrays, hookpoint by hookpoint as `train_family_cached` trains them.
+    activation arrays, hookpoint by hookpoint as `train_family_cached` trains them. `snapshots`: each SAE also
+    publishes the shorter runs `convergence` compares, where they come free (`snapshot_lengths`).
     """
     train = data_for(P, "train", progress, list(cfgs))
     _train_hookpoints_together(P, train, cfgs, progress)
-    return {h: train_many(P, *train[h], cfgs[h], progress, hookpoint=h) for h in cfgs}
+    return {h: train_many(P, *train[h], cfgs[h], progress, hookpoint=h,
+                          snapshots=snapshot_lengths(P, train[h][0]) if snapshots else ()) for h in cfgs}
 
 
 def _train_hookpoints_together(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list[TrainConfig]],
@@ -581,16 +584,35 @@ def train_one(P: RunParams, acts: TrainData, acts_dir: Path | None, cfg: TrainCo
 
 
 def train_many(P: RunParams, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], progress: bool,
-                hookpoint: str | None = None) -> list[TrainedSAE]:
-    """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass."""
+                hookpoint: str | None = None, snapshots: tuple[int, ...] = ()) -> list[TrainedSAE]:
+    """The SAEs `cfgs` on one activation artifact, the missing ones trained together in one pass, each also
+    publishing its `snapshots` (shorter lengths; `snapshot_lengths`)."""
     return train_family_cached(acts, acts_dir, cfgs, progress=progress, metadata=_meta(P, hookpoint),
-                               device=_device(P))
+                               device=_device(P), snapshots=[snapshots] * len(cfgs))
+
+
+def check_lengths(P: RunParams) -> list[int]:
+    """The training lengths `convergence` compares: n/4, n/2 and n (n = P.n_tokens x epochs), those of at least
+    one batch."""
+    n = P.n_tokens * getattr(P, "epochs", 1)
+    return [m for m in (n // 4, n // 2, n) if m >= P.batch_size]
+
+
+def snapshot_lengths(P: RunParams, acts: TrainData) -> tuple[int, ...]:
+    """The shorter lengths of `check_lengths` when a run to n publishes them for free as snapshots: our trainer on
+    a cached array with a constant rate (a shorter run is then a prefix of the longer one, bitwise). () where it
+    is not (sparsify or a decaying rate: each length its own run; streamed data: a shorter run shuffles in
+    smaller chunks), so an SAE is trained first without them and `convergence` trains the shorter runs itself."""
+    if isinstance(acts, (Streamed, SparsifyRun)) or getattr(P, "lr_schedule", "constant") != "constant":
+        return ()
+    return tuple(check_lengths(P)[:-1])
 
 
 def seed_saes(P: RunParams, *, progress: bool = True) -> tuple[list[TrainedSAE], dict]:
     """SAEs of every seed in `P.seeds` on P's activations (all seeds see the same batches)."""
     acts, acts_dir = data_for(P, "train", progress)
-    saes = train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress)
+    saes = train_many(P, acts, acts_dir, [train_cfg(P, s) for s in P.seeds], progress,
+                      snapshots=snapshot_lengths(P, acts))
     info = ({"streamed": acts.key()} if isinstance(acts, Streamed) else {"sparsify": acts.key()}
             if isinstance(acts, SparsifyRun) else read_meta(acts_dir)["info"])
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
@@ -710,8 +732,10 @@ def sweep_train(P: RunParams, axis: str, values: list[int], *, progress: bool = 
     acts, acts_dir = data_for(P, "train", progress)
     base = [train_cfg(P, s) for s in P.seeds[:2]]
     if axis != "n_tokens" or isinstance(acts, SparsifyRun) or base[0].lr_schedule != "constant":
-        # a decaying rate (sparsify's, or ours with lr_schedule linear): every length is its own run
-        train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress)
+        # a decaying rate (sparsify's, or ours with lr_schedule linear): every length is its own run; along
+        # d_sae and k each point also publishes the lengths its convergence check compares, where they are free
+        train_many(P, acts, acts_dir, [dataclasses.replace(c, **{axis: v}) for v in values for c in base], progress,
+                   snapshots=snapshot_lengths(P, acts) if axis != "n_tokens" else ())
         return acts, acts_dir
     todo = {s: sorted(v for v in set(values) if not is_trained(acts_dir, dataclasses.replace(c, n_tokens=v), acts))
             for s, c in zip(P.seeds, base)}
@@ -828,20 +852,49 @@ def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: 
     return rows
 
 
-def convergence(P: RunParams, *, progress: bool = True) -> dict:
-    """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (n = P.n_tokens x epochs): the
-    shorter SAEs are snapshots of the run to n (free on a cold cache, 0.75× more training when the n-token SAEs
-    were trained without them); under `lr_schedule: linear` they are runs of their own (0.75× more training, in
-    the same pass). Not checked with sparsify, whose learning rate also decays to zero at each run's end (its
-    runs are separate passes of the model, so checking would cost 0.75× more of them)."""
+def convergence(P: RunParams, *, progress: bool = True, **changes) -> dict:
+    """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (`check_lengths`), with
+    `changes` (d_sae=, k=: a point of Fig. 5's sweeps) applied to P: the shorter SAEs are snapshots of the run to n
+    (free on a cold cache, `snapshot_lengths`; 0.75× more training when the n-token SAEs were trained without
+    them); under `lr_schedule: linear` they are runs of their own (0.75× more training, in the same pass). Not
+    checked with sparsify, whose learning rate also decays to zero at each run's end (its runs are separate
+    passes of the model, so checking would cost 0.75× more of them)."""
     from . import convergence as conv
 
     if P.trainer == "sparsify":
         return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
                 "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
-    # ours under lr_schedule linear: the shorter lengths train as runs of their own (0.75x more training), in one pass
-    n = P.n_tokens * getattr(P, "epochs", 1)
-    lengths = [m for m in (n // 4, n // 2, n) if m >= P.batch_size]
-    rows = sweep(P, "n_tokens", lengths, progress=progress)
+    P = dataclasses.replace(P, **changes) if changes else P
+    rows = sweep(P, "n_tokens", check_lengths(P), progress=progress)
     return conv.check([{"n_tokens": r["n_tokens"], "fvu": float(np.mean(r["heldout_fvu"])),
                         "shared": r["shared_frac_paper"]} for r in rows])
+
+
+def sweep_convergence(P, *, progress: bool = True) -> dict:
+    """`saesanity.convergence.family` of Fig. 5's points off the token axis: the base pair and each size and k of
+    `P.sizes` / `P.ks` (`convergence` at that point; its shorter runs are the snapshots `sweep_train` published).
+    The token axis is the base pair's own trend."""
+    from . import convergence as conv
+
+    points = {"base": {}, **{f"d_sae={s}": {"d_sae": s} for s in P.sizes if s != P.d_sae},
+              **{f"k={k}": {"k": k} for k in P.ks if k != P.k}}
+    return conv.family({name: convergence(P, progress=progress, **ch) for name, ch in points.items()})
+
+
+def fvu_convergence(P: RunParams, cfg: TrainConfig, held: np.ndarray, *, hookpoint: str | None = None,
+                    progress: bool = True) -> dict:
+    """`saesanity.convergence.check` of one SAE (`cfg`, no seed pair: FVU alone) at P's `check_lengths` on its
+    held-out activations `held`, the data P reads at `hookpoint` (P's own where None). The shorter runs are the
+    snapshots `train_hookpoints(snapshots=True)` published, or else trained here. Not checked with sparsify."""
+    from . import convergence as conv
+
+    acts, acts_dir = (data_for(P, "train", progress, [hookpoint])[hookpoint] if hookpoint
+                      else data_for(P, "train", progress))
+    if _by_sparsify(acts, cfg):
+        return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
+                "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+    lengths = check_lengths(P)
+    saes = train_many(P, acts, acts_dir, [dataclasses.replace(cfg, n_tokens=m) for m in lengths], progress,
+                      hookpoint=hookpoint)
+    return conv.check([{"n_tokens": m, "fvu": evaluate(t.sae, held, device=P.device)["fvu"], "shared": None}
+                       for m, t in zip(lengths, saes)])

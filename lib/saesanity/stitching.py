@@ -255,7 +255,18 @@ def size_family(P, *, progress: bool = True) -> list:
         return fam
     acts, acts_dir = runs.data_for(P, "train", progress)
     base = runs.train_cfg(P, P.seeds[0])
-    return runs.train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress)
+    return runs.train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress,
+                           snapshots=runs.snapshot_lengths(P, acts))  # what each size's convergence check reads
+
+
+def size_convergence(P, *, progress: bool = True) -> dict:
+    """`saesanity.convergence.family` of the size family: each size's seed pair (`runs.convergence` at d_sae = each
+    of P.sizes; seed 1 at Fig. 5's sizes is Fig. 5's). Not checked for SAEs loaded from a release."""
+    from . import convergence, runs
+
+    if P.release:
+        return {"converged": None, "why": f"SAEs loaded from the release {P.release}, not trained here"}
+    return convergence.family({f"d_sae={s}": runs.convergence(P, d_sae=s, progress=progress) for s in P.sizes})
 
 
 def stitch_rows(P, *, progress: bool = True) -> np.ndarray:
