@@ -852,6 +852,10 @@ def architecture_pairs(P: RunParams, architectures: list[str], *, calib_tokens: 
     return rows
 
 
+_SPARSIFY_UNCHECKED = {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so "
+                       "the shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+
+
 def convergence(P: RunParams, *, progress: bool = True, **changes) -> dict:
     """`saesanity.convergence.check` of P's seed pair at n/4, n/2 and n training tokens (`check_lengths`), with
     `changes` (d_sae=, k=: a point of Fig. 5's sweeps) applied to P: the shorter SAEs are snapshots of the run to n
@@ -862,8 +866,7 @@ def convergence(P: RunParams, *, progress: bool = True, **changes) -> dict:
     from . import convergence as conv
 
     if P.trainer == "sparsify":
-        return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
-                "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+        return dict(_SPARSIFY_UNCHECKED)
     P = dataclasses.replace(P, **changes) if changes else P
     rows = sweep(P, "n_tokens", check_lengths(P), progress=progress)
     return conv.check([{"n_tokens": r["n_tokens"], "fvu": float(np.mean(r["heldout_fvu"])),
@@ -891,8 +894,7 @@ def fvu_convergence(P: RunParams, cfg: TrainConfig, held: np.ndarray, *, hookpoi
     acts, acts_dir = (data_for(P, "train", progress, [hookpoint])[hookpoint] if hookpoint
                       else data_for(P, "train", progress))
     if _by_sparsify(acts, cfg):
-        return {"converged": None, "why": "sparsify decays its learning rate to zero at the end of each run, so the "
-                "shorter runs are not snapshots of the longer one (checking would cost 0.75x more training)"}
+        return dict(_SPARSIFY_UNCHECKED)
     lengths = check_lengths(P)
     saes = train_many(P, acts, acts_dir, [dataclasses.replace(cfg, n_tokens=m) for m in lengths], progress,
                       hookpoint=hookpoint)
