@@ -218,6 +218,11 @@ class SAETraining(_Group):
                               f"{self.batch_size} >= 1")
         if self.n_tokens < self.batch_size:
             raise ParamsError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        # each value on its own before the checks across fields
+        from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
+
+        if self.sparsify_recipe not in RECIPES:
+            raise ParamsError(f"sparsify_recipe={self.sparsify_recipe!r}; valid: {list(RECIPES)}")
         if self.epochs < 1:
             raise ParamsError(f"epochs={self.epochs}: must be >= 1")
         if self.epochs > 1 and (self.activations != "cached" or self.trainer != "ours"):
@@ -226,10 +231,6 @@ class SAETraining(_Group):
         if self.stream_buffer_tokens < self.batch_size:
             raise ParamsError(f"stream_buffer_tokens={self.stream_buffer_tokens} must hold at least one SAE batch "
                               f"({self.batch_size})")
-        from .sae.sparsify_trainer import RECIPE_FIELDS, RECIPES
-
-        if self.sparsify_recipe not in RECIPES:
-            raise ParamsError(f"sparsify_recipe={self.sparsify_recipe!r}; valid: {list(RECIPES)}")
         own = {"num_latents": "d_sae", "expansion_factor": "d_sae", "k": "k", "ctx_len": "seq_len"}
         for name in self.sparsify_overrides:
             if name in own:
