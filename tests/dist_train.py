@@ -66,7 +66,7 @@ def main(out, ckpt, archs, die_at=None):
         res = train_family(source, cfgs, **kw)
     if rank == 0:
         torch.save({"world": world, "states": [s.state_dict() for s, _ in res], "logs": [lg for _, lg in res]}, out)
-    distributed.close()
+    distributed.exit(0)
 
 
 if __name__ == "__main__":

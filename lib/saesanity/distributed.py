@@ -9,8 +9,11 @@ CPU (what the tests use) — and `sae.train.train_family` then shards every batc
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
+
+_JOINED = False  # this process joined a process group (init), so its exit goes through `exit`
 
 
 def init(device: str = "cpu") -> tuple[int, int, str]:
@@ -28,6 +31,8 @@ def init(device: str = "cpu") -> tuple[int, int, str]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    global _JOINED
+    _JOINED = True
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -68,3 +73,16 @@ def close() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # no rank tears the group down while another still talks to it (gloo aborts then)
         dist.destroy_process_group()
+
+
+def exit(code: int = 0):
+    """End a torchrun rank's process: leave the group (`close`), flush, and `os._exit(code)` without the
+    interpreter's teardown, in which gloo's transport threads are sometimes destroyed still joinable
+    ("terminate called without an active exception", SIGABRT: seen in this project's gloo tests
+    now and then, after every result was written). A process that joined no group exits normally (`SystemExit`)."""
+    close()
+    if _JOINED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
