@@ -99,6 +99,12 @@ def test_unstable_subspace_angles_by_hand_and_their_null():
                                atol=1e-6)
     null = cs.random_subspace_angles(5, 3, 3)  # 3 + 3 > 5: one dimension in common
     assert null.shape == (3,) and null[0] == pytest.approx(0.0, abs=1e-4) and null[-1] > 1.0
+    # rank 1: the top singular direction of {e1, e1 + e3·0.1} is near e1; of {e1 + e2} it is (e1 + e2)/√2
+    W_c = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.1]])
+    assert cs.unstable_subspace_angles(W_c, W_b, [True, True], [True, False], rank=1)[0] == pytest.approx(
+        45.0, abs=0.2)
+    with pytest.raises(MatchingError, match="rank=3"):
+        cs.unstable_subspace_angles(W_a, W_b, [True, True], [True, True], rank=3)
     with pytest.raises(MatchingError, match="no unstable latents"):
         cs.unstable_subspace_angles(W_a, W_b, [False, False], [True, False])
 

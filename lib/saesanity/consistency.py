@@ -19,9 +19,11 @@ Definitions (one place each; `W` is a decoder [F, D] in the SAELens layout, rows
   activations — the latent's part of the reconstruction's energy (cross terms between latents left out,
   so the shares sum to 1).
 - **Unstable subspace angles**: the principal angles (degrees, `scipy.linalg.subspace_angles`) between
-  span{d^A_f : f unstable in A} and span{d^B_g : g unstable in B}. Two random subspaces of dimensions
-  p, q in R^D share a (p + q − D)-dimensional intersection when p + q > D, so the null (`random_subspace_angles`)
-  is reported beside them.
+  the subspaces the unstable decoder rows of A and of B span — with `rank=r`, each side's r-dimensional
+  principal subspace (top r left singular vectors of its unstable rows as columns [D, p]). An overcomplete
+  SAE's unstable latents usually outnumber d_model and span all of R^D (every angle 0), hence the rank.
+  Two random subspaces of dimensions p, q in R^D share a (p + q − D)-dimensional intersection when
+  p + q > D, so the null (`random_subspace_angles`) is reported beside them.
 - **Chance level** of each statistic: the same statistic on two dictionaries whose rows are independent
   isotropic Gaussian directions, of the same shape (`random_dictionary`).
 """
@@ -34,7 +36,7 @@ from scipy.linalg import subspace_angles
 
 from .matching import Match, MatchingError, assign, cosine_matrix, hungarian, unit_rows
 
-ABS_DENSE_MAX = 16384  # the absolute form's dense |C| (F² float32: 1 GiB at 16K latents)
+ABS_DENSE_MAX = 32768  # the absolute form's dense |C|: scipy at 32K latents takes ~4 min and ~21 GiB (bench/matching.py)
 
 
 def random_dictionary(F: int, D: int, seed: int) -> torch.Tensor:
@@ -102,15 +104,25 @@ def reconstruction_share(sae, acts: np.ndarray, batch: int = 8192) -> np.ndarray
     return (energy / total).numpy()
 
 
+def principal_subspace(W: torch.Tensor, rows: np.ndarray, rank: int | None = None) -> np.ndarray:
+    """[D, r] orthonormal basis of the span of W's selected rows (`rank`: its top-r singular directions)."""
+    sel = np.asarray(rows, bool)
+    X = W.detach().double()[torch.from_numpy(sel)].numpy().T  # [D, p]
+    if rank is None:
+        return X
+    if not 0 < rank <= min(X.shape):
+        raise MatchingError(f"rank={rank}: must lie in 1..{min(X.shape)} (d_model {X.shape[0]}, {X.shape[1]} rows)")
+    return np.linalg.svd(X, full_matrices=False)[0][:, :rank]
+
+
 def unstable_subspace_angles(W_a: torch.Tensor, W_b: torch.Tensor, unstable_a: np.ndarray,
-                             unstable_b: np.ndarray) -> np.ndarray:
-    """Principal angles (degrees, ascending) between the spans of A's and B's unstable decoder rows."""
+                             unstable_b: np.ndarray, rank: int | None = None) -> np.ndarray:
+    """Principal angles (degrees, ascending) between the spans of A's and B's unstable decoder rows
+    (`rank`: their r-dimensional principal subspaces; module docstring)."""
     a, b = np.asarray(unstable_a, bool), np.asarray(unstable_b, bool)
     if not a.any() or not b.any():
         raise MatchingError(f"no unstable latents to span a subspace ({a.sum()} in A, {b.sum()} in B)")
-    A = W_a.detach().double()[torch.from_numpy(a)].numpy().T
-    B = W_b.detach().double()[torch.from_numpy(b)].numpy().T
-    return np.sort(np.degrees(subspace_angles(A, B)))
+    return np.sort(np.degrees(subspace_angles(principal_subspace(W_a, a, rank), principal_subspace(W_b, b, rank))))
 
 
 def random_subspace_angles(D: int, p: int, q: int, seed: int = 0) -> np.ndarray:
@@ -127,3 +139,82 @@ def step0_alignment(sae_a, sae_b) -> dict[str, float]:
     start = pw_mcc(W_a, W_b)["signed"]
     chance = chance_pw_mcc(W_a.shape[0], W_a.shape[1], n_pairs=1, G=W_b.shape[0])["signed"]["mean"]
     return {"step0_pw_mcc": start, "chance_pw_mcc": chance, "aligned_at_start": bool(start > chance + 0.1)}
+
+
+# ---------------------------------------------------------------- the notebook's numbers and claims
+
+def seed_suite(P, saes: list, pairs: dict, masks: np.ndarray, held: np.ndarray, at_lengths: dict[int, list],
+               freq: np.ndarray, *, progress: bool = True) -> tuple[dict, dict]:
+    """(numbers for the JSON, arrays for the figure) of `consistency_seeds`: every statistic of the module
+    docstring on `saes` (P.seeds, their `pairs` matchings and shared `masks`), each with its chance level.
+    `freq` is the base SAE's held-out firing frequency; `at_lengths` is `runs.pair_at_lengths(P)`."""
+    from scipy.stats import spearmanr
+    from tqdm.std import tqdm
+
+    n = len(saes)
+    W = [s.W_dec.detach().float() for s in saes]
+    F, D = W[0].shape
+    signed = {f"{i}-{j}": pw_mcc_of(pairs[i, j]) for i in range(n) for j in range(i + 1, n)}
+    full = {}
+    for j in tqdm(range(1, P.absolute_pairs + 1), desc="absolute PW-MCC", disable=not progress):
+        full[f"0-{j}"] = pw_mcc(W[0], W[j])
+    chance = chance_pw_mcc(F, D, n_pairs=P.n_chance_pairs, seed=10_000)
+    re = reappearance(masks)
+    share = reconstruction_share(saes[0], held)
+    logf = np.log10(np.maximum(freq, 1e-6))
+    rank = max(1, round(P.subspace_dim_frac * D))
+    unstable = [re[s] == 0 for s in (0, 1)]
+    stable = [re[s] == 1 for s in (0, 1)]
+    angles = {"unstable": unstable_subspace_angles(W[0], W[1], *unstable, rank=rank)
+              if min(u.sum() for u in unstable) >= rank else None,
+              "stable": unstable_subspace_angles(W[0], W[1], *stable, rank=rank)
+              if min(u.sum() for u in stable) >= rank else None,
+              "random": random_subspace_angles(D, rank, rank)}
+    steps = {m: pw_mcc(a.W_dec, b.W_dec, absolute=False)["signed"] for m, (a, b) in at_lengths.items()}
+    start = step0_alignment(*at_lengths[0])
+    mean = lambda a: None if a is None else float(np.mean(a))  # noqa: E731
+    numbers = {
+        "n_seeds": n, "n_latents": int(F), "d_model": int(D),
+        "pw_mcc_signed": {"pairs": signed, "mean": float(np.mean(list(signed.values())))},
+        "pw_mcc_base_pairs": full,
+        "pw_mcc_chance": {k: {"mean": v["mean"], "sd": v["sd"]} for k, v in chance.items()},
+        "reappearance": {"mean": float(re.mean()), "never_frac": float((re == 0).mean()),
+                         "always_frac": float((re == 1).mean()),
+                         "spearman_vs_log_freq": float(spearmanr(re[0], logf).statistic),
+                         "spearman_vs_reconstruction_share": float(spearmanr(re[0], share).statistic),
+                         "share_of_reconstruction_by_never": float(share[re[0] == 0].sum()),
+                         "share_of_reconstruction_by_always": float(share[re[0] == 1].sum())},
+        "subspaces": {"rank": rank, "n_unstable": [int(u.sum()) for u in unstable],
+                      "n_stable": [int(u.sum()) for u in stable],
+                      **{f"mean_angle_{k}": mean(v) for k, v in angles.items()}},
+        "stabilisation": {"pw_mcc_by_tokens": {str(m): v for m, v in steps.items()}, **start},
+    }
+    return numbers, {"reappearance": re, "share": share, "logf": logf, "angles": angles, "steps": steps,
+                     "chance": chance}
+
+
+def claims(numbers: dict) -> list[dict]:
+    """The consistency suite's claims and verdicts (None where a statistic could not be formed)."""
+    ch, sg = numbers["pw_mcc_chance"]["signed"], numbers["pw_mcc_signed"]
+    least = min(sg["pairs"].values())
+    r, sub, st = numbers["reappearance"], numbers["subspaces"], numbers["stabilisation"]
+    gap = None if sub["mean_angle_unstable"] is None else sub["mean_angle_random"] - sub["mean_angle_unstable"]
+    return [
+        {"claim": "Every seed pair's signed PW-MCC is above two random dictionaries' by more than 5 chance sd",
+         "ours": {"least pair": least, "chance mean": ch["mean"], "chance sd": ch["sd"]},
+         "verdict": bool(least > ch["mean"] + 5 * max(ch["sd"], 1e-6))},
+        {"claim": "Latents that fire more often reappear in more seeds (Spearman > 0; Gerasimov et al. 2026)",
+         "ours": {"Spearman(reappearance, log freq)": r["spearman_vs_log_freq"]},
+         "verdict": bool(r["spearman_vs_log_freq"] > 0)},
+        {"claim": "Latents carrying more of the reconstruction reappear in more seeds (Spearman > 0)",
+         "ours": {"Spearman(reappearance, share)": r["spearman_vs_reconstruction_share"]},
+         "verdict": bool(r["spearman_vs_reconstruction_share"] > 0)},
+        {"claim": "The unstable latents of two seeds span closer subspaces than random ones (mean principal "
+                  "angle at least 10° below random)",
+         "ours": {"unstable": sub["mean_angle_unstable"], "random": sub["mean_angle_random"],
+                  "stable": sub["mean_angle_stable"], "rank": sub["rank"]},
+         "verdict": None if gap is None else bool(gap >= 10)},
+        {"claim": "The seeds start unaligned (step-0 PW-MCC within 0.1 of chance), so their agreement is learned",
+         "ours": {"step 0": st["step0_pw_mcc"], "chance": st["chance_pw_mcc"]},
+         "verdict": not st["aligned_at_start"]},
+    ]

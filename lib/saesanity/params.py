@@ -289,6 +289,29 @@ class PowerLawParams(SeedRunParams):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConsistencyParams(SeedRunParams):
+    """Seed consistency beyond the shared fraction (saesanity.consistency): PW-MCC, reappearance, unstable
+    subspaces, chance levels and the step-0 control, on several seeds."""
+
+    n_chance_pairs: int = param("pairs of random dictionaries of the SAEs' shape for each statistic's chance level")
+    absolute_pairs: int = param("seed pairs (base, j) for j from 1, given the absolute PW-MCC (a dense |cos| Hungarian "
+                                "each; the signed form is computed for every pair)")
+    subspace_dim_frac: float = param("dimension of the unstable latents' principal subspaces, as a fraction of "
+                                     "d_model (their span is all of R^d_model otherwise)")
+
+    def check(self) -> None:
+        super().check()
+        if len(self.seeds) < 3:
+            raise ParamsError(f"seeds={self.seeds}: per-latent reappearance needs at least 3 seeds")
+        if self.n_chance_pairs < 1 or not 1 <= self.absolute_pairs <= len(self.seeds) - 1:
+            raise ParamsError(f"n_chance_pairs={self.n_chance_pairs} must be >= 1 and absolute_pairs="
+                              f"{self.absolute_pairs} in 1..{len(self.seeds) - 1}")
+        if not 0 < self.subspace_dim_frac < 0.5:
+            raise ParamsError(f"subspace_dim_frac={self.subspace_dim_frac}: must lie in (0, 0.5) (two subspaces of "
+                              f"more than half of d_model always intersect)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ThresholdSweepParams(SeedRunParams):
     """Fig. A2: shared fraction vs cosine threshold under each rule."""
 
@@ -567,6 +590,7 @@ REGISTRY: dict[str, type] = {
     "leask_novel_fraction": StitchParams,
     "leask_stitching": StitchParams,
     "leask_meta_sae": StitchParams,
+    "consistency_seeds": ConsistencyParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
 # Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them;

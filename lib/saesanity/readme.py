@@ -366,6 +366,27 @@ def leask_meta_section(doc: dict) -> str:
     return "\n".join([*lines, "", *_claims(doc)])
 
 
+def consistency_section(doc: dict) -> str:
+    sg, ch, base = doc["pw_mcc_signed"], doc["pw_mcc_chance"], doc["pw_mcc_base_pairs"]
+    r, sub, st = doc["reappearance"], doc["subspaces"], doc["stabilisation"]
+    mean = lambda form: sum(v[form] for v in base.values()) / len(base)  # noqa: E731
+    lines = [*_head("Beyond the papers — seed consistency, calibrated (PW-MCC, reappearance, chance levels)",
+                    "consistency", doc),
+             "| statistic | seed pairs (0, j) | two random dictionaries of the same shape |", "|---|---|---|"]
+    lines += [f"| {name} | {mean(form):.3f} | {ch[form]['mean']:.3f} ± {ch[form]['sd']:.3f} |"
+              for name, form in (("PW-MCC, signed", "signed"), ("PW-MCC, absolute", "absolute"),
+                                 ("mean max \\|cos\\| (not a matching)", "mean_max_abs"))]
+    steps = ", ".join(f"{int(m):,}: {v:.3f}" for m, v in st["pw_mcc_by_tokens"].items())
+    lines += ["", f"Signed PW-MCC over all {doc['n_seeds'] * (doc['n_seeds'] - 1) // 2} seed pairs: {sg['mean']:.3f}. "
+              f"{_pct(r['never_frac'])} of latents reappear in no other seed and {_pct(r['always_frac'])} in every one; "
+              f"the never-reappearing carry {_pct(r['share_of_reconstruction_by_never'])} of the base SAE's "
+              f"reconstruction energy. Principal angles between rank-{sub['rank']} subspaces of seeds 0 and 1 "
+              f"(mean): unstable latents {_f(sub['mean_angle_unstable'], '.0f')}°, stable "
+              f"{_f(sub['mean_angle_stable'], '.0f')}°, random {_f(sub['mean_angle_random'], '.0f')}°. "
+              f"Seeds 0 and 1 by training tokens (signed PW-MCC): {steps}.", "", *_claims(doc)]
+    return "\n".join(lines)
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
@@ -375,7 +396,8 @@ SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_v
             "heap_toy_models": heap_toy_section, "autointerp_calibration": calibration_section,
             "heap_figB_autointerp_roc": heap_roc_section, "paulo_fig3_interp_vs_sharing": paulo_fig3_section,
             "paulo_table1_unpaired_explanations": paulo_table1_section, "leask_novel_fraction": leask_novel_section,
-            "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section}
+            "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section,
+            "consistency_seeds": consistency_section}
 
 
 def render(figs: Path | None = None) -> str:

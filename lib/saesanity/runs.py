@@ -28,7 +28,7 @@ from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_me
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import Pooled
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
-from .sae.train import MemmapSource, batch_order, train_families, train_family
+from .sae.train import MemmapSource, batch_order, make_sae, train_families, train_family
 
 _SAE_VERSION = 2  # 2: the faster TopK step and fused Adam (same definitions, other float rounding)
 _MATCH_VERSION = 1
@@ -616,6 +616,18 @@ def seed_saes(P: RunParams, *, progress: bool = True) -> tuple[list[TrainedSAE],
     info = ({"streamed": acts.key()} if isinstance(acts, Streamed) else {"sparsify": acts.key()}
             if isinstance(acts, SparsifyRun) else read_meta(acts_dir)["info"])
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
+
+
+def pair_at_lengths(P: RunParams, *, progress: bool = True) -> dict[int, list[SAEBase]]:
+    """P's seed pair (P.seeds[:2]) before training (0: `make_sae` at each seed, what the trainer starts from) and
+    after each of `check_lengths(P)` training tokens (the snapshots `seed_saes` published, or trained here)."""
+    lengths = check_lengths(P)
+    acts, acts_dir = sweep_train(P, "n_tokens", lengths, progress=progress)
+    base = [train_cfg(P, s) for s in P.seeds[:2]]
+    out = {m: [t.sae for t in train_many(P, acts, acts_dir, [dataclasses.replace(c, n_tokens=m) for c in base],
+                                         progress)] for m in lengths}
+    d_in = out[lengths[-1]][0].W_dec.shape[1]
+    return {0: [make_sae(c, d_in) for c in base], **out}
 
 
 @contextlib.contextmanager
