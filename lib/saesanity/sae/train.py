@@ -81,12 +81,21 @@ class TrainConfig:
     # constant: lr after the warm-up | linear: after it, linear decay to 0 at the run's end (sparsify's
     # get_linear_schedule_with_warmup, the papers' engine); `lr_at`
     lr_schedule: str = "constant"
+    # random baselines (Korznikov et al. 2026): none | decoder (W_dec kept at its random initialisation) |
+    # soft_decoder (W_dec trained, each row projected back to cos >= freeze_min_cos with its initialisation
+    # after every step) | encoder (W_enc kept at its initialisation; b_enc, b_dec and W_dec train); `_constrain`
+    freeze: str = "none"
+    freeze_min_cos: float = 0.8
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast={self.autocast!r}; valid: {list(AUTOCAST)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+        if self.freeze not in FREEZE:
+            raise ValueError(f"freeze={self.freeze!r}; valid: {list(FREEZE)}")
+        if not 0 < self.freeze_min_cos < 1:
+            raise ValueError(f"freeze_min_cos={self.freeze_min_cos}: must lie in (0, 1)")
 
     def key(self) -> dict:
         """The fields that define this SAE: the ones its architecture uses (the cache key); `autocast`
@@ -100,12 +109,17 @@ class TrainConfig:
             unused = unused | {"autocast"}
         if self.lr_schedule == "constant":  # keys of constant-rate runs are the ones from before the option
             unused = unused | {"lr_schedule"}
+        if self.freeze == "none":  # likewise for SAEs that train every weight
+            unused = unused | {"freeze", "freeze_min_cos"}
+        elif self.freeze != "soft_decoder":
+            unused = unused | {"freeze_min_cos"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
 LR_SCHEDULES = ("constant", "linear")
+FREEZE = ("none", "decoder", "soft_decoder", "encoder")  # TrainConfig.freeze
 
 
 def autocast(cfg: TrainConfig, device: str):
@@ -319,6 +333,9 @@ def _train_family(sources, member_of, cfgs, checkpoint, progress, on_batch, snap
         with torch.no_grad():  # data-dependent, seed-independent: same b_dec start for every seed
             sae.b_dec.copy_(x0.mean(0))
     del x0s
+    for sae, c in zip(saes, cfgs):
+        if c.freeze == "soft_decoder":  # the cone's axis: in the state, so a resumed run keeps it
+            sae.register_buffer("dec_init", sae.W_dec.detach().clone())
     family = _Family(saes).to(device)
     # fused: one pass over each parameter, its gradient and both moments (8x the default per-tensor Adam on the CPU)
     fused = torch.device(device).type in ("cpu", "cuda")
@@ -409,15 +426,40 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
         group["lr"] = lr_at(cfg, step)
 
 
+@torch.no_grad()
+def _constrain(sae: SAEBase, cfg: TrainConfig, stage: str) -> None:
+    """`cfg.freeze` around the optimiser step. stage "grads" (after the backward): a frozen weight's gradient is
+    dropped, so Adam never moves it (the decoder's unit-norm renormalisation may round it by an ulp); stage "weights" (after the step and the decoder's
+    renormalisation): soft_decoder moves each unit row w whose cosine with its initialisation w0 fell below
+    c = freeze_min_cos onto the cone's edge, w <- c w0 + sqrt(1 - c^2) u, u the unit part of w orthogonal to w0."""
+    if cfg.freeze == "none":
+        return
+    if stage == "grads":
+        frozen = {"decoder": sae.W_dec, "encoder": sae.W_enc}.get(cfg.freeze)
+        if frozen is not None:
+            frozen.grad = None
+        return
+    if cfg.freeze == "soft_decoder":
+        w, w0, c = sae.W_dec, sae.dec_init, cfg.freeze_min_cos
+        cos = torch.linalg.vecdot(w, w0)
+        out = cos < c
+        if out.any():
+            u = w[out] - cos[out, None] * w0[out]
+            u = u / torch.linalg.vector_norm(u, dim=1, keepdim=True).clamp_min(1e-12)
+            w[out] = c * w0[out] + (1 - c * c) ** 0.5 * u
+
+
 def _local_step(sae: SAEBase, opt, x: torch.Tensor, dead: torch.Tensor, cfg: TrainConfig, step: int) -> StepOut:
     _set_lr(opt, cfg, step)
     with autocast(cfg, x.device):  # the forward only: the backward runs in the dtypes it recorded
         out = sae.training_step(x, dead, cfg)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
+    _constrain(sae, cfg, "grads")
     sae.remove_parallel_grad()
     opt.step()
     sae.normalize_decoder()
+    _constrain(sae, cfg, "weights")
     return out
 
 
@@ -432,10 +474,12 @@ def _ddp_step(stepper, family: _Family, opts, xs, deads, cfgs, step: int, world:
     with sharded(world):
         outs = stepper(xs, deads, cfgs)
     (sum(o.loss for o in outs) * world).backward()
-    for m, opt in zip(family.members, opts):
+    for m, opt, c in zip(family.members, opts, cfgs):
+        _constrain(m, c, "grads")
         m.remove_parallel_grad()
         opt.step()
         m.normalize_decoder()
+        _constrain(m, c, "weights")
     result = {}
     for i, o in enumerate(outs):
         fired = o.fired.to(torch.int32)
