@@ -140,3 +140,28 @@ def test_pooled_over_batches_is_each_definition_on_all_rows():
     assert r["explained_variance_saebench"] == pytest.approx(explained_variance_saebench(x, x_hat).item(), rel=1e-12)
     with pytest.raises(ValueError, match="no rows were evaluated"):
         Pooled(mean, 10).result()
+
+
+def test_ngram_keys_and_the_token_lookup_null_by_hand():
+    from saesanity.metrics import lookup_fvu, ngram_keys
+
+    seqs = np.array([[5, 1, 2, 1], [5, 2, 1, 2]])
+    np.testing.assert_array_equal(ngram_keys(seqs, 1), [1, 2, 1, 2, 1, 2])
+    np.testing.assert_array_equal(ngram_keys(seqs, 2), [5 * 6 + 1, 1 * 6 + 2, 2 * 6 + 1, 5 * 6 + 2, 2 * 6 + 1, 1 * 6 + 2])
+    with pytest.raises(ValueError, match="order 1 or 2"):
+        ngram_keys(seqs, 2, drop_first=0)
+    # training rows: token 1 -> [0, 0] and [2, 0] (mean [1, 0]); token 2 -> [0, 4]; global mean [2/3, 4/3]
+    tx = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    tk = np.array([1, 1, 2])
+    ex = np.array([[1.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    ek = np.array([1, 2, 7])  # token 7 unseen: the global training mean
+    # residuals: 0, 0, ‖[1, 1] − [2/3, 4/3]‖² = 2/9, over the eval rows' variance about their own mean
+    mean = ex.mean(0)
+    total = ((ex - mean) ** 2).sum()
+    assert lookup_fvu(tx, [tk], ex, [ek]) == pytest.approx((2 / 9) / total)
+    # a bigram keying replaces the unigram's mean where it was seen (first eval row: [0, 0], residual 1) and
+    # leaves the unigram's (or the global) prediction where it was not
+    assert lookup_fvu(tx, [tk, np.array([10, 11, 12])], ex, [ek, np.array([10, 99, 99])]) == pytest.approx(
+        (1 + 2 / 9) / total)
+    with pytest.raises(ValueError, match="one entry per row"):
+        lookup_fvu(tx, [tk[:2]], ex, [ek])

@@ -169,3 +169,46 @@ def token_entropy(top_tokens_FN: np.ndarray) -> np.ndarray:
             p = counts / row.size
             out[f] = float(-(p * np.log2(p)).sum()) + 0.0
     return out
+
+
+def ngram_keys(seqs_BT: np.ndarray, order: int, drop_first: int = 1) -> np.ndarray:
+    """[B·(T − drop_first)] int64 key per activation row of the sequences `seqs_BT` (rows in sequence order,
+    the first `drop_first` positions of each sequence dropped, as `runs.row_tokens` lays them out): the token
+    id (order 1) or (previous id, id) packed into one integer (order 2; needs drop_first >= 1)."""
+    seqs = np.asarray(seqs_BT, dtype=np.int64)
+    if seqs.ndim != 2 or order not in (1, 2) or (order == 2 and drop_first < 1) or drop_first >= seqs.shape[1]:
+        raise ValueError(f"ngram_keys needs [B, T] token ids, order 1 or 2, and 0 <= drop_first < T (>= 1 for a "
+                         f"bigram); got shape {seqs.shape}, order={order}, drop_first={drop_first}")
+    cur = seqs[:, drop_first:]
+    if order == 1:
+        return cur.reshape(-1)
+    V = int(seqs.max()) + 1
+    return (seqs[:, drop_first - 1:-1] * V + cur).reshape(-1)
+
+
+def lookup_fvu(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_x_MD: np.ndarray,
+               eval_keys: list[np.ndarray]) -> float:
+    """FVU (`fvu`, on the evaluation rows) of the token-lookup null: each evaluation row is predicted by the
+    mean training activation of the rows with its key — the most specific of `train_keys` / `eval_keys` (the
+    same keyings, most specific last, e.g. [unigram, bigram] from `ngram_keys`) that occurred in training,
+    else the global training mean. A reconstruction no better than this explains nothing a lookup table of
+    tokens (and their predecessors) would not: what random-transformer SAEs are suspected of learning."""
+    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
+    Y = torch.as_tensor(np.asarray(eval_x_MD), dtype=torch.float64)
+    if len(train_keys) != len(eval_keys) or not train_keys:
+        raise ValueError(f"one or more keyings, the same for train and eval; got {len(train_keys)} and {len(eval_keys)}")
+    pred = X.mean(0, keepdim=True).expand_as(Y).clone()
+    for tk, ek in zip(train_keys, eval_keys):
+        tk, ek = np.asarray(tk), np.asarray(ek)
+        if tk.shape[0] != X.shape[0] or ek.shape[0] != Y.shape[0]:
+            raise ValueError(f"keys must have one entry per row: {tk.shape[0]} train keys for {X.shape[0]} rows, "
+                             f"{ek.shape[0]} eval keys for {Y.shape[0]} rows")
+        uniq, inv = np.unique(tk, return_inverse=True)
+        sums = torch.zeros(uniq.size, X.shape[1], dtype=torch.float64).index_add_(0, torch.from_numpy(inv), X)
+        counts = np.bincount(inv, minlength=uniq.size)
+        pos = np.searchsorted(uniq, ek).clip(0, uniq.size - 1)
+        seen = uniq[pos] == ek
+        rows = torch.from_numpy(np.flatnonzero(seen))
+        idx = torch.from_numpy(pos[seen])
+        pred[rows] = sums[idx] / torch.from_numpy(counts[pos[seen]]).double()[:, None]
+    return float(fvu(Y, pred))
