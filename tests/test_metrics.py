@@ -165,3 +165,14 @@ def test_ngram_keys_and_the_token_lookup_null_by_hand():
         (1 + 2 / 9) / total)
     with pytest.raises(ValueError, match="one entry per row"):
         lookup_fvu(tx, [tk[:2]], ex, [ek])
+
+
+def test_shard_spread_and_beyond_noise_by_hand():
+    from saesanity.metrics import beyond_noise, shard_spread
+
+    rows = np.arange(7.0)[:, None]  # shards of 3 rows: [0, 1, 2], [3, 4, 5]; row 6 dropped
+    r = shard_spread(lambda x: x.mean(), rows, 2)
+    assert r["values"] == [1.0, 4.0] and r["mean"] == 2.5 and r["sd"] == pytest.approx(np.std([1, 4], ddof=1))
+    with pytest.raises(ValueError, match="n_shards >= 2"):
+        shard_spread(lambda x: x.mean(), rows, 1)
+    assert beyond_noise(1.0, 1.5, 0.1, 0.1) and not beyond_noise(1.0, 1.2, 0.1, 0.1)  # 2·√0.02 = 0.283

@@ -212,3 +212,21 @@ def lookup_fvu(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_x_MD: 
         idx = torch.from_numpy(pos[seen])
         pred[rows] = sums[idx] / torch.from_numpy(counts[pos[seen]]).double()[:, None]
     return float(fvu(Y, pred))
+
+
+def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
+    """A metric's noise floor over evaluation data: `fn(rows[shard])` on `n_shards` equal contiguous shards of
+    `rows` (the remainder dropped). Returns {"mean", "sd" (ddof 1), "values"}: the sd of a metric measured
+    on 1/n_shards of the rows; the full-data number's own standard error is about sd / √n_shards."""
+    if n_shards < 2 or rows.shape[0] < n_shards:
+        raise ValueError(f"shard_spread needs n_shards >= 2 and at least one row a shard; got n_shards={n_shards} "
+                         f"for {rows.shape[0]} rows")
+    size = rows.shape[0] // n_shards
+    vals = [float(fn(rows[i * size:(i + 1) * size])) for i in range(n_shards)]
+    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)), "values": vals}
+
+
+def beyond_noise(a: float, b: float, sd_a: float, sd_b: float, z: float = 2.0) -> bool:
+    """Whether two numbers differ by more than `z` combined standard deviations, |a − b| > z √(sd_a² + sd_b²):
+    a smaller difference is not called one."""
+    return bool(abs(a - b) > z * math.hypot(sd_a, sd_b))
