@@ -44,6 +44,7 @@ REQUIRED = {
     "paulo_fig4_overlap_vs_layer_position_arch": ["ours.layers", "ours.architectures", "ours.edge_minus_middle_layers",
                                                   "ours.mlp_vs_resid", "paper.architectures_decoder_only_gpt2",
                                                   "scale", "claims"],
+    "consistency_synthetic": ["true_l0", "rows", "scale", "claims"],
     "consistency_seeds": ["pw_mcc_signed.mean", "pw_mcc_base_pairs", "pw_mcc_chance.absolute.mean",
                           "reappearance.spearman_vs_log_freq", "subspaces.mean_angle_random",
                           "stabilisation.pw_mcc_by_tokens", "stabilisation.aligned_at_start", "scale", "claims"],

@@ -64,7 +64,8 @@ PAPER_MINI_KEYS = {
     **dict.fromkeys(["n_tokens", "d_sae", "batch_size", "seq_len", "model_batch_size", "n_eval_tokens",
                      "n_splice_tokens", "stream_buffer_tokens", "entropy_top_n", "calib_tokens", "calib_runs",
                      "n_stitch_tokens", "meta_epochs", "n_boot", "max_draws", "n_latents", "n_explain", "n_score_act",
-                     "n_score_non", "n_steps", "n_noise"], "size"),
+                     "n_score_non", "n_steps", "n_noise", "n_features", "hidden_dim", "hierarchy_roots",
+                     "correlation_rank"], "size"),
     **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes"], "scaled list"),
     **dict.fromkeys(["layers", "interp_layers", "ps", "depths", "superpositions", "h2_depths", "rules"], "subset"),
     "noise_rate": "follows n_eval_tokens (a noise latent needs enough firings)",
@@ -309,6 +310,50 @@ class ConsistencyParams(SeedRunParams):
         if not 0 < self.subspace_dim_frac < 0.5:
             raise ParamsError(f"subspace_dim_frac={self.subspace_dim_frac}: must lie in (0, 0.5) (two subspaces of "
                               f"more than half of d_model always intersect)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticParams(Profiled):
+    """Ground truth for the consistency measures (`saesanity.synthetic`): TopK SAEs over an L0 sweep on
+    `sae_lens.synthetic` activations with known features."""
+
+    n_features: int = param("true features (superposition is n_features / hidden_dim)")
+    hidden_dim: int = param("dimension of the synthetic activations")
+    zipf_exponent: float = param("exponent of the Zipfian firing probabilities")
+    max_prob: float = param("firing probability of the most frequent feature")
+    min_prob: float = param("firing probability of the rarest feature")
+    hierarchy_roots: int = param("hierarchy trees of depth 1 (parent + children; 0: no hierarchy)")
+    hierarchy_branching: int = param("children per parent")
+    mutually_exclusive_portion: float = param("share of parents whose children are mutually exclusive")
+    correlation_rank: int = param("rank of the low-rank feature correlation (0: independent features)")
+    correlation_scale: float = param("scale of those correlations")
+    std_magnitude: float = param("spread of a feature's firing magnitude (mean 1)")
+    model_seed: int = param("seed of the synthetic model and of its samples", 0)
+    n_tokens: int = param("training rows (one epoch, each SAE)")
+    n_eval_tokens: int = param("evaluation rows (an independent draw)")
+    d_sae: int = param("SAE latents")
+    ks: list[int] = param("TopK k values: the L0 sweep")
+    seeds: list[int] = param("SAE seeds at every k (all on the same batches)")
+    batch_size: int = param("rows per SAE step")
+    lr: float = param("Adam learning rate")
+    threshold: float = param("cosine threshold of the shared-latent rule", 0.7)
+
+    def check(self) -> None:
+        super().check()
+        if self.n_features < 2 or self.hidden_dim < 2 or self.d_sae < 2:
+            raise ParamsError(f"n_features={self.n_features}, hidden_dim={self.hidden_dim}, d_sae={self.d_sae}: need >= 2")
+        if not self.ks or any(not 0 < k < self.d_sae for k in self.ks) or len(set(self.ks)) != len(self.ks):
+            raise ParamsError(f"ks={self.ks}: need distinct values with 0 < k < d_sae={self.d_sae}")
+        if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"seeds={self.seeds}: reappearance needs at least 3 distinct seeds")
+        if not 0 < self.min_prob <= self.max_prob <= 1:
+            raise ParamsError(f"min_prob={self.min_prob}, max_prob={self.max_prob}: need 0 < min <= max <= 1")
+        if self.n_tokens < self.batch_size or self.lr <= 0 or self.n_eval_tokens < 1:
+            raise ParamsError(f"n_tokens={self.n_tokens} must hold a batch ({self.batch_size}), lr={self.lr} > 0, "
+                              f"n_eval_tokens={self.n_eval_tokens} >= 1")
+        if self.hierarchy_roots and self.hierarchy_roots * (1 + self.hierarchy_branching) > self.n_features:
+            raise ParamsError(f"hierarchy_roots={self.hierarchy_roots} x (1 + {self.hierarchy_branching}) "
+                              f"exceeds n_features={self.n_features}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -591,6 +636,7 @@ REGISTRY: dict[str, type] = {
     "leask_stitching": StitchParams,
     "leask_meta_sae": StitchParams,
     "consistency_seeds": ConsistencyParams,
+    "consistency_synthetic": SyntheticParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
 # Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them;

@@ -387,6 +387,18 @@ def consistency_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def synthetic_section(doc: dict) -> str:
+    lines = [*_head("Beyond the papers — do consistency measures track ground truth? (synthetic features)",
+                    "synthetic", doc),
+             f"True L0 of the synthetic model: {doc['true_l0']:.1f}.", "",
+             "| k | true-feature MCC | true features recovered | seeds: shared | seeds: signed PW-MCC "
+             "| true feature, reappearing / not | FVU |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['k']} | {r['gt_mcc']:.3f} | {_pct(r['gt_recovered'])} | {_pct(r['seed_shared'])} | "
+              f"{r['seed_pw_mcc']:.3f} | {_pct(r['true_given_reappears'])} / {_pct(r['true_given_not'])} | "
+              f"{r['fvu']:.3f} |" for r in doc["rows"]]
+    return "\n".join([*lines, "", *_claims(doc)])
+
+
 SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_vs_frequency": fig2_section,
             "paulo_figA1_power_law_offset": figA1_section, "paulo_figA2_threshold_rules": figA2_section,
             "paulo_figA3_hungarian_vs_max": figA3_section, "paulo_fig5_overlap_vs_size_k_tokens": fig5_section,
@@ -397,7 +409,7 @@ SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_v
             "heap_figB_autointerp_roc": heap_roc_section, "paulo_fig3_interp_vs_sharing": paulo_fig3_section,
             "paulo_table1_unpaired_explanations": paulo_table1_section, "leask_novel_fraction": leask_novel_section,
             "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section,
-            "consistency_seeds": consistency_section}
+            "consistency_seeds": consistency_section, "consistency_synthetic": synthetic_section}
 
 
 def render(figs: Path | None = None) -> str:
