@@ -13,6 +13,8 @@ SETTINGS = {  # per-architecture knobs for the planted-feature problem (lr, spar
     "relu": dict(lr=5e-3, l1_coefficient=0.3),
     "gated": dict(lr=5e-3, l1_coefficient=1.0),
     "jumprelu": dict(lr=1e-2, l0_coefficient=3e-2, jumprelu_init_threshold=1.0, jumprelu_bandwidth=1.0),
+    # an inner width below the 48 planted features merges some of them (mean max cosine 0.88 at widths 8, 24)
+    "matryoshka": dict(lr=1e-2, matryoshka_widths=(48,)),
 }
 
 
@@ -70,3 +72,48 @@ def test_cache_key_ignores_other_architectures_knobs():
     r1, r2 = (TrainConfig(d_sae=8, k=k, architecture="relu") for k in (2, 3))
     assert r1.key() == r2.key() and "l1_coefficient" in r1.key()
     assert set(ARCHITECTURES) == set(SETTINGS)
+
+
+def test_matryoshka_loss_is_the_sum_of_its_prefixes_fvus_by_hand():
+    from saesanity.metrics import fvu
+    from saesanity.sae import MatryoshkaBatchTopKSAE
+
+    sae = MatryoshkaBatchTopKSAE(4, 6, 2, widths=(2, 4), seed=0)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    cfg = TrainConfig(d_sae=6, k=2, auxk_alpha=0.0, architecture="matryoshka", matryoshka_widths=(2, 4))
+    out = sae.training_step(x, torch.zeros(6, dtype=torch.bool), cfg)
+    z = torch.relu(sae.pre_acts(x)).flatten()
+    keep = torch.zeros_like(z).scatter(0, z.topk(16).indices, 1.0)
+    z = (z * keep).view(8, 6)  # the batch's 2 x 8 largest
+    want = sum(fvu(x, z[:, :m] @ sae.W_dec[:m] + sae.b_dec) for m in (2, 4, 6))
+    torch.testing.assert_close(out.loss, want)
+    torch.testing.assert_close(out.fvu, fvu(x, z @ sae.W_dec + sae.b_dec))
+
+
+def test_matryoshka_prefixes_reconstruct_on_their_own(trained):
+    """The design property: the first 8 latents of the Matryoshka SAE reconstruct far better than the first 8 of a
+    BatchTopK SAE trained the same way (which order their latents arbitrarily)."""
+    from saesanity.metrics import fvu
+
+    saes, _, acts = trained
+    acts6 = np.concatenate([acts] * 6)
+    nested, _ = train_sae(acts6, TrainConfig(d_sae=64, k=4, batch_size=256, n_tokens=acts6.shape[0], dead_tokens=2048,
+                                             architecture="matryoshka", matryoshka_widths=(8, 24), lr=1e-2),
+                          progress=False)
+    x = torch.from_numpy(acts[:2000])
+    with torch.no_grad():
+        def prefix_fvu(sae, m):
+            z = sae.encode(x)
+            return float(fvu(x, z[:, :m] @ sae.W_dec[:m] + sae.b_dec))
+
+        assert prefix_fvu(nested, 8) < prefix_fvu(saes["batchtopk"][0], 8) - 0.1
+
+
+@pytest.mark.parametrize("widths", [(), (8, 8), (16, 8), (0, 8), (64,)])
+def test_matryoshka_widths_must_nest(widths):
+    with pytest.raises(ValueError, match="matryoshka widths"):
+        train_sae(np.zeros((512, 4), np.float32), TrainConfig(d_sae=64, k=2, batch_size=256, n_tokens=512,
+                                                             architecture="matryoshka", matryoshka_widths=widths),
+                  progress=False)
+    assert "matryoshka_widths" not in TrainConfig(d_sae=8, k=2).key()
+    assert TrainConfig(d_sae=64, k=2, architecture="matryoshka", matryoshka_widths=(8,)).key()["matryoshka_widths"] == (8,)

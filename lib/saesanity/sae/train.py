@@ -72,7 +72,7 @@ class TrainConfig:
     dead_tokens: int = 500_000  # a latent not fired in this many tokens counts as dead
     warmup_steps: int = 20  # linear learning-rate warm-up
     log_every: int = 10  # steps between logged FVU / L0 / dead fraction
-    architecture: str = "topk"  # topk | batchtopk | relu | gated | jumprelu
+    architecture: str = "topk"  # topk | batchtopk | relu | gated | jumprelu | matryoshka
     l1_coefficient: float = 1.0  # λ₁ of ReLU and Gated SAEs (scale-free, see sae.base)
     l0_coefficient: float = 1e-3  # λ₀ of JumpReLU SAEs
     jumprelu_init_threshold: float = 1e-3  # in units of s/√D of the first batch
@@ -86,6 +86,7 @@ class TrainConfig:
     # after every step) | encoder (W_enc kept at its initialisation; b_enc, b_dec and W_dec train); `_constrain`
     freeze: str = "none"
     freeze_min_cos: float = 0.8
+    matryoshka_widths: tuple = ()  # the inner widths m_1 < … < d_sae of architecture "matryoshka"
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST:
@@ -101,6 +102,7 @@ class TrainConfig:
         """The fields that define this SAE: the ones its architecture uses (the cache key); `autocast`
         only when it is on (so an fp32 run's key is the one it had before the option existed)."""
         unused = {"topk": ARCH_ONLY_FIELDS, "batchtopk": ARCH_ONLY_FIELDS,
+                  "matryoshka": ARCH_ONLY_FIELDS - {"matryoshka_widths"},
                   "relu": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "gated": ARCH_ONLY_FIELDS - {"l1_coefficient"} | {"k", "auxk_alpha", "dead_tokens"},
                   "jumprelu": ARCH_ONLY_FIELDS - {"l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
@@ -116,7 +118,8 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
-ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"}
+ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth",
+                    "matryoshka_widths"}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
 LR_SCHEDULES = ("constant", "linear")
 FREEZE = ("none", "decoder", "soft_decoder", "encoder")  # TrainConfig.freeze
@@ -136,6 +139,8 @@ def make_sae(cfg: TrainConfig, d_in: int) -> SAEBase:
     if issubclass(cls, TopKSAE):
         if not 0 < cfg.k < cfg.d_sae:
             raise ValueError(f"k={cfg.k} must satisfy 0 < k < d_sae={cfg.d_sae}")
+        if cfg.architecture == "matryoshka":
+            return cls(d_in, cfg.d_sae, cfg.k, widths=cfg.matryoshka_widths, seed=cfg.seed)
         return cls(d_in, cfg.d_sae, cfg.k, seed=cfg.seed)
     return cls(d_in, cfg.d_sae, seed=cfg.seed)
 
