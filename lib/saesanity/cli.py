@@ -203,11 +203,15 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
         rules = list(st["rules"])
         rows = [[f"{p['a']} vs {p['b']}", *[f"{_pct(p['rules'][r]['shared_frac'])} "
                                              f"[{_pct(p['rules'][r]['ci_low'])}, {_pct(p['rules'][r]['ci_high'])}]"
-                                             for r in rules], _f(p["mean_matched_dec_cos"])] for p in st["pairs"]]
+                                             for r in rules], _f(p["mean_matched_dec_cos"]), _f(p.get("pw_mcc_absolute")),
+                 f"{_f(p.get('chance_pw_mcc_signed'))} / {_f(p.get('chance_pw_mcc_absolute'))}"] for p in st["pairs"]]
         intro = ("Share of A's latents shared with B under each rule, with the 95% percentile-bootstrap interval "
                  "over A's latents. Rules: " + "; ".join(f"**{r}**: {d}" for r, d in st["rules"].items()) +
-                 ". For reference: " + PAPER_REFERENCE["stability"])
-        out.append(("Seed stability", intro, ["pair", *rules, "mean matched dec cos"], rows))
+                 ". PW-MCC (Song, Muhamed et al. 2025): the mean Hungarian-matched decoder cosine (signed) and its "
+                 "form on |cos|; chance: the same for two random dictionaries of the pair's shapes (— above "
+                 "16,384 latents). For reference: " + PAPER_REFERENCE["stability"])
+        out.append(("Seed stability", intro, ["pair", *rules, "PW-MCC signed", "PW-MCC absolute",
+                                              "chance signed / absolute"], rows))
     cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),
             ("kl_score", "KL score"), ("ce_clean", "CE clean"), ("ce_sae", "CE with SAE")]
 

@@ -231,6 +231,23 @@ def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: boo
             "ce_clean": spl["ce_clean"], "ce_sae": spl["ce_sae"], "ce_zero": spl["ce_zero"]}
 
 
+CHANCE_MAX_LATENTS = 16384  # above this, the report skips the dense absolute PW-MCC and the random-dictionary chance
+
+
+def _pw_mcc_with_chance(a, b) -> dict:
+    """PW-MCC of a pair in its absolute form and the signed / absolute chance level of two random dictionaries of
+    the pair's shapes (`consistency`); None above `CHANCE_MAX_LATENTS` latents (the signed form is the mean
+    matched decoder cosine, always there)."""
+    from . import consistency
+
+    Fa, Fb, D = a.W_dec.shape[0], b.W_dec.shape[0], a.W_dec.shape[1]
+    if max(Fa, Fb) > CHANCE_MAX_LATENTS:
+        return {"pw_mcc_absolute": None, "chance_pw_mcc_signed": None, "chance_pw_mcc_absolute": None}
+    chance = consistency.chance_pw_mcc(Fa, D, n_pairs=1, G=Fb)
+    return {"pw_mcc_absolute": consistency.pw_mcc(a.W_dec, b.W_dec)["absolute"],
+            "chance_pw_mcc_signed": chance["signed"]["mean"], "chance_pw_mcc_absolute": chance["absolute"]["mean"]}
+
+
 def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
     names = [s.name for s in saes]
     pairs = runs.pair_matches(saes, progress=progress)
@@ -241,7 +258,8 @@ def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
             m = pairs[i, j]
             row = {"a": names[i], "b": names[j], "n_latents_a": int(m.dec_cos.size),
                    "mean_matched_dec_cos": float(np.nanmean(m.dec_cos)),
-                   "mean_matched_enc_cos": float(np.nanmean(m.enc_cos)), "rules": {}}
+                   "mean_matched_enc_cos": float(np.nanmean(m.enc_cos)), "rules": {},
+                   **_pw_mcc_with_chance(saes[i].sae, saes[j].sae)}
             for r, rule in rules.items():
                 mask = matching.shared(m, rule)
                 lo, hi = bootstrap_interval(mask, cfg.n_boot, seed=cfg.data_seed)
