@@ -123,8 +123,7 @@ def evaluate(P, saes: dict[int, list], features: np.ndarray, held: np.ndarray) -
         n = len(group)
         pairs = matching.pair_matchings(n, lambda i, j: matching.match_pair(group[i], group[j]))
         masks = matching.masks_from_pairs(pairs, n, matching.SharedRule(P.threshold))
-        shared = [matching.shared(pairs[i, j], matching.SharedRule(P.threshold)).mean()
-                  for i in range(n) for j in range(n) if i != j]
+        shared = [masks[i, j].mean() for i in range(n) for j in range(n) if i != j]
         best = np.abs(matching.cosine_matrix(group[0].W_dec.detach().float(), truth)).max(1)  # [d_sae] seed 0
         is_true = best >= RECOVERED_COS
         again = consistency.reappearance(masks)[0] > 0 if n >= 3 else masks[0, 1]
