@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from .. import machine
+
 BLOCK = 32  # the kernel's block (topk_rows.cpp BS)
 _KERNEL: dict = {}
 
@@ -45,15 +47,8 @@ _KERNEL: dict = {}
 def _cpu_tag() -> str:
     """A name for this CPU's instruction set: the kernel is built with -march=native, so a build is only reused
     on a CPU with the same flags (a home directory shared by machines of two kinds gets one build per kind)."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+    _, flags = machine._cpuinfo()
+    return hashlib.sha1(f"{platform.machine()} {' '.join(sorted(flags))}".encode()).hexdigest()[:10]
 
 
 def kernel():
