@@ -115,9 +115,16 @@ class TrainConfig:
             unused = unused | {"freeze", "freeze_min_cos"}
         elif self.freeze != "soft_decoder":
             unused = unused | {"freeze_min_cos"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+        if self.architecture == "topk" and self.autocast != "none":
+            # bf16 pre-activations tie often, and the TopK rule for ties changed (sae/select.py: a per-row cyclic
+            # order, no latent favoured; torch.topk's order before): such SAEs get a key of their own. In fp32 the
+            # two rules agree but on exact ties, so fp32 keys stay the ones from before.
+            key["selection"] = SELECTION_RULE
+        return key
 
 
+SELECTION_RULE = "cyclic_ties"  # sae/select.topk_indices; in the key of bf16 TopK SAEs (TrainConfig.key)
 ARCH_ONLY_FIELDS = {"l1_coefficient", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth",
                     "matryoshka_widths"}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # TrainConfig.autocast -> the autocast dtype
