@@ -17,6 +17,15 @@ def test_fig1_paper_cost_by_hand():
     assert e.gpu_mem_gb == pytest.approx((2 * 16 * 2 * 768 * 32768 + 2 * 65536 * 32768 * 4 + 1048576 * 768 * 4) / 1e9)
 
 
+def test_synthetic_sweep_cost_by_hand():
+    # 5 k values x 5 seeds of 16,384-latent TopK SAEs on 100M generated rows of width 768; no language model
+    e = estimate.estimate("consistency_synthetic", "paper")
+    assert e.gpu_hours == pytest.approx(1e8 * 25 * 2 * 768 * 16384 / estimate.RATE / 3600)
+    assert e.disk_gb == pytest.approx((25 * 2 * 768 * 16384 * 4 + 200_000 * 768 * 4) / 1e9)
+    assert e.gpu_mem_gb == pytest.approx((25 * 16 * 768 * 16384 + 2 * 4096 * 16384 * 4) / 1e9)
+    assert "307.8 GB" in e.note and "host memory" in e.note  # (1e8 + 2e5) rows x 768 x 4 bytes
+
+
 def test_cached_activations_cost_their_disk_and_the_table_covers_every_notebook():
     import dataclasses
 

@@ -158,6 +158,8 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     from . import params
 
     P = params.load(stem, profile)
+    if stem == "consistency_synthetic":
+        return _estimate_synthetic(P)
     model = getattr(P, "model", None)
     if model not in SHAPES:
         return Estimate(stem, 0.0, 0.0, 0.0, "no SAE training" if not passes(stem, P) else f"unknown shape {model}")
@@ -190,6 +192,21 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     if hasattr(P, "llm_model"):
         note += "; + the chat model's calls"
     return Estimate(stem, flops / RATE / 3600, disk / 1e9, (members + batch + buffer) / 1e9, note)
+
+
+def _estimate_synthetic(P) -> Estimate:
+    """The synthetic ground-truth sweep (saesanity.synthetic): no language model; every (k, seed) SAE on the same
+    generated rows, which `synthetic.sweep` holds in host memory (float32) beside the held-out rows."""
+    n_saes = len(P.ks) * len(P.seeds)
+    flops = P.n_tokens * n_saes * sae_flops(P.hidden_dim, P.d_sae, "topk")
+    rows = (P.n_tokens + P.n_eval_tokens) * P.hidden_dim * 4
+    saes = n_saes * 2 * P.hidden_dim * P.d_sae * 4
+    members = n_saes * 16 * P.hidden_dim * P.d_sae  # weights, grads and Adam moments of the family, fp32
+    batch = 2 * P.batch_size * P.d_sae * 4
+    note = (f"1 pass, {n_saes} SAEs on synthetic data (no language model); the generated rows, "
+            f"{rows / 1e9:.1f} GB, are held in host memory")
+    return Estimate("consistency_synthetic", flops / RATE / 3600, (saes + P.n_eval_tokens * P.hidden_dim * 4) / 1e9,
+                    (members + batch) / 1e9, note)
 
 
 def table(profile: str = "paper") -> str:
