@@ -131,13 +131,16 @@ def random_subspace_angles(D: int, p: int, q: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.degrees(subspace_angles(g.standard_normal((D, p)), g.standard_normal((D, q)))))
 
 
-def step0_alignment(sae_a, sae_b) -> dict[str, float]:
+def step0_alignment(sae_a, sae_b, *, start: float | None = None, chance: float | None = None) -> dict[str, float]:
     """Signed PW-MCC of two SAEs before training and its chance level: runs that start aligned (a shared or
     deterministic initialisation) make a high trained PW-MCC meaningless, so `aligned_at_start` flags a
-    start more than 0.1 above chance."""
+    start more than 0.1 above chance. `start` / `chance`: those two values where the caller has them already
+    (`seed_suite`), else computed here (chance from one random pair of the same shape)."""
     W_a, W_b = sae_a.W_dec.detach(), sae_b.W_dec.detach()
-    start = pw_mcc(W_a, W_b)["signed"]
-    chance = chance_pw_mcc(W_a.shape[0], W_a.shape[1], n_pairs=1, G=W_b.shape[0])["signed"]["mean"]
+    if start is None:
+        start = pw_mcc(W_a, W_b, absolute=False)["signed"]
+    if chance is None:
+        chance = chance_pw_mcc(W_a.shape[0], W_a.shape[1], n_pairs=1, G=W_b.shape[0])["signed"]["mean"]
     return {"step0_pw_mcc": start, "chance_pw_mcc": chance, "aligned_at_start": bool(start > chance + 0.1)}
 
 
@@ -171,7 +174,7 @@ def seed_suite(P, saes: list, pairs: dict, masks: np.ndarray, held: np.ndarray, 
               if min(u.sum() for u in stable) >= rank else None,
               "random": random_subspace_angles(D, rank, rank)}
     steps = {m: pw_mcc(a.W_dec, b.W_dec, absolute=False)["signed"] for m, (a, b) in at_lengths.items()}
-    start = step0_alignment(*at_lengths[0])
+    start = step0_alignment(*at_lengths[0], start=steps[0], chance=chance["signed"]["mean"])  # same shapes
     mean = lambda a: None if a is None else float(np.mean(a))  # noqa: E731
     numbers = {
         "n_seeds": n, "n_latents": int(F), "d_model": int(D),
