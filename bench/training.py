@@ -16,7 +16,8 @@ step's cost does not depend on the values), width, k, batch, learning rate and t
 
 First, the TopK step against the GEMM rate measured in the same run (fp32, and bf16 autocast where the CPU has
 it): its FLOPs as counted in `topk_step_flops` per second over the encoder product's FLOP/s (into a preallocated
-output, timed in turn with the step); `--breakdown` adds where the step's time goes. Then both trainers in
+output, timed in turn with the step), the step timed marginally (`marginal_step_seconds`: a run's set-up is not
+a step's cost); `--breakdown` adds where the step's time goes. Then both trainers in
 each precision (SAELens with its own `autocast` for bf16).
 
 Activation collection: SmolLM2-135M (the embedded default) on random token ids, tokens/s of
@@ -102,7 +103,7 @@ def gemm_table(a, acts):
         gemm, step = [], []
         for _ in range(a.reps):
             gemm.append(gemm_seconds(a, dtype))
-            step.append(our_run(acts, "topk", a, a.steps, autocast) / a.steps)
+            step.append(marginal_step_seconds(acts, a, autocast))
         rate = 2 * a.batch * a.d * a.latents / statistics.median(gemm)
         achieved = flops / statistics.median(step)
         print(f"    {label:14s} GEMM {rate / 1e9:7.1f} GFLOP/s   step {achieved / 1e9:7.1f} GFLOP/s = "
@@ -110,6 +111,15 @@ def gemm_table(a, acts):
               f"{1e3 * statistics.median(step):.1f} ms a step)")
         if a.breakdown:
             breakdown(acts, a, autocast, statistics.median(step))
+
+
+def marginal_step_seconds(acts, a, autocast) -> float:
+    """Seconds of one TopK step, marginal: (T(steps) − T(steps / 4)) / (the steps between), so the run's set-up
+    (the SAE's initialisation, the optimiser, the batch order, the final evaluation) is not counted in the step."""
+    short = max(1, a.steps // 4)
+    if a.steps <= short:
+        raise SystemExit(f"--steps {a.steps}: the marginal step time needs at least 2 steps")
+    return (our_run(acts, "topk", a, a.steps, autocast) - our_run(acts, "topk", a, short, autocast)) / (a.steps - short)
 
 
 PARTS = {  # aten op -> the part of the TopK step it is (topk.py's module docstring)
