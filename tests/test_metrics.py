@@ -142,6 +142,17 @@ def test_pooled_over_batches_is_each_definition_on_all_rows():
         Pooled(mean, 10).result()
 
 
+def test_bigram_keys_of_two_splits_share_one_packing():
+    from saesanity.metrics import ngram_keys
+
+    a, b = np.array([[1, 2, 3]]), np.array([[1, 2, 9]])  # the largest id differs between the splits
+    np.testing.assert_array_equal(ngram_keys(a, 2, vocab=10), [1 * 10 + 2, 2 * 10 + 3])
+    np.testing.assert_array_equal(ngram_keys(b, 2, vocab=10)[:1], ngram_keys(a, 2, vocab=10)[:1])
+    assert ngram_keys(a, 2)[0] != ngram_keys(b, 2)[0]  # each split's own default packing: not comparable
+    with pytest.raises(ValueError, match="vocab=5"):
+        ngram_keys(b, 2, vocab=5)
+
+
 def test_ngram_keys_and_the_token_lookup_null_by_hand():
     from saesanity.metrics import lookup_fvu, ngram_keys
 

@@ -57,7 +57,14 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert r["baseline"]["trained"] == r["recon"]["seed0"]  # the trained-model baseline SAE is seed 0
     for m in [*r["recon"].values(), *r["baseline"].values()]:
         assert 0 < m["fvu"] < 1.5 and m["l0"] <= 8 + 1e-6 and np.isfinite(m["ce_loss_score"])
+    assert list(r["frozen"]) == ["decoder", "soft_decoder", "encoder"]
+    for m in r["frozen"].values():
+        assert 0 < m["fvu"] < 2 and m["l0"] <= 8 + 1e-6 and np.isfinite(m["kl_score"])
+    assert len({m["fvu"] for m in r["frozen"].values()}) == 3  # three different SAEs
+    lk = r["lookup_null"]
+    assert lk["n_train_rows"] == r["activation_rows"]["train"] and 0 < lk["unigram_fvu"] < 2 and 0 < lk["bigram_fvu"] < 2
     md = (out / "report.md").read_text()
+    assert "## Frozen and lookup baselines" in md and "| frozen random decoder |" in md and "| bigram lookup null |" in md
     assert "smoke model" in md and "| seed0 vs seed1 |" in md and "Paulo & Belrose" in md
     assert "<table>" in (out / "report.html").read_text()
 
@@ -99,7 +106,8 @@ def test_report_interrupted_resumes_from_cache(iso_cache, tmp_path, monkeypatch)
     assert acts_before
     _report(tmp_path)
     assert trained[:2] == [[0, 1], [0, 1]]  # then only the baseline variants' SAEs (seed 0 on other activations)
-    assert all(t == [0] for t in trained[2:])
+    assert trained[-1] == [0, 0, 0]  # and the three frozen-weight baselines (seed 0), one pass
+    assert all(t == [0] for t in trained[2:-1])
     assert acts_before <= {p.name for p in (iso_cache / "activations").iterdir()}  # the seeds' activations were kept
 
 
@@ -112,10 +120,16 @@ def test_report_on_a_given_sparsify_sae(iso_cache, tmp_path):
 
     torch.manual_seed(0)
     SparseCoder(64, SparseCoderConfig(num_latents=128, k=6)).save_to_disk(tmp_path / "mine" / "layers.2")
-    r = _report(tmp_path, "--sae", str(tmp_path / "mine"), "--variants", "trained")
+    r = _report(tmp_path, "--sae", str(tmp_path / "mine"), "--variants", "trained", "--frozen", "--no-lookup-null")
+    assert r["frozen"] == {} and r["lookup_null"] is None  # both baselines switched off
     assert [(s["name"], s["d_sae"], s["k"]) for s in r["saes"]] == [("layers.2", 128, 6), ("seed0", 128, 6)]
     assert [(p["a"], p["b"]) for p in r["stability"]["pairs"]] == [("layers.2", "seed0")]
     assert set(r["recon"]) == {"layers.2", "seed0"} and list(r["baseline"]) == ["trained"]
+
+
+def test_an_unknown_frozen_baseline_is_a_report_error():
+    with pytest.raises(ReportError, match=r"frozen baselines \['bias'\]"):
+        ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2", frozen=["bias"])
 
 
 def test_an_unknown_profile_is_a_report_error():  # the CLI's bad inputs: tests/test_bad_inputs.py

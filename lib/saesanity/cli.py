@@ -28,6 +28,8 @@ EMBEDDED = {  # models that run offline, and what a reader must know about numbe
     "smollm2-tiny-random": "smoke model (a 4-layer random Llama with SmolLM2's tokenizer): checks the code, "
                            "says nothing about SAEs",
 }
+FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
+                "encoder": "frozen random encoder"}
 PAPER_REFERENCE = {
     "stability": "Paulo & Belrose (2025): ≈42% of latents shared (paper rule) between two 32K-latent TopK SAEs "
                  "on Pythia-160M layer 6, trained on 8B tokens; fewer with more latents or larger k, more with "
@@ -64,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                             ("n-interp-latents", int, "latents explained per SAE")):
         r.add_argument(f"--{name}", type=typ, help=what)
     r.add_argument("--scorers", nargs="+", help="auto-interp scorers: detection fuzzing embedding")
+    r.add_argument("--frozen", nargs="*", metavar="PART", help="frozen-weight baselines: decoder soft_decoder encoder "
+                                                              "(default: all three; --frozen alone: none)")
+    r.add_argument("--no-lookup-null", action="store_true", help="skip the token / bigram lookup null")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             seq_len=args.seq_len, model_dtype=args.model_dtype, d_sae=args.d_sae, k=args.k, threshold=args.threshold,
             n_boot=args.n_boot, device=args.device, explainer=args.explainer, llm_backend=args.llm_backend,
             llm_model=args.llm_model, api_base=args.api_base, n_interp_latents=args.n_interp_latents,
-            scorers=args.scorers)
+            scorers=args.scorers, frozen=args.frozen, lookup_null=False if args.no_lookup_null else None)
         out = args.out or Path("reports") / f"{cfg.model.replace('/', '_')}_{cfg.hookpoint}"
         _check_out(out)  # before the compute, not after it
         result = run(cfg, progress=not args.no_progress)
@@ -229,6 +234,19 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                 "model, these metrics do not show that the SAE found structure the training put there. For "
                 "reference: " + PAPER_REFERENCE["baseline"], ["variant", *[c for _, c in cols]],
                 metric_rows({VARIANT_LABEL.get(v, v): m for v, m in result["baseline"].items()})))
+    frozen, lookup = result.get("frozen") or {}, result.get("lookup_null")
+    if frozen or lookup:
+        rows = metric_rows({FROZEN_LABEL.get(f, f): m for f, m in frozen.items()})
+        if lookup:
+            rows += [[f"{name} lookup null", _f(lookup[key]), *["—"] * (len(cols) - 1)]
+                     for name, key in (("token", "unigram_fvu"), ("bigram", "bigram_fvu"))]
+        out.append(("Frozen and lookup baselines", "On the trained model's activations, the same recipe (seed 0) with "
+                    "part of the SAE kept at its random initialisation (Korznikov et al. 2026, \"Sanity checks for "
+                    "SAEs: do SAEs beat random baselines?\"): frozen decoder; soft-frozen decoder (each row kept at "
+                    "cos ≥ 0.8 to its initialisation); frozen encoder. Lookup nulls: each held-out row predicted by "
+                    "the mean training activation of its token (bigram, backing off to the token, then the mean"
+                    + (f"; {lookup['n_train_rows']:,} training rows" if lookup else "") + "). The SAEs under test "
+                    "(Reconstruction metrics) should beat every row here.", ["baseline", *[c for _, c in cols]], rows))
     ai = result["autointerp"]
     if ai:
         scorers = sorted({s for r in ai["saes"].values() for s in r if s != "n_latents"})

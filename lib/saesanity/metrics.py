@@ -171,10 +171,12 @@ def token_entropy(top_tokens_FN: np.ndarray) -> np.ndarray:
     return out
 
 
-def ngram_keys(seqs_BT: np.ndarray, order: int, drop_first: int = 1) -> np.ndarray:
+def ngram_keys(seqs_BT: np.ndarray, order: int, drop_first: int = 1, vocab: int | None = None) -> np.ndarray:
     """[B·(T − drop_first)] int64 key per activation row of the sequences `seqs_BT` (rows in sequence order,
     the first `drop_first` positions of each sequence dropped, as `runs.row_tokens` lays them out): the token
-    id (order 1) or (previous id, id) packed into one integer (order 2; needs drop_first >= 1)."""
+    id (order 1) or (previous id, id) packed into one integer, previous·vocab + id (order 2; needs
+    drop_first >= 1). `vocab` (default: the largest id + 1) must be the same for keys that are compared, e.g.
+    a training and an evaluation split."""
     seqs = np.asarray(seqs_BT, dtype=np.int64)
     if seqs.ndim != 2 or order not in (1, 2) or (order == 2 and drop_first < 1) or drop_first >= seqs.shape[1]:
         raise ValueError(f"ngram_keys needs [B, T] token ids, order 1 or 2, and 0 <= drop_first < T (>= 1 for a "
@@ -182,7 +184,9 @@ def ngram_keys(seqs_BT: np.ndarray, order: int, drop_first: int = 1) -> np.ndarr
     cur = seqs[:, drop_first:]
     if order == 1:
         return cur.reshape(-1)
-    V = int(seqs.max()) + 1
+    V = int(seqs.max()) + 1 if vocab is None else int(vocab)
+    if V <= seqs.max():
+        raise ValueError(f"vocab={V} but the sequences hold token id {int(seqs.max())}")
     return (seqs[:, drop_first - 1:-1] * V + cur).reshape(-1)
 
 

@@ -16,7 +16,14 @@ run resumes where it stopped and a second run only re-renders):
 3. **Reconstruction metrics** of every SAE under test on the trained model's held-out activations:
    FVU (centred on the held-out mean), L0, dead fraction (`baselines.recon_metrics`), and the CE-loss
    and KL scores with the SAE spliced in (`baselines.spliced_scores`; definitions in `metrics`).
-4. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
+4. **Frozen and lookup baselines** (Korznikov et al. 2026; issue 18): SAEs of the same recipe (seed 0, the
+   trained model's activations) with a frozen random decoder, a soft-frozen one (each row kept at cos >= 0.8
+   to its initialisation) and a frozen random encoder (`frozen`, `TrainConfig.freeze`), evaluated as in 3; and
+   the token / bigram lookup null (`metrics.lookup_fvu`): the FVU of predicting each held-out row by the mean
+   training activation of its token (bigram, backing off to the token, then the mean), on at most
+   `LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
+   lookup table of tokens would not.
+5. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
    of the first given SAE) explained and scored (`autointerp.pipeline`), pooled AUROC per scorer.
 
 `run` returns every number as one dict (also written to `report.json` by the command, `cli`).
@@ -41,6 +48,8 @@ from .models import VARIANTS
 from .sae import SAEBase, load_sae, resolve, save_saelens
 
 _IMPORT_VERSION = 1
+FROZEN = ("decoder", "soft_decoder", "encoder")  # the report's frozen-weight baselines (`TrainConfig.freeze`)
+LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
 
 PROFILES = {
     # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
@@ -92,6 +101,8 @@ class ReportConfig:
     api_key_env: str = "OPENAI_API_KEY"
     n_interp_latents: int = 20
     device: str = "cpu"
+    frozen: list[str] = field(default_factory=lambda: list(FROZEN))  # frozen-weight baselines (none: [])
+    lookup_null: bool = True  # the token / bigram lookup null
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "ReportConfig":
@@ -121,6 +132,9 @@ class ReportConfig:
             raise ReportError(f"n_boot={self.n_boot}: need at least 2 resamples")
         if self.n_tokens < self.batch_size:
             raise ReportError(f"n_tokens={self.n_tokens} is smaller than one SAE batch ({self.batch_size})")
+        bad = [f for f in self.frozen if f not in FROZEN]
+        if bad:
+            raise ReportError(f"frozen baselines {bad}: valid {list(FROZEN)}")
         if self.explainer not in (None, "llm", "top-tokens"):
             raise ReportError(f"explainer={self.explainer!r}; valid: llm, top-tokens (or none)")
         self._check_sizes()
@@ -271,6 +285,34 @@ def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
             {"dec": np.nan_to_num(first.dec_cos, nan=-1).tolist(), "enc": np.nan_to_num(first.enc_cos, nan=-1).tolist()}}
 
 
+def _frozen(cfg: ReportConfig, P, acts, acts_dir, held: np.ndarray, progress: bool) -> dict:
+    """{freeze: metrics} of seed-0 SAEs of P's recipe with that part frozen, trained together in one pass."""
+    if not cfg.frozen:
+        return {}
+    cfgs = [dataclasses.replace(runs.train_cfg(P, 0), freeze=f) for f in cfg.frozen]
+    ts = runs.train_many(P, acts, acts_dir, cfgs, progress)
+    return {f: _metrics(cfg, "trained", t, held, progress) for f, t in zip(cfg.frozen, ts)}
+
+
+def _lookup_null(base, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path) -> dict | None:
+    """FVU of the unigram and the bigram lookup null (`metrics.lookup_fvu`) on the trained model's held-out rows;
+    None when the training activations are streamed (no cached rows to average)."""
+    from .metrics import lookup_fvu, ngram_keys
+
+    if acts_dir is None:
+        return None
+    drop = runs.activation_spec(base, "train").drop_first
+    tok_train, tok_held = np.load(Path(acts_dir) / "tokens.npy"), np.load(Path(held_dir) / "tokens.npy")
+    vocab = int(max(tok_train.max(), tok_held.max())) + 1  # one packing of bigrams for both splits
+    n = min(int(acts.shape[0]), LOOKUP_MAX_ROWS)
+    X, Y = np.asarray(acts[:n], dtype=np.float32), np.asarray(held, dtype=np.float32)
+    keys = {o: (ngram_keys(tok_train, o, drop, vocab)[:n], ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
+            for o in (1, 2)}
+    return {"unigram_fvu": lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]]),
+            "bigram_fvu": lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]]),
+            "n_train_rows": n}
+
+
 def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, Path]], progress: bool) -> dict:
     from .autointerp import pipeline, studies
     from .autointerp.examples import latent_acts_cached
@@ -301,7 +343,9 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     """Every number of the report (see the module docstring)."""
     cfg.check()
     stages = ["activations (trained model)", "SAEs under test", "seed stability", "reconstruction metrics",
-              *[f"random baseline: {v}" for v in cfg.variants if v != "trained"]] + (["auto-interp"] if cfg.explainer else [])
+              *[f"random baseline: {v}" for v in cfg.variants if v != "trained"]] + \
+        (["frozen baselines"] if cfg.frozen else []) + (["lookup null"] if cfg.lookup_null else []) + \
+        (["auto-interp"] if cfg.explainer else [])
     bar = tqdm(total=len(stages), desc="report", unit="stage", disable=not progress, position=0)
 
     def stage(i: int):
@@ -353,6 +397,17 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     if given:
         interp_targets.append((given[0].name, given[0], held, held_dir))
 
+    frozen = {}
+    if cfg.frozen:
+        stage(stages.index("frozen baselines"))
+        frozen = _frozen(cfg, P, acts, acts_dir, held, progress)
+        bar.update()
+    lookup = None
+    if cfg.lookup_null:
+        stage(stages.index("lookup null"))
+        lookup = _lookup_null(base, acts, acts_dir, held, held_dir)
+        bar.update()
+
     interp = None
     if cfg.explainer:
         stage(len(stages) - 1)
@@ -363,5 +418,6 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
             "activation_rows": {"train": int(acts.shape[0]), "heldout": int(held.shape[0])},
             "saes": [{"name": t.name, "source": t.source, "d_sae": t.sae.d_sae, "architecture": t.sae.architecture,
                       "k": getattr(t.sae, "k", None), "trained_here": t.trained_here} for t in under_test],
-            "stability": stability, "recon": recon, "baseline": baseline, "autointerp": interp,
+            "stability": stability, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
+            "autointerp": interp,
             "torch_threads": torch.get_num_threads()}
