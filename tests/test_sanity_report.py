@@ -57,6 +57,8 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert r["baseline"]["trained"] == r["recon"]["seed0"]  # the trained-model baseline SAE is seed 0
     for m in [*r["recon"].values(), *r["baseline"].values()]:
         assert 0 < m["fvu"] < 1.5 and m["l0"] <= 8 + 1e-6 and np.isfinite(m["ce_loss_score"])
+    for m in [*r["recon"].values(), *r["baseline"].values()]:  # the noise floor over 5 held-out shards
+        assert m["fvu_shard_sd"] > 0 and m["l0_shard_sd"] >= 0
     assert list(r["frozen"]) == ["decoder", "soft_decoder", "encoder"]
     for m in r["frozen"].values():
         assert 0 < m["fvu"] < 2 and m["l0"] <= 8 + 1e-6 and np.isfinite(m["kl_score"])
@@ -64,6 +66,7 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     lk = r["lookup_null"]
     assert lk["n_train_rows"] == r["activation_rows"]["train"] and 0 < lk["unigram_fvu"] < 2 and 0 < lk["bigram_fvu"] < 2
     md = (out / "report.md").read_text()
+    assert f"{r['recon']['seed0']['fvu']:.3f} ± {r['recon']['seed0']['fvu_shard_sd']:.3f}" in md
     assert "## Frozen and lookup baselines" in md and "| frozen random decoder |" in md and "| bigram lookup null |" in md
     assert "smoke model" in md and "| seed0 vs seed1 |" in md and "Paulo & Belrose" in md
     assert "<table>" in (out / "report.html").read_text()

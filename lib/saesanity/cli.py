@@ -220,13 +220,20 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),
             ("kl_score", "KL score"), ("ce_clean", "CE clean"), ("ce_sae", "CE with SAE")]
 
+    def cell(m: dict, k: str) -> str:
+        if k == "dead_frac":
+            return _pct(m[k])
+        fmt = ".1f" if k == "l0" else ".3f"
+        sd = m.get(f"{k}_shard_sd")
+        return _f(m[k], fmt) + ("" if sd is None else f" ± {_f(sd, fmt)}")
+
     def metric_rows(d: dict) -> list[list[str]]:
-        return [[name, *[_pct(m[k]) if k == "dead_frac" else _f(m[k], ".1f" if k == "l0" else ".3f") for k, _ in cols]]
-                for name, m in d.items()]
+        return [[name, *[cell(m, k) for k, _ in cols]] for name, m in d.items()]
     out.append(("Reconstruction metrics", "On the trained model's held-out activations. FVU: Σ‖x−x̂‖² / Σ‖x−x̄‖² "
                 "(x̄ the held-out mean); L0: mean active latents per token; dead: latents that never fire on the held-out "
                 "set; CE-loss score: (CE_zero − CE_SAE)/(CE_zero − CE_clean) with the SAE spliced in; KL score likewise "
-                "with KL to the clean next-token distribution.", ["SAE", *[c for _, c in cols]],
+                "with KL to the clean next-token distribution. ± : the standard deviation of FVU and L0 over 5 equal shards of "
+                "the held-out rows (`metrics.shard_spread`), the noise floor: a difference smaller than it is not one.", ["SAE", *[c for _, c in cols]],
                 metric_rows(result["recon"])))
     from .baselines import VARIANT_LABEL
     out.append(("Random baseline", "One TopK SAE (seed 0, the same recipe) per model variant, evaluated on that "

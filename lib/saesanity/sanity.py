@@ -49,6 +49,7 @@ from .sae import SAEBase, load_sae, resolve, save_saelens
 
 _IMPORT_VERSION = 1
 FROZEN = ("decoder", "soft_decoder", "encoder")  # the report's frozen-weight baselines (`TrainConfig.freeze`)
+NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
 LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
 
 PROFILES = {
@@ -239,7 +240,18 @@ def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> runs.RunView:
 
 
 def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: bool) -> dict:
+    from .metrics import shard_spread
+
     rec = baselines.recon_metrics(t.sae, held, device=cfg.device)
+    if held.shape[0] >= 2 * NOISE_SHARDS:  # the noise floor: FVU and L0 over shards of the held-out rows
+        l0s = []
+
+        def fvu_of(rows):
+            m = baselines.recon_metrics(t.sae, rows, device=cfg.device)
+            l0s.append(m["l0"])
+            return m["fvu"]
+        rec = {**rec, "fvu_shard_sd": shard_spread(fvu_of, held, NOISE_SHARDS)["sd"],
+               "l0_shard_sd": float(np.std(l0s, ddof=1))}
     spl = baselines.variant_scores(cfg, variant, {cfg.hookpoint: t}, progress=progress)[cfg.hookpoint]
     return {**rec, "ce_loss_score": spl["ce_loss_score"], "kl_score": spl["kl_score"],
             "ce_clean": spl["ce_clean"], "ce_sae": spl["ce_sae"], "ce_zero": spl["ce_zero"]}
