@@ -22,7 +22,7 @@ def test_synthetic_sweep_cost_by_hand():
     e = estimate.estimate("consistency_synthetic", "paper")
     assert e.gpu_hours == pytest.approx(1e8 * 25 * 2 * 768 * 16384 / estimate.RATE / 3600)
     assert e.disk_gb == pytest.approx((25 * 2 * 768 * 16384 * 4 + 200_000 * 768 * 4) / 1e9)
-    assert e.gpu_mem_gb == pytest.approx((25 * 16 * 768 * 16384 + 2 * 4096 * 16384 * 4) / 1e9)
+    assert e.gpu_mem_gb == pytest.approx((25 * 16 * 2 * 768 * 16384 + 2 * 4096 * 16384 * 4) / 1e9)  # W_enc + W_dec
     assert "307.8 GB" in e.note and "host memory" in e.note  # (1e8 + 2e5) rows x 768 x 4 bytes
 
 

@@ -28,7 +28,7 @@ EMBEDDED = {  # models that run offline, and what a reader must know about numbe
     "smollm2-tiny-random": "smoke model (a 4-layer random Llama with SmolLM2's tokenizer): checks the code, "
                            "says nothing about SAEs",
 }
-NOISE_NOTE = (" ± : the standard deviation of FVU and L0 over 5 equal shards of the held-out rows "
+NOISE_NOTE = (" ± : the standard deviation of FVU and L0 over {n} equal shards of the held-out rows "
               "(`metrics.shard_spread`), the noise floor: a difference smaller than it is not one.")
 FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
                 "encoder": "frozen random encoder"}
@@ -200,6 +200,8 @@ def _provenance(result: dict) -> str:
 
 def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(section title, intro text, header, rows) of every table, shared by the Markdown and HTML output."""
+    from .sanity import NOISE_SHARDS
+
     out = []
     saes = result["saes"]
     out.append(("SAEs under test", "Given SAEs first, then the SAEs trained here (TopK, same batches, seeds 0…).",
@@ -234,7 +236,7 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     out.append(("Reconstruction metrics", "On the trained model's held-out activations. FVU: Σ‖x−x̂‖² / Σ‖x−x̄‖² "
                 "(x̄ the held-out mean); L0: mean active latents per token; dead: latents that never fire on the held-out "
                 "set; CE-loss score: (CE_zero − CE_SAE)/(CE_zero − CE_clean) with the SAE spliced in; KL score likewise "
-                "with KL to the clean next-token distribution." + (NOISE_NOTE if any("fvu_shard_sd" in m for m in
+                "with KL to the clean next-token distribution." + (NOISE_NOTE.format(n=NOISE_SHARDS) if any("fvu_shard_sd" in m for m in
                                                                    result["recon"].values()) else ""), ["SAE", *[c for _, c in cols]],
                 metric_rows(result["recon"])))
     from .baselines import VARIANT_LABEL

@@ -183,15 +183,21 @@ def estimate(stem: str, profile: str = "paper") -> Estimate:
     acts = 0 if getattr(P, "activations", "cached") == "streamed" else \
         max(p.tokens for p in ps) * shape.d * _store_bytes(P) * n_hooks
     disk = max(p.tokens for p in ps) * tok_bytes + held + saes + ckpt + acts
-    members = sum(16 * 2 * shape.d * f for f, _ in biggest.saes)
-    batch = 2 * P.batch_size * max(f for f, _ in biggest.saes) * 4
+    train_mem = _training_memory(shape.d, [f for f, _ in biggest.saes], P.batch_size)
     buffer = getattr(P, "stream_buffer_tokens", 0) * shape.d * 4
     note = f"{len(ps)} pass(es), {sum(len(p.saes) for p in ps)} SAEs"
     if getattr(P, "trainer", "ours") == "sparsify":
         note += f" (TopK by sparsify, {P.sparsify_recipe})"
     if hasattr(P, "llm_model"):
         note += "; + the chat model's calls"
-    return Estimate(stem, flops / RATE / 3600, disk / 1e9, (members + batch + buffer) / 1e9, note)
+    return Estimate(stem, flops / RATE / 3600, disk / 1e9, (train_mem + buffer) / 1e9, note)
+
+
+def _training_memory(d: int, widths: list[int], batch_size: int) -> int:
+    """Bytes of a family of SAEs (`widths` latents each, d_model `d`) trained together: each member's two [d, f]
+    matrices with their gradients and Adam moments in fp32 (16 bytes a weight), and two [batch, widest] fp32
+    activations of the step."""
+    return sum(16 * 2 * d * f for f in widths) + 2 * batch_size * max(widths) * 4
 
 
 def _estimate_synthetic(P) -> Estimate:
@@ -201,12 +207,10 @@ def _estimate_synthetic(P) -> Estimate:
     flops = P.n_tokens * n_saes * sae_flops(P.hidden_dim, P.d_sae, "topk")
     rows = (P.n_tokens + P.n_eval_tokens) * P.hidden_dim * 4
     saes = n_saes * 2 * P.hidden_dim * P.d_sae * 4
-    members = n_saes * 16 * P.hidden_dim * P.d_sae  # weights, grads and Adam moments of the family, fp32
-    batch = 2 * P.batch_size * P.d_sae * 4
     note = (f"1 pass, {n_saes} SAEs on synthetic data (no language model); the generated rows, "
             f"{rows / 1e9:.1f} GB, are held in host memory")
     return Estimate("consistency_synthetic", flops / RATE / 3600, (saes + P.n_eval_tokens * P.hidden_dim * 4) / 1e9,
-                    (members + batch) / 1e9, note)
+                    _training_memory(P.hidden_dim, [P.d_sae] * n_saes, P.batch_size) / 1e9, note)
 
 
 def table(profile: str = "paper") -> str:
