@@ -57,3 +57,16 @@ def test_readme_gpu_table_is_the_generated_one():
     text = (REPO_ROOT / "README.md").read_text()
     block = text.split(estimate.GPU_START, 1)[1].split(estimate.GPU_END, 1)[0].strip()
     assert block == estimate.table(), "run `python -m saesanity.estimate --readme`"
+
+
+def test_heap_frozen_baselines_are_counted_once_per_layer_of_the_trained_model():
+    from saesanity import params
+
+    P = params.load("heap_metrics_vs_layer", "paper")  # streamed: one pass per variant, the frozen ones their own
+    ps = estimate.passes("heap_metrics_vs_layer", P)
+    assert len(ps) == len(P.variants) + 1 and [len(p.saes) for p in ps][-1] == len(P.frozen) * len(P.layers)
+    assert sum(len(p.saes) for p in ps) == (len(P.variants) + len(P.frozen)) * len(P.layers)
+    D = params.load("heap_metrics_vs_layer", "default")  # cached: they join the trained model's per-layer passes
+    ds = estimate.passes("heap_metrics_vs_layer", D)
+    assert [len(p.saes) for p in ds] == [1 + len(D.frozen)] * len(D.layers) + [1] * len(D.layers) * (len(D.variants) - 1)
+    assert len(estimate.passes("heap_token_entropy", D)) == len(D.variants) * len(D.layers)  # no frozen baselines

@@ -15,7 +15,7 @@ from saesanity import paths
 STEMS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 # keys the README and later notebooks read from each JSON
 REQUIRED = {
-    "heap_metrics_vs_layer": ["convergence.n_members", "ours", "claims", "scale", "setup"],
+    "heap_metrics_vs_layer": ["convergence.n_members", "ours", "frozen", "lookup_null", "claims", "scale", "setup"],
     "heap_toy_models": ["ours.hypothesis1", "ours.hypothesis2", "claims", "scale"],
     "autointerp_calibration": ["summary", "claims", "configs", "explanations", "scale"],
     "heap_figB_autointerp_roc": ["auroc", "auroc_bootstrap_sd", "claims", "config", "scale"],
@@ -118,6 +118,11 @@ def test_notebook(profile, stem, profile_cache, tmp_path, monkeypatch):
     if stem == "paulo_fig4_overlap_vs_layer_position_arch":  # panel (b) has both kinds at every layer, also when
         # d_sae is not among layer_sizes (the paper's 27,648 and paper-mini's 192)
         assert doc["ours"]["mlp_vs_resid"]["n_layers"] == len(doc["params"]["layers"])
+    if stem == "heap_metrics_vs_layer":  # the frozen baselines at every layer; the lookup null where rows are cached
+        hooks = set(doc["ours"]["trained"])
+        assert set(doc["frozen"]) == set(doc["params"]["frozen"]) and all(set(r) == hooks for r in doc["frozen"].values())
+        streamed = doc["params"]["activations"] == "streamed"
+        assert all((r is None) == streamed for hs in doc["lookup_null"].values() for r in hs.values())
     assert stem in REQUIRED, f"list the JSON keys {stem} must provide in REQUIRED"
     from saesanity import readme
 

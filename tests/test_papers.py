@@ -275,11 +275,33 @@ def test_leask_stitching():
     assert verdicts(leask.claims_stitching({}, {}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
 
 
+def test_heap_baseline_checks_by_hand():
+    from saesanity.papers import heap
+
+    ours = {"trained": {"r.1": {"fvu": 0.2}, "r.5": {"fvu": 0.3}},
+            "init": {"r.1": {"fvu": 0.1}, "r.5": {"fvu": 0.1}}, "control": {"r.1": {"fvu": 0.5}, "r.5": {"fvu": 0.6}}}
+    frozen = {"decoder": {"r.1": {"fvu": 0.5}, "r.5": {"fvu": 0.35}}}
+    lookup = {"trained": {"r.1": {"unigram_fvu": 0.6, "bigram_fvu": 0.5}, "r.5": {"unigram_fvu": 0.8, "bigram_fvu": 0.7}},
+              "init": {"r.1": {"unigram_fvu": 0.05, "bigram_fvu": 0.04}, "r.5": {"unigram_fvu": 0.3, "bigram_fvu": 0.2}},
+              "control": {"r.1": {"unigram_fvu": 0.99, "bigram_fvu": 0.98}, "r.5": {"unigram_fvu": 0.99, "bigram_fvu": 0.9}}}
+    c = heap.claims_baselines(ours, frozen, lookup)
+    assert [x["verdict"] for x in c] == [True, False, True]  # init's SAE (0.1) loses to its lookup at r.1 (0.05)
+    assert c[0]["ours"]["fvu_frozen_minus_trained"]["decoder"] == {"r.1": pytest.approx(0.3), "r.5": pytest.approx(0.05)}
+    assert c[1]["ours"]["sae_fvu_below_unigram_fvu"]["init"] == {"r.1": False, "r.5": True}
+    assert c[2]["ours"]["mean_unigram_fvu"] == {"trained": pytest.approx(0.7), "init": pytest.approx(0.175)}  # no control
+    frozen["decoder"]["r.5"]["fvu"] = 0.25  # beats trained (0.3) at one layer
+    lookup["init"] = {"r.1": {"unigram_fvu": 0.9, "bigram_fvu": 0.9}, "r.5": {"unigram_fvu": 0.9, "bigram_fvu": 0.9}}
+    assert [x["verdict"] for x in heap.claims_baselines(ours, frozen, lookup)] == [False, True, False]
+    streamed = {v: dict.fromkeys(hs, None) for v, hs in lookup.items()}  # the paper profile: no cached rows
+    assert [x["claim"] for x in heap.claims_baselines(ours, {}, streamed)] == []
+
+
 def _recomputed(stem, doc):
     from saesanity.papers import heap, leask
 
     if stem == "heap_metrics_vs_layer":
-        return heap.claims_metrics(doc["ours"])
+        return heap.claims_metrics(doc["ours"]) + heap.claims_baselines(doc["ours"], doc.get("frozen", {}),
+                                                                        doc.get("lookup_null", {}))
     if stem == "heap_token_entropy":
         return heap.claims_entropy(doc["ours"]["median_entropy_bits"])
     if stem == "heap_toy_models":

@@ -229,12 +229,14 @@ def test_enumerations_match_the_registries_they_name():
     from saesanity.activations import HOOK_KINDS
     from saesanity.autointerp import explainers, scorers
     from saesanity.autointerp.pipeline import BACKENDS
+    from saesanity.baselines import FROZEN
     from saesanity.models import DTYPES, VARIANTS
     from saesanity.sae.arch import ARCHITECTURES
 
     for lit, registry in [(params.Dtype, DTYPES), (params.Variant, VARIANTS), (params.HookKind, HOOK_KINDS),
                           (params.Architecture, ARCHITECTURES), (params.Explainer, explainers.EXPLAINERS),
-                          (params.Backend, BACKENDS), (params.Scorer, scorers.SCORERS)]:
+                          (params.Backend, BACKENDS), (params.Scorer, scorers.SCORERS),
+                          (params.FrozenPart, FROZEN)]:
         assert list(typing.get_args(lit)) == list(registry)
     with pytest.raises(params.ParamsError, match=r"variant='trainde'.*valid: \['trained'"):
         params.load("paulo_fig1_matched_cosines", "smoke", variant="trainde")
@@ -290,7 +292,8 @@ def test_same_as_overlays_each_section_key_by_key_through_a_chain(tmp_path):
 def test_notebooks_that_read_one_anothers_artifacts_share_one_file(stem, parent):
     """These read the artifacts another notebook makes: their file is `same_as` it, so they cannot drift."""
     assert yaml.safe_load((PARAMS_DIR / f"{stem}.yaml").read_text())["same_as"] == parent
-    shared = set(params.profile_values(parent, "default"))
+    shared = set(params.profile_values(parent, "default")) & set(params.profile_values(stem, "default"))
+    assert {"model", "variants", "layers", "n_tokens", "sizes", "seeds"} & shared  # (the keys naming the artifacts)
     for profile in params.PROFILES:
         vals, ref = params.profile_values(stem, profile), params.profile_values(parent, profile)
         assert {k: vals[k] for k in shared} == {k: ref[k] for k in shared}, (stem, profile)

@@ -162,3 +162,26 @@ def test_variant_layers_train_in_one_sparsify_run_and_match_single_hookpoint_key
     assert runs.is_trained(None, runs.train_cfg(V, 0), acts)
     for name, p in saes["resid_post.2"].sae.state_dict().items():
         assert torch.equal(p, alone.state_dict()[name]), name
+
+
+def test_frozen_baselines_are_trained_by_ours_beside_sparsify(iso_cache, tiny_neox_dir, monkeypatch):
+    """sparsify has no way to freeze a weight: with trainer: sparsify, Heap's frozen-weight baselines are trained
+    by our trainer on the same stream (its TopK SAEs are never handed to sparsify), and the frozen part stays at
+    its initialisation."""
+    from saesanity import baselines
+    from saesanity.sae.train import make_sae
+
+    P = params.load("heap_metrics_vs_layer", "smoke", model=str(tiny_neox_dir), corpus="debian:fortunes",
+                    layers=[1], kind="resid_post", d_sae=64, k=4, n_tokens=2048, batch_size=512, seq_len=64,
+                    n_eval_tokens=1024, n_splice_tokens=128, variants=["trained"], trainer="sparsify",
+                    frozen=["decoder", "encoder"])
+    monkeypatch.setattr(st, "train_sparsify", lambda *a, **k: pytest.fail("sparsify asked to train a frozen SAE"))
+    fz = baselines.frozen_saes(P, P.frozen, progress=False)["resid_post.1"]
+    cfg = runs.train_cfg(baselines.view(P, "trained"), 0)
+    init = make_sae(cfg, fz["decoder"].sae.W_dec.shape[1])
+    torch.testing.assert_close(fz["decoder"].sae.W_dec, init.W_dec, rtol=0, atol=1e-6)
+    assert not torch.allclose(fz["decoder"].sae.W_enc, init.W_enc)
+    torch.testing.assert_close(fz["encoder"].sae.W_enc, init.W_enc, rtol=0, atol=0)
+    assert not torch.allclose(fz["encoder"].sae.W_dec, init.W_dec, atol=1e-3)
+    assert [t.cfg.freeze for t in fz.values()] == ["decoder", "encoder"]
+    assert all(t.info.get("trainer") != "sparsify" for t in fz.values())

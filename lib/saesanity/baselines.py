@@ -9,10 +9,18 @@ Metrics (definitions in `metrics`): held-out FVU centred on the evaluation set's
 cosine(x, x̂), dead fraction, SAELens-legacy and SAEBench explained variance (for comparison); CE-loss
 and KL scores with the SAE spliced into the forward pass (`spliced_scores`); each latent's token
 entropy over its top activations (`top_activation_tokens`, `metrics.token_entropy`).
+
+Stronger baselines beside the random transformers (Korznikov et al. 2026, "Sanity checks for SAEs: do SAEs
+beat random baselines?"; issue 18): SAEs of the same recipe on the trained model's activations with a part
+kept at its random initialisation (`FROZEN`, `frozen_saes`; `TrainConfig.freeze`), and the token / bigram
+lookup null (`lookup_null`, `metrics.lookup_fvu`) — how much of the variance a per-token (per-bigram) mean
+explains, what random-transformer SAEs are suspected of learning. `saesanity report` and Heap's metrics
+figure both report them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,12 +36,16 @@ from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
 from .runs import (RunView, TrainedSAE, data_for, activation_spec, evaluate_all, fvu_convergence, row_tokens,
                    train_cfg, train_hookpoints)
-from .sae import SAEBase
+from .sae import SAEBase, TrainConfig
 
 VARIANT_LABEL = {"trained": "trained", "rerandomized_incl_emb": "re-randomized incl. emb.",
                  "rerandomized_excl_emb": "re-randomized excl. emb.", "init": "init (from_config)",
                  "step0": "step 0", "control": "control (Gaussian input)"}
 _SPLICE_VERSION = 1
+FROZEN = ("decoder", "soft_decoder", "encoder")  # the frozen-weight baselines (`TrainConfig.freeze`)
+FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
+                "encoder": "frozen random encoder"}
+LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
 
 
 def view(P, variant: str, hookpoint: str | None = None, seed: int | None = None) -> RunView:
@@ -81,11 +93,67 @@ def each_variant(P, *, progress: bool = True):
         yield v, variant_saes(P, v, progress=progress), heldout(P, v, progress=progress)
 
 
+def frozen_cfgs(P, seed: int, parts: tuple[str, ...] | list[str] = FROZEN) -> list[TrainConfig]:
+    """P's recipe (`runs.train_cfg`) at `seed` with each of `parts` frozen in turn (`TrainConfig.freeze`)."""
+    bad = [f for f in parts if f not in FROZEN]
+    if bad:
+        raise ValueError(f"frozen baselines {bad}: valid {list(FROZEN)}")
+    return [dataclasses.replace(train_cfg(P, seed), freeze=f) for f in parts]
+
+
+def frozen_saes(P, parts: tuple[str, ...] | list[str] = FROZEN, *,
+                progress: bool = True) -> dict[str, dict[str, TrainedSAE]]:
+    """hookpoint -> {part: the seed-`P.seed` SAE of P's recipe on the trained model's activations there, with
+    `part` frozen} (`TrainConfig.freeze`): the frozen-weight baselines of every hookpoint, each hookpoint's
+    trained together in one pass (`runs.train_hookpoints`). Our trainer trains them even where sparsify trains
+    P's TopK SAEs (`runs.sparsify_trains`)."""
+    V = view(P, "trained")
+    cfgs = {h: frozen_cfgs(V, P.seed, parts) for h in hookpoints(P)}
+    return {h: dict(zip(parts, ts)) for h, ts in train_hookpoints(V, cfgs, progress=progress).items()}
+
+
+def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path,
+                max_rows: int = LOOKUP_MAX_ROWS) -> dict | None:
+    """The unigram and bigram lookup null (`metrics.lookup_fvu`) of one activation artifact: the FVU of
+    predicting each held-out row of `held` by the mean of the training rows `acts` (at most `max_rows`, the
+    first ones) with its token (bigram, backing off to the token, then the mean). `acts_dir` / `held_dir`:
+    the artifacts' folders (their tokens.npy); P: the run they were collected for (its `drop_first`). None
+    when the training activations are streamed (no cached rows to average)."""
+    if acts_dir is None:
+        return None
+    drop = activation_spec(P, "train").drop_first
+    tok_train, tok_held = np.load(Path(acts_dir) / "tokens.npy"), np.load(Path(held_dir) / "tokens.npy")
+    vocab = int(max(tok_train.max(), tok_held.max())) + 1  # one packing of bigrams for both splits
+    n = min(int(acts.shape[0]), max_rows)
+    X, Y = np.asarray(acts[:n], dtype=np.float32), np.asarray(held, dtype=np.float32)
+    keys = {o: (M.ngram_keys(tok_train, o, drop, vocab)[:n], M.ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
+            for o in (1, 2)}
+    return {"unigram_fvu": M.lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]]),
+            "bigram_fvu": M.lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]]),
+            "n_train_rows": n}
+
+
+def variant_lookup_null(P, variant: str, *, progress: bool = True) -> dict[str, dict | None]:
+    """hookpoint -> `lookup_null` of `variant`'s activations there (its training rows, its held-out rows)."""
+    V = view(P, variant)
+    train = data_for(V, "train", progress, hookpoints(P))
+    held = data_for(V, "heldout", progress, hookpoints(P))
+    return {h: lookup_null(V, *train[h], *held[h]) for h in hookpoints(P)}
+
+
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
     fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
     (one pass, `metrics.Pooled`) without the per-latent frequencies."""
     return {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
+
+
+def metric_rows(P, variant: str, saes: dict[str, TrainedSAE], held: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                progress: bool = True) -> dict[str, dict]:
+    """hookpoint -> `recon_metrics` of `saes[h]` on `held[h]` (`heldout`) and its spliced CE / KL scores on
+    `variant` (`variant_scores`): the rows of Heap's metrics figure, for a variant's SAEs or a frozen baseline's."""
+    scores = variant_scores(P, variant, saes, progress=progress)
+    return {h: {**recon_metrics(t.sae, held[h][0], device=P.device), **scores[h]} for h, t in saes.items()}
 
 
 @torch.no_grad()

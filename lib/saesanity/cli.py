@@ -30,8 +30,6 @@ EMBEDDED = {  # models that run offline, and what a reader must know about numbe
 }
 NOISE_NOTE = (" ± : the standard deviation of FVU and L0 over {n} equal shards of the held-out rows "
               "(`metrics.shard_spread`), the noise floor: a difference smaller than it is not one.")
-FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
-                "encoder": "frozen random encoder"}
 PAPER_REFERENCE = {
     "stability": "Paulo & Belrose (2025): ≈42% of latents shared (paper rule) between two 32K-latent TopK SAEs "
                  "on Pythia-160M layer 6, trained on 8B tokens; fewer with more latents or larger k, more with "
@@ -239,7 +237,7 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                 "with KL to the clean next-token distribution." + (NOISE_NOTE.format(n=NOISE_SHARDS) if any("fvu_shard_sd" in m for m in
                                                                    result["recon"].values()) else ""), ["SAE", *[c for _, c in cols]],
                 metric_rows(result["recon"])))
-    from .baselines import VARIANT_LABEL
+    from .baselines import FROZEN_LABEL, VARIANT_LABEL
     out.append(("Random baseline", "One TopK SAE (seed 0, the same recipe) per model variant, evaluated on that "
                 "variant's held-out activations of the same text. If the random variants score like the trained "
                 "model, these metrics do not show that the SAE found structure the training put there. For "

@@ -125,9 +125,13 @@ def passes(stem: str, P) -> list[Pass]:
             out = [Pass(P.n_tokens, max(P.layers), [sae for p in out for sae in p.saes])]
         return out + _calibration_passes(P) + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
     if stem.startswith("heap_") and hasattr(P, "variants"):
-        if streamed:  # every layer in one pass (or sparsify run) per variant
-            return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants]
-        return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")]) for _ in P.variants for layer in P.layers]
+        frozen = [(P.d_sae, "topk")] * len(getattr(P, "frozen", []))  # the trained model's frozen-weight baselines
+        if streamed:  # every layer in one pass (or sparsify run) per variant; the frozen ones in a pass of their own
+            return [Pass(P.n_tokens, max(P.layers), [(P.d_sae, "topk")] * len(P.layers)) for _ in P.variants] + \
+                ([Pass(P.n_tokens, max(P.layers), frozen * len(P.layers))] if frozen else [])
+        # cached: the frozen SAEs read the trained model's activations, collected once
+        return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] + (frozen if v == "trained" else []))
+                for v in P.variants for layer in P.layers]
     if stem.startswith("leask_"):
         return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, "topk") for s in P.sizes])]
     return []

@@ -93,6 +93,7 @@ Architecture = Literal["topk", "batchtopk", "relu", "gated", "jumprelu", "matryo
 Explainer = Literal["llm", "top-tokens"]  # autointerp.explainers.EXPLAINERS
 Backend = Literal["hf-local", "openai-compatible"]  # autointerp.pipeline.BACKENDS
 Scorer = Literal["detection", "fuzzing", "embedding"]  # autointerp.scorers.SCORERS
+FrozenPart = Literal["decoder", "soft_decoder", "encoder"]  # baselines.FROZEN
 
 PROFILES: tuple[str, ...] = typing.get_args(Profile)
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activations)
@@ -444,6 +445,22 @@ class VariantSweepParams(SAETraining, ModelData, Profiled):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VariantMetricsParams(VariantSweepParams):
+    """Heap et al. Fig. 1-3 with the stronger baselines beside the variants (Korznikov et al. 2026; issue 18)."""
+
+    frozen: list[FrozenPart] = param("frozen-weight baselines trained on the trained variant at every layer: decoder "
+                                     "| soft_decoder | encoder (baselines.FROZEN; []: none)",
+                                     ["decoder", "soft_decoder", "encoder"])
+    lookup_null: bool = param("the token / bigram lookup null of every variant and layer (baselines.lookup_null)",
+                              True)
+
+    def check(self) -> None:
+        super().check()
+        if len(set(self.frozen)) != len(self.frozen) or (self.frozen and "trained" not in self.variants):
+            raise ParamsError(f"frozen={self.frozen}: need distinct parts, and the trained variant among variants")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToyParams(Profiled):
     """Heap et al. Section 4 toy models (`saesanity.toy`)."""
 
@@ -625,7 +642,7 @@ REGISTRY: dict[str, type] = {
     "paulo_fig5_overlap_vs_size_k_tokens": SweepParams,
     "paulo_figA4_mean_cosines_vs_size_k_tokens": SweepParams,
     "paulo_fig4_overlap_vs_layer_position_arch": LayerArchParams,
-    "heap_metrics_vs_layer": VariantSweepParams,
+    "heap_metrics_vs_layer": VariantMetricsParams,
     "heap_token_entropy": VariantSweepParams,
     "heap_toy_models": ToyParams,
     "autointerp_calibration": InterpCalibrationParams,

@@ -232,12 +232,29 @@ def heap_metrics_section(doc: dict) -> str:
         cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
                  if h in rs else "—" for h in layers]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if doc.get("frozen"):
+        from .baselines import FROZEN_LABEL
+
+        for f, rs in doc["frozen"].items():
+            cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
+                     if h in rs else "—" for h in layers]
+            lines.append(f"| trained, {FROZEN_LABEL.get(f, f)} | " + " | ".join(cells) + " |")
+    lookup = {v: hs for v, hs in (doc.get("lookup_null") or {}).items() if any(r is not None for r in hs.values())}
+    if lookup:
+        lines += ["", "Token lookup null (are random-transformer SAEs learning token identity?): each held-out row "
+                  "predicted by the mean training activation of its token / bigram.", "",
+                  "| variant | " + " | ".join(f"{h}: SAE FVU / token lookup / bigram lookup" for h in layers) + " |",
+                  "|---|" + "---|" * len(layers)]
+        for v, hs in lookup.items():
+            cells = [f"{_num(ours[v][h]['fvu'])} / {_num(hs[h]['unigram_fvu'])} / {_num(hs[h]['bigram_fvu'])}"
+                     if hs.get(h) else "—" for h in layers]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     massive = [f"{v} {h}: {rs[h]['massive']['frac_rows_above']:.1%} of rows, top dimension "
                f"{rs[h]['massive']['top_dim_variance_share']:.0%} of variance"
                for v, rs in ours.items() for h in rs if rs[h].get("massive", {}).get("frac_rows_above", 0) > 0.001]
     notes = ["", "Massive activations (rows with norm > 10× the median; they dominate FVU): "
              + ("; ".join(massive) if massive else "none above 0.1% of rows") + "."]
-    return "\n".join([*lines, *notes, "", "The paper's claims, our verdicts:", "", *_claims(doc)])
+    return "\n".join([*lines, *notes, "", "The paper's claims and our checks, our verdicts:", "", *_claims(doc)])
 
 
 def heap_entropy_section(doc: dict) -> str:

@@ -233,9 +233,16 @@ def _sae_fields(ref: dict, cfg: TrainConfig) -> dict:
     return {**ref, "cfg": cfg.key()}
 
 
+def sparsify_trains(cfg: TrainConfig) -> bool:
+    """Whether sparsify (P.trainer == "sparsify") would train `cfg`: a TopK SAE with every weight trained. Ours
+    trains the rest — the other architectures and the frozen-weight baselines, which sparsify has no way to
+    freeze."""
+    return cfg.architecture == "topk" and cfg.freeze == "none"
+
+
 def _by_sparsify(acts, cfg: TrainConfig) -> bool:
     """Whether sparsify trains `cfg` on `acts` (a `SparsifyRun` trains the TopK SAEs; ours trains the rest)."""
-    return isinstance(acts, SparsifyRun) and cfg.architecture == "topk"
+    return isinstance(acts, SparsifyRun) and sparsify_trains(cfg)
 
 
 def _fields(acts, acts_dir: Path | None, cfg: TrainConfig) -> dict:
@@ -426,7 +433,7 @@ def prefill_sparsify(P: RunParams, train: dict[str, tuple], cfgs: dict[str, list
     them cached. With our trainer it does nothing."""
     if getattr(P, "trainer", "ours") != "sparsify":
         return
-    topk = {h: [c for c in cs if c.architecture == "topk"] for h, cs in cfgs.items()}
+    topk = {h: [c for c in cs if sparsify_trains(c)] for h, cs in cfgs.items()}
     topk = {h: cs for h, cs in topk.items() if cs}
     if topk:
         train_sparsify_hookpoints({h: train[h][0] for h in topk}, topk,

@@ -21,7 +21,7 @@ run resumes where it stopped and a second run only re-renders):
    to its initialisation) and a frozen random encoder (`frozen`, `TrainConfig.freeze`), evaluated as in 3; and
    the token / bigram lookup null (`metrics.lookup_fvu`): the FVU of predicting each held-out row by the mean
    training activation of its token (bigram, backing off to the token, then the mean), on at most
-   `LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
+   `baselines.LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
    lookup table of tokens would not.
 5. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
    of the first given SAE) explained and scored (`autointerp.pipeline`), pooled AUROC per scorer.
@@ -44,13 +44,12 @@ from tqdm.std import tqdm
 
 from . import baselines, matching, runs
 from .cache import cached
+from .baselines import FROZEN
 from .models import VARIANTS
 from .sae import SAEBase, load_sae, resolve, save_saelens
 
 _IMPORT_VERSION = 1
-FROZEN = ("decoder", "soft_decoder", "encoder")  # the report's frozen-weight baselines (`TrainConfig.freeze`)
 NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
-LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
 
 PROFILES = {
     # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
@@ -301,28 +300,9 @@ def _frozen(cfg: ReportConfig, P, acts, acts_dir, held: np.ndarray, progress: bo
     """{freeze: metrics} of seed-0 SAEs of P's recipe with that part frozen, trained together in one pass."""
     if not cfg.frozen:
         return {}
-    cfgs = [dataclasses.replace(runs.train_cfg(P, 0), freeze=f) for f in cfg.frozen]
+    cfgs = baselines.frozen_cfgs(P, 0, cfg.frozen)
     ts = runs.train_many(P, acts, acts_dir, cfgs, progress)
     return {f: _metrics(cfg, "trained", t, held, progress) for f, t in zip(cfg.frozen, ts)}
-
-
-def _lookup_null(base, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path) -> dict | None:
-    """FVU of the unigram and the bigram lookup null (`metrics.lookup_fvu`) on the trained model's held-out rows;
-    None when the training activations are streamed (no cached rows to average)."""
-    from .metrics import lookup_fvu, ngram_keys
-
-    if acts_dir is None:
-        return None
-    drop = runs.activation_spec(base, "train").drop_first
-    tok_train, tok_held = np.load(Path(acts_dir) / "tokens.npy"), np.load(Path(held_dir) / "tokens.npy")
-    vocab = int(max(tok_train.max(), tok_held.max())) + 1  # one packing of bigrams for both splits
-    n = min(int(acts.shape[0]), LOOKUP_MAX_ROWS)
-    X, Y = np.asarray(acts[:n], dtype=np.float32), np.asarray(held, dtype=np.float32)
-    keys = {o: (ngram_keys(tok_train, o, drop, vocab)[:n], ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
-            for o in (1, 2)}
-    return {"unigram_fvu": lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]]),
-            "bigram_fvu": lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]]),
-            "n_train_rows": n}
 
 
 def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, Path]], progress: bool) -> dict:
@@ -417,7 +397,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     lookup = None
     if cfg.lookup_null:
         stage(stages.index("lookup null"))
-        lookup = _lookup_null(base, acts, acts_dir, held, held_dir)
+        lookup = baselines.lookup_null(base, acts, acts_dir, held, held_dir)
         bar.update()
 
     interp = None
