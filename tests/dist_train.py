@@ -3,6 +3,8 @@ activations with `train_family` and rank 0 saves every member's state to OUT.
 
     dist_train.py OUT CHECKPOINT ARCH[,ARCH…] [DIE_AT_STEP]
 
+An ARCH of the form topk+decoder trains that architecture with that part frozen (TrainConfig.freeze).
+
 With DIE_AT_STEP, rank 1 SIGKILLs itself at that step (after rank 0 has checkpointed every step).
 With $DIST_STREAM_MODEL (a model folder), batches come from that model's forward pass (`stream_source`)
 instead of planted activations; with $DIST_STREAM_HOOKPOINTS too (comma-separated), one source serves all of
@@ -25,8 +27,10 @@ from saesanity.sae.train import MemmapSource, TrainConfig, batch_order, train_fa
 
 
 def family(archs):
-    return [TrainConfig(d_sae=128, k=2, batch_size=256, n_tokens=4096, seed=i, architecture=a, dead_tokens=256,
-                        log_every=2, lr=3e-3, l1_coefficient=0.3, l0_coefficient=0.01) for i, a in enumerate(archs)]
+    """One config per entry of `archs`: an architecture, or <architecture>+<frozen part> (TrainConfig.freeze)."""
+    return [TrainConfig(d_sae=128, k=2, batch_size=256, n_tokens=4096, seed=i, architecture=a.split("+")[0],
+                        freeze=(a.split("+") + ["none"])[1], dead_tokens=256, log_every=2, lr=3e-3,
+                        l1_coefficient=0.3, l0_coefficient=0.01) for i, a in enumerate(archs)]
 
 
 def stream_source(model_dir, n_steps, hookpoint="mlp_out.1"):

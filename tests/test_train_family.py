@@ -151,6 +151,36 @@ def test_two_ranks_equal_one_rank(tmp_path):
     assert first_dead["step"] < 15
 
 
+def test_frozen_baselines_train_the_same_on_two_ranks_and_keep_their_frozen_part(tmp_path):
+    """Korznikov et al.'s baselines under torchrun: a frozen decoder / soft-frozen decoder / frozen encoder trained
+    over 2 gloo ranks equals the 1-rank run, and the frozen part is still its initialisation (the all-reduced
+    gradient of a frozen weight is dropped on every rank alike)."""
+    archs = "topk+decoder,topk+soft_decoder,topk+encoder"
+    r = _torchrun(tmp_path, tmp_path / "two.pt", "-", archs)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    sys.path.insert(0, str(HERE))
+    from dist_train import family
+
+    from saesanity.sae.train import make_sae
+
+    acts, _ = planted(n=4096, d=16)
+    cfgs = family(archs.split(","))
+    one = train_family(MemmapSource(acts, batch_order(acts.shape[0], cfgs[0])), cfgs, progress=False)
+    for cfg, state, (sae, _) in zip(cfgs, two["states"], one):
+        for name, t in sae.state_dict().items():
+            torch.testing.assert_close(state[name], t, rtol=1e-5, atol=1e-6, msg=f"{cfg.freeze} {name}")
+        init = make_sae(cfg, 16)
+        if cfg.freeze == "decoder":
+            torch.testing.assert_close(state["W_dec"], init.W_dec, rtol=0, atol=1e-6)
+        elif cfg.freeze == "encoder":
+            torch.testing.assert_close(state["W_enc"], init.W_enc, rtol=0, atol=0)
+        else:
+            assert torch.linalg.vecdot(state["W_dec"], init.W_dec).min() >= cfg.freeze_min_cos - 1e-5
+        assert not torch.allclose(state["W_enc" if cfg.freeze != "encoder" else "W_dec"],
+                                  (init.W_enc if cfg.freeze != "encoder" else init.W_dec), atol=1e-4)
+
+
 def test_rank_killed_after_checkpoint_resumes(tmp_path):
     r = _torchrun(tmp_path, tmp_path / "full.pt", tmp_path / "full-ck.pt", "topk,relu")
     assert r.returncode == 0, r.stderr[-3000:]
