@@ -23,7 +23,11 @@ def test_synthetic_sweep_cost_by_hand():
     assert e.gpu_hours == pytest.approx(1e8 * 25 * 2 * 768 * 16384 / estimate.RATE / 3600)
     assert e.disk_gb == pytest.approx((25 * 2 * 768 * 16384 * 4 + 200_000 * 768 * 4) / 1e9)
     assert e.gpu_mem_gb == pytest.approx((25 * 16 * 2 * 768 * 16384 + 2 * 4096 * 16384 * 4) / 1e9)  # W_enc + W_dec
-    assert "307.8 GB" in e.note and "host memory" in e.note  # (1e8 + 2e5) rows x 768 x 4 bytes
+    assert "generated batch by batch: 0.6 GB" in e.note  # streamed: (4,096 + 2e5) rows x 768 x 4 bytes
+    from saesanity import params
+
+    cached = estimate._estimate_synthetic(params.load("consistency_synthetic", "paper", activations="cached"))
+    assert "307.8 GB" in cached.note and "host memory" in cached.note  # (1e8 + 2e5) rows x 768 x 4 bytes
 
 
 def test_cached_activations_cost_their_disk_and_the_table_covers_every_notebook():

@@ -42,3 +42,18 @@ def test_the_sweep_is_cached_and_the_model_is_deterministic(iso_cache, monkeypat
 def test_bad_parameters_are_named(change, message):
     with pytest.raises(ParamsError, match=message):
         params.load("consistency_synthetic", "smoke", **change)
+
+
+def test_the_streamed_source_draws_each_batch_once_the_same_everywhere_and_never_holds_the_rows():
+    P = params.load("consistency_synthetic", "smoke")
+    m = synthetic.model(P)
+    src = synthetic.SyntheticSource(m, n_steps=4, batch_size=64, seed=7)
+    b0, b1 = src.batch(0), src.batch(1)
+    assert b0.shape == (64, P.hidden_dim) and torch.equal(src.batch(0), b0)  # the same rows on every call
+    assert not torch.equal(b0, b1)  # a fresh draw each step
+    assert torch.equal(torch.cat([src.batch(1, r, 2) for r in range(2)]), b1)  # ranks split the global batch
+    assert torch.equal(src.init_batch(1, 2), b0)
+    assert torch.equal(b1, torch.from_numpy(synthetic.sample(m, 64, seed=7 + 1 + 1)))  # batch s: seed + 1 + s
+    with pytest.raises(IndexError, match="batch 4 of a 4-step"):
+        src.batch(4)
+    assert not any(isinstance(v, np.ndarray) and v.shape[0] > 64 for v in vars(src).values())

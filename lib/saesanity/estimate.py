@@ -206,13 +206,18 @@ def _training_memory(d: int, widths: list[int], batch_size: int) -> int:
 
 def _estimate_synthetic(P) -> Estimate:
     """The synthetic ground-truth sweep (saesanity.synthetic): no language model; every (k, seed) SAE on the same
-    generated rows, which `synthetic.sweep` holds in host memory (float32) beside the held-out rows."""
+    generated rows, which `synthetic.sweep` holds in host memory (float32) beside the held-out rows when cached,
+    and generates batch by batch when streamed (`synthetic.SyntheticSource`)."""
     n_saes = len(P.ks) * len(P.seeds)
     flops = P.n_tokens * n_saes * sae_flops(P.hidden_dim, P.d_sae, "topk")
-    rows = (P.n_tokens + P.n_eval_tokens) * P.hidden_dim * 4
     saes = n_saes * 2 * P.hidden_dim * P.d_sae * 4
-    note = (f"1 pass, {n_saes} SAEs on synthetic data (no language model); the generated rows, "
-            f"{rows / 1e9:.1f} GB, are held in host memory")
+    if P.activations == "streamed":
+        rows = (P.batch_size + P.n_eval_tokens) * P.hidden_dim * 4
+        where = f"generated batch by batch: {rows / 1e9:.1f} GB of rows in host memory (one batch + the held-out rows)"
+    else:
+        rows = (P.n_tokens + P.n_eval_tokens) * P.hidden_dim * 4
+        where = f"the generated rows, {rows / 1e9:.1f} GB, are held in host memory"
+    note = f"1 pass, {n_saes} SAEs on synthetic data (no language model); {where}"
     return Estimate("consistency_synthetic", flops / RATE / 3600, (saes + P.n_eval_tokens * P.hidden_dim * 4) / 1e9,
                     _training_memory(P.hidden_dim, [P.d_sae] * n_saes, P.batch_size) / 1e9, note)
 

@@ -338,6 +338,9 @@ class SyntheticParams(Profiled):
     batch_size: int = param("rows per SAE step")
     lr: float = param("Adam learning rate")
     threshold: float = param("cosine threshold of the shared-latent rule", 0.7)
+    activations: Activations = param("cached: the training rows generated once and held in memory | streamed: each "
+                                     "batch generated as the SAEs train on it (memory: one batch)", "cached")
+    device: str = param("cpu | cuda (or cuda:<n>)", "cpu")
 
     def check(self) -> None:
         super().check()

@@ -5,7 +5,9 @@ Data: `sae_lens.synthetic.SyntheticModel` — `n_features` unit directions in R^
 their ratio), Zipfian firing probabilities, a forest of hierarchy trees (a child fires only with its parent;
 a share of the parents' children mutually exclusive), a low-rank correlation between features, and a firing
 magnitude of mean 1 with spread `std_magnitude`; x = Σ_i a_i f_i + bias. Generated locally from the model
-seed (nothing is downloaded). Training rows and evaluation rows are two independent draws.
+seed (nothing is downloaded). Training rows and evaluation rows are two independent draws. The training rows
+are generated once and held in memory (`activations: cached`, the default) or generated batch by batch as the
+SAEs train on them (`streamed`, `SyntheticSource`: memory one batch, what the paper profile's 100M rows need).
 
 SAEs: our TopK trainer, one family of every k of the L0 sweep × every seed, all on the same batches.
 
@@ -79,6 +81,28 @@ def sample(m, n: int, seed: int, chunk: int = 16384) -> np.ndarray:
         torch.random.set_rng_state(g_state)
 
 
+class SyntheticSource:
+    """A training source (as `sae.train.MemmapSource`) that generates each batch from the synthetic model `m` when
+    it is asked for: batch `step` is `sample(m, batch_size, seed + 1 + step)`, the same on every rank (each takes
+    its contiguous slice) and on every call, so all SAEs of a family, a resumed run and any world size see the
+    same rows. Every row is a fresh draw: one epoch of `n_steps x batch_size` rows, none held in memory."""
+
+    def __init__(self, m, n_steps: int, batch_size: int, seed: int):
+        self.m, self.n_steps, self.batch_size, self.seed = m, n_steps, batch_size, seed
+        self.d_in = int(m.cfg.hidden_dim)
+
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        if not 0 <= step < self.n_steps:
+            raise IndexError(f"batch {step} of a {self.n_steps}-step synthetic stream")
+        x = torch.from_numpy(sample(self.m, self.batch_size, seed=self.seed + 1 + step))
+        per = self.batch_size // world
+        return x[rank * per:(rank + 1) * per]
+
+    def init_batch(self, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """The batch initialisation is drawn from: the whole first batch, on every rank."""
+        return self.batch(0)
+
+
 def train_cfgs(P) -> list[TrainConfig]:
     return [TrainConfig(d_sae=P.d_sae, k=k, batch_size=P.batch_size, lr=P.lr, n_tokens=P.n_tokens, seed=s,
                         dead_tokens=min(P.n_tokens // 4, 500_000)) for k in P.ks for s in P.seeds]
@@ -89,20 +113,27 @@ def sweep(P, *, progress: bool = True) -> tuple[dict[int, list], np.ndarray, np.
     the data, the family and the evaluation rows cached as one artifact."""
     cfgs = train_cfgs(P)
 
+    streamed = getattr(P, "activations", "cached") == "streamed"
+
     def compute(work: Path):
         m = model(P)
-        train = sample(m, P.n_tokens, seed=P.model_seed + 1)
         held = sample(m, P.n_eval_tokens, seed=P.model_seed + 2)
         np.save(work / "features.npy", m.feature_dict.feature_vectors.detach().float().numpy())
         np.save(work / "heldout.npy", held)
-        source = MemmapSource(train, batch_order(train.shape[0], cfgs[0]))
-        results = train_family(source, cfgs, progress=progress, desc=f"{len(cfgs)} SAEs on synthetic data")
+        if streamed:  # seeds model_seed + 3 + step: disjoint from the held-out draw's
+            source = SyntheticSource(m, P.n_tokens // P.batch_size, P.batch_size, seed=P.model_seed + 2)
+        else:
+            train = sample(m, P.n_tokens, seed=P.model_seed + 1)
+            source = MemmapSource(train, batch_order(train.shape[0], cfgs[0]))
+        results = train_family(source, cfgs, progress=progress, desc=f"{len(cfgs)} SAEs on synthetic data",
+                               device=getattr(P, "device", "cpu"), checkpoint=work / "checkpoint.pt")
         for c, (sae, log) in zip(cfgs, results):
             save_saelens(sae, work / f"k{c.k}_seed{c.seed}")
             (work / f"k{c.k}_seed{c.seed}" / "log.json").write_text(json.dumps(log))
         return {"n_saes": len(cfgs)}
 
-    path = cached("synthetic_sweep", {"model": _model_fields(P), "saes": [c.key() for c in cfgs]}, compute)
+    fields = {"model": _model_fields(P), "saes": [c.key() for c in cfgs], **({"activations": "streamed"} if streamed else {})}
+    path = cached("synthetic_sweep", fields, compute, resumable=True)  # a killed run resumes from its checkpoint
     saes = {k: [load_sae(path / f"k{k}_seed{s}") for s in P.seeds] for k in P.ks}
     return saes, np.load(path / "features.npy"), np.load(path / "heldout.npy")
 
