@@ -459,8 +459,8 @@ class VariantMetricsParams(VariantSweepParams):
 
     def check(self) -> None:
         super().check()
-        if len(set(self.frozen)) != len(self.frozen) or (self.frozen and "trained" not in self.variants):
-            raise ParamsError(f"frozen={self.frozen}: need distinct parts, and the trained variant among variants")
+        if len(set(self.frozen)) != len(self.frozen):
+            raise ParamsError(f"frozen={self.frozen}: need distinct parts")
 
 
 @dataclass(frozen=True, kw_only=True)
