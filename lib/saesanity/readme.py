@@ -228,17 +228,16 @@ def heap_metrics_section(doc: dict) -> str:
                     "Heap metrics", doc),
              "| variant | " + " | ".join(f"{h}: FVU / CE score / KL score" for h in layers) + " |",
              "|---|" + "---|" * len(layers)]
-    for v, rs in ours.items():
-        cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
-                 if h in rs else "—" for h in layers]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    def row(name: str, rs: dict) -> str:
+        return f"| {name} | " + " | ".join(
+            f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
+            if h in rs else "—" for h in layers) + " |"
+
+    lines += [row(v, rs) for v, rs in ours.items()]
     if doc.get("frozen"):
         from .baselines import FROZEN_LABEL
 
-        for f, rs in doc["frozen"].items():
-            cells = [f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
-                     if h in rs else "—" for h in layers]
-            lines.append(f"| trained, {FROZEN_LABEL.get(f, f)} | " + " | ".join(cells) + " |")
+        lines += [row(f"trained, {FROZEN_LABEL.get(f, f)}", rs) for f, rs in doc["frozen"].items()]
     lookup = {v: hs for v, hs in (doc.get("lookup_null") or {}).items() if any(r is not None for r in hs.values())}
     if lookup:
         lines += ["", "Token lookup null (are random-transformer SAEs learning token identity?): each held-out row "
