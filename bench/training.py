@@ -123,7 +123,7 @@ def marginal_step_seconds(acts, a, autocast) -> float:
 
 
 PARTS = {  # aten op -> the part of the TopK step it is (topk.py's module docstring)
-    "aten::mm": "encoder product B·D·F", "aten::topk": "top-k over [B, F]",
+    "aten::mm": "encoder product B·D·F", "aten::topk": "top-k over [B, F]", "saesanity::topk_rows": "top-k over [B, F]",
     "aten::sparse_sampled_addmm": "sampled products: exact values (bf16), ∂vals",
     "aten::_embedding_bag_forward_only": "decoder (embedding_bag)", "aten::_embedding_bag": "∂W_dec, ∂W_enc bags",
     "aten::_fused_adam_": "Adam (fused)", "aten::sort": "sorting the selection", "aten::argsort": "sorting the selection",

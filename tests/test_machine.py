@@ -18,3 +18,13 @@ def test_records_read_as_one_line_and_compare_by_kind_of_machine():
     assert machine.describe(None) == "machine not recorded"
     assert not machine.same(AMD, INTEL) and not machine.same(AMD, None)
     assert machine.same(AMD, {**AMD, "cores": 64})  # the core count does not change results; threads do
+
+
+def test_the_cpu_generation_is_recorded_and_compared_where_both_records_have_it():
+    zen4, zen5 = {**AMD, "cpu_id": "family 25 model 17"}, {**AMD, "cpu_id": "family 26 model 2"}
+    assert machine.describe(zen4) == "AMD EPYC [family 25 model 17] (avx512_bf16), 2 threads, torch 2.13.0+cpu"
+    assert not machine.same(zen4, zen5) and machine.same(zen4, dict(zen4))
+    assert machine.same(zen4, AMD)  # a record from before cpu_id existed: the other fields decide
+    r = machine.info()
+    if open("/proc/cpuinfo").read().count("cpu family"):
+        assert r["cpu_id"].startswith("family ") and " model " in r["cpu_id"]

@@ -271,3 +271,51 @@ def test_training_workspace_is_reused_per_shape_across_a_family_of_sizes():
     for f in range(topk._WORK_SHAPES + 1):
         topk._workspace((8, 100 + f), torch.float32, "cpu")
     assert len(topk._WORK) == topk._WORK_SHAPES and (8, 100) not in {k[0] for k in topk._WORK}
+
+
+def test_adam_over_contiguous_aliases_is_plain_fused_adam_bit_for_bit():
+    """train._Adam hands TopKSAE's column-major W_enc to the fused kernel as a contiguous alias (no copies): the
+    parameters after some steps equal plain fused Adam's exactly, and a state saved by plain Adam (moments in
+    W_enc's own [D, F] shape, as checkpoints before the alias) resumes to the same numbers."""
+    from saesanity.sae.train import _Adam
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+
+    def make():
+        sae = TopKSAE(16, 48, 4, seed=0)
+        assert not sae.W_enc.is_contiguous()  # the case the alias is for
+        return sae
+
+    def steps(sae, opt, n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss = (sae(x) - x).pow(2).sum()
+            loss.backward()
+            opt.step()
+
+    ref = make()
+    plain = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True)
+    steps(ref, plain, 3)
+    mid = plain.state_dict()
+    mid = {"state": {k: {n: t.clone() for n, t in v.items()} for k, v in mid["state"].items()},
+           "param_groups": mid["param_groups"]}
+    mid_params = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    steps(ref, plain, 3)
+
+    ours = make()
+    opt = _Adam(ours, 1e-2, "cpu")
+    assert len(opt.aliases) == 1 and opt.aliases[0][0] is ours.W_enc
+    steps(ours, opt, 6)
+    for n, p in ref.named_parameters():
+        assert torch.equal(p, dict(ours.named_parameters())[n]), n
+
+    resumed = make()
+    with torch.no_grad():
+        for n, p in resumed.named_parameters():
+            p.copy_(mid_params[n])
+    opt = _Adam(resumed, 1e-2, "cpu")
+    opt.load_state_dict(mid)  # plain Adam's [D, F] moments of W_enc: transposed onto the alias
+    steps(resumed, opt, 3)
+    for n, p in ref.named_parameters():
+        assert torch.equal(p, dict(resumed.named_parameters())[n]), n

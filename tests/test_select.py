@@ -43,10 +43,11 @@ def tied_rows(B=64, F=2048, dtype=torch.bfloat16, seed=0):
     return x.to(dtype)
 
 
+@pytest.mark.parametrize("F", [2048, 2100, 4609])  # whole 512-value chunks, and a tail after them (AVX-512 row)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("k", [1, 8, 32, 64])
-def test_kernel_and_torch_path_match_the_definition(dtype, k):
-    pre = tied_rows(dtype=dtype)
+def test_kernel_and_torch_path_match_the_definition(dtype, k, F):
+    pre = tied_rows(F=F, dtype=dtype)
     ref = reference(pre, k)
     assert select.uses_kernel(pre, k), "the C++ kernel should build on this machine (g++ and ninja are here)"
     assert torch.equal(topk_indices(pre, k), ref)
@@ -63,6 +64,21 @@ def test_ties_are_common_in_bf16_and_the_values_agree_with_torch_topk():
     assert torch.equal(pre.gather(1, idx).sort(1).values, tv.sort(1).values)  # the same k values, always
     assert torch.equal(idx, reference(pre, 32))
     assert (idx == pre.topk(32, dim=1).indices.sort(1).values).all(1).float().mean() < 0.95  # ties do occur
+
+
+def test_signed_zeros_tie_and_the_kth_value_is_shared_by_many():
+    """-0.0 == +0.0 is a tie (ranked by the cyclic order, as a sort sees it), and rows whose k-th value is held by
+    many entries (in and after the last whole 512-value chunk) keep the first ones in cyclic order."""
+    B, F = 48, 1100
+    pre = torch.zeros(B, F)
+    pre[::2] = -0.0
+    pre[1::3, ::4] = -0.0
+    pre[:, 1030:1040] = 1.0  # 10 above zero, in the tail
+    pre[5] = torch.arange(F) % 3  # values 0 / 1 / 2: the k-th value 2 tied across the whole row
+    for dtype in (torch.float32, torch.bfloat16):
+        x = pre.to(dtype)
+        for k in (4, 10, 16, 32):
+            assert torch.equal(topk_indices(x, k), reference(x, k)), (dtype, k)
 
 
 def test_shapes_the_kernel_does_not_take_use_the_same_rule():

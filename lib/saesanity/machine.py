@@ -26,28 +26,49 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return name or platform.processor() or platform.machine() or "unknown", flags
 
 
+def _cpu_id() -> str | None:
+    """'family F model M' from /proc/cpuinfo: virtual machines often name every AMD EPYC "AMD EPYC", though two
+    generations differ 2x in bf16 matmul rate (family 25 is Zen 3/4, 26 Zen 5); None where it is not there."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break
+    except OSError:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}" if len(fields) == 2 else None
+
+
 def info() -> dict:
-    """{"cpu", "isa", "cores", "threads", "torch", "cuda"} of this process's machine."""
+    """{"cpu", "cpu_id", "isa", "cores", "threads", "torch", "cuda"} of this process's machine."""
     import torch
 
     name, flags = _cpuinfo()
-    return {"cpu": name, "isa": [f for f in _ISA if f in flags], "cores": os.cpu_count(),
+    return {"cpu": name, "cpu_id": _cpu_id(), "isa": [f for f in _ISA if f in flags], "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def describe(record: dict | None) -> str:
-    """One line for a reader: 'AMD EPYC (avx512_bf16), 2 threads, torch 2.13.0+cpu'."""
+    """One line for a reader: 'AMD EPYC [family 25 model 17] (avx512_bf16), 2 threads, torch 2.13.0+cpu' (records
+    made before `cpu_id` was recorded read without the brackets)."""
     if not record:
         return "machine not recorded"
     isa = [f for f in record.get("isa", []) if f.startswith(("amx", "avx512_bf16"))] or record.get("isa", [])[:1]
     gpu = f", {record['cuda']}" if record.get("cuda") else ""
     flags = f" ({', '.join(isa)})" if isa else ""
-    return f"{record.get('cpu', '?')}{flags}, {record.get('threads', '?')} threads, torch {record.get('torch', '?')}{gpu}"
+    cpu_id = f" [{record['cpu_id']}]" if record.get("cpu_id") else ""
+    return f"{record.get('cpu', '?')}{cpu_id}{flags}, {record.get('threads', '?')} threads, torch {record.get('torch', '?')}{gpu}"
 
 
 def same(a: dict | None, b: dict | None) -> bool:
     """Whether two records name one kind of machine (CPU, extensions, threads, torch, GPU): the condition under
     which a regenerated figure is expected to be bit-identical."""
     keys = ("cpu", "isa", "threads", "torch", "cuda")
-    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
+    ids = (a or {}).get("cpu_id"), (b or {}).get("cpu_id")  # compared where both records have one
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys) and (None in ids or ids[0] == ids[1])

@@ -349,9 +349,9 @@ def _train_family(sources, member_of, cfgs, checkpoint, progress, on_batch, snap
         if c.freeze == "soft_decoder":  # the cone's axis: in the state, so a resumed run keeps it
             sae.register_buffer("dec_init", sae.W_dec.detach().clone())
     family = _Family(saes).to(device)
-    # fused: one pass over each parameter, its gradient and both moments (8x the default per-tensor Adam on the CPU)
-    fused = torch.device(device).type in ("cpu", "cuda")
-    opts = [torch.optim.Adam(s.parameters(), lr=c.lr, fused=fused) for s, c in zip(family.members, cfgs)]
+    if torch.device(device).type == "cpu":
+        _retain_freed_memory()
+    opts = [_Adam(s, c.lr, device) for s, c in zip(family.members, cfgs)]
     last_fired = [torch.zeros(c.d_sae, dtype=torch.long, device=device) for c in cfgs]  # tokens since last fired
     logs: list[list[dict]] = [[] for _ in cfgs]
     start = 0
@@ -407,6 +407,81 @@ def _train_family(sources, member_of, cfgs, checkpoint, progress, on_batch, snap
             _save_checkpoint(checkpoint, family, opts, last_fired, logs, step + 1)
             t_save = time.perf_counter()
     return [(m.cpu(), log) for m, log in zip(family.members, logs)]
+
+
+class _Adam:
+    """Adam over an SAE's parameters, fused (one pass over each parameter, its gradient and both moments: 8x the
+    default per-tensor Adam on the CPU), with every parameter handed to the kernel contiguous.
+
+    The fused kernel copies a non-contiguous parameter, its gradient and both moments to contiguous buffers and
+    back every step; TopKSAE's W_enc [D, F] is stored column-major (topk.py), which cost 3 ms of a 4,096-token
+    step here (5.6 vs 2.5 ms for Adam on W_enc and W_dec, bench/RESULTS.md). Such a parameter is given to Adam as
+    its transpose, a contiguous alias of the same storage, and before each step its gradient as the same view of
+    the gradient, so Adam updates the parameter in place with no copy. The update is elementwise: the numbers are
+    the plain Adam's, bit for bit. The moments of an alias are [F, D] (a checkpoint holds them in that shape)."""
+
+    def __init__(self, sae: nn.Module, lr: float, device: str):
+        self.sae, self.aliases, params = sae, [], []
+        for p in sae.parameters():
+            if p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous():
+                alias = nn.Parameter(p.detach().t())  # shares p's storage
+                self.aliases.append((p, alias))
+                params.append(alias)
+            else:
+                params.append(p)
+        self.opt = torch.optim.Adam(params, lr=lr, fused=torch.device(device).type in ("cpu", "cuda"))
+
+    @property
+    def param_groups(self) -> list[dict]:  # a property: load_state_dict replaces the optimiser's list
+        return self.opt.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sae.zero_grad(set_to_none=set_to_none)
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for p, alias in self.aliases:  # a gradient of another layout (AuxK's dense one) is copied by the kernel
+            alias.grad = None if p.grad is None else p.grad.t()
+        self.opt.step()
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
+        for _, alias in self.aliases:  # moments saved in the parameter's own shape (before the alias): transpose
+            for key, t in self.opt.state.get(alias, {}).items():
+                if torch.is_tensor(t) and t.dim() == 2 and t.shape != alias.shape and t.t().shape == alias.shape:
+                    self.opt.state[alias][key] = t.t().contiguous()
+
+
+_MALLOC_SET: list = []
+
+
+def _retain_freed_memory() -> None:
+    """Let glibc's malloc keep freed blocks of up to 32 MB for reuse instead of returning them to the kernel.
+
+    The CPU step frees and allocates the same [B, D] and [F, D] temporaries every step (9-10 MB at B = 4,096,
+    D = 576, F = 4,608). By default glibc serves blocks that large with mmap and unmaps them on free, so each
+    fresh one costs a page fault per 4 KB page on first touch: ~2 ms per temporary on our virtual machines, about
+    10% of a bf16 step (bench/RESULTS.md). With the mmap threshold at its maximum (32 MB) and a 1 GB trim
+    threshold they come from the heap, already mapped. The peak memory is the same; the process keeps up to 1 GB
+    more mapped after it. Once per process, glibc only; `SAESANITY_MALLOC=system` leaves malloc as it is."""
+    import ctypes
+    import os
+    import platform
+
+    if _MALLOC_SET or os.environ.get("SAESANITY_MALLOC", "").lower() == "system" or platform.system() != "Linux":
+        return
+    _MALLOC_SET.append(True)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(M_TOP_PAD, 64 << 20)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        pass
 
 
 def _snapshot_steps(cfg: TrainConfig, snapshots: dict[int, Callable]) -> dict[int, Callable]:
