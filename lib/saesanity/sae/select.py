@@ -21,7 +21,7 @@ Two implementations of that one rule, checked against each other and against a s
   partial sort of those (≈ 1.3·k) by (value desc, cyclic rank asc) picks the k. Where the CPU has AVX-512 the
   same selection runs vectorised (groups of 32 taken as vector lanes, the k-th largest found by bisection on
   order-preserving integer keys, no sort: ≈ 2.5× the scalar row, the same indices). Cost ≈ two reads of the
-  row from L1; ≈ 9× `torch.topk` + sort on [1,024, 4,608] bf16 with 2 threads here (bench/RESULTS.md). It needs
+  row from L1; ≈ 7–8× `torch.topk` + sort on [1,024, 4,608] and [4,096, 4,608] bf16 with 2 threads here (bench/RESULTS.md). It needs
   k ≤ F / 32 and fp32 or bf16 input;
 - elsewhere (CUDA, other shapes or dtypes, or no C++ compiler — `SAESANITY_TOPK=torch` forces it): the
   k-th largest value v_k from `torch.topk`, then every entry > v_k and the first (k − #{> v_k}) entries equal
