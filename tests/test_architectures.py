@@ -90,6 +90,57 @@ def test_matryoshka_loss_is_the_sum_of_its_prefixes_fvus_by_hand():
     torch.testing.assert_close(out.fvu, fvu(x, z @ sae.W_dec + sae.b_dec))
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_matryoshka_sparse_step_has_the_dense_losses_gradients(autocast):
+    """The sparse step (exact values at the batch's selection, per-level embedding bags) against dense autograd of
+    `reconstruction_loss` on the same selection; under bf16 autocast the selection is the bf16 product's and the
+    values stay exact, so the dense reference is the fp32 one on that selection (the weight gradients' bags are bf16
+    under autocast, as TopK's)."""
+    from saesanity.sae import MatryoshkaBatchTopKSAE
+    from saesanity.sae.select import batch_topk_csr
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 16, generator=g) + 0.3
+    cfg = TrainConfig(d_sae=96, k=4, auxk_alpha=0.0, architecture="matryoshka", matryoshka_widths=(8, 40))
+    sparse, dense = (MatryoshkaBatchTopKSAE(16, 96, 4, widths=(8, 40), seed=0) for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = sparse.training_step(x, torch.zeros(96, dtype=torch.bool), cfg)
+        pre_low = sparse._dense_preacts(x).clone()
+    out.loss.backward()
+    crow, col, _ = batch_topk_csr(pre_low, 4 * 64)
+    rows = torch.arange(64).repeat_interleave(crow.diff())
+    pre = dense.pre_acts(x)
+    z = torch.zeros_like(pre).index_put((rows, col), torch.relu(pre[rows, col]))
+    loss, rec, _ = dense.reconstruction_loss(x, z)
+    loss.backward()
+    torch.testing.assert_close(out.loss, loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.fvu, rec, rtol=1e-5, atol=1e-6)
+    assert out.l0 == pytest.approx(float((z > 0).sum()) / 64)
+    for (name, a), b in zip(sparse.named_parameters(), dense.parameters()):
+        if autocast and name in ("W_enc", "W_dec"):  # their per-latent bags run in bf16 (topk.py): bf16-close
+            assert float((a.grad - b.grad).norm() / b.grad.norm()) < 1e-2, name
+        else:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_batch_selection_keeps_the_n_largest_positive_and_ties_whole():
+    from saesanity.sae.select import batch_topk_csr
+
+    pre = torch.tensor([[3.0, -1.0, 2.0, 0.0], [2.0, 5.0, 2.0, 1.0]])
+    crow, col, t = batch_topk_csr(pre, 3)  # 5, 3, then 2 three times: all three 2s kept
+    assert crow.tolist() == [0, 2, 5] and col.tolist() == [0, 2, 0, 1, 2] and t == 2.0
+    crow, col, t = batch_topk_csr(pre, 10)  # only 6 positive: all of them, t the smallest
+    assert crow.tolist() == [0, 2, 6] and col.tolist() == [0, 2, 0, 1, 2, 3] and t == 1.0
+    big = torch.randn(256, 4608, generator=torch.Generator().manual_seed(0)).bfloat16()  # the vector path
+    crow, col, t = batch_topk_csr(big, 256 * 32)
+    flat = big.float().flatten()
+    assert t == float(flat.topk(256 * 32).values.min())
+    keep = big.float() >= t
+    assert torch.equal(col, keep.nonzero()[:, 1]) and torch.equal(crow[1:], keep.sum(1).cumsum(0))
+    with pytest.raises(ValueError, match="NaN"):
+        batch_topk_csr(torch.tensor([[1.0, float("nan")]]), 1)
+
+
 def test_matryoshka_prefixes_reconstruct_on_their_own(trained):
     """The design property: the first 8 latents of the Matryoshka SAE reconstruct far better than the first 8 of a
     BatchTopK SAE trained the same way (which order their latents arbitrarily)."""

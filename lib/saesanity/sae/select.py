@@ -124,3 +124,42 @@ def _topk_indices_torch(pre: torch.Tensor, k: int) -> torch.Tensor:
         pos = torch.where(cols >= off, cum - before, cum + (cum[:, -1:] - before))  # 1-based place, cyclic order
         keep[rows] = above[rows] | (t & (pos <= nd))
     return keep.nonzero()[:, 1].view(pre.shape[0], k)
+
+
+def batch_topk_csr(pre: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """BatchTopK's training selection (Bussmann et al. 2024): the n largest *positive* entries of the whole
+    [B, F] batch, and every entry equal to the n-th (a tie at the threshold is kept whole, never broken by index),
+    as CSR (crow [B + 1], col [nnz], columns ascending in each row) with the threshold t (the n-th largest positive
+    value; the smallest positive value when fewer than n are positive, so then every positive entry is kept).
+
+    On the CPU a C++ kernel (`topk_rows.cpp` `batch_topk_csr`: histograms of the positive values' bits, 2-3 passes
+    over [B, F], then one to count and one to write); elsewhere `torch.topk` over the flattened batch. NaN refused."""
+    if pre.dim() != 2 or n < 1:
+        raise ValueError(f"batch_topk_csr: pre [B, F] and n >= 1, got shape {tuple(pre.shape)} and n={n}")
+    if (pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.bfloat16) and kernel() is not None):
+        try:
+            crow, col, t = torch.ops.saesanity.batch_topk_csr(pre.contiguous(), n)
+            if col.numel() < n:  # fewer than n positive, all kept: t is the smallest of them (the kernel's bound is 0+)
+                rows = torch.arange(pre.shape[0]).repeat_interleave(crow.diff())
+                t = float(pre[rows, col].min()) if col.numel() else float("inf")
+            return crow, col, float(t)
+        except RuntimeError as e:
+            if "NaN" in str(e):
+                raise ValueError(f"NaN pre-activations: {str(e).splitlines()[0]}") from None
+            raise
+    if torch.isnan(pre).any():
+        row = int(torch.isnan(pre).any(1).nonzero()[0])
+        raise ValueError(f"NaN pre-activations: row {row}")
+    pos = pre > 0
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        t = float("inf")
+    elif n_pos <= n:
+        t = float(pre[pos].min())
+    else:
+        t = float(pre.flatten().topk(n, sorted=False).values.min())
+    keep = pos & (pre >= t)
+    crow = torch.zeros(pre.shape[0] + 1, dtype=torch.long, device=pre.device)
+    crow[1:] = keep.sum(1).cumsum(0)
+    return crow, keep.nonzero()[:, 1], t
+

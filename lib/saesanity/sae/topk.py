@@ -61,49 +61,83 @@ def _compute_dtype(t: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
 
 
 class Selection:
-    """The K latents chosen for each of B tokens, sorted by latent within each row (`idx` [B, K]), with the index
+    """The latents chosen for each of B tokens, sorted by latent within each row: K per row (`idx` [B, K], TopK's) or
+    any number per row (`from_csr`: BatchTopK's row pointers `crow` [B + 1] and columns `col` [nnz]), with the index
     structures the sparse kernels share, each built once per step on first use:
 
     - `pattern`: the [B, F] CSR pattern of the selection, for `sampled` (`torch.sparse.sampled_addmm`);
     - `by_latent`: the (token, slot) pairs regrouped by latent, for `per_latent_sum` (`F.embedding_bag`).
 
+    Values over the selection have the selection's `shape`: [B, K], or [nnz] for a CSR one.
     Sorting makes each row's order (and so every sum over it) independent of the order `topk` returns.
     """
 
     def __init__(self, idx_BK: torch.Tensor, n_lat: int, *, ascending: bool = False):
         self.idx = idx_BK if ascending else idx_BK.sort(dim=1).values  # ascending: already sorted by latent
         self.n_lat = n_lat
+        self.shape = self.idx.shape
+        B, K = self.idx.shape
+        self.col, self._crow, self._rows = self.idx.reshape(-1), None, None
+        self._K = K
         self._pattern = self._by_latent = None
+
+    @classmethod
+    def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, n_lat: int) -> "Selection":
+        """A selection of any number of latents per row, columns ascending within each row."""
+        sel = cls.__new__(cls)
+        sel.idx, sel.n_lat, sel.shape, sel.col, sel._crow, sel._K = None, n_lat, col.shape, col, crow, None
+        sel._rows = sel._pattern = sel._by_latent = None
+        return sel
+
+    @property
+    def crow(self) -> torch.Tensor:
+        if self._crow is None:
+            B = self.idx.shape[0]
+            self._crow = torch.arange(0, B * self._K + 1, self._K, device=self.idx.device)
+        return self._crow
+
+    def rows(self) -> torch.Tensor:
+        """The token (row) of each selected entry, in the selection's flat order [nnz]."""
+        if self._rows is None:
+            B = self.crow.numel() - 1
+            ar = torch.arange(B, device=self.col.device)
+            self._rows = ar.repeat_interleave(self._K) if self._K is not None else ar.repeat_interleave(self.crow.diff())
+        return self._rows
+
+    def bag(self, weight: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:
+        """out[b] = Σ_{selected (b, j)} per_sample[b, j] · weight[j]  [B, D] (`F.embedding_bag`)."""
+        if self.idx is not None:
+            return F.embedding_bag(self.idx, weight, per_sample_weights=per_sample, mode="sum")
+        return F.embedding_bag(self.col, weight, self.crow[:-1], per_sample_weights=per_sample, mode="sum")
 
     def pattern(self) -> torch.Tensor:
         if self._pattern is None:
-            B, K = self.idx.shape
-            crow = torch.arange(0, B * K + 1, K, device=self.idx.device)
+            B = self.crow.numel() - 1
             with warnings.catch_warnings():  # "sparse CSR support is in beta": a one-time notice, not ours to print
                 warnings.simplefilter("ignore", UserWarning)
-                self._pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(B * K, device=crow.device),
+                self._pattern = torch.sparse_csr_tensor(self.crow, self.col, torch.zeros(self.col.numel(), device=self.col.device),
                                                         size=(B, self.n_lat), check_invariants=False)
         return self._pattern
 
     def by_latent(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(order into idx.flat, token of each, bag offsets [F]): the pairs of latent f are order[offsets[f]:…]."""
+        """(order into the flat selection, token of each, bag offsets [F]): the pairs of latent f are order[offsets[f]:…]."""
         if self._by_latent is None:
-            B, K = self.idx.shape
-            flat = self.idx.reshape(-1)
+            flat = self.col
             order = torch.argsort(flat, stable=True)
             offsets = torch.zeros(self.n_lat, dtype=torch.long, device=flat.device)
             offsets[1:] = torch.bincount(flat, minlength=self.n_lat).cumsum(0)[:-1]
-            rows = torch.arange(B, device=flat.device).repeat_interleave(K)[order]
+            rows = self.rows()[order]
             self._by_latent = order, rows, offsets
         return self._by_latent
 
     def sampled(self, a_BD: torch.Tensor, b_DF: torch.Tensor) -> torch.Tensor:
-        """out[b, j] = <a[b], b[:, idx[b, j]]>  [B, K]: the K selected entries of a @ b, B·K·D multiply-adds
-        (`torch.sparse.sampled_addmm`; fastest when b's columns are contiguous, as W_enc's and W_decᵀ are)."""
+        """out[b, j] = <a[b], b[:, idx[b, j]]>  (the selection's shape): the selected entries of a @ b, one
+        multiply-add per (entry, d) (`torch.sparse.sampled_addmm`; fastest when b's columns are contiguous, as
+        W_enc's and W_decᵀ are)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = torch.sparse.sampled_addmm(self.pattern().to(a_BD.dtype), a_BD, b_DF, beta=0.0)
-        return out.values().view(self.idx.shape)
+        return out.values().view(self.shape)
 
     def per_latent_sum(self, src_BD: torch.Tensor, w_BK: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """out[f] = Σ_{(b,j): idx[b,j]=f} w[b,j] · src[b]   -> [F, D] (a sparse Gᵀ @ src, one bag per latent),
@@ -131,9 +165,9 @@ class _GatherPreacts(torch.autograd.Function):
         ctx.sel, ctx.low = sel, _compute_dtype(x, W_enc.dtype)  # the backward's bags run in the forward's dtype
         ctx.save_for_backward(xc, W_enc)
         if pre.dtype == W_enc.dtype:
-            return pre.gather(1, sel.idx)
+            return pre.gather(1, sel.idx) if sel.idx is not None else pre[sel.rows(), sel.col]
         with _exact(xc):
-            return sel.sampled(xc, W_enc) + b_enc[sel.idx]
+            return sel.sampled(xc, W_enc) + (b_enc[sel.idx] if sel.idx is not None else b_enc[sel.col])
 
     @staticmethod
     def backward(ctx, g):  # g: [B, K]
@@ -143,10 +177,9 @@ class _GatherPreacts(torch.autograd.Function):
         g = g.to(W_enc.dtype)
         grad_x = grad_bd = grad_W = None
         with _exact(g):
-            grad_b = torch.zeros(sel.n_lat, dtype=g.dtype, device=g.device).index_add_(0, sel.idx.reshape(-1),
-                                                                                      g.reshape(-1))
+            grad_b = torch.zeros(sel.n_lat, dtype=g.dtype, device=g.device).index_add_(0, sel.col, g.reshape(-1))
             if ctx.needs_input_grad[0]:  # grad_x[b] = Σ_j g[b,j] · W_enc[:, idx[b,j]]
-                grad_x = F.embedding_bag(sel.idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+                grad_x = sel.bag(W_enc.t().contiguous(), g)
             if ctx.needs_input_grad[1]:
                 grad_bd = -(W_enc @ grad_b)
             if ctx.needs_input_grad[2]:
@@ -163,7 +196,7 @@ class _SparseDecode(torch.autograd.Function):
         ctx.sel, ctx.low = sel, _compute_dtype(vals, W_dec.dtype)
         ctx.save_for_backward(vals, W_dec)
         with _exact(vals):
-            return F.embedding_bag(sel.idx, W_dec, per_sample_weights=vals, mode="sum")
+            return sel.bag(W_dec, vals)
 
     @staticmethod
     def backward(ctx, g):  # g: [B, D]
@@ -208,14 +241,18 @@ class TopKSAE(SAEBase):
         self.W_enc = nn.Parameter(self.W_enc.detach().t().contiguous().t())
         self.k = k
 
-    def _train_preacts(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pre-activations [B, F] in the compute dtype, the k largest of each row [B, K]), without grad.
-        Under autocast the product (and so the choice of the top k) is in bf16; `_GatherPreacts` recomputes the
-        chosen values exactly."""
+    def _dense_preacts(self, x_BD: torch.Tensor) -> torch.Tensor:
+        """Pre-activations [B, F] in the compute dtype, without grad, in the step's reused workspace. Under autocast
+        the product (and so the choice of latents) is in bf16; `_GatherPreacts` recomputes the chosen values exactly."""
         dtype = _compute_dtype(x_BD, self.W_enc.dtype)
         with torch.no_grad(), _exact(x_BD):
             pre = _workspace((x_BD.shape[0], self.d_sae), dtype, x_BD.device)
-            torch.mm((x_BD - self.b_dec).to(dtype), self.W_enc.to(dtype), out=pre).add_(self.b_enc.to(dtype))
+            return torch.mm((x_BD - self.b_dec).to(dtype), self.W_enc.to(dtype), out=pre).add_(self.b_enc.to(dtype))
+
+    def _train_preacts(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`_dense_preacts`, the k largest of each row [B, K])."""
+        pre = self._dense_preacts(x_BD)
+        with torch.no_grad():
             return pre, topk_indices(pre, self.k)
 
     def encode_sparse(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Selection, torch.Tensor]:

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <tuple>
+#include <type_traits>
 #include <climits>
 #include <cstdint>
 #include <atomic>
@@ -229,6 +231,199 @@ at::Tensor topk_rows(const at::Tensor& pre, int64_t K) {
   return out;
 }
 
+// BatchTopK's selection (select.py `batch_topk_csr`): the n largest positive entries of the whole [B, F] and every
+// entry equal to the n-th (ties at the threshold all kept), as a CSR pattern in row-major order. The threshold t is
+// found by histograms of the positive values' bits, which order positive floats as unsigned integers: one pass of
+// 2^16 bins for bf16; for fp32 one pass on the top 16 bits and one on the low 16 bits of the bucket that holds t.
+// Then one pass counts each row's entries >= t and one writes their columns.
+template <typename U>
+inline uint32_t bits_of(U v) { return uint32_t(v); }
+
+template <typename U>
+std::vector<int64_t> histogram(const U* p, int64_t B, int64_t F, int shift, int64_t match_hi, std::atomic<int64_t>& bad) {
+  const int nt = at::get_num_threads();
+  std::vector<std::vector<int64_t>> part(nt, std::vector<int64_t>(1 << 16, 0));
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    auto& h = part[at::get_thread_num()];
+    for (int64_t i = b0 * F; i < b1 * F; ++i) {
+      const uint32_t u = bits_of(p[i]);
+      if (sizeof(U) == 2 ? (u & 0x7fff) > 0x7f80 : (u & 0x7fffffff) > 0x7f800000) { bad.store(i / F); continue; }
+      if (u == 0 || (sizeof(U) == 2 ? (u >> 15) : (u >> 31))) continue;  // not positive
+      if (match_hi >= 0 && int64_t(u >> 16) != match_hi) continue;
+      ++h[(u >> shift) & 0xffff];
+    }
+  });
+  std::vector<int64_t> out(1 << 16, 0);
+  for (auto& h : part) for (int i = 0; i < (1 << 16); ++i) out[i] += h[i];
+  return out;
+}
+
+// the bin holding the n-th largest (counting down from the top bin), and how many lie above it; -1 if fewer than n
+inline int64_t nth_bin(const std::vector<int64_t>& h, int64_t n, int64_t& above) {
+  above = 0;
+  for (int64_t b = (1 << 16) - 1; b >= 0; --b) {
+    if (above + h[b] >= n) return b;
+    above += h[b];
+  }
+  return -1;
+}
+
+template <typename U>
+std::tuple<at::Tensor, at::Tensor, double> batch_select(const U* p, int64_t B, int64_t F, int64_t n, const at::TensorOptions& opt) {
+  std::atomic<int64_t> bad{-1};
+  uint32_t tkey = 1;  // the smallest positive value: fewer than n positive entries keeps them all
+  int64_t above = 0;
+  auto h1 = histogram(p, B, F, sizeof(U) == 2 ? 0 : 16, -1, bad);
+  TORCH_CHECK(bad.load() < 0, "batch_topk_csr: NaN in row ", bad.load(), " of the pre-activations");
+  const int64_t b1 = nth_bin(h1, n, above);
+  if (b1 >= 0) {
+    tkey = uint32_t(b1);
+    if (sizeof(U) == 4) {
+      auto h2 = histogram(p, B, F, 0, b1, bad);
+      int64_t above2 = 0;
+      const int64_t b2 = nth_bin(h2, n - above, above2);
+      tkey = (uint32_t(b1) << 16) | uint32_t(b2 < 0 ? 0 : b2);
+    }
+  }
+  std::vector<int64_t> counts(B + 1, 0);
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t c = 0;
+      const U* q = p + r * F;
+      for (int64_t j = 0; j < F; ++j) {
+        const uint32_t u = bits_of(q[j]);
+        c += !(sizeof(U) == 2 ? (u >> 15) : (u >> 31)) && u >= tkey;
+      }
+      counts[r + 1] = c;
+    }
+  });
+  for (int64_t r = 0; r < B; ++r) counts[r + 1] += counts[r];
+  auto crow = at::empty({B + 1}, opt.dtype(at::kLong));
+  auto col = at::empty({counts[B]}, opt.dtype(at::kLong));
+  std::memcpy(crow.data_ptr<int64_t>(), counts.data(), sizeof(int64_t) * (B + 1));
+  int64_t* c = col.data_ptr<int64_t>();
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t o = counts[r];
+      const U* q = p + r * F;
+      for (int64_t j = 0; j < F; ++j) {
+        const uint32_t u = bits_of(q[j]);
+        if (!(sizeof(U) == 2 ? (u >> 15) : (u >> 31)) && u >= tkey) c[o++] = j;
+      }
+    }
+  });
+  float t;
+  if (sizeof(U) == 2) { const uint32_t w = tkey << 16; std::memcpy(&t, &w, 4); } else std::memcpy(&t, &tkey, 4);
+  return {crow, col, double(t)};
+}
+
+#if defined(__AVX512F__)
+// The fast path (AVX-512): a bound L from a sample of rows (the sample's 2·n·m/B + 64-th largest positive value,
+// m sampled rows), then one vector pass counts the entries >= L per row; if they are at least n, L is at most the
+// n-th largest and every entry the selection keeps is among them (≈ 2n candidates), so the threshold is the n-th
+// largest candidate and the CSR is the candidates >= it. If the sample misjudged (fewer than n), the exact
+// histogram path runs instead: the same output either way.
+template <typename U>
+bool batch_select_fast(const U* p, int64_t B, int64_t F, int64_t n, const at::TensorOptions& opt,
+                       std::tuple<at::Tensor, at::Tensor, double>& res) {
+  using T = typename std::conditional<sizeof(U) == 2, uint16_t, float>::type;
+  const T* q = reinterpret_cast<const T*>(p);
+  const int64_t step = std::max<int64_t>(1, B / 128), m = (B + step - 1) / step;
+  std::vector<float> sample;
+  for (int64_t r = 0; r < B; r += step)
+    for (int64_t j = 0; j < F; ++j) { const float x = value(q + r * F, j); if (x > 0) sample.push_back(x); }
+  const int64_t want = std::min<int64_t>(int64_t(sample.size()), 2 * n * m / B + 64);
+  if (want < 1 || int64_t(sample.size()) < want) return false;
+  std::nth_element(sample.begin(), sample.begin() + (want - 1), sample.end(), std::greater<float>());
+  const float L = sample[want - 1];
+  if (!(L > 0)) return false;
+  const __m512 lv = _mm512_set1_ps(L);
+  std::vector<int64_t> counts(B + 1, 0);
+  std::atomic<int64_t> bad{-1};
+  const int64_t nv = F / 16;
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = q + r * F;
+      int64_t c = 0;
+      __mmask16 nan = 0;
+      for (int64_t v = 0; v < nv; ++v) {
+        const __m512 x = load16(row + 16 * v);
+        nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        c += __builtin_popcount(_mm512_cmp_ps_mask(x, lv, _CMP_GE_OQ));
+      }
+      for (int64_t j = nv * 16; j < F; ++j) { const float x = value(row, j); if (x != x) nan = 1; c += x >= L; }
+      if (nan) bad.store(r);
+      counts[r + 1] = c;
+    }
+  });
+  TORCH_CHECK(bad.load() < 0, "batch_topk_csr: NaN in row ", bad.load(), " of the pre-activations");
+  for (int64_t r = 0; r < B; ++r) counts[r + 1] += counts[r];
+  if (counts[B] < n) return false;
+  std::vector<int32_t> ccol(counts[B] + 16);
+  std::vector<float> cval(counts[B] + 16);
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = q + r * F;
+      int64_t o = counts[r];
+      for (int64_t v = 0; v < nv; ++v) {
+        const __m512 x = load16(row + 16 * v);
+        const __mmask16 mk = _mm512_cmp_ps_mask(x, lv, _CMP_GE_OQ);
+        if (!mk) continue;
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(int32_t(16 * v)), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_mask_compressstoreu_epi32(ccol.data() + o, mk, idx);
+        _mm512_mask_compressstoreu_ps(cval.data() + o, mk, x);
+        o += __builtin_popcount(mk);
+      }
+      for (int64_t j = nv * 16; j < F; ++j) { const float x = value(row, j); if (x >= L) { ccol[o] = int32_t(j); cval[o++] = x; } }
+    }
+  });
+  const int64_t nc = counts[B];
+  std::vector<float> tmp(cval.begin(), cval.begin() + nc);
+  std::nth_element(tmp.begin(), tmp.begin() + (n - 1), tmp.end(), std::greater<float>());
+  const float t = tmp[n - 1];
+  std::vector<int64_t> kept(B + 1, 0);
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t c = 0;
+      for (int64_t i = counts[r]; i < counts[r + 1]; ++i) c += cval[i] >= t;
+      kept[r + 1] = c;
+    }
+  });
+  for (int64_t r = 0; r < B; ++r) kept[r + 1] += kept[r];
+  auto crow = at::empty({B + 1}, opt.dtype(at::kLong));
+  auto col = at::empty({kept[B]}, opt.dtype(at::kLong));
+  std::memcpy(crow.data_ptr<int64_t>(), kept.data(), sizeof(int64_t) * (B + 1));
+  int64_t* c = col.data_ptr<int64_t>();
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t o = kept[r];
+      for (int64_t i = counts[r]; i < counts[r + 1]; ++i) if (cval[i] >= t) c[o++] = ccol[i];
+    }
+  });
+  res = {crow, col, double(t)};
+  return true;
+}
+#endif
+
+std::tuple<at::Tensor, at::Tensor, double> batch_topk_csr(const at::Tensor& pre, int64_t n) {
+  TORCH_CHECK(pre.dim() == 2 && pre.is_contiguous() && pre.device().is_cpu(), "batch_topk_csr: a contiguous 2-D CPU tensor");
+  TORCH_CHECK(n > 0, "batch_topk_csr: n > 0");
+  const int64_t B = pre.size(0), F = pre.size(1);
+  const bool bf = pre.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(bf || pre.scalar_type() == at::kFloat, "batch_topk_csr: float32 or bfloat16");
+#if defined(__AVX512F__)
+  std::tuple<at::Tensor, at::Tensor, double> res;
+  if (bf ? batch_select_fast(static_cast<const uint16_t*>(pre.data_ptr()), B, F, n, pre.options(), res)
+         : batch_select_fast(static_cast<const uint32_t*>(pre.data_ptr()), B, F, n, pre.options(), res))
+    return res;
+#endif
+  if (bf) return batch_select(static_cast<const uint16_t*>(pre.data_ptr()), B, F, n, pre.options());
+  return batch_select(static_cast<const uint32_t*>(pre.data_ptr()), B, F, n, pre.options());
+}
+
 }  // namespace
 
-TORCH_LIBRARY(saesanity, m) { m.def("topk_rows(Tensor pre, int k) -> Tensor", &topk_rows); }
+TORCH_LIBRARY(saesanity, m) {
+  m.def("topk_rows(Tensor pre, int k) -> Tensor", &topk_rows);
+  m.def("batch_topk_csr(Tensor pre, int n) -> (Tensor, Tensor, float)", &batch_topk_csr);
+}

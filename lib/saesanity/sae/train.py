@@ -121,6 +121,8 @@ class TrainConfig:
             # order, no latent favoured; torch.topk's order before): such SAEs get a key of their own. In fp32 the
             # two rules agree but on exact ties, so fp32 keys stay the ones from before.
             key["selection"] = SELECTION_RULE
+        if self.architecture == "matryoshka":  # the sparse step with exact values (arch.py), not the dense one
+            key["step"] = "sparse"
         return key
 
 
