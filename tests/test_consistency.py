@@ -115,3 +115,20 @@ def test_step0_alignment_flags_a_shared_initialisation():
     assert cs.step0_alignment(*same)["aligned_at_start"] is True
     r = cs.step0_alignment(same[0], other)
     assert r["aligned_at_start"] is False and abs(r["step0_pw_mcc"] - r["chance_pw_mcc"]) < 0.1
+
+
+def test_level_bands_and_band_sharing_by_hand():
+    from saesanity.consistency import band_sharing, frequency_order, level_bands
+
+    assert level_bands([2, 4], 6) == [(0, 2), (2, 4), (4, 6)]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        level_bands([4, 2], 6)
+    shared = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
+    bands = level_bands([2, 4], 6)
+    assert band_sharing(shared, np.arange(6), bands) == [1.0, 0.5, 0.0]
+    freq = np.array([0.1, 0.0, 0.5, 0.2, 0.5, 0.05])
+    order = frequency_order(freq)
+    assert order.tolist() == [2, 4, 3, 0, 5, 1]  # most frequent first, ties by index
+    assert band_sharing(shared, order, bands) == [0.0, 1.0, 0.5]
+    with pytest.raises(ValueError, match="cover"):
+        band_sharing(shared, np.arange(5), bands)

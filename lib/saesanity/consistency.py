@@ -24,6 +24,11 @@ Definitions (one place each; `W` is a decoder [F, D] in the SAELens layout, rows
   SAE's unstable latents usually outnumber d_model and span all of R^D (every angle 0), hence the rank.
   Two random subspaces of dimensions p, q in R^D share a (p + q − D)-dimensional intersection when
   p + q > D, so the null (`random_subspace_angles`) is reported beside them.
+- **Level sharing** (`band_sharing`): the shared fraction of seed 0's latents in each band [m_{g-1}, m_g) of the
+  nested widths m_1 < … < m_G = F of a Matryoshka SAE, by latent index (its own order: the first m_1 form the
+  smallest dictionary), and — for every architecture, as the control — over latents ranked by held-out firing
+  frequency (most frequent first) into bands of the same sizes, since a Matryoshka SAE's inner latents are also
+  its most frequent.
 - **Chance level** of each statistic: the same statistic on two dictionaries whose rows are independent
   isotropic Gaussian directions, of the same shape (`random_dictionary`).
 """
@@ -221,3 +226,74 @@ def claims(numbers: dict) -> list[dict]:
          "ours": {"step 0": st["step0_pw_mcc"], "chance": st["chance_pw_mcc"]},
          "verdict": not st["aligned_at_start"]},
     ]
+
+
+def level_bands(widths: list[int], F: int) -> list[tuple[int, int]]:
+    """[(0, m_1), (m_1, m_2), …, (m_{G-1}, F)] of the inner widths m_1 < … < F."""
+    edges = [0, *[int(w) for w in widths if 0 < w < F], F]
+    if edges != sorted(set(edges)):
+        raise ValueError(f"widths={list(widths)}: need strictly increasing inner widths in 1..{F - 1}")
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def band_sharing(shared_F: np.ndarray, order: np.ndarray, bands: list[tuple[int, int]]) -> list[float]:
+    """Shared fraction of the latents order[a:b] for each band (a, b): `order` lists latent indices in the order the
+    bands cut (np.arange(F) for a Matryoshka SAE's own, frequency rank for the control)."""
+    shared_F, order = np.asarray(shared_F, dtype=bool), np.asarray(order)
+    if order.shape != shared_F.shape or bands[-1][1] != shared_F.size:
+        raise ValueError(f"order {order.shape} and bands ending at {bands[-1][1]} must cover the {shared_F.size} latents")
+    return [float(shared_F[order[a:b]].mean()) for a, b in bands]
+
+
+def frequency_order(freq_F: np.ndarray) -> np.ndarray:
+    """Latent indices by held-out firing frequency, most frequent first (ties by index)."""
+    return np.argsort(-np.asarray(freq_F, dtype=float), kind="stable")
+
+
+def architecture_suite(P, pairs: dict[str, tuple[Match, list[dict], np.ndarray]]) -> dict:
+    """Numbers of `consistency_matryoshka`: for each architecture's seed pair (its `Match`, both SAEs' held-out
+    metrics, seed 0's held-out firing frequencies) the shared fraction under P's rule, the signed PW-MCC, the
+    sharing by frequency band and, for matryoshka, by its nested levels; with the random-dictionary chance level."""
+    from .matching import SharedRule, shared
+
+    rows, F = {}, None
+    bands = None
+    for arch, (m, metrics, freq) in pairs.items():
+        sh = shared(m, SharedRule(P.threshold))
+        F = sh.size
+        bands = level_bands(P.matryoshka_widths, F)
+        rows[arch] = {"shared_frac": float(sh.mean()), "pw_mcc_signed": pw_mcc_of(m),
+                      "heldout_fvu": [e["fvu"] for e in metrics], "heldout_l0": [e["l0"] for e in metrics],
+                      "frequency_bands": band_sharing(sh, frequency_order(freq), bands)}
+        if arch == "matryoshka":
+            rows[arch]["level_bands"] = band_sharing(sh, np.arange(F), bands)
+    return {"architectures": rows, "bands": [list(b) for b in bands]}
+
+
+def architecture_claims(numbers: dict) -> list[dict]:
+    """Checks of `consistency_matryoshka` (questions after the papers, not claims of theirs), each computed."""
+    rows, ch = numbers["architectures"], numbers["pw_mcc_chance"]
+    out = [{"claim": "Every architecture's seed pair has a signed PW-MCC above two random dictionaries' by more than "
+                     "5 chance sd (check)",
+            "ours": {a: r["pw_mcc_signed"] for a, r in rows.items()} | {"chance mean": ch["mean"], "chance sd": ch["sd"]},
+            "verdict": bool(min(r["pw_mcc_signed"] for r in rows.values()) > ch["mean"] + 5 * max(ch["sd"], 1e-6))}]
+    if "matryoshka" in rows and "topk" in rows:
+        mt, tk = rows["matryoshka"], rows["topk"]
+        out += [
+            {"claim": "A Matryoshka SAE's seed pair shares more latents than TopK's at the same size, k and training "
+                      "tokens (check: is a nested dictionary more stable across seeds?)",
+             "ours": {"matryoshka": mt["shared_frac"], "topk": tk["shared_frac"]},
+             "verdict": bool(mt["shared_frac"] > tk["shared_frac"])},
+            {"claim": "... and has the higher signed PW-MCC (check)",
+             "ours": {"matryoshka": mt["pw_mcc_signed"], "topk": tk["pw_mcc_signed"]},
+             "verdict": bool(mt["pw_mcc_signed"] > tk["pw_mcc_signed"])},
+            {"claim": "A Matryoshka SAE's innermost level is shared more than its outermost band (check)",
+             "ours": {"innermost": mt["level_bands"][0], "outermost": mt["level_bands"][-1]},
+             "verdict": bool(mt["level_bands"][0] > mt["level_bands"][-1])},
+            {"claim": "... and more than TopK's most frequent latents of the same count, so the nesting and not "
+                      "frequency alone makes it stable (check)",
+             "ours": {"matryoshka innermost": mt["level_bands"][0], "topk most frequent": tk["frequency_bands"][0]},
+             "verdict": bool(mt["level_bands"][0] > tk["frequency_bands"][0])},
+        ]
+    return out
+

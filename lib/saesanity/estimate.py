@@ -69,7 +69,7 @@ def forward_flops(shape: Shape, last_layer: int, ctx: int) -> float:
 
 def sae_flops(d: int, f: int, architecture: str = "topk") -> float:
     """Training FLOPs a token of one SAE (module docstring)."""
-    if architecture in ("topk", "batchtopk"):
+    if architecture in ("topk", "batchtopk", "matryoshka"):
         return 2.0 * d * f
     return 6.0 * d * f * (1.5 if architecture == "gated" else 1.0)
 
@@ -114,6 +114,10 @@ def passes(stem: str, P) -> list[Pass]:
         return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
                 Pass(P.n_tokens, L, [(P.d_sae, "topk")] * len(P.ks) * two),
                 Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)]
+    if stem == "consistency_matryoshka":  # Fig. 1's TopK seeds, and a pair of each other architecture
+        others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
+        return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))] + \
+            ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
     if stem in params.SEED_FAMILY or stem in ("paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"):
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))]
     # sparsify's runs read a stream too (`runs.data_for`)

@@ -66,7 +66,7 @@ PAPER_MINI_KEYS = {
                      "n_stitch_tokens", "meta_epochs", "n_boot", "max_draws", "n_latents", "n_explain", "n_score_act",
                      "n_score_non", "n_steps", "n_noise", "n_features", "hidden_dim", "hierarchy_roots",
                      "correlation_rank"], "size"),
-    **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes"], "scaled list"),
+    **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes", "matryoshka_widths"], "scaled list"),
     **dict.fromkeys(["layers", "interp_layers", "ps", "depths", "superpositions", "h2_depths", "rules"], "subset"),
     "noise_rate": "follows n_eval_tokens (a noise latent needs enough firings)",
     "sparsify_overrides": "size: the recipe's batch (sequences), accumulation and warm-up steps shrunk to the "
@@ -275,6 +275,31 @@ class SeedRunParams(RunFields, Profiled):
             raise ParamsError(f"seeds={self.seeds}: need at least two distinct seeds")
         if not 0.0 < self.threshold < 1.0:
             raise ParamsError(f"threshold={self.threshold}: must lie in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchSeedParams(SeedRunParams):
+    """Seed stability by architecture: P's TopK seed pair beside a seed pair of each other k-sparse architecture at
+    the same size, k and tokens, and the Matryoshka levels (`consistency.architecture_suite`)."""
+
+    architectures: list[Architecture] = param("seed pairs at d_sae, k and n_tokens: topk (P's own pair) | batchtopk | "
+                                              "matryoshka (the k-sparse ones, which need no sparsity calibration)")
+    matryoshka_widths: list[int] = param("inner widths m_1 < ... < d_sae of the matryoshka SAEs (the full width is "
+                                         "the last level; each prefix [0, m_g) is trained to reconstruct alone)")
+    n_chance_pairs: int = param("pairs of random dictionaries of the SAEs' shape for the PW-MCC chance level", 3)
+
+    def check(self) -> None:
+        super().check()
+        bad = [a for a in self.architectures if a not in ("topk", "batchtopk", "matryoshka")]
+        if "topk" not in self.architectures or bad or len(set(self.architectures)) != len(self.architectures):
+            raise ParamsError(f"architectures={self.architectures}: distinct, from topk | batchtopk | matryoshka, "
+                              "with topk (the reference)")
+        w = list(self.matryoshka_widths)
+        if "matryoshka" in self.architectures and (not w or w != sorted(set(w)) or w[0] < 1 or w[-1] >= self.d_sae):
+            raise ParamsError(f"matryoshka_widths={w}: strictly increasing inner widths in 1..{self.d_sae - 1} "
+                              f"(d_sae={self.d_sae} is always the last level)")
+        if self.n_chance_pairs < 1:
+            raise ParamsError(f"n_chance_pairs={self.n_chance_pairs}: must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -656,6 +681,7 @@ REGISTRY: dict[str, type] = {
     "leask_stitching": StitchParams,
     "leask_meta_sae": StitchParams,
     "consistency_seeds": ConsistencyParams,
+    "consistency_matryoshka": ArchSeedParams,
     "consistency_synthetic": SyntheticParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);

@@ -403,6 +403,25 @@ def consistency_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def matryoshka_section(doc: dict) -> str:
+    names = {"topk": "TopK (Fig. 1's pair)", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka BatchTopK"}
+    rows, bands, ch = doc["architectures"], doc["bands"], doc["pw_mcc_chance"]
+    head = " / ".join(f"{a:,}–{b:,}" for a, b in bands)
+    lines = [*_head("Beyond the papers — is a nested dictionary more stable across seeds? (Matryoshka vs TopK)",
+                    "matryoshka", doc),
+             f"| architecture | shared (paper's rule) | signed PW-MCC | held-out FVU | L0 | shared by band, latents "
+             f"ranked by frequency: {head} | by nested level (index) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {names[a]} | {_pct(r['shared_frac'])} | {r['pw_mcc_signed']:.3f} | "
+              f"{sum(r['heldout_fvu']) / len(r['heldout_fvu']):.3f} | {sum(r['heldout_l0']) / len(r['heldout_l0']):.1f} | "
+              f"{' / '.join(_pct(v) for v in r['frequency_bands'])} | "
+              f"{' / '.join(_pct(v) for v in r['level_bands']) if 'level_bands' in r else '—'} |"
+              for a, r in rows.items()]
+    lines += ["", f"Two random dictionaries of the same shape: signed PW-MCC {ch['mean']:.3f} ± {ch['sd']:.3f}.", "",
+              *_claims(doc)]
+    return "\n".join(lines)
+
+
 def synthetic_section(doc: dict) -> str:
     lines = [*_head("Beyond the papers — do consistency measures track ground truth? (synthetic features)",
                     "synthetic", doc),
@@ -425,7 +444,8 @@ SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_v
             "heap_figB_autointerp_roc": heap_roc_section, "paulo_fig3_interp_vs_sharing": paulo_fig3_section,
             "paulo_table1_unpaired_explanations": paulo_table1_section, "leask_novel_fraction": leask_novel_section,
             "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section,
-            "consistency_seeds": consistency_section, "consistency_synthetic": synthetic_section}
+            "consistency_seeds": consistency_section, "consistency_synthetic": synthetic_section,
+            "consistency_matryoshka": matryoshka_section}
 
 
 def render(figs: Path | None = None) -> str:

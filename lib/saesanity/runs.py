@@ -625,6 +625,24 @@ def seed_saes(P: RunParams, *, progress: bool = True) -> tuple[list[TrainedSAE],
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
 
 
+def architecture_seed_pairs(P, *, progress: bool = True) -> dict[str, list[TrainedSAE]]:
+    """P's seed pair (P.seeds[:2]) of each architecture in `P.architectures` at P's size, k and tokens: TopK's is
+    `seed_saes`' (Fig. 1's, from its cache); the others train together in one pass (Matryoshka with
+    `P.matryoshka_widths`), by our trainer."""
+    out = {}
+    if "topk" in P.architectures:
+        out["topk"] = seed_saes(P, progress=progress)[0][:2]
+    others = [a for a in P.architectures if a != "topk"]
+    if others:
+        acts, acts_dir = data_for(P, "train", progress)
+        cfgs = [dataclasses.replace(train_cfg(P, s), architecture=a,
+                                    matryoshka_widths=tuple(P.matryoshka_widths) if a == "matryoshka" else ())
+                for a in others for s in P.seeds[:2]]
+        trained = train_many(P, acts, acts_dir, cfgs, progress)
+        out.update({a: trained[2 * i:2 * i + 2] for i, a in enumerate(others)})
+    return out
+
+
 def pair_at_lengths(P: RunParams, *, progress: bool = True) -> dict[int, list[SAEBase]]:
     """P's seed pair (P.seeds[:2]) before training (0: `make_sae` at each seed, what the trainer starts from) and
     after each of `check_lengths(P)` training tokens (the snapshots `seed_saes` published, or trained here)."""
