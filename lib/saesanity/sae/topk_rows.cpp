@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <tuple>
+#include <utility>
 #include <type_traits>
 #include <climits>
 #include <cstdint>
@@ -268,6 +269,20 @@ inline int64_t nth_bin(const std::vector<int64_t>& h, int64_t n, int64_t& above)
   return -1;
 }
 
+// Rows as CSR (crow [B + 1], col [nnz]): row r has count(r) entries, which write(r, out) writes in index order
+template <typename Count, typename Write>
+std::pair<at::Tensor, at::Tensor> csr_of(int64_t B, const at::TensorOptions& opt, Count count, Write write) {
+  std::vector<int64_t> ptr(B + 1, 0);
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) { for (int64_t r = r0; r < r1; ++r) ptr[r + 1] = count(r); });
+  for (int64_t r = 0; r < B; ++r) ptr[r + 1] += ptr[r];
+  auto crow = at::empty({B + 1}, opt.dtype(at::kLong));
+  auto col = at::empty({ptr[B]}, opt.dtype(at::kLong));
+  std::memcpy(crow.data_ptr<int64_t>(), ptr.data(), sizeof(int64_t) * (B + 1));
+  int64_t* c = col.data_ptr<int64_t>();
+  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) { for (int64_t r = r0; r < r1; ++r) write(r, c + ptr[r]); });
+  return {crow, col};
+}
+
 template <typename U>
 std::tuple<at::Tensor, at::Tensor, double> batch_select(const U* p, int64_t B, int64_t F, int64_t n, const at::TensorOptions& opt) {
   std::atomic<int64_t> bad{-1};
@@ -285,33 +300,10 @@ std::tuple<at::Tensor, at::Tensor, double> batch_select(const U* p, int64_t B, i
       tkey = (uint32_t(b1) << 16) | uint32_t(b2 < 0 ? 0 : b2);
     }
   }
-  std::vector<int64_t> counts(B + 1, 0);
-  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t c = 0;
-      const U* q = p + r * F;
-      for (int64_t j = 0; j < F; ++j) {
-        const uint32_t u = bits_of(q[j]);
-        c += !(sizeof(U) == 2 ? (u >> 15) : (u >> 31)) && u >= tkey;
-      }
-      counts[r + 1] = c;
-    }
-  });
-  for (int64_t r = 0; r < B; ++r) counts[r + 1] += counts[r];
-  auto crow = at::empty({B + 1}, opt.dtype(at::kLong));
-  auto col = at::empty({counts[B]}, opt.dtype(at::kLong));
-  std::memcpy(crow.data_ptr<int64_t>(), counts.data(), sizeof(int64_t) * (B + 1));
-  int64_t* c = col.data_ptr<int64_t>();
-  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t o = counts[r];
-      const U* q = p + r * F;
-      for (int64_t j = 0; j < F; ++j) {
-        const uint32_t u = bits_of(q[j]);
-        if (!(sizeof(U) == 2 ? (u >> 15) : (u >> 31)) && u >= tkey) c[o++] = j;
-      }
-    }
-  });
+  auto keep = [&](uint32_t u) { return !(sizeof(U) == 2 ? (u >> 15) : (u >> 31)) && u >= tkey; };
+  auto [crow, col] = csr_of(B, opt,
+      [&](int64_t r) { int64_t c = 0; for (int64_t j = 0; j < F; ++j) c += keep(bits_of(p[r * F + j])); return c; },
+      [&](int64_t r, int64_t* out) { for (int64_t j = 0; j < F; ++j) if (keep(bits_of(p[r * F + j]))) *out++ = j; });
   float t;
   if (sizeof(U) == 2) { const uint32_t w = tkey << 16; std::memcpy(&t, &w, 4); } else std::memcpy(&t, &tkey, 4);
   return {crow, col, double(t)};
@@ -381,25 +373,9 @@ bool batch_select_fast(const U* p, int64_t B, int64_t F, int64_t n, const at::Te
   std::vector<float> tmp(cval.begin(), cval.begin() + nc);
   std::nth_element(tmp.begin(), tmp.begin() + (n - 1), tmp.end(), std::greater<float>());
   const float t = tmp[n - 1];
-  std::vector<int64_t> kept(B + 1, 0);
-  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t c = 0;
-      for (int64_t i = counts[r]; i < counts[r + 1]; ++i) c += cval[i] >= t;
-      kept[r + 1] = c;
-    }
-  });
-  for (int64_t r = 0; r < B; ++r) kept[r + 1] += kept[r];
-  auto crow = at::empty({B + 1}, opt.dtype(at::kLong));
-  auto col = at::empty({kept[B]}, opt.dtype(at::kLong));
-  std::memcpy(crow.data_ptr<int64_t>(), kept.data(), sizeof(int64_t) * (B + 1));
-  int64_t* c = col.data_ptr<int64_t>();
-  at::parallel_for(0, B, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t o = kept[r];
-      for (int64_t i = counts[r]; i < counts[r + 1]; ++i) if (cval[i] >= t) c[o++] = ccol[i];
-    }
-  });
+  auto [crow, col] = csr_of(B, opt,
+      [&](int64_t r) { int64_t c = 0; for (int64_t i = counts[r]; i < counts[r + 1]; ++i) c += cval[i] >= t; return c; },
+      [&](int64_t r, int64_t* out) { for (int64_t i = counts[r]; i < counts[r + 1]; ++i) if (cval[i] >= t) *out++ = ccol[i]; });
   res = {crow, col, double(t)};
   return true;
 }
