@@ -120,7 +120,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         kept whole), their values are recomputed exactly (fp32 under autocast), and each level's reconstruction
         adds the `embedding_bag` of the selected latents in [m_{g-1}, m_g) to the level before it. Loss and
         gradients are `reconstruction_loss`'s on the same selection (tests/test_architectures.py); the cost is
-        one B·D·F product plus B·k·D per sparse pass, not four dense B·D·F products (5-6x faster at 2,304-4,608
+        one B·D·F product plus B·k·D per sparse pass, not four dense B·D·F products (3.9-5.7x faster at 2,304-4,608
         latents, bench/RESULTS.md)."""
         from .select import batch_topk_csr
         from .topk import Selection, _SparseDecode
