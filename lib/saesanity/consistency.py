@@ -256,17 +256,15 @@ def architecture_suite(P, pairs: dict[str, tuple[Match, list[dict], np.ndarray]]
     sharing by frequency band and, for matryoshka, by its nested levels; with the random-dictionary chance level."""
     from .matching import SharedRule, shared
 
-    rows, F = {}, None
-    bands = None
+    rows, bands = {}, None
     for arch, (m, metrics, freq) in pairs.items():
         sh = shared(m, SharedRule(P.threshold))
-        F = sh.size
-        bands = level_bands(P.matryoshka_widths, F)
+        bands = level_bands(P.matryoshka_widths, sh.size)  # every pair has P.d_sae latents
         rows[arch] = {"shared_frac": float(sh.mean()), "pw_mcc_signed": pw_mcc_of(m),
                       "heldout_fvu": [e["fvu"] for e in metrics], "heldout_l0": [e["l0"] for e in metrics],
                       "frequency_bands": band_sharing(sh, frequency_order(freq), bands)}
         if arch == "matryoshka":
-            rows[arch]["level_bands"] = band_sharing(sh, np.arange(F), bands)
+            rows[arch]["level_bands"] = band_sharing(sh, np.arange(sh.size), bands)
     return {"architectures": rows, "bands": [list(b) for b in bands]}
 
 

@@ -10,38 +10,36 @@ import platform
 _ISA = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")  # the flags, in /proc/cpuinfo's names, we report
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    name, flags = "", set()
+def _first_cpu() -> dict[str, str]:
+    """The fields of /proc/cpuinfo's first processor block ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not name:
-                    name = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return name or platform.processor() or platform.machine() or "unknown", flags
+    return fields
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    fields = _first_cpu()
+    name = fields.get("model name", "")
+    return name or platform.processor() or platform.machine() or "unknown", set(fields.get("flags", "").split())
 
 
 def _cpu_id() -> str | None:
     """'family F model M' from /proc/cpuinfo: virtual machines often name every AMD EPYC "AMD EPYC", though two
     generations differ 2x in bf16 matmul rate (family 25 is Zen 3/4, 26 Zen 5); None where it is not there."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break
-    except OSError:
+    fields = _first_cpu()
+    if "cpu family" not in fields or "model" not in fields:
         return None
-    return f"family {fields['cpu family']} model {fields['model']}" if len(fields) == 2 else None
+    return f"family {fields['cpu family']} model {fields['model']}"
 
 
 def info() -> dict:

@@ -63,12 +63,16 @@ class BatchTopKSAE(TopKSAE):
         flat = acts.flatten()
         top = flat.topk(self.k * x_BD.shape[0], sorted=False)
         z = torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(acts)
-        with torch.no_grad():
-            kept = top.values[top.values > 0]
-            if kept.numel():
-                m = kept.min()
-                self.threshold.copy_(m if torch.isnan(self.threshold) else 0.99 * self.threshold + 0.01 * m)
+        self._track_threshold(top.values)
         return pre, z
+
+    @torch.no_grad()
+    def _track_threshold(self, kept: torch.Tensor) -> None:
+        """θ ← the smallest positive kept activation of this batch, averaged (decay 0.99) from the first batch on."""
+        kept = kept[kept > 0]
+        if kept.numel():
+            m = kept.min()
+            self.threshold.copy_(m if torch.isnan(self.threshold) else 0.99 * self.threshold + 0.01 * m)
 
     def reconstruction_loss(self, x_BD, z_BF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss term, FVU of the full reconstruction, x̂): BatchTopK's is the FVU itself."""
@@ -131,11 +135,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
             crow, col, _ = batch_topk_csr(pre, self.k * B)
         sel = Selection.from_csr(crow, col, self.d_sae)
         vals = self.select(x_BD, pre, sel)  # [nnz], ReLU of the exact values
-        with torch.no_grad():
-            kept = vals[vals > 0]
-            if kept.numel():
-                m = kept.min()
-                self.threshold.copy_(m if torch.isnan(self.threshold) else 0.99 * self.threshold + 0.01 * m)
+        self._track_threshold(vals.detach())
         rows = sel.rows()
         loss, decoded, prev = 0.0, self.b_dec, 0
         for w in self.widths:

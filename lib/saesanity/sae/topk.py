@@ -75,10 +75,8 @@ class Selection:
     def __init__(self, idx_BK: torch.Tensor, n_lat: int, *, ascending: bool = False):
         self.idx = idx_BK if ascending else idx_BK.sort(dim=1).values  # ascending: already sorted by latent
         self.n_lat = n_lat
-        self.shape = self.idx.shape
-        B, K = self.idx.shape
+        self.shape, self._K = self.idx.shape, self.idx.shape[1]
         self.col, self._crow, self._rows = self.idx.reshape(-1), None, None
-        self._K = K
         self._pattern = self._by_latent = None
 
     @classmethod

@@ -100,6 +100,10 @@ inline __m512i key16(__m512 x) {
   const __m512i b = _mm512_castps_si512(x);
   return _mm512_xor_si512(b, _mm512_and_si512(_mm512_srai_epi32(b, 31), _mm512_set1_epi32(0x7fffffff)));
 }
+inline int32_t key1(float x) {
+  uint32_t b; std::memcpy(&b, &x, 4);
+  return int32_t(b) ^ ((int32_t(b) >> 31) & 0x7fffffff);
+}
 inline float unkey(int32_t k) {
   const uint32_t b = uint32_t(k ^ ((k >> 31) & 0x7fffffff));
   float f; std::memcpy(&f, &b, 4); return f;
@@ -149,8 +153,7 @@ bool select_row_avx512(const T* r, int64_t F, int64_t K, int64_t off, int32_t* g
       if (x != x) return false;
       m = x > m ? x : m;
     }
-    uint32_t b; std::memcpy(&b, &m, 4);
-    gkey[ng++] = int32_t(b) ^ ((int32_t(b) >> 31) & 0x7fffffff);
+    gkey[ng++] = key1(m);
   }
   if (nan) return false;
   for (int64_t g = ng; g % 16; ++g) gkey[g] = INT32_MIN;
@@ -160,8 +163,7 @@ bool select_row_avx512(const T* r, int64_t F, int64_t K, int64_t off, int32_t* g
   auto push = [&](int64_t j, float x) {
     if (cand.size() < size_t(n + 16)) { cand.resize(2 * (n + 16)); ckey.resize(2 * (n + 16)); }
     cand[n].v = x; cand[n].i = (int32_t)j;
-    uint32_t b; std::memcpy(&b, &x, 4);
-    ckey[n++] = int32_t(b) ^ ((int32_t(b) >> 31) & 0x7fffffff);
+    ckey[n++] = key1(x);
   };
   for (int64_t c = 0; c < nc; ++c) {
     const T* p = r + c * CH;
