@@ -65,7 +65,14 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert len({m["fvu"] for m in r["frozen"].values()}) == 3  # three different SAEs
     lk = r["lookup_null"]
     assert lk["n_train_rows"] == r["activation_rows"]["train"] and 0 < lk["unigram_fvu"] < 2 and 0 < lk["bigram_fvu"] < 2
+    assert list(r["data_nulls"]) == ["gaussian", "shuffled"]  # the same seed pair on each data null
+    for p in r["data_nulls"].values():
+        assert (p["a"], p["b"]) == ("seed0", "seed1") and set(p["rules"]) == set(pair["rules"])
+        assert 0 <= p["rules"]["paper"]["shared_frac"] <= 1 and p["fvu"] > 0
+        assert p["n_latents_a"] == pair["n_latents_a"]
+    assert r["data_nulls"]["gaussian"]["mean_matched_dec_cos"] != r["data_nulls"]["shuffled"]["mean_matched_dec_cos"]
     md = (out / "report.md").read_text()
+    assert "| seed0 vs seed1 on Gaussian (same mean, covariance) data (null) |" in md
     assert f"{r['recon']['seed0']['fvu']:.3f} ± {r['recon']['seed0']['fvu_shard_sd']:.3f}" in md
     assert "## Frozen and lookup baselines" in md and "| frozen random decoder |" in md and "| bigram lookup null |" in md
     assert "smoke model" in md and "| seed0 vs seed1 |" in md and "Paulo & Belrose" in md
@@ -108,9 +115,10 @@ def test_report_interrupted_resumes_from_cache(iso_cache, tmp_path, monkeypatch)
     acts_before = {p.name for p in (iso_cache / "activations").iterdir() if not p.name.endswith(".partial")}
     assert acts_before
     _report(tmp_path)
-    assert trained[:2] == [[0, 1], [0, 1]]  # then only the baseline variants' SAEs (seed 0 on other activations)
+    assert trained[:2] == [[0, 1], [0, 1]]
+    assert trained[2:4] == [[0, 1], [0, 1]]  # then the seed pair on each data null (gaussian, shuffled)
     assert trained[-1] == [0, 0, 0]  # and the three frozen-weight baselines (seed 0), one pass
-    assert all(t == [0] for t in trained[2:-1])
+    assert all(t == [0] for t in trained[4:-1])  # between them the baseline variants' SAEs (seed 0, other activations)
     assert acts_before <= {p.name for p in (iso_cache / "activations").iterdir()}  # the seeds' activations were kept
 
 
@@ -125,6 +133,7 @@ def test_report_on_a_given_sparsify_sae(iso_cache, tmp_path):
     SparseCoder(64, SparseCoderConfig(num_latents=128, k=6)).save_to_disk(tmp_path / "mine" / "layers.2")
     r = _report(tmp_path, "--sae", str(tmp_path / "mine"), "--variants", "trained", "--frozen", "--no-lookup-null")
     assert r["frozen"] == {} and r["lookup_null"] is None  # both baselines switched off
+    assert r["data_nulls"] == {}  # one seed trained here: no pair of its own to put the nulls beside
     assert [(s["name"], s["d_sae"], s["k"]) for s in r["saes"]] == [("layers.2", 128, 6), ("seed0", 128, 6)]
     assert [(p["a"], p["b"]) for p in r["stability"]["pairs"]] == [("layers.2", "seed0")]
     assert set(r["recon"]) == {"layers.2", "seed0"} and list(r["baseline"]) == ["trained"]
@@ -133,6 +142,13 @@ def test_report_on_a_given_sparsify_sae(iso_cache, tmp_path):
 def test_an_unknown_frozen_baseline_is_a_report_error():
     with pytest.raises(ReportError, match=r"frozen baselines \['bias'\]"):
         ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2", frozen=["bias"])
+
+
+def test_an_unknown_data_null_is_a_report_error():
+    with pytest.raises(ReportError, match=r"data nulls \['uniform'\]"):
+        ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2", data_nulls=["uniform"])
+    assert ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2",
+                                     data_nulls=[]).data_nulls == []  # --data-nulls alone: none
 
 
 def test_an_unknown_profile_is_a_report_error():  # the CLI's bad inputs: tests/test_bad_inputs.py

@@ -151,3 +151,39 @@ def test_path_summary_by_hand():
     assert s["mse_start_mid_end"] == [4.0, 1.5, 2.0] and s["l0_start_end"] == [30, 34]
     with pytest.raises(ValueError, match="two steps"):
         path_summary(path[:1])
+
+
+def test_prefix_reconstruction_by_hand():
+    """L's latents 0, 2 are S's directions (cos 1), 1 is at cos 0.6 to S's first, 3 is orthogonal to S."""
+    b = _orthonormal(4, 8)
+    small = _tied(b[[0, 1]], k=1)
+    large = _tied(np.stack([b[0], 0.6 * b[0] + 0.8 * b[2], b[1], b[3]]), k=1)
+    assert ST.prefix_reconstruction(large, small, np.arange(4), 0.7) == {"prefix": 0.5, "rest": 0.5}
+    assert ST.prefix_reconstruction(large, small, np.array([0, 2, 1, 3]), 0.7) == {"prefix": 1.0, "rest": 0.0}
+    assert ST.prefix_reconstruction(large, small, np.array([0, 2, 1, 3]), 0.5) == {"prefix": 1.0, "rest": 0.5}
+    with pytest.raises(ValueError, match="must list"):
+        ST.prefix_reconstruction(large, small, np.arange(3), 0.7)
+
+
+def test_matryoshka_family_levels_scale_with_size_and_bad_levels_are_refused():
+    from saesanity import params
+
+    P = params.load("leask_matryoshka", "default")
+    assert [ST.matryoshka_widths_at(P, s) for s in P.sizes] == [(72, 288, 576), (144, 576, 1152), (288, 1152, 2304)]
+    with pytest.raises(params.ParamsError, match="whole widths"):
+        params.load("leask_matryoshka", "default", matryoshka_widths=[101, 1152, 2304])  # 101 / 4 is not whole
+    with pytest.raises(params.ParamsError, match="strictly increasing"):
+        params.load("leask_matryoshka", "default", matryoshka_widths=[1152, 288])
+    with pytest.raises(params.ParamsError, match="trains both families"):
+        params.load("leask_matryoshka", "default", release="gpt2-small-res-jb-feature-splitting",
+                    release_id="blocks.8.hook_resid_pre_{size}")
+
+
+def test_matryoshka_claims_compute_each_verdict():
+    pre = lambda p, r: {"prefix": p, "rest": r}  # noqa: E731
+    numbers = {"novel_mean": {"topk": 0.6, "matryoshka": 0.4},
+               "prefix": {"matryoshka": {"1152": {"by_index": pre(0.9, 0.2), "by_frequency": pre(0.5, 0.3)},
+                                         "2304": {"by_index": pre(0.8, 0.3), "by_frequency": pre(0.5, 0.3)}},
+                          "topk": {"1152": {"by_frequency": pre(0.95, 0.3)}, "2304": {"by_frequency": pre(0.6, 0.4)}}},
+               "meta": {"topk": [{"fvu": 0.5}, {"fvu": 0.4}], "matryoshka": [{"fvu": 0.6}, {"fvu": 0.3}]}}
+    assert [c["verdict"] for c in ST.matryoshka_claims(numbers)] == [True, True, False, False]

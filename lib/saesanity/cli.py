@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--frozen", nargs="*", metavar="PART", help="frozen-weight baselines: decoder soft_decoder encoder "
                                                               "(default: all three; --frozen alone: none)")
     r.add_argument("--no-lookup-null", action="store_true", help="skip the token / bigram lookup null")
+    r.add_argument("--data-nulls", nargs="*", metavar="KIND", help="seed pairs trained on data nulls: gaussian "
+                                                                  "shuffled (default: both; --data-nulls alone: none)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             seq_len=args.seq_len, model_dtype=args.model_dtype, d_sae=args.d_sae, k=args.k, threshold=args.threshold,
             n_boot=args.n_boot, device=args.device, explainer=args.explainer, llm_backend=args.llm_backend,
             llm_model=args.llm_model, api_base=args.api_base, n_interp_latents=args.n_interp_latents,
-            scorers=args.scorers, frozen=args.frozen, lookup_null=False if args.no_lookup_null else None)
+            scorers=args.scorers, frozen=args.frozen, lookup_null=False if args.no_lookup_null else None,
+            data_nulls=args.data_nulls)
         out = args.out or Path("reports") / f"{cfg.model.replace('/', '_')}_{cfg.hookpoint}"
         _check_out(out)  # before the compute, not after it
         result = run(cfg, progress=not args.no_progress)
@@ -198,6 +201,7 @@ def _provenance(result: dict) -> str:
 
 def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(section title, intro text, header, rows) of every table, shared by the Markdown and HTML output."""
+    from .nulls import LABEL
     from .sanity import NOISE_SHARDS
 
     out = []
@@ -208,15 +212,26 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     st = result["stability"]
     if st:
         rules = list(st["rules"])
-        rows = [[f"{p['a']} vs {p['b']}", *[f"{_pct(p['rules'][r]['shared_frac'])} "
-                                             f"[{_pct(p['rules'][r]['ci_low'])}, {_pct(p['rules'][r]['ci_high'])}]"
-                                             for r in rules], _f(p["mean_matched_dec_cos"]), _f(p.get("pw_mcc_absolute")),
-                 f"{_f(p.get('chance_pw_mcc_signed'))} / {_f(p.get('chance_pw_mcc_absolute'))}"] for p in st["pairs"]]
+
+        def cells(p: dict) -> list[str]:
+            return [*[f"{_pct(p['rules'][r]['shared_frac'])} [{_pct(p['rules'][r]['ci_low'])}, "
+                      f"{_pct(p['rules'][r]['ci_high'])}]" for r in rules], _f(p["mean_matched_dec_cos"]),
+                    _f(p.get("pw_mcc_absolute")),
+                    f"{_f(p.get('chance_pw_mcc_signed'))} / {_f(p.get('chance_pw_mcc_absolute'))}"]
+        rows = [[f"{p['a']} vs {p['b']}", *cells(p)] for p in st["pairs"]]
         intro = ("Share of A's latents shared with B under each rule, with the 95% percentile-bootstrap interval "
                  "over A's latents. Rules: " + "; ".join(f"**{r}**: {d}" for r, d in st["rules"].items()) +
                  ". PW-MCC (Song, Muhamed et al. 2025): the mean Hungarian-matched decoder cosine (signed) and its "
                  "form on |cos|; chance: the same for two random dictionaries of the pair's shapes (— above "
                  "16,384 latents). For reference: " + PAPER_REFERENCE["stability"])
+        nulls = result.get("data_nulls") or {}
+        rows += [[f"{p['a']} vs {p['b']} on {LABEL.get(kind, kind)} data (null)", *cells(p)]
+                 for kind, p in nulls.items()]
+        if nulls:
+            intro += (" Data nulls: the pair trained here (same recipe, seeds and tokens) trained instead on Gaussian "
+                      "data of the activations' mean and covariance, or on the activations with each dimension "
+                      "shuffled across rows (saesanity.nulls): what training on data with no dictionary in it "
+                      "already shares.")
         out.append(("Seed stability", intro, ["pair", *rules, "PW-MCC signed", "PW-MCC absolute",
                                               "chance signed / absolute"], rows))
     cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),

@@ -118,6 +118,12 @@ def passes(stem: str, P) -> list[Pass]:
         others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))] + \
             ([Pass(P.n_tokens, _layer(P.hookpoint), others)] if others else [])
+    if stem == "consistency_seeds" and P.data_nulls:  # + the seed pair at null_tokens: on the real data (free: a
+        # snapshot, unless sparsify trains it) and on each data null (generated: no model forward, layer -1)
+        pair = [(P.d_sae, "topk")] * 2
+        return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))] + \
+            ([Pass(P.null_tokens, _layer(P.hookpoint), pair)] if sparsify else []) + \
+            [Pass(P.null_tokens, -1, pair) for _ in P.data_nulls]
     if stem in params.SEED_FAMILY or stem in ("paulo_fig3_interp_vs_sharing", "paulo_table1_unpaired_explanations"):
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))]
     # sparsify's runs read a stream too (`runs.data_for`)
@@ -136,8 +142,9 @@ def passes(stem: str, P) -> list[Pass]:
         # cached: the frozen SAEs read the trained model's activations, collected once
         return [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] + (frozen if v == "trained" else []))
                 for v in P.variants for layer in P.layers]
-    if stem.startswith("leask_"):
-        return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, "topk") for s in P.sizes])]
+    if stem.startswith("leask_"):  # leask_matryoshka: a Matryoshka family beside the TopK one
+        archs = ["topk", "matryoshka"] if stem == "leask_matryoshka" else ["topk"]
+        return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, a) for a in archs for s in P.sizes])]
     return []
 
 

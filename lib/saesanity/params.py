@@ -65,7 +65,7 @@ PAPER_MINI_KEYS = {
                      "n_splice_tokens", "stream_buffer_tokens", "entropy_top_n", "calib_tokens", "calib_runs",
                      "n_stitch_tokens", "meta_epochs", "n_boot", "max_draws", "n_latents", "n_explain", "n_score_act",
                      "n_score_non", "n_steps", "n_noise", "n_features", "hidden_dim", "hierarchy_roots",
-                     "correlation_rank"], "size"),
+                     "correlation_rank", "null_tokens"], "size"),
     **dict.fromkeys(["sizes", "ks", "train_tokens", "layer_sizes", "meta_sizes", "matryoshka_widths"], "scaled list"),
     **dict.fromkeys(["layers", "interp_layers", "ps", "depths", "superpositions", "h2_depths", "rules"], "subset"),
     "noise_rate": "follows n_eval_tokens (a noise latent needs enough firings)",
@@ -325,9 +325,23 @@ class ConsistencyParams(SeedRunParams):
                                 "each; the signed form is computed for every pair)")
     subspace_dim_frac: float = param("dimension of the unstable latents' principal subspaces, as a fraction of "
                                      "d_model (their span is all of R^d_model otherwise)")
+    data_nulls: list[str] = param("data nulls (saesanity.nulls) a seed pair is trained on beside the real activations: "
+                                  "gaussian (same mean and covariance), shuffled (same per-dimension marginals); [] none",
+                                  ["gaussian", "shuffled"])
+    null_tokens: int = param("training tokens of the data-null pairs and of the real pair they are compared with (at "
+                             "n/4 or n/2 of the training tokens the real pair is a free snapshot of the seed run)")
 
     def check(self) -> None:
         super().check()
+        from .nulls import KINDS
+
+        bad = [k for k in self.data_nulls if k not in KINDS]
+        if bad or len(set(self.data_nulls)) != len(self.data_nulls):
+            raise ParamsError(f"data_nulls={self.data_nulls}: distinct kinds among {list(KINDS)}")
+        n = self.n_tokens * self.epochs
+        if self.data_nulls and not self.batch_size <= self.null_tokens <= n:
+            raise ParamsError(f"null_tokens={self.null_tokens}: must lie in batch_size={self.batch_size}.."
+                              f"{n} (the training tokens)")
         if len(self.seeds) < 3:
             raise ParamsError(f"seeds={self.seeds}: per-latent reappearance needs at least 3 seeds")
         if self.n_chance_pairs < 1 or not 1 <= self.absolute_pairs <= len(self.seeds) - 1:
@@ -661,6 +675,27 @@ class StitchParams(SeedRunParams):
             raise ParamsError("meta_epochs, n_stitch_tokens and n_meta_examples must be >= 1")
 
 
+@dataclass(frozen=True, kw_only=True)
+class StitchArchParams(StitchParams):
+    """Leask et al.'s measures on a Matryoshka size family beside the TopK one (`stitching.matryoshka_suite`)."""
+
+    matryoshka_widths: list[int] = param("inner widths m_1 < ... of the largest size's matryoshka SAE; each smaller "
+                                         "size's are these scaled by size / largest (so the same fractions)")
+
+    def check(self) -> None:
+        super().check()
+        if self.release:
+            raise ParamsError(f"release={self.release!r}: the matryoshka comparison trains both families itself")
+        w, top = list(self.matryoshka_widths), self.sizes[-1]
+        if not w or w != sorted(set(w)) or w[0] < 1 or w[-1] >= top:
+            raise ParamsError(f"matryoshka_widths={w}: strictly increasing inner widths in 1..{top - 1}")
+        for s in self.sizes:
+            scaled = [v * s / top for v in w]
+            if any(v != int(v) for v in scaled) or len(set(map(int, scaled))) != len(w) or int(scaled[0]) < 1:
+                raise ParamsError(f"matryoshka_widths={w} scaled to size {s} give {scaled}: need distinct whole widths "
+                                  f">= 1 at every size (multiples of {top // s} for sizes {self.sizes})")
+
+
 REGISTRY: dict[str, type] = {
     "paulo_fig1_matched_cosines": SeedRunParams,
     "paulo_fig2_similarity_vs_frequency": SeedRunParams,
@@ -683,6 +718,7 @@ REGISTRY: dict[str, type] = {
     "consistency_seeds": ConsistencyParams,
     "consistency_matryoshka": ArchSeedParams,
     "consistency_synthetic": SyntheticParams,
+    "leask_matryoshka": StitchArchParams,
 }
 # notebooks that must share Fig. 1's activations and SAE configuration (so they reuse its SAEs);
 # Fig. 4 trains shorter, smaller SAEs at many hookpoints (its own budget), so it is not one of them;

@@ -29,7 +29,10 @@ from . import distributed, params, runs
 def _seed_family(P) -> str:
     saes, _ = runs.seed_saes(P)
     runs.heldout_acts(P)
-    return f"{len(saes)} seed SAEs at {P.hookpoint}"
+    kinds = getattr(P, "data_nulls", [])  # consistency_seeds: its seed pair on the real data and each data null
+    for data, data_dir in runs.data_nulls(P, kinds).values() if kinds else ():
+        runs.train_many(P, data, data_dir, runs.pair_cfgs(P, P.null_tokens), True)
+    return f"{len(saes)} seed SAEs at {P.hookpoint}" + (f", seed pairs on the data nulls {kinds}" if kinds else "")
 
 
 def _sweep(P) -> str:

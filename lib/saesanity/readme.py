@@ -399,7 +399,19 @@ def consistency_section(doc: dict) -> str:
               f"reconstruction energy. Principal angles between rank-{sub['rank']} subspaces of seeds 0 and 1 "
               f"(mean): unstable latents {_f(sub['mean_angle_unstable'], '.0f')}°, stable "
               f"{_f(sub['mean_angle_stable'], '.0f')}°, random {_f(sub['mean_angle_random'], '.0f')}°. "
-              f"Seeds 0 and 1 by training tokens (signed PW-MCC): {steps}.", "", *_claims(doc)]
+              f"Seeds 0 and 1 by training tokens (signed PW-MCC): {steps}."]
+    nulls = doc.get("data_nulls") or {}
+    if nulls:
+        from .nulls import LABEL
+
+        n = next(iter(nulls.values()))["n_tokens"]
+        lines += ["", f"Data nulls: seeds 0 and 1 trained for {n:,} tokens (same recipe and batches) on the real "
+                  "activations and on data keeping only some of their statistics (`saesanity.nulls`):", "",
+                  "| training data | shared (paper's rule) | signed PW-MCC | absolute PW-MCC | FVU on its own held-out rows |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {LABEL.get(m, 'real activations')} | {_pct(v['shared_frac'])} | {v['pw_mcc_signed']:.3f} | "
+                  f"{_f(v['pw_mcc_absolute'], '.3f')} | {v['fvu']:.3f} |" for m, v in nulls.items()]
+    lines += ["", *_claims(doc)]
     return "\n".join(lines)
 
 
@@ -420,6 +432,30 @@ def matryoshka_section(doc: dict) -> str:
     lines += ["", f"Two random dictionaries of the same shape: signed PW-MCC {ch['mean']:.3f} ± {ch['sd']:.3f}.", "",
               *_claims(doc)]
     return "\n".join(lines)
+
+
+def leask_matryoshka_section(doc: dict) -> str:
+    names = {"topk": "TopK", "matryoshka": "Matryoshka BatchTopK"}
+    nov, pre, meta = doc["novel"], doc["prefix"], doc["meta"]
+    pairs, ms = list(nov["topk"]), list(pre["matryoshka"])
+    sizes = " / ".join(str(r["meta_size"]) for r in meta["topk"])
+    fvus = lambda rows: " / ".join(f"{r['fvu']:.3f}" for r in rows)  # noqa: E731
+    lines = [*_head("Beyond the papers — is a nested dictionary more canonical? (Matryoshka vs TopK size families)",
+                    "leask matryoshka", doc),
+             f"| family | novel at θ={doc['theta']}: {' / '.join(pairs)} | mean | meta-SAE decoder FVU at {sizes} "
+             "meta-latents |", "|---|---|---|---|"]
+    for a in nov:
+        novel = " / ".join(_pct(nov[a][p]["at_theta"]) for p in pairs)
+        lines.append(f"| {names[a]} | {novel} | {_pct(doc['novel_mean'][a])} | {fvus(meta[a])} |")
+    lines += ["", f"Gaussian rows of the same shape: meta-SAE decoder FVU {fvus([r['gaussian_rows'] for r in meta['topk']])}.",
+              "", "| latents of the largest SAE that are reconstruction latents of the width-m SAE: first m / the rest | "
+              + " | ".join(f"m = {int(m):,}" for m in ms) + " |", "|---|" + "---|" * len(ms)]
+    rows = [("Matryoshka, its prefix (by index)", "matryoshka", "by_index"),
+            ("Matryoshka, m most frequent", "matryoshka", "by_frequency"), ("TopK, m most frequent", "topk", "by_frequency")]
+    for label, a, o in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{_pct(pre[a][m][o]['prefix'])} / {_pct(pre[a][m][o]['rest'])}"
+                                                  for m in ms) + " |")
+    return "\n".join([*lines, "", *_claims(doc)])
 
 
 def synthetic_section(doc: dict) -> str:
@@ -445,7 +481,7 @@ SECTIONS = {"paulo_fig1_matched_cosines": fig1_section, "paulo_fig2_similarity_v
             "paulo_table1_unpaired_explanations": paulo_table1_section, "leask_novel_fraction": leask_novel_section,
             "leask_stitching": leask_stitching_section, "leask_meta_sae": leask_meta_section,
             "consistency_seeds": consistency_section, "consistency_synthetic": synthetic_section,
-            "consistency_matryoshka": matryoshka_section}
+            "consistency_matryoshka": matryoshka_section, "leask_matryoshka": leask_matryoshka_section}
 
 
 def render(figs: Path | None = None) -> str:

@@ -27,6 +27,7 @@ from .models import load_model
 from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
 from .matching import Match, match_pair, pair_matchings, summarize
 from .metrics import Pooled
+from .nulls import NullData
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
 from .sae.train import MemmapSource, batch_order, make_sae, train_families, train_family
 
@@ -210,7 +211,7 @@ class SparsifyRun:
 
 
 # what SAEs train on: cached activations, the model's forward, or sparsify's own run
-TrainData = np.ndarray | Streamed | SparsifyRun
+TrainData = np.ndarray | Streamed | SparsifyRun | NullData
 
 _MODELS: dict[tuple, object] = {}
 
@@ -226,6 +227,8 @@ def _stream_model(model: str, variant: str, seed: int, device: str, dtype: str):
 
 def _data_ref(acts, acts_dir: Path | None) -> dict:
     """What SAEs trained on this data are keyed on: the activation artifact, or the stream that replaces it."""
+    if isinstance(acts, NullData):
+        return {"null": acts.key()}
     return {"stream": acts.key()} if isinstance(acts, Streamed) else {"acts": acts_dir.name}
 
 
@@ -326,7 +329,9 @@ def _publish_family(members: list[tuple[TrainConfig, dict | None]], works: list[
 
 def _family_source(acts, longest: TrainConfig):
     """The batch source of a family whose longest member is `longest` (shorter members read a prefix)."""
-    return acts.source(longest) if isinstance(acts, Streamed) else MemmapSource(acts, batch_order(acts.shape[0], longest))
+    if isinstance(acts, (Streamed, NullData)):
+        return acts.source(longest)
+    return MemmapSource(acts, batch_order(acts.shape[0], longest))
 
 
 def _train_group(acts, acts_dir: Path | None, cfgs: list[TrainConfig], snapshots: list[tuple[int, ...]],
@@ -641,6 +646,49 @@ def architecture_seed_pairs(P, *, progress: bool = True) -> dict[str, list[Train
         trained = train_many(P, acts, acts_dir, cfgs, progress)
         out.update({a: trained[2 * i:2 * i + 2] for i, a in enumerate(others)})
     return out
+
+
+NULL_ABSOLUTE_MAX = 16384  # above this many latents a null pair's absolute PW-MCC (a dense |cos| Hungarian) is skipped
+
+
+def pair_stats(P: RunParams, data: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray,
+               rule, *, progress: bool = True) -> dict:
+    """The seed pair `cfgs` (two configs) trained on `data` (cached): the share of the first's latents it shares
+    with the second under `rule` (`matching.shared`), the signed PW-MCC (`consistency.pw_mcc_of`, the same matching)
+    and the absolute one (None above `NULL_ABSOLUTE_MAX` latents), the first's FVU and L0 on `held`."""
+    from .consistency import pw_mcc, pw_mcc_of
+    from .matching import shared
+
+    pair = train_many(P, data, acts_dir, cfgs, progress)
+    m = pair_matches(pair, progress=False)[0, 1]
+    a, b = pair[0].sae, pair[1].sae
+    absolute = pw_mcc(a.W_dec, b.W_dec)["absolute"] if max(a.d_sae, b.d_sae) <= NULL_ABSOLUTE_MAX else None
+    ev = evaluate(a, held, device=_device(P))
+    return {"shared_frac": float(shared(m, rule).mean()), "pw_mcc_signed": pw_mcc_of(m), "pw_mcc_absolute": absolute,
+            "fvu": ev["fvu"], "l0": ev["l0"], "n_tokens": cfgs[0].n_tokens}
+
+
+def data_nulls(P: RunParams, kinds: list[str], *, progress: bool = True) -> dict[str, tuple[TrainData, Path | None]]:
+    """{"real": (P's training data, its folder), kind: (its `nulls.NullData`, None) for each of `kinds`}: the nulls
+    of P's training activations — or, where P streams those, of its held-out ones (the only array there is)."""
+    acts, acts_dir = data_for(P, "train", progress)
+    ref, ref_dir = (acts, acts_dir) if acts_dir is not None else data_for(P, "heldout", progress)
+    return {"real": (acts, acts_dir), **{kind: (NullData(kind, ref, ref_dir.name), None) for kind in kinds}}
+
+
+def pair_cfgs(P: RunParams, n_tokens: int) -> list[TrainConfig]:
+    """P's seed pair (P.seeds[:2]) trained for `n_tokens`."""
+    return [dataclasses.replace(train_cfg(P, s), n_tokens=n_tokens) for s in P.seeds[:2]]
+
+
+def data_null_stats(P: RunParams, kinds: list[str], n_tokens: int, rule, *, progress: bool = True) -> dict[str, dict]:
+    """{"real" and each data null of `kinds` (`data_nulls`): `pair_stats` of P's seed pair trained for `n_tokens`
+    on it} — on the real activations a snapshot of `seed_saes`' pair where n_tokens is one of `check_lengths`.
+    Each pair's FVU is on held-out rows of its own data (a null's: `NullData.sample`)."""
+    held = heldout_acts(P, progress=progress)
+    cfgs = pair_cfgs(P, n_tokens)
+    return {name: pair_stats(P, data, d, cfgs, held if name == "real" else data.sample(held.shape[0]), rule,
+                             progress=progress) for name, (data, d) in data_nulls(P, kinds, progress=progress).items()}
 
 
 def pair_at_lengths(P: RunParams, *, progress: bool = True) -> dict[int, list[SAEBase]]:

@@ -23,7 +23,11 @@ run resumes where it stopped and a second run only re-renders):
    training activation of its token (bigram, backing off to the token, then the mean), on at most
    `baselines.LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
    lookup table of tokens would not.
-5. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
+5. **Data nulls** (issue 18, `nulls`): with two seeds trained here, the same seed pair (same recipe, batches and
+   tokens) trained on Gaussian data of the activations' mean and covariance and on the activations with each
+   dimension shuffled across rows (`data_nulls`), matched and scored as in 1: the sharing that training on data
+   with no dictionary in it already gives, against which the real pair's is read.
+6. Optionally **auto-interp** (`explainer` set): `n_interp_latents` latents of each baseline SAE (and
    of the first given SAE) explained and scored (`autointerp.pipeline`), pooled AUROC per scorer.
 
 `run` returns every number as one dict (also written to `report.json` by the command, `cli`).
@@ -45,6 +49,7 @@ from tqdm.std import tqdm
 from . import baselines, matching, runs
 from .cache import cached
 from .baselines import FROZEN
+from .nulls import KINDS
 from .models import VARIANTS
 from .sae import SAEBase, load_sae, resolve, save_saelens
 
@@ -103,6 +108,7 @@ class ReportConfig:
     device: str = "cpu"
     frozen: list[str] = field(default_factory=lambda: list(FROZEN))  # frozen-weight baselines (none: [])
     lookup_null: bool = True  # the token / bigram lookup null
+    data_nulls: list[str] = field(default_factory=lambda: list(KINDS))  # seed pairs on data nulls (none: [])
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "ReportConfig":
@@ -135,6 +141,9 @@ class ReportConfig:
         bad = [f for f in self.frozen if f not in FROZEN]
         if bad:
             raise ReportError(f"frozen baselines {bad}: valid {list(FROZEN)}")
+        bad = [k for k in self.data_nulls if k not in KINDS]
+        if bad:
+            raise ReportError(f"data nulls {bad}: valid {list(KINDS)}")
         if self.explainer not in (None, "llm", "top-tokens"):
             raise ReportError(f"explainer={self.explainer!r}; valid: llm, top-tokens (or none)")
         self._check_sizes()
@@ -296,6 +305,20 @@ def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
             {"dec": np.nan_to_num(first.dec_cos, nan=-1).tolist(), "enc": np.nan_to_num(first.enc_cos, nan=-1).tolist()}}
 
 
+def _data_nulls(cfg: ReportConfig, P, held: np.ndarray, progress: bool) -> dict:
+    """{kind: the seed stability row (`_stability`) of seeds 0 and 1 trained on that data null, + its FVU on
+    held-out rows of the null}."""
+    out = {}
+    for kind, (null, _) in runs.data_nulls(P, cfg.data_nulls, progress=progress).items():
+        if kind == "real":
+            continue
+        ts = runs.train_many(P, null, None, [runs.train_cfg(P, s) for s in range(2)], progress)
+        pair = [SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}") for s, t in enumerate(ts)]
+        row = _stability(cfg, pair, progress)["pairs"][0]
+        out[kind] = {**row, "fvu": baselines.recon_metrics(ts[0].sae, null.sample(held.shape[0]), device=cfg.device)["fvu"]}
+    return out
+
+
 def _frozen(cfg: ReportConfig, P, acts, acts_dir, held: np.ndarray, progress: bool) -> dict:
     """{freeze: metrics} of seed-0 SAEs of P's recipe with that part frozen, trained together in one pass."""
     if not cfg.frozen:
@@ -334,7 +357,9 @@ def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, 
 def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     """Every number of the report (see the module docstring)."""
     cfg.check()
-    stages = ["activations (trained model)", "SAEs under test", "seed stability", "reconstruction metrics",
+    with_nulls = bool(cfg.data_nulls) and cfg.train_seeds >= 2  # the null pairs are read against the pair trained here
+    stages = ["activations (trained model)", "SAEs under test", "seed stability"] + \
+        (["data nulls"] if with_nulls else []) + ["reconstruction metrics",
               *[f"random baseline: {v}" for v in cfg.variants if v != "trained"]] + \
         (["frozen baselines"] if cfg.frozen else []) + (["lookup null"] if cfg.lookup_null else []) + \
         (["auto-interp"] if cfg.explainer else [])
@@ -366,7 +391,13 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     stability = _stability(cfg, under_test, progress) if len(under_test) >= 2 else None
     bar.update()
 
-    stage(3)
+    data_nulls = {}
+    if with_nulls:
+        stage(stages.index("data nulls"))
+        data_nulls = _data_nulls(cfg, P, held, progress)
+        bar.update()
+
+    stage(stages.index("reconstruction metrics"))
     recon = {t.name: _metrics(cfg, "trained", t, held, progress) for t in under_test}
     bar.update()
 
@@ -410,6 +441,6 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
             "activation_rows": {"train": int(acts.shape[0]), "heldout": int(held.shape[0])},
             "saes": [{"name": t.name, "source": t.source, "d_sae": t.sae.d_sae, "architecture": t.sae.architecture,
                       "k": getattr(t.sae, "k", None), "trained_here": t.trained_here} for t in under_test],
-            "stability": stability, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
+            "stability": stability, "data_nulls": data_nulls, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
             "autointerp": interp,
             "torch_threads": torch.get_num_threads()}

@@ -232,9 +232,10 @@ def meta_groups(meta: SAEBase, base: SAEBase, n_top: int = 6) -> list[dict]:
 
 # ---- the notebooks' pipeline steps ----
 
-def size_family(P, *, progress: bool = True) -> list:
+def size_family(P, *, architecture: str = "topk", progress: bool = True) -> list:
     """`runs.TrainedSAE`-like records (`.sae`, `.path`) of every size in `P.sizes`: trained on Fig. 1's
-    activations with seed `P.seeds[0]` (so Fig. 5's size sweep provides them from the cache), or loaded
+    activations with seed `P.seeds[0]` (so Fig. 5's size sweep provides them from the cache; `architecture=
+    "matryoshka"`: Matryoshka BatchTopK SAEs of those sizes, levels `matryoshka_widths_at`), or loaded
     from the SAELens release `P.release` when it is set. A release SAE carries the input transform of the
     activations it was trained on (`SAEBase.input_transform`, applied by `Stitcher`), and one whose config
     names a hookpoint other than `P.hookpoint` is refused: it would be fed other activations."""
@@ -255,8 +256,17 @@ def size_family(P, *, progress: bool = True) -> list:
         return fam
     acts, acts_dir = runs.data_for(P, "train", progress)
     base = runs.train_cfg(P, P.seeds[0])
+    if architecture == "matryoshka":  # each size with the largest one's levels scaled to it (StitchArchParams)
+        return runs.train_many(P, acts, acts_dir, [dataclasses.replace(
+            base, d_sae=s, architecture="matryoshka", matryoshka_widths=matryoshka_widths_at(P, s)) for s in P.sizes],
+            progress)
     return runs.train_many(P, acts, acts_dir, [dataclasses.replace(base, d_sae=s) for s in P.sizes], progress,
                            snapshots=runs.snapshot_lengths(P, acts))  # what each size's convergence check reads
+
+
+def matryoshka_widths_at(P, size: int) -> tuple[int, ...]:
+    """The inner widths of the size-`size` Matryoshka SAE: `P.matryoshka_widths` (the largest size's) × size / largest."""
+    return tuple(w * size // P.sizes[-1] for w in P.matryoshka_widths)
 
 
 def size_convergence(P, *, progress: bool = True) -> dict:
@@ -302,3 +312,70 @@ def heldout_with_tokens(P, *, progress: bool = True) -> tuple[np.ndarray, np.nda
 
     acts, acts_dir = runs.data_for(P, "heldout", progress)
     return acts, runs.row_tokens(acts_dir, runs.activation_spec(P, "heldout").drop_first, acts.shape[0])
+
+
+# ---- beyond the paper: a Matryoshka size family beside the TopK one (leask_matryoshka) ----
+
+def prefix_reconstruction(large: SAEBase, small: SAEBase, order: np.ndarray, theta: float) -> dict[str, float]:
+    """Of `large`'s latents listed in `order`, the first m (= `small`'s size, the "prefix") and the rest: the fraction
+    of each that is a reconstruction latent of `small` (max decoder cosine to it >= θ). For a Matryoshka SAE in its own
+    order (np.arange), a prefix that *is* the smaller dictionary scores 1 and leaves the rest novel."""
+    mc = max_decoder_cos(small, large)
+    order, m = np.asarray(order), small.W_dec.shape[0]
+    if order.shape != mc.shape or not 0 < m < mc.size:
+        raise ValueError(f"order {order.shape} must list the larger SAE's {mc.size} latents, above the smaller's {m}")
+    return {"prefix": float((mc[order[:m]] >= theta).mean()), "rest": float((mc[order[m:]] >= theta).mean())}
+
+
+def matryoshka_suite(P, fams: dict[str, list], held: np.ndarray, *, progress: bool = True) -> dict:
+    """Numbers of `leask_matryoshka` from each architecture's size family (`size_family`, "topk" and "matryoshka"):
+
+    - `novel`: the novel fraction of each consecutive size pair, at θ and over `P.thetas`; `novel_mean` its mean
+      over the pairs (Leask's headline number);
+    - `prefix`: for each smaller size m, `prefix_reconstruction` of the largest SAE against the size-m one, its latents
+      ordered by index (Matryoshka: its own nesting) and by held-out firing frequency, most frequent first (both
+      architectures: the control, since nested inner latents are also frequent ones);
+    - `meta`: `meta_family` of each architecture's largest SAE (decoder FVU and L0 by meta size; Gaussian rows).
+    """
+    from . import runs
+    from .consistency import frequency_order
+
+    sizes, out = P.sizes, {"novel": {}, "novel_mean": {}, "prefix": {}, "meta": {}}
+    for arch, fam in fams.items():
+        pairs = {f"{sizes[i]}→{sizes[i + 1]}": max_decoder_cos(fam[i].sae, fam[i + 1].sae) for i in range(len(sizes) - 1)}
+        out["novel"][arch] = {n: {"at_theta": float((mc < P.theta).mean()), "curve": novel_fraction(mc, P.thetas).tolist()}
+                              for n, mc in pairs.items()}
+        out["novel_mean"][arch] = float(np.mean([v["at_theta"] for v in out["novel"][arch].values()]))
+        large = fam[-1].sae
+        by_freq = frequency_order(runs.latent_frequencies(large, held, device=P.device))
+        orders = {"by_frequency": by_freq, **({"by_index": np.arange(large.W_dec.shape[0])} if arch == "matryoshka" else {})}
+        out["prefix"][arch] = {str(s): {name: prefix_reconstruction(large, f.sae, o, P.theta) for name, o in orders.items()}
+                               for s, f in zip(sizes[:-1], fam[:-1])}
+        out["meta"][arch] = [{k: v for k, v in r.items() if k != "sae"}
+                             for r in meta_family(P, fam[-1], progress=progress)]
+    return out
+
+
+def matryoshka_claims(numbers: dict) -> list[dict]:
+    """Checks of `leask_matryoshka` (questions after Leask et al., not claims of theirs), each computed."""
+    nm, pre, meta = numbers["novel_mean"], numbers["prefix"], numbers["meta"]
+    mat, top = pre["matryoshka"], pre["topk"]
+    fvu = {a: [r["fvu"] for r in rows] for a, rows in meta.items()}
+    return [
+        {"claim": "A Matryoshka size family has fewer novel latents between consecutive sizes than the TopK family "
+                  "(mean novel fraction at θ)",
+         "ours": {"matryoshka": nm["matryoshka"], "topk": nm["topk"]}, "verdict": bool(nm["matryoshka"] < nm["topk"])},
+        {"claim": "A Matryoshka SAE's prefix [0, m) is the separately trained width-m Matryoshka SAE: more of its prefix "
+                  "latents than of the rest are that SAE's reconstruction latents, at every smaller width",
+         "ours": {m: {"prefix": v["by_index"]["prefix"], "rest": v["by_index"]["rest"]} for m, v in mat.items()},
+         "verdict": all(v["by_index"]["prefix"] > v["by_index"]["rest"] for v in mat.values())},
+        {"claim": "... beyond frequency: the Matryoshka prefix matches its smaller SAE better than TopK's m most "
+                  "frequent latents match TopK's width-m SAE, at every smaller width",
+         "ours": {m: {"matryoshka prefix": v["by_index"]["prefix"], "topk most frequent": top[m]["by_frequency"]["prefix"]}
+                  for m, v in mat.items()},
+         "verdict": all(v["by_index"]["prefix"] > top[m]["by_frequency"]["prefix"] for m, v in mat.items())},
+        {"claim": "Meta-SAEs explain a Matryoshka decoder less well than a TopK decoder at every meta size (its latents "
+                  "are closer to atomic)",
+         "ours": {"matryoshka decoder FVU": fvu["matryoshka"], "topk decoder FVU": fvu["topk"]},
+         "verdict": all(a > b for a, b in zip(fvu["matryoshka"], fvu["topk"]))},
+    ]
