@@ -65,6 +65,9 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert len({m["fvu"] for m in r["frozen"].values()}) == 3  # three different SAEs
     lk = r["lookup_null"]
     assert lk["n_train_rows"] == r["activation_rows"]["train"] and 0 < lk["unigram_fvu"] < 2 and 0 < lk["bigram_fvu"] < 2
+    c = r["controls"]["step0"]  # the seeds trained here start unaligned: different random initialisations
+    assert c["aligned_at_start"] is False and abs(c["step0_pw_mcc"] - c["chance_pw_mcc"]) < 0.1
+    assert c["chance_pw_mcc"] == pair["chance_pw_mcc_signed"] and "reappearance" not in r["controls"]  # 2 SAEs
     assert list(r["data_nulls"]) == ["gaussian", "shuffled"]  # the same seed pair on each data null
     for p in r["data_nulls"].values():
         assert (p["a"], p["b"]) == ("seed0", "seed1") and set(p["rules"]) == set(pair["rules"])
@@ -137,6 +140,18 @@ def test_report_on_a_given_sparsify_sae(iso_cache, tmp_path):
     assert [(s["name"], s["d_sae"], s["k"]) for s in r["saes"]] == [("layers.2", 128, 6), ("seed0", 128, 6)]
     assert [(p["a"], p["b"]) for p in r["stability"]["pairs"]] == [("layers.2", "seed0")]
     assert set(r["recon"]) == {"layers.2", "seed0"} and list(r["baseline"]) == ["trained"]
+
+
+@pytest.mark.notebook
+def test_report_with_three_seeds_gives_reappearance(iso_cache, tmp_path):
+    r = _report(tmp_path, "--train-seeds", "3", "--variants", "trained", "--frozen", "--no-lookup-null", "--data-nulls")
+    assert r["data_nulls"] == {}  # --data-nulls alone: none
+    re = r["controls"]["reappearance"]
+    assert (re["sae"], re["n_saes"]) == ("seed0", 3) and 0 <= re["never_frac"] <= 1 - re["always_frac"] <= 1
+    shared = [p["rules"]["paper"]["shared_frac"] for p in r["stability"]["pairs"] if p["a"] == "seed0"]
+    assert re["mean"] == pytest.approx(np.mean(shared))  # seed 0's mean reappearance is its mean shared fraction
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Consistency controls" in md and "reappearance of seed0's latents in the 2 other SAEs" in md
 
 
 def test_an_unknown_frozen_baseline_is_a_report_error():

@@ -234,6 +234,25 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                       "already shares.")
         out.append(("Seed stability", intro, ["pair", *rules, "PW-MCC signed", "PW-MCC absolute",
                                               "chance signed / absolute"], rows))
+    ctl = result.get("controls") or {}
+    if ctl:
+        rows = []
+        if "step0" in ctl:
+            c = ctl["step0"]
+            rows.append(["step 0: signed PW-MCC of the seeds trained here, before training", _f(c["step0_pw_mcc"]),
+                         f"chance {_f(c['chance_pw_mcc'])}", "ALIGNED AT START: their agreement is not learned"
+                         if c["aligned_at_start"] else "unaligned at start (within 0.1 of chance): agreement is learned"])
+        if "reappearance" in ctl:
+            r = ctl["reappearance"]
+            rows.append([f"reappearance of {r['sae']}'s latents in the {r['n_saes'] - 1} other SAEs of its size",
+                         f"mean {_pct(r['mean'])}; in none {_pct(r['never_frac'])}; in all {_pct(r['always_frac'])}",
+                         f"Spearman with log firing frequency {_f(r['spearman_vs_log_freq'], '.2f')}",
+                         "—" if r["spearman_vs_log_freq"] is None else "frequent latents reappear more"
+                         if r["spearman_vs_log_freq"] > 0 else "frequent latents do not reappear more"])
+        out.append(("Consistency controls", "Step 0 (Brzozowski & Chung 2026): runs that start aligned (a shared or "
+                    "deterministic initialisation) make a high PW-MCC meaningless. Reappearance (Gerasimov et al. 2026; "
+                    "needs >= 3 SAEs of one size, e.g. --train-seeds 3): the share of the other SAEs a latent is shared "
+                    "with under the paper's rule.", ["control", "value", "reference", "reading"], rows))
     cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),
             ("kl_score", "KL score"), ("ce_clean", "CE clean"), ("ce_sae", "CE with SAE")]
 

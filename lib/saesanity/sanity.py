@@ -23,6 +23,8 @@ run resumes where it stopped and a second run only re-renders):
    training activation of its token (bigram, backing off to the token, then the mean), on at most
    `baselines.LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
    lookup table of tokens would not.
+   With them, the **consistency controls** (`_controls`): the trained seeds' PW-MCC at step 0 against chance, and
+   with >= 3 SAEs of one size each latent's reappearance against its firing frequency.
 5. **Data nulls** (issue 18, `nulls`): with two seeds trained here, the same seed pair (same recipe, batches and
    tokens) trained on Gaussian data of the activations' mean and covariance and on the activations with each
    dimension shuffled across rows (`data_nulls`), matched and scored as in 1: the sharing that training on data
@@ -305,6 +307,36 @@ def _stability(cfg: ReportConfig, saes: list, progress: bool) -> dict:
             {"dec": np.nan_to_num(first.dec_cos, nan=-1).tolist(), "enc": np.nan_to_num(first.enc_cos, nan=-1).tolist()}}
 
 
+def _controls(cfg: ReportConfig, P, under_test: list, stability: dict | None, held: np.ndarray, d_model: int) -> dict:
+    """The consistency suite's controls (`consistency`) where they apply: `step0` — the seeds trained here compared
+    before training (`consistency.step0_alignment`: seeds that start aligned make their agreement meaningless), up to
+    `CHANCE_MAX_LATENTS` latents; `reappearance` — with >= 3 SAEs of the first one's size, the share of the other
+    SAEs each of its latents is shared with (`consistency.reappearance`, the paper's rule at `threshold`) and its
+    Spearman correlation with the latent's held-out log firing frequency."""
+    from scipy.stats import spearmanr
+
+    from . import consistency
+    from .sae.train import make_sae
+
+    out = {}
+    trained = [t for t in under_test if t.trained_here]
+    if len(trained) >= 2 and trained[0].sae.d_sae <= CHANCE_MAX_LATENTS:
+        rows = [p for p in (stability or {}).get("pairs", []) if (p["a"], p["b"]) == (trained[0].name, trained[1].name)]
+        start = [make_sae(runs.train_cfg(P, s), d_model) for s in (0, 1)]  # what the trainer starts from
+        out["step0"] = consistency.step0_alignment(*start, chance=rows[0]["chance_pw_mcc_signed"] if rows else None)
+    same = [t for t in under_test if t.sae.d_sae == under_test[0].sae.d_sae]
+    if len(same) >= 3:
+        masks = matching.masks_from_pairs(runs.pair_matches(same, progress=False), len(same),
+                                          matching.SharedRule(cfg.threshold))
+        re = consistency.reappearance(masks)[0]
+        logf = np.log10(np.maximum(runs.latent_frequencies(same[0].sae, held, device=cfg.device), 1e-6))
+        rho = float(spearmanr(re, logf).statistic) if np.ptp(re) > 0 and np.ptp(logf) > 0 else None  # else undefined
+        out["reappearance"] = {"sae": same[0].name, "n_saes": len(same), "mean": float(re.mean()),
+                               "never_frac": float((re == 0).mean()), "always_frac": float((re == 1).mean()),
+                               "spearman_vs_log_freq": rho}
+    return out
+
+
 def _data_nulls(cfg: ReportConfig, P, held: np.ndarray, progress: bool) -> dict:
     """{kind: the seed stability row (`_stability`) of seeds 0 and 1 trained on that data null, + its FVU on
     held-out rows of the null}."""
@@ -389,6 +421,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
 
     stage(2)
     stability = _stability(cfg, under_test, progress) if len(under_test) >= 2 else None
+    controls = _controls(cfg, P, under_test, stability, held, d_model)
     bar.update()
 
     data_nulls = {}
@@ -441,6 +474,6 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
             "activation_rows": {"train": int(acts.shape[0]), "heldout": int(held.shape[0])},
             "saes": [{"name": t.name, "source": t.source, "d_sae": t.sae.d_sae, "architecture": t.sae.architecture,
                       "k": getattr(t.sae, "k", None), "trained_here": t.trained_here} for t in under_test],
-            "stability": stability, "data_nulls": data_nulls, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
+            "stability": stability, "controls": controls, "data_nulls": data_nulls, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
             "autointerp": interp,
             "torch_threads": torch.get_num_threads()}
