@@ -91,18 +91,20 @@ def test_matryoshka_loss_is_the_sum_of_its_prefixes_fvus_by_hand():
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_matryoshka_sparse_step_has_the_dense_losses_gradients(autocast):
+@pytest.mark.parametrize("arch", ["matryoshka", "batchtopk"])
+def test_batch_topk_sparse_step_has_the_dense_losses_gradients(autocast, arch):
     """The sparse step (exact values at the batch's selection, per-level embedding bags) against dense autograd of
     `reconstruction_loss` on the same selection; under bf16 autocast the selection is the bf16 product's and the
     values stay exact, so the dense reference is the fp32 one on that selection (the weight gradients' bags are bf16
     under autocast, as TopK's)."""
-    from saesanity.sae import MatryoshkaBatchTopKSAE
     from saesanity.sae.select import batch_topk_csr
+    from saesanity.sae.train import make_sae
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(64, 16, generator=g) + 0.3
-    cfg = TrainConfig(d_sae=96, k=4, auxk_alpha=0.0, architecture="matryoshka", matryoshka_widths=(8, 40))
-    sparse, dense = (MatryoshkaBatchTopKSAE(16, 96, 4, widths=(8, 40), seed=0) for _ in range(2))
+    cfg = TrainConfig(d_sae=96, k=4, auxk_alpha=0.0, architecture=arch,
+                      matryoshka_widths=(8, 40) if arch == "matryoshka" else ())
+    sparse, dense = (make_sae(cfg, 16) for _ in range(2))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out = sparse.training_step(x, torch.zeros(96, dtype=torch.bool), cfg)
         pre_low = sparse._dense_preacts(x).clone()
@@ -168,3 +170,10 @@ def test_matryoshka_widths_must_nest(widths):
                   progress=False)
     assert "matryoshka_widths" not in TrainConfig(d_sae=8, k=2).key()
     assert TrainConfig(d_sae=64, k=2, architecture="matryoshka", matryoshka_widths=(8,)).key()["matryoshka_widths"] == (8,)
+
+
+def test_batch_topk_keys_name_the_sparse_step():
+    """SAEs of the sparse BatchTopK / Matryoshka step are cached apart from those of the dense step of before."""
+    key = lambda arch, **kw: TrainConfig(d_sae=16, k=2, architecture=arch, **kw).key()  # noqa: E731
+    assert key("batchtopk")["step"] == "sparse" and key("matryoshka", matryoshka_widths=(8,))["step"] == "sparse"
+    assert "step" not in key("topk") and "step" not in key("relu")

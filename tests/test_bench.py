@@ -29,3 +29,13 @@ def test_training_bench_runs_at_tiny_sizes(tmp_path):
     for line in ("fp32 ", "bf16 autocast", "encoder product B·D·F", "top-k over [B, F]", "TopK + AuxK, fp32",
                  "ReLU + L1, bf16 autocast", "ours vs the fastest SAELens setting that runs"):
         assert line in r.stdout, line
+
+
+def test_batchtopk_step_bench_runs_at_tiny_sizes(tmp_path):
+    """bench/bench_batchtopk_step.py (the sparse BatchTopK / Matryoshka step against the dense one) stays runnable."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench/bench_batchtopk_step.py"), "--d", "16", "--latents", "64",
+                        "--k", "4", "--batch", "64", "--steps", "1"], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for line in ("BatchTopK, dense (reference)", "BatchTopK, sparse", "Matryoshka, sparse", "TopK, sparse"):
+        assert line in r.stdout, line

@@ -45,6 +45,7 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, d_in: int, d_sae: int, k: int, *, seed: int | None = None, dtype=torch.float32):
         super().__init__(d_in, d_sae, k, seed=seed, dtype=dtype)
         self.register_buffer("threshold", torch.tensor(float("nan"), dtype=dtype))
+        self.widths = (d_sae,)  # the reconstruction levels: one for BatchTopK, the nested ones for Matryoshka
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
         """Inference: z = pre · 1[pre > θ] (θ ≥ 0, so this is also ReLU(pre) · 1[pre > θ])."""
@@ -56,16 +57,6 @@ class BatchTopKSAE(TopKSAE):
     def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x_BD))
 
-    def batch_topk(self, x_BD) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pre [B, F], z [B, F]): the B·k largest of ReLU(pre) over the batch kept; updates θ's average."""
-        pre = self.pre_acts(x_BD)
-        acts = F.relu(pre)
-        flat = acts.flatten()
-        top = flat.topk(self.k * x_BD.shape[0], sorted=False)
-        z = torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(acts)
-        self._track_threshold(top.values)
-        return pre, z
-
     @torch.no_grad()
     def _track_threshold(self, kept: torch.Tensor) -> None:
         """θ ← the smallest positive kept activation of this batch, averaged (decay 0.99) from the first batch on."""
@@ -74,19 +65,53 @@ class BatchTopKSAE(TopKSAE):
             m = kept.min()
             self.threshold.copy_(m if torch.isnan(self.threshold) else 0.99 * self.threshold + 0.01 * m)
 
-    def reconstruction_loss(self, x_BD, z_BF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss term, FVU of the full reconstruction, x̂): BatchTopK's is the FVU itself."""
-        x_hat = self.decode(z_BF)
-        rec = train_fvu(x_BD, x_hat)
-        return rec, rec, x_hat
-
     def training_step(self, x_BD, dead_F, cfg) -> StepOut:
-        pre, z = self.batch_topk(x_BD)
-        loss, rec, x_hat = self.reconstruction_loss(x_BD, z)
+        """The sparse step (TopK's, `topk.py`, with BatchTopK's selection) of BatchTopK (one level) and Matryoshka (its
+        nested levels): the dense pre-activations without grad choose the B·k largest positive entries of the batch
+        (`select.batch_topk_csr`; a tie at the threshold is kept whole), their values are recomputed exactly (fp32
+        under autocast), and each level's reconstruction adds the `embedding_bag` of the selected latents in
+        [m_{g-1}, m_g) to the level before it. Loss and gradients are `reconstruction_loss`'s on the same selection
+        (tests/test_architectures.py); the cost is one B·D·F product plus B·k·D per sparse pass, not four dense
+        B·D·F products (bench/RESULTS.md)."""
+        from .select import batch_topk_csr
+        from .topk import Selection, _SparseDecode
+
+        B = x_BD.shape[0]
+        pre = self._dense_preacts(x_BD)
+        with torch.no_grad():
+            crow, col, _ = batch_topk_csr(pre, self.k * B)
+        sel = Selection.from_csr(crow, col, self.d_sae)
+        vals = self.select(x_BD, pre, sel)  # [nnz], ReLU of the exact values
+        self._track_threshold(vals.detach())
+        rows = sel.rows()
+        loss, decoded, prev = 0.0, self.b_dec, 0
+        for w in self.widths:
+            if (prev, w) == (0, self.d_sae):  # BatchTopK's one level: the whole selection
+                part, part_sel = vals, sel
+            else:
+                band = (col >= prev) & (col < w)
+                crow_g = torch.zeros(B + 1, dtype=torch.long, device=col.device)
+                crow_g[1:] = torch.bincount(rows[band], minlength=B).cumsum(0)
+                part, part_sel = vals[band], Selection.from_csr(crow_g, col[band], self.d_sae)
+            decoded = decoded + _SparseDecode.apply(part, self.W_dec, part_sel)
+            rec = train_fvu(x_BD, decoded)
+            loss, prev = loss + rec, w
         aux = 0.0
         if cfg.auxk_alpha > 0 and dead_F.any():
-            aux = self.auxk(x_BD, x_hat, pre.detach(), dead_F, self.d_in // 2)
-        return StepOut(loss + cfg.auxk_alpha * aux, rec, _l0(z), _fired(z), aux)
+            aux = self.auxk(x_BD, decoded, pre, dead_F, self.d_in // 2)
+        active = (vals > 0).detach()
+        fired = torch.bincount(col, weights=active.float(), minlength=self.d_sae) > 0
+        return StepOut(loss + cfg.auxk_alpha * aux, rec, float(active.sum()) / B, fired, aux)
+
+    def reconstruction_loss(self, x_BD, z_BF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss term, FVU of the full reconstruction, x̂) of the dense codes z: the sum of each level's FVU (one level,
+        the FVU itself, for BatchTopK). The sparse step's reference (tests/test_architectures.py)."""
+        loss, decoded, prev = 0.0, self.b_dec, 0
+        for w in self.widths:
+            decoded = decoded + z_BF[:, prev:w] @ self.W_dec[prev:w]
+            rec = train_fvu(x_BD, decoded)
+            loss, prev = loss + rec, w
+        return loss, rec, decoded
 
     def saelens_cfg(self) -> dict:
         return {}
@@ -117,49 +142,6 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
                              f"1..{d_sae - 1} (the full width {d_sae} is always the last level)")
         super().__init__(d_in, d_sae, k, seed=seed, dtype=dtype)
         self.widths = widths + (d_sae,)
-
-    def training_step(self, x_BD, dead_F, cfg) -> StepOut:
-        """The sparse step (TopK's, `topk.py`, with BatchTopK's selection): the dense pre-activations without grad
-        choose the B·k largest positive entries of the batch (`select.batch_topk_csr`; a tie at the threshold is
-        kept whole), their values are recomputed exactly (fp32 under autocast), and each level's reconstruction
-        adds the `embedding_bag` of the selected latents in [m_{g-1}, m_g) to the level before it. Loss and
-        gradients are `reconstruction_loss`'s on the same selection (tests/test_architectures.py); the cost is
-        one B·D·F product plus B·k·D per sparse pass, not four dense B·D·F products (3.9-5.7x faster at 2,304-4,608
-        latents, bench/RESULTS.md)."""
-        from .select import batch_topk_csr
-        from .topk import Selection, _SparseDecode
-
-        B = x_BD.shape[0]
-        pre = self._dense_preacts(x_BD)
-        with torch.no_grad():
-            crow, col, _ = batch_topk_csr(pre, self.k * B)
-        sel = Selection.from_csr(crow, col, self.d_sae)
-        vals = self.select(x_BD, pre, sel)  # [nnz], ReLU of the exact values
-        self._track_threshold(vals.detach())
-        rows = sel.rows()
-        loss, decoded, prev = 0.0, self.b_dec, 0
-        for w in self.widths:
-            band = (col >= prev) & (col < w)
-            crow_g = torch.zeros(B + 1, dtype=torch.long, device=col.device)
-            crow_g[1:] = torch.bincount(rows[band], minlength=B).cumsum(0)
-            decoded = decoded + _SparseDecode.apply(vals[band], self.W_dec, Selection.from_csr(crow_g, col[band], self.d_sae))
-            rec = train_fvu(x_BD, decoded)
-            loss, prev = loss + rec, w
-        aux = 0.0
-        if cfg.auxk_alpha > 0 and dead_F.any():
-            aux = self.auxk(x_BD, decoded, pre, dead_F, self.d_in // 2)
-        active = (vals > 0).detach()
-        fired = torch.bincount(col, weights=active.float(), minlength=self.d_sae) > 0
-        return StepOut(loss + cfg.auxk_alpha * aux, rec, float(active.sum()) / B, fired, aux)
-
-    def reconstruction_loss(self, x_BD, z_BF):
-        loss, decoded, prev = 0.0, self.b_dec, 0
-        for w in self.widths:
-            decoded = decoded + z_BF[:, prev:w] @ self.W_dec[prev:w]
-            rec = train_fvu(x_BD, decoded)
-            loss, prev = loss + rec, w
-        return loss, rec, decoded
-
 
 class ReLUSAE(SAEBase):
     architecture = "standard"

@@ -121,8 +121,8 @@ class TrainConfig:
             # order, no latent favoured; torch.topk's order before): such SAEs get a key of their own. In fp32 the
             # two rules agree but on exact ties, so fp32 keys stay the ones from before.
             key["selection"] = SELECTION_RULE
-        if self.architecture == "matryoshka":  # the sparse step with exact values (arch.py), not the dense one
-            key["step"] = "sparse"
+        if self.architecture in ("batchtopk", "matryoshka"):  # the sparse step with exact values (arch.py), not the
+            key["step"] = "sparse"  # dense one of before (whose SAEs keep their keys, without "step")
         return key
 
 
