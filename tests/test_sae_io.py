@@ -269,6 +269,47 @@ def test_dictionary_learning_topk_trainer_config(tmp_path):
         torch.testing.assert_close(got(x), trainer.ae(x), rtol=1e-4, atol=1e-5)
 
 
+def test_dictionary_learning_matryoshka_keeps_its_levels(tmp_path):
+    """Their MatryoshkaBatchTopKSAE (group_sizes 6, 10, 20 of 36): the same forward as theirs, and its levels, the
+    cumulative group sizes, kept through our SAELens save; a state without group_sizes is refused."""
+    mbt = _dl("trainers.matryoshka_batch_top_k")
+    ae = mbt.MatryoshkaBatchTopKSAE(12, 36, 4, group_sizes=[6, 10, 20])
+    _randomise(ae, 9)
+    ae.threshold.fill_(0.2)
+    _dl_save(tmp_path / "m", ae, {"dict_class": "MatryoshkaBatchTopKSAE", "k": 4, "dict_size": 36})
+    got = load_sae(tmp_path / "m")
+    assert isinstance(got, JumpReLUSAE) and got.nested_widths == (6, 16, 36)
+    _same_forward(got, mbt.MatryoshkaBatchTopKSAE.from_pretrained(str(tmp_path / "m" / "ae.pt")), 12, rtol=1e-4)
+    save_saelens(got, tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "cfg.json").read_text())["matryoshka_widths"] == [6, 16, 36]
+    assert load_sae(tmp_path / "ours").nested_widths == (6, 16, 36)
+    torch.save({k: v for k, v in ae.state_dict().items() if k != "group_sizes"}, tmp_path / "m" / "ae.pt")
+    with pytest.raises(SAEFormatError, match="without its group_sizes"):
+        load_sae(tmp_path / "m")
+
+
+@pytest.mark.parametrize("widths,want", [([8, 16], (8, 16, 32)), ([8, 16, 32], (8, 16, 32)),
+                                         ([16, 8], "strictly increasing"), ([0, 32], "strictly increasing"),
+                                         ([8, 40], "strictly increasing"), (["a"], "not a list of integers"),
+                                         ([8.5], "not a list of integers")])
+def test_saelens_matryoshka_widths(tmp_path, widths, want):
+    """SAELens' matryoshka_widths on a saved SAE: the full width appended when missing (as their trainer does);
+    bad lists named."""
+    from saesanity.sae import MatryoshkaBatchTopKSAE
+
+    sae = MatryoshkaBatchTopKSAE(6, 32, 4, widths=(8, 16), seed=0)
+    sae.threshold.fill_(0.1)  # as training sets it
+    save_saelens(sae, tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["matryoshka_widths"] == [8, 16, 32] and cfg["architecture"] == "jumprelu"
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "matryoshka_widths": widths}))
+    if isinstance(want, str):
+        with pytest.raises(SAEFormatError, match=want):
+            load_sae(tmp_path)
+    else:
+        assert load_sae(tmp_path).nested_widths == want
+
+
 def test_dictionary_learning_backup_and_unknown_class_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
     torch.save({"step": 5, "ae": {"bias": torch.zeros(3)}, "norm_factor": 2.0}, tmp_path / "ae.pt")

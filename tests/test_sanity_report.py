@@ -154,6 +154,53 @@ def test_report_with_three_seeds_gives_reappearance(iso_cache, tmp_path):
     assert "## Consistency controls" in md and "reappearance of seed0's latents in the 2 other SAEs" in md
 
 
+@pytest.mark.notebook
+def test_report_on_given_matryoshka_saes_has_their_levels(iso_cache, tmp_path):
+    """Two dictionary_learning Matryoshka SAEs (group sizes 16, 48, 64; the second a copy of the first with per-latent noise):
+    the report reads their levels, scores each prefix, and splits the pair's sharing by level and by frequency band;
+    each split's size-weighted mean is the pair's shared fraction under the paper's rule (bands partition A's
+    latents), and the last level's FVU is the reconstruction table's."""
+    import importlib.util
+    import sys
+    import types
+
+    import torch
+
+    if "dictionary_learning" not in sys.modules:  # without the package's __init__ (it pulls nnsight)
+        pkg = types.ModuleType("dictionary_learning")
+        pkg.__path__ = list(importlib.util.find_spec("dictionary_learning").submodule_search_locations)
+        sys.modules["dictionary_learning"] = pkg
+    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
+
+    torch.manual_seed(0)
+    ae = MatryoshkaBatchTopKSAE(64, 128, 6, group_sizes=[16, 48, 64])
+    ae.threshold.fill_(0.01)
+    scale = torch.linspace(0, 0.3, 128)[torch.randperm(128)]  # per-latent noise: cos ≈ (1 + 64 s²)^-1/2
+    for name, noise in (("a", 0.0), ("b", 1.0)):
+        st = {k: v.clone() for k, v in ae.state_dict().items()}
+        st["W_dec"] += noise * scale[:, None] * torch.randn_like(st["W_dec"])
+        st["W_enc"] += noise * scale[None, :] * torch.randn_like(st["W_enc"])
+        copy = st
+        (tmp_path / name).mkdir()
+        torch.save(copy, tmp_path / name / "ae.pt")
+        (tmp_path / name / "config.json").write_text(json.dumps({"trainer": {"dict_class": "MatryoshkaBatchTopKSAE"}}))
+    r = _report(tmp_path, "--sae", str(tmp_path / "a"), "--sae", str(tmp_path / "b"), "--train-seeds", "0",
+                "--variants", "trained", "--frozen", "--no-lookup-null")
+    lv = r["levels"]
+    assert list(lv["saes"]) == [s["name"] for s in r["saes"][:2]] and len(r["saes"]) == 2
+    a, b = list(lv["saes"])
+    assert [e["width"] for e in lv["saes"][a]["levels"]] == [16, 64, 128] == lv["saes"][a]["widths"]
+    assert lv["saes"][a]["levels"][-1]["fvu"] == pytest.approx(r["recon"][a]["fvu"], rel=1e-5)
+    (pair,) = lv["pairs"]
+    assert (pair["a"], pair["b"], pair["bands"]) == (a, b, [[0, 16], [16, 64], [64, 128]])
+    shared = next(p for p in r["stability"]["pairs"] if (p["a"], p["b"]) == (a, b))["rules"]["paper"]["shared_frac"]
+    assert 0 < shared < 1  # the perturbation keeps some latents and loses others
+    for split in ("level_bands", "frequency_bands"):
+        assert np.dot(pair[split], [16, 48, 64]) / 128 == pytest.approx(shared)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Matryoshka levels" in md and f"{a} vs {b}" in md and "16–64" in md
+
+
 def test_an_unknown_frozen_baseline_is_a_report_error():
     with pytest.raises(ReportError, match=r"frozen baselines \['bias'\]"):
         ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2", frozen=["bias"])

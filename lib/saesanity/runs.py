@@ -742,6 +742,27 @@ def evaluate_all(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str 
     return pooled.result()
 
 
+@torch.no_grad()
+def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch: int = 8192,
+                  device: str = "cpu") -> list[dict]:
+    """A nested (Matryoshka) SAE's held-out metrics at each level m of `widths` (m_1 < … < F), in one pass: the
+    level's reconstruction is the full code's first m latents decoded, x̂_m = z[:, :m] W_dec[:m] + b_dec (what the
+    Matryoshka loss asks to reconstruct on its own), scored as `evaluate_all` scores the full one (`metrics.Pooled`:
+    FVU centred on the set's mean; L0 = active latents among the first m). At m = F it is `evaluate_all`'s."""
+    widths = tuple(int(w) for w in widths)
+    F_ = sae.W_dec.shape[0]
+    if not widths or list(widths) != sorted(set(widths)) or widths[0] < 1 or widths[-1] != F_:
+        raise ValueError(f"widths={list(widths)}: need strictly increasing levels ending at the SAE's {F_} latents")
+    with on_device(sae, device):
+        mean = eval_mean(sae, acts, batch, device)
+        pooled = [Pooled(mean, m) for m in widths]
+        for x in eval_batches(sae, acts, batch, device):
+            z = sae.encode(x)
+            for m, p in zip(widths, pooled):
+                p.update(x, z[:, :m] @ sae.W_dec[:m] + sae.b_dec, z[:, :m])
+    return [{"width": m, "fvu": r["fvu"], "l0": r["l0"]} for m, r in zip(widths, (p.result() for p in pooled))]
+
+
 def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows), mean L0 and n_tokens
     (`evaluate_all`)."""

@@ -24,7 +24,9 @@ run resumes where it stopped and a second run only re-renders):
    `baselines.LOOKUP_MAX_ROWS` training rows. An SAE that beats neither explains nothing a random dictionary or a
    lookup table of tokens would not.
    With them, the **consistency controls** (`_controls`): the trained seeds' PW-MCC at step 0 against chance, and
-   with >= 3 SAEs of one size each latent's reappearance against its firing frequency.
+   with >= 3 SAEs of one size each latent's reappearance against its firing frequency; and for given Matryoshka
+   SAEs (`nested_widths`), the **Matryoshka levels** (`_levels`): FVU and L0 of each nested prefix, and with two
+   of the same levels the sharing by level against sharing by firing-frequency band.
 5. **Data nulls** (issue 18, `nulls`): with two seeds trained here, the same seed pair (same recipe, batches and
    tokens) trained on Gaussian data of the activations' mean and covariance and on the activations with each
    dimension shuffled across rows (`data_nulls`), matched and scored as in 1: the sharing that training on data
@@ -211,6 +213,8 @@ def bootstrap_interval(mask: np.ndarray, n_boot: int = 1000, level: float = 0.95
 
 def _digest(sae: SAEBase) -> str:
     h = hashlib.sha256(type(sae).__name__.encode() + str(getattr(sae, "k", "")).encode())
+    if sae.nested_widths:  # the levels are part of what was given (flat SAEs keep their keys)
+        h.update(str(list(sae.nested_widths)).encode())
     for name, t in sorted(sae.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
@@ -337,6 +341,36 @@ def _controls(cfg: ReportConfig, P, under_test: list, stability: dict | None, he
     return out
 
 
+def _levels(cfg: ReportConfig, under_test: list, held: np.ndarray) -> dict:
+    """Matryoshka levels of the SAEs under test that have them (`nested_widths`, Bussmann et al. 2025): `saes` —
+    each one's held-out FVU and L0 at every level (`runs.level_metrics`: the first m latents of the full code
+    decoded on their own); `pairs` — for two such SAEs with the same levels, the share of A's latents shared with B
+    (the paper's rule at `threshold`) in each level's band [m_{g-1}, m_g) and, as the control, in bands of the same
+    sizes cut by A's held-out firing frequency (`consistency.band_sharing`): nested inner latents are also
+    frequent ones, so only the difference says the nesting made them stable."""
+    from . import consistency
+
+    nested = [t for t in under_test if t.sae.nested_widths]
+    if not nested:
+        return {}
+    out = {"saes": {t.name: {"widths": list(t.sae.nested_widths),
+                             "levels": runs.level_metrics(t.sae, held, t.sae.nested_widths, device=cfg.device)}
+                    for t in nested}, "pairs": []}
+    rule = matching.SharedRule(cfg.threshold)
+    for i, a in enumerate(nested):
+        for b in nested[i + 1:]:
+            if a.sae.nested_widths != b.sae.nested_widths:
+                continue
+            sh = matching.shared(runs.pair_matches([a, b], progress=False)[0, 1], rule)
+            bands = consistency.level_bands(a.sae.nested_widths[:-1], a.sae.d_sae)
+            freq = runs.latent_frequencies(a.sae, held, device=cfg.device)
+            out["pairs"].append({"a": a.name, "b": b.name, "bands": [list(x) for x in bands],
+                                 "level_bands": consistency.band_sharing(sh, np.arange(sh.size), bands),
+                                 "frequency_bands": consistency.band_sharing(sh, consistency.frequency_order(freq),
+                                                                             bands)})
+    return out
+
+
 def _data_nulls(cfg: ReportConfig, P, held: np.ndarray, progress: bool) -> dict:
     """{kind: the seed stability row (`_stability`) of seeds 0 and 1 trained on that data null, + its FVU on
     held-out rows of the null}."""
@@ -422,6 +456,7 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
     stage(2)
     stability = _stability(cfg, under_test, progress) if len(under_test) >= 2 else None
     controls = _controls(cfg, P, under_test, stability, held, d_model)
+    levels = _levels(cfg, under_test, held)
     bar.update()
 
     data_nulls = {}
@@ -474,6 +509,6 @@ def run(cfg: ReportConfig, *, progress: bool = True) -> dict:
             "activation_rows": {"train": int(acts.shape[0]), "heldout": int(held.shape[0])},
             "saes": [{"name": t.name, "source": t.source, "d_sae": t.sae.d_sae, "architecture": t.sae.architecture,
                       "k": getattr(t.sae, "k", None), "trained_here": t.trained_here} for t in under_test],
-            "stability": stability, "controls": controls, "data_nulls": data_nulls, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
+            "stability": stability, "controls": controls, "levels": levels, "data_nulls": data_nulls, "recon": recon, "baseline": baseline, "frozen": frozen, "lookup_null": lookup,
             "autointerp": interp,
             "torch_threads": torch.get_num_threads()}

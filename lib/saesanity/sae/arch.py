@@ -142,6 +142,8 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
                              f"1..{d_sae - 1} (the full width {d_sae} is always the last level)")
         super().__init__(d_in, d_sae, k, seed=seed, dtype=dtype)
         self.widths = widths + (d_sae,)
+        self.nested_widths = self.widths  # saved as cfg.json's matryoshka_widths (`sae.io.save_saelens`)
+
 
 class ReLUSAE(SAEBase):
     architecture = "standard"

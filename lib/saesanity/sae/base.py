@@ -161,6 +161,8 @@ class SAEBase(nn.Module):
     architecture = "base"  # SAELens architecture name written to cfg.json
     input_transform = "none"  # INPUT_TRANSFORMS key; loaders set it per SAE (module docstring)
     hookpoint: str | None = None  # our hookpoint name (`resid_pre.8`) when the SAE's config names one
+    nested_widths: tuple[int, ...] | None = None  # a Matryoshka SAE's levels m_1 < … < F, when known (trained here, or
+    # read from a file that names them: `sae.io`); None for a flat dictionary
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """The activation as this SAE was trained on it (`input_transform`): the reconstruction target."""

@@ -27,7 +27,11 @@ Formats read (`FORMATS`; `detect_format` tells them apart by their files):
   `from_pretrained` does), `AutoEncoderNew` (ReLU, no input bias), `GatedAutoEncoder`,
   `JumpReluAutoEncoder` (their default: b_dec not subtracted), `AutoEncoderTopK` (k from the config),
   `BatchTopKSAE` and `MatryoshkaBatchTopKSAE` (inference: ReLU(pre)·[ReLU(pre) > θ] with one scalar θ,
-  i.e. a JumpReLU with θ on every latent, or a plain ReLU SAE while θ < 0 is unset).
+  i.e. a JumpReLU with θ on every latent, or a plain ReLU SAE while θ < 0 is unset; a Matryoshka SAE keeps its
+  levels, the cumulative `group_sizes`, as `nested_widths`).
+
+A SAELens config with `matryoshka_widths` (SAELens' Matryoshka field; `save_saelens` writes it for ours) gives the
+SAE its `nested_widths` too; a nested dictionary loaded without them is read as a flat one.
 
 Every format is converted to SAELens names and read by the architecture class's `from_saelens`.
 `find_saes` lists the SAE folders under a directory (a sparsify run's hookpoints or seeds);
@@ -65,8 +69,9 @@ _MARKERS = {"saelens": ("cfg.json", "sae_weights.safetensors"), "sparsify": ("cf
 
 def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `cfg.json` + `sae_weights.safetensors` (any architecture, in its SAELens form); an SAE with
-    an `input_transform` other than "none" (its encoder already folded) or a known `hookpoint` keeps them
-    under those keys, which `load_sae` reads back and SAELens ignores."""
+    an `input_transform` other than "none" (its encoder already folded), a known `hookpoint` or Matryoshka levels
+    (`nested_widths`, as SAELens' `matryoshka_widths`, the full width last) keeps them under those keys, which
+    `load_sae` reads back and SAELens' inference configs ignore."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {
@@ -80,6 +85,7 @@ def save_saelens(sae: SAEBase, folder: Path, metadata: dict[str, Any] | None = N
         **sae.saelens_cfg(),
         **({"input_transform": sae.input_transform} if sae.input_transform != "none" else {}),
         **({"hookpoint": sae.hookpoint} if sae.hookpoint else {}),
+        **({"matryoshka_widths": list(sae.nested_widths)} if sae.nested_widths else {}),
         "metadata": metadata or {},
     }
     (folder / "cfg.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
@@ -339,7 +345,26 @@ def _load_saelens(folder: Path) -> SAEBase:
     sae = _build(cfg["architecture"], cfg, state, folder)
     sae.input_transform = transform
     sae.hookpoint = hookpoint or cfg.get("hookpoint")
+    if cfg.get("matryoshka_widths"):  # SAELens' Matryoshka field, kept by save_saelens
+        sae.nested_widths = nested_widths(cfg["matryoshka_widths"], sae.d_sae, folder)
     return sae
+
+
+def nested_widths(widths, d_sae: int, where: Path | str) -> tuple[int, ...]:
+    """A Matryoshka SAE's levels as (m_1, …, d_sae): strictly increasing positive integers; a list without the
+    full width gets it appended (as SAELens' trainer does). An SAEFormatError naming the file otherwise."""
+    try:
+        ws = [int(w) for w in widths]
+        if any(w != x for w, x in zip(ws, widths)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise SAEFormatError(f"{where}: matryoshka widths {widths!r} are not a list of integers") from None
+    if ws and ws[-1] != d_sae:
+        ws.append(d_sae)
+    if ws[0] < 1 or ws != sorted(set(ws)) or ws[-1] != d_sae:
+        raise SAEFormatError(f"{where}: matryoshka widths {list(widths)}: need strictly increasing levels in "
+                             f"1..{d_sae} (the SAE has {d_sae} latents)")
+    return tuple(ws)
 
 
 # ---------------------------------------------------------------- sparsify
@@ -409,8 +434,14 @@ def _load_dictionary_learning(folder: Path) -> SAEBase:
             {k: st[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
         theta = float(st.get("threshold", torch.tensor(-1.0)))
         if theta < 0:  # never set: their use_threshold path keeps every positive pre-activation
-            return _build("standard", cfg, state, folder)
-        return _build("jumprelu", cfg, {**state, "threshold": torch.full_like(state["b_enc"], theta)}, folder)
+            sae = _build("standard", cfg, state, folder)
+        else:
+            sae = _build("jumprelu", cfg, {**state, "threshold": torch.full_like(state["b_enc"], theta)}, folder)
+        if cls == "MatryoshkaBatchTopKSAE":  # its levels: the cumulative sums of the `group_sizes` buffer
+            if "group_sizes" not in st:
+                raise SAEFormatError(f"{folder}: a MatryoshkaBatchTopKSAE state without its group_sizes buffer")
+            sae.nested_widths = nested_widths(torch.cumsum(st["group_sizes"].long(), 0).tolist(), sae.d_sae, folder)
+        return sae
     known = ["AutoEncoder", "AutoEncoderNew", "GatedAutoEncoder", "JumpReluAutoEncoder", "AutoEncoderTopK",
              "BatchTopKSAE", "MatryoshkaBatchTopKSAE"]
     raise SAEFormatError(f"{folder}: dictionary_learning dict_class {cls!r}; supported: {known}")
