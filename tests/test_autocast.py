@@ -70,7 +70,6 @@ def test_topk_under_autocast_selects_in_bf16_keeps_values_exact_and_bags_close()
     torch.manual_seed(0)
     x = torch.randn(256, 32) + 0.3
     sae = TopKSAE(32, 200, 6, seed=1)
-    no_dead = torch.zeros(200, dtype=torch.bool)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         vals, sel, pre = sae.encode_sparse(x)
     assert pre.dtype == torch.bfloat16 and vals.dtype == torch.float32
