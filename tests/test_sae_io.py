@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from saesanity.sae import GatedSAE, JumpReLUSAE, ReLUSAE, TopKSAE
 from saesanity.sae.io import (FORMATS, SAEFormatError, detect_format, find_saes, load_sae, load_saes, resolve,
@@ -286,6 +286,68 @@ def test_dictionary_learning_matryoshka_keeps_its_levels(tmp_path):
     torch.save({k: v for k, v in ae.state_dict().items() if k != "group_sizes"}, tmp_path / "m" / "ae.pt")
     with pytest.raises(SAEFormatError, match="without its group_sizes"):
         load_sae(tmp_path / "m")
+
+
+def _saelens_training_sae(arch: str, d: int, f: int, **kw):
+    """One of SAELens' training SAEs with random weights, decoder rows of uneven norm (so a rescale by them
+    matters) and, for the BatchTopK family, a trained-looking topk_threshold."""
+    import sae_lens as S
+
+    cls, cfg_cls = {"topk": (S.TopKTrainingSAE, S.TopKTrainingSAEConfig),
+                    "batchtopk": (S.BatchTopKTrainingSAE, S.BatchTopKTrainingSAEConfig),
+                    "matryoshka_batchtopk": (S.MatryoshkaBatchTopKTrainingSAE,
+                                             S.MatryoshkaBatchTopKTrainingSAEConfig),
+                    "jumprelu": (S.JumpReLUTrainingSAE, S.JumpReLUTrainingSAEConfig)}[arch]
+    sae = cls(cfg_cls(d_in=d, d_sae=f, **kw))
+    _randomise(sae, 5)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.3, 2.0, f)[:, None])
+        if hasattr(sae, "topk_threshold"):
+            sae.topk_threshold.fill_(0.4)
+        for name in ("threshold", "log_threshold"):
+            if hasattr(sae, name) and isinstance(getattr(sae, name), torch.nn.Parameter):
+                getattr(sae, name).copy_(getattr(sae, name).abs() if name == "threshold" else
+                                         getattr(sae, name).clamp_max(-0.5))
+    return sae
+
+
+@pytest.mark.parametrize("arch,kw,widths", [
+    ("matryoshka_batchtopk", {"k": 4, "matryoshka_widths": [8, 16, 32]}, (8, 16, 32)),
+    ("matryoshka_batchtopk", {"k": 4, "matryoshka_widths": [8, 32], "rescale_acts_by_decoder_norm": False},
+     (8, 32)),
+    ("batchtopk", {"k": 4}, None), ("topk", {"k": 4}, None), ("jumprelu", {}, None)])
+def test_saelens_training_checkpoint_is_their_inference_sae(tmp_path, arch, kw, widths):
+    """A SAELens training checkpoint (`save_model` of a TrainingSAE: architecture batchtopk /
+    matryoshka_batchtopk with its scalar topk_threshold, rescale_acts_by_decoder_norm on by default) loads as the
+    SAE their own `save_inference_model` turns it into, read back by their `SAE.load_from_disk`; a Matryoshka
+    one keeps its levels."""
+    from sae_lens import SAE
+
+    theirs = _saelens_training_sae(arch, 6, 32, **kw)
+    theirs.save_model(str(tmp_path / "train"))
+    assert json.loads((tmp_path / "train" / "cfg.json").read_text())["architecture"] == arch
+    theirs.save_inference_model(str(tmp_path / "inf"))
+    ref = SAE.load_from_disk(str(tmp_path / "inf"))
+    got = load_sae(tmp_path / "train")
+    assert got.nested_widths == widths
+    _same_forward(got, ref, 6, rtol=1e-4)
+    if arch == "topk":  # per-row TopK: their training SAE's own forward is a second reference
+        _same_forward(got, theirs, 6, rtol=1e-4)
+
+
+def test_saelens_training_checkpoint_bad_threshold_and_rescale_refused(tmp_path):
+    theirs = _saelens_training_sae("batchtopk", 6, 32, k=4)
+    theirs.save_model(str(tmp_path))
+    st = load_file(tmp_path / "sae_weights.safetensors")
+    save_file({k: v for k, v in st.items() if k != "topk_threshold"}, tmp_path / "sae_weights.safetensors")
+    with pytest.raises(SAEFormatError, match="without its topk_threshold"):
+        load_sae(tmp_path)
+    save_file({**st, "topk_threshold": torch.ones(3)}, tmp_path / "sae_weights.safetensors")
+    with pytest.raises(SAEFormatError, match="one scalar"):
+        load_sae(tmp_path)
+    _pre6_folder(tmp_path, {"architecture": "standard", "rescale_acts_by_decoder_norm": True}, _plain_state(4, 8, 0))
+    with pytest.raises(SAEFormatError, match="rescale_acts_by_decoder_norm=true is supported for TopK"):
+        load_sae(tmp_path)
 
 
 @pytest.mark.parametrize("widths,want", [([8, 16], (8, 16, 32)), ([8, 16, 32], (8, 16, 32)),

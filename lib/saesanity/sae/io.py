@@ -15,6 +15,11 @@ Formats read (`FORMATS`; `detect_format` tells them apart by their files):
   SAE was trained under (`model_from_pretrained_kwargs`, see `saelens_input_transform`) becomes the
   SAE's `input_transform`: `center_writing_weights` means every activation it saw was centred per token,
   which is folded into the encoder and kept as the reconstruction target (`base.fold_centering`).
+  SAELens *training* checkpoints (`TrainingSAE.save_model`) load too: architecture `batchtopk` /
+  `matryoshka_batchtopk` with their scalar `topk_threshold` become the JumpReLU SAE (θ on every latent)
+  their `save_inference_model` writes; `rescale_acts_by_decoder_norm` (their TopK/BatchTopK default) is
+  folded exactly (W_enc, b_enc scaled by ‖W_dec[f]‖, decoder rows made unit) and refused for other
+  architectures; an older `log_threshold` is exponentiated.
 * **sparsify** (EleutherAI) — `cfg.json` (k, num_latents | expansion_factor, d_in, activation,
   transcode, skip_connection) + `sae.safetensors` with `encoder.weight` [F, D], `encoder.bias` [F],
   `W_dec` [F, D] (unit-norm rows), `b_dec` [D]. Latents: top-k of ReLU((x − b_dec)·Wᵀ + b) — the same
@@ -330,9 +335,17 @@ def _load_saelens(folder: Path) -> SAEBase:
     if cfg["normalize_activations"] != "none":
         raise SAEFormatError(f"{folder}: normalize_activations={cfg['normalize_activations']!r} is not supported "
                              "(the scale it divides activations by is not stored in the folder)")
-    if cfg.get("rescale_acts_by_decoder_norm"):
-        raise SAEFormatError(f"{folder}: rescale_acts_by_decoder_norm=true is not supported")
     state = _float_state(_read_safetensors(folder / "sae_weights.safetensors"))
+    arch = cfg["architecture"]
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        if arch not in ("topk", *SAELENS_TRAINING_BATCHTOPK):
+            raise SAEFormatError(f"{folder}: rescale_acts_by_decoder_norm=true is supported for TopK and BatchTopK "
+                                 f"SAEs (where it is folded exactly), not for architecture {arch!r}")
+        state = fold_decoder_norm(state, folder)
+    if arch in SAELENS_TRAINING_BATCHTOPK:
+        state, arch = batchtopk_as_jumprelu(state, folder), "jumprelu"
+    if "log_threshold" in state and "threshold" not in state:  # a JumpReLU training checkpoint of older SAELens
+        state["threshold"] = state.pop("log_threshold").exp()
     scale = state.pop("scaling_factor", None)
     if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
         if not cfg.get("finetuning_scaling_factor"):
@@ -342,12 +355,43 @@ def _load_saelens(folder: Path) -> SAEBase:
         if not cfg["apply_b_dec_to_input"]:  # fold_centering assumes the encoder subtracts b_dec
             state, cfg = fold_input_bias(state), {**cfg, "apply_b_dec_to_input": True}
         state = fold_centering(state)
-    sae = _build(cfg["architecture"], cfg, state, folder)
+    sae = _build(arch, cfg, state, folder)
     sae.input_transform = transform
     sae.hookpoint = hookpoint or cfg.get("hookpoint")
     if cfg.get("matryoshka_widths"):  # SAELens' Matryoshka field, kept by save_saelens
         sae.nested_widths = nested_widths(cfg["matryoshka_widths"], sae.d_sae, folder)
     return sae
+
+
+# SAELens training checkpoints (`TrainingSAE.save_model`) of its BatchTopK family: the same encoder and decoder as
+# the inference SAE its `save_inference_model` writes, a JumpReLU with one threshold on every latent, but with the
+# scalar `topk_threshold` buffer instead (and, by default, `rescale_acts_by_decoder_norm`)
+SAELENS_TRAINING_BATCHTOPK = ("batchtopk", "matryoshka_batchtopk")
+
+
+def fold_decoder_norm(state: dict[str, torch.Tensor], where: Path | str) -> dict[str, torch.Tensor]:
+    """SAELens' `rescale_acts_by_decoder_norm` folded into the weights: their encoder selects on
+    (x·W_enc + b_enc)·‖W_dec[f]‖ and their decoder divides each latent by ‖W_dec[f]‖ again, which is exactly the SAE
+    with W_enc, b_enc scaled by the row norms n_f and W_dec rows divided by them (their `fold_W_dec_norm`); a
+    threshold stays, as it is in the rescaled units already."""
+    n = state["W_dec"].norm(dim=-1)
+    if not bool((n > 0).all()):
+        raise SAEFormatError(f"{where}: rescale_acts_by_decoder_norm with {int((n == 0).sum())} zero decoder rows")
+    return {**state, "W_enc": state["W_enc"] * n, "b_enc": state["b_enc"] * n, "W_dec": state["W_dec"] / n[:, None]}
+
+
+def batchtopk_as_jumprelu(state: dict[str, torch.Tensor], where: Path | str) -> dict[str, torch.Tensor]:
+    """A SAELens BatchTopK / Matryoshka BatchTopK training checkpoint as the JumpReLU SAE their
+    `save_inference_model` writes: `threshold` [F] = the scalar `topk_threshold` on every latent."""
+    if "topk_threshold" not in state:
+        raise SAEFormatError(f"{where}: a BatchTopK training checkpoint without its topk_threshold (have "
+                             f"{sorted(state)}): the inference threshold is not known")
+    out = dict(state)
+    t = out.pop("topk_threshold")
+    if t.numel() != 1:
+        raise SAEFormatError(f"{where}: topk_threshold has shape {list(t.shape)}; SAELens keeps one scalar")
+    out["threshold"] = torch.full_like(out["b_enc"], float(t))
+    return out
 
 
 def nested_widths(widths, d_sae: int, where: Path | str) -> tuple[int, ...]:
