@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -169,13 +171,64 @@ def test_ngram_keys_and_the_token_lookup_null_by_hand():
     # residuals: 0, 0, ‖[1, 1] − [2/3, 4/3]‖² = 2/9, over the eval rows' variance about their own mean
     mean = ex.mean(0)
     total = ((ex - mean) ** 2).sum()
-    assert lookup_fvu(tx, [tk], ex, [ek]) == pytest.approx((2 / 9) / total)
+    assert lookup_fvu(tx, [tk], ex, [ek], lambdas=[0]) == pytest.approx((2 / 9) / total)
     # a bigram keying replaces the unigram's mean where it was seen (first eval row: [0, 0], residual 1) and
     # leaves the unigram's (or the global) prediction where it was not
-    assert lookup_fvu(tx, [tk, np.array([10, 11, 12])], ex, [ek, np.array([10, 99, 99])]) == pytest.approx(
-        (1 + 2 / 9) / total)
+    assert lookup_fvu(tx, [tk, np.array([10, 11, 12])], ex, [ek, np.array([10, 99, 99])],
+                      lambdas=[0, 0]) == pytest.approx((1 + 2 / 9) / total)
+    # shrunk with λ = 1 toward the global mean g = [2/3, 4/3]: token 1 (n = 2, S = [2, 0]) -> (S + g)/3 =
+    # [8/9, 4/9], residual 1/81 + 16/81; token 2 (n = 1, S = [0, 4]) -> (S + g)/2 = [1/3, 8/3], residual 17/9
+    assert lookup_fvu(tx, [tk], ex, [ek], lambdas=[1]) == pytest.approx((17 / 81 + 17 / 9 + 2 / 9) / total)
+    # λ = ∞ ignores the keying: the global mean for every row
+    g = tx.mean(0)
+    assert lookup_fvu(tx, [tk], ex, [ek], lambdas=[math.inf]) == pytest.approx(((ex - g) ** 2).sum() / total)
     with pytest.raises(ValueError, match="one entry per row"):
         lookup_fvu(tx, [tk[:2]], ex, [ek])
+    with pytest.raises(ValueError, match="one lambda >= 0 per keying"):
+        lookup_fvu(tx, [tk], ex, [ek], lambdas=[-1])
+
+
+def test_lookup_lambdas_is_the_cross_validated_choice():
+    """`lookup_lambdas` picks, level by level, the grid value with the least error on each contiguous half
+    predicted from the other (brute force here through `lookup_fvu` with each λ given); informative keys get
+    a small λ, keys that carry nothing a large one, and then the null is no worse than the mean."""
+    from saesanity.metrics import LOOKUP_LAMBDAS, lookup_fvu, lookup_lambdas
+
+    rng = np.random.default_rng(0)
+    n, d = 2000, 3
+    halves = [(np.arange(n // 2, n), np.arange(n // 2)), (np.arange(n // 2), np.arange(n // 2, n))]
+
+    def brute(x, keys):
+        chosen = []
+        for level in range(len(keys)):
+            err = []
+            for lam in LOOKUP_LAMBDAS:
+                e = 0.0
+                for fit, held in halves:
+                    y = x[held]
+                    total = ((y - y.mean(0)) ** 2).sum()
+                    e += total * lookup_fvu(x[fit], [k[fit] for k in keys[:level + 1]], y,
+                                            [k[held] for k in keys[:level + 1]], lambdas=chosen + [lam])
+                err.append(e)
+            best = min(err)
+            chosen.append(max(lam for lam, v in zip(LOOKUP_LAMBDAS, err) if v <= best * (1 + 1e-9)))
+        return chosen
+
+    informative = rng.integers(0, 20, n)
+    x_inf = rng.normal(size=(20, d))[informative] + 0.3 * rng.normal(size=(n, d))
+    noise_keys = rng.integers(0, 1500, n)  # ~1.3 rows a key: their means are noise
+    x_noise = rng.normal(size=(n, d))
+    for x, keys in [(x_inf, [informative]), (x_noise, [noise_keys]), (x_inf, [informative, noise_keys])]:
+        assert lookup_lambdas(x, keys) == brute(x, keys)
+    assert lookup_lambdas(x_inf, [informative])[0] <= 1
+    assert lookup_lambdas(x_noise, [noise_keys])[0] >= 256
+    assert lookup_lambdas(x_inf, [informative, noise_keys])[1] >= 256  # a useless second keying is dropped
+    ex = rng.normal(size=(500, d))
+    ek = rng.integers(0, 1500, 500)
+    assert lookup_fvu(x_noise, [noise_keys], ex, [ek], lambdas=[0]) > 1.2  # the plain means overfit
+    assert lookup_fvu(x_noise, [noise_keys], ex, [ek]) < 1.02
+    with pytest.raises(ValueError, match="folds >= 2"):
+        lookup_lambdas(x_noise, [noise_keys], folds=1)
 
 
 def test_shard_spread_and_beyond_noise_by_hand():

@@ -116,7 +116,8 @@ def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path
                 max_rows: int = LOOKUP_MAX_ROWS) -> dict | None:
     """The unigram and bigram lookup null (`metrics.lookup_fvu`) of one activation artifact: the FVU of
     predicting each held-out row of `held` by the mean of the training rows `acts` (at most `max_rows`, the
-    first ones) with its token (bigram, backing off to the token, then the mean). `acts_dir` / `held_dir`:
+    first ones) with its token (bigram, backing off to the token, then the mean), each shrunk toward its
+    back-off by the cross-validated λ (`metrics.lookup_lambdas`, recorded). `acts_dir` / `held_dir`:
     the artifacts' folders (their tokens.npy); P: the run they were collected for (its `drop_first`). None
     when the training activations are streamed (no cached rows to average)."""
     if acts_dir is None:
@@ -128,8 +129,10 @@ def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path
     X, Y = np.asarray(acts[:n], dtype=np.float32), np.asarray(held, dtype=np.float32)
     keys = {o: (M.ngram_keys(tok_train, o, drop, vocab)[:n], M.ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
             for o in (1, 2)}
-    return {"unigram_fvu": M.lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]]),
-            "bigram_fvu": M.lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]]),
+    lam = M.lookup_lambdas(X, [keys[1][0], keys[2][0]])  # greedy: the unigram's λ is the same alone
+    return {"unigram_fvu": M.lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]], lambdas=lam[:1]),
+            "bigram_fvu": M.lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]], lambdas=lam),
+            "lambdas": {"unigram": lam[0], "bigram": lam[1]},  # inf (null in JSON): that keying is not used
             "n_train_rows": n}
 
 

@@ -301,7 +301,8 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                     "part of the SAE kept at its random initialisation (Korznikov et al. 2026, \"Sanity checks for "
                     "SAEs: do SAEs beat random baselines?\"): frozen decoder; soft-frozen decoder (each row kept at "
                     "cos ≥ 0.8 to its initialisation); frozen encoder. Lookup nulls: each held-out row predicted by "
-                    "the mean training activation of its token (bigram, backing off to the token, then the mean"
+                    "the mean training activation of its token (bigram, backing off to the token, then the mean; a "
+                    "key seen n times trusted n / (n + λ), λ cross-validated on the training rows"
                     + (f"; {lookup['n_train_rows']:,} training rows" if lookup else "") + "). The SAEs under test "
                     "(Reconstruction metrics) should beat every row here.", ["baseline", *[c for _, c in cols]], rows))
     ai = result["autointerp"]

@@ -190,32 +190,96 @@ def ngram_keys(seqs_BT: np.ndarray, order: int, drop_first: int = 1, vocab: int 
     return (seqs[:, drop_first - 1:-1] * V + cur).reshape(-1)
 
 
-def lookup_fvu(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_x_MD: np.ndarray,
-               eval_keys: list[np.ndarray]) -> float:
-    """FVU (`fvu`, on the evaluation rows) of the token-lookup null: each evaluation row is predicted by the
-    mean training activation of the rows with its key — the most specific of `train_keys` / `eval_keys` (the
-    same keyings, most specific last, e.g. [unigram, bigram] from `ngram_keys`) that occurred in training,
-    else the global training mean. A reconstruction no better than this explains nothing a lookup table of
-    tokens (and their predecessors) would not: what random-transformer SAEs are suspected of learning."""
-    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
-    Y = torch.as_tensor(np.asarray(eval_x_MD), dtype=torch.float64)
+LOOKUP_LAMBDAS = (0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, math.inf)  # the shrinkage grid `lookup_lambdas` searches
+
+
+def _key_stats(X: torch.Tensor, train_key: np.ndarray, target_key: np.ndarray):
+    """Rows of the target keys seen in training, their keys' training sums [R, D] and counts [R]."""
+    uniq, inv = np.unique(train_key, return_inverse=True)
+    sums = torch.zeros(uniq.size, X.shape[1], dtype=X.dtype).index_add_(0, torch.from_numpy(inv.reshape(-1)), X)
+    counts = np.bincount(inv.reshape(-1), minlength=uniq.size)
+    pos = np.searchsorted(uniq, target_key).clip(0, uniq.size - 1)
+    seen = uniq[pos] == target_key
+    idx = pos[seen]
+    return torch.from_numpy(np.flatnonzero(seen)), sums[torch.from_numpy(idx)], \
+        torch.from_numpy(counts[idx]).to(X.dtype)[:, None]
+
+
+def _check_keys(X, train_keys, Y, eval_keys):
     if len(train_keys) != len(eval_keys) or not train_keys:
         raise ValueError(f"one or more keyings, the same for train and eval; got {len(train_keys)} and {len(eval_keys)}")
-    pred = X.mean(0, keepdim=True).expand_as(Y).clone()
     for tk, ek in zip(train_keys, eval_keys):
-        tk, ek = np.asarray(tk), np.asarray(ek)
-        if tk.shape[0] != X.shape[0] or ek.shape[0] != Y.shape[0]:
-            raise ValueError(f"keys must have one entry per row: {tk.shape[0]} train keys for {X.shape[0]} rows, "
-                             f"{ek.shape[0]} eval keys for {Y.shape[0]} rows")
-        uniq, inv = np.unique(tk, return_inverse=True)
-        sums = torch.zeros(uniq.size, X.shape[1], dtype=torch.float64).index_add_(0, torch.from_numpy(inv), X)
-        counts = np.bincount(inv, minlength=uniq.size)
-        pos = np.searchsorted(uniq, ek).clip(0, uniq.size - 1)
-        seen = uniq[pos] == ek
-        rows = torch.from_numpy(np.flatnonzero(seen))
-        idx = torch.from_numpy(pos[seen])
-        pred[rows] = sums[idx] / torch.from_numpy(counts[pos[seen]]).double()[:, None]
-    return float(fvu(Y, pred))
+        if np.asarray(tk).shape[0] != X.shape[0] or np.asarray(ek).shape[0] != Y.shape[0]:
+            raise ValueError(f"keys must have one entry per row: {np.asarray(tk).shape[0]} train keys for "
+                             f"{X.shape[0]} rows, {np.asarray(ek).shape[0]} eval keys for {Y.shape[0]} rows")
+
+
+def _lookup_predict(X: torch.Tensor, train_keys, target_keys, lambdas, m: int) -> torch.Tensor:
+    """[m, D] the shrunken back-off prediction `lookup_fvu` defines, for the m rows keyed by `target_keys`."""
+    pred = X.mean(0, keepdim=True).expand(m, X.shape[1]).clone()
+    for tk, ek, lam in zip(train_keys, target_keys, lambdas):
+        if math.isinf(lam):
+            continue
+        rows, s, n = _key_stats(X, np.asarray(tk), np.asarray(ek))
+        pred[rows] = (s + lam * pred[rows]) / (n + lam)
+    return pred
+
+
+def lookup_lambdas(train_x_ND: np.ndarray, train_keys: list[np.ndarray], folds: int = 2,
+                   grid: tuple[float, ...] = LOOKUP_LAMBDAS) -> list[float]:
+    """The shrinkage λ_l of each keying for `lookup_fvu`, by cross-validation on the training rows alone: the
+    rows are cut into `folds` contiguous blocks (rows in sequence order, so a block is whole documents, nearly),
+    each block is predicted from the others, and λ_1, then λ_2 with λ_1 fixed, … is the value of `grid` with the
+    least pooled held-out squared error (ties: the larger λ). λ = ∞ drops a keying (its back-off alone)."""
+    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
+    keys = [np.asarray(k) for k in train_keys]
+    if folds < 2 or X.shape[0] < folds:
+        raise ValueError(f"lookup_lambdas needs folds >= 2 and a row a fold; got folds={folds}, {X.shape[0]} rows")
+    _check_keys(X, keys, X, keys)
+    bounds = np.linspace(0, X.shape[0], folds + 1).astype(int)
+    splits = [(np.r_[0:a, b:X.shape[0]], np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    chosen: list[float] = []
+    for level in range(len(keys)):
+        err = np.zeros(len(grid))
+        for fit, held in splits:
+            Xf, Yh = X[fit], X[held]
+            prev = _lookup_predict(Xf, [k[fit] for k in keys[:level]], [k[held] for k in keys[:level]], chosen,
+                                   held.size)
+            rows, s, n = _key_stats(Xf, keys[level][fit], keys[level][held])
+            base = float((Yh - prev).pow(2).sum())
+            y, p = Yh[rows], prev[rows]
+            seen_base = float((y - p).pow(2).sum())
+            for i, lam in enumerate(grid):
+                blend = p if math.isinf(lam) else (s + lam * p) / (n + lam)
+                err[i] += base - seen_base + float((y - blend).pow(2).sum())
+        best = err.min()
+        chosen.append(max(lam for lam, e in zip(grid, err) if e <= best * (1 + 1e-12)))
+    return chosen
+
+
+def lookup_fvu(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_x_MD: np.ndarray,
+               eval_keys: list[np.ndarray], lambdas: list[float] | None = None) -> float:
+    """FVU (`fvu`, on the evaluation rows) of the token-lookup null: each evaluation row is predicted by the
+    training activations of the rows with its key, for the keyings `train_keys` / `eval_keys` (the same
+    keyings, most specific last, e.g. [unigram, bigram] from `ngram_keys`), each shrunk toward the one before:
+
+        p_0 = x̄ (the global training mean),   p_l = (S_l + λ_l · p_{l−1}) / (n_l + λ_l)
+
+    where n_l and S_l are the count and the sum of the training rows sharing the row's key at level l (a key
+    unseen in training: p_l = p_{l−1}). λ_l = 0 is the plain per-key mean, λ_l = ∞ ignores the keying; in
+    between, a key seen n times is trusted n / (n + λ) — the empirical-Bayes (James–Stein) form, where
+    λ = within-key noise / between-key variance does not depend on n. `lambdas` default: `lookup_lambdas`,
+    chosen by cross-validation on the training rows (never on the evaluation rows), so that rare keys' noisy
+    means do not make the null worse than the mean (an FVU above 1). A reconstruction no better than this
+    explains nothing a lookup table of tokens (and their predecessors) would not: what random-transformer SAEs
+    are suspected of learning."""
+    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
+    Y = torch.as_tensor(np.asarray(eval_x_MD), dtype=torch.float64)
+    _check_keys(X, train_keys, Y, eval_keys)
+    lam = lookup_lambdas(X, train_keys) if lambdas is None else list(lambdas)
+    if len(lam) != len(train_keys) or any(not (v >= 0) for v in lam):
+        raise ValueError(f"one lambda >= 0 per keying; got {lam} for {len(train_keys)} keyings")
+    return float(fvu(Y, _lookup_predict(X, train_keys, eval_keys, lam, Y.shape[0])))
 
 
 def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:

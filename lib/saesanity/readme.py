@@ -241,7 +241,8 @@ def heap_metrics_section(doc: dict) -> str:
     lookup = {v: hs for v, hs in (doc.get("lookup_null") or {}).items() if any(r is not None for r in hs.values())}
     if lookup:
         lines += ["", "Token lookup null (are random-transformer SAEs learning token identity?): each held-out row "
-                  "predicted by the mean training activation of its token / bigram.", "",
+                  "predicted by the mean training activation of its token / bigram, each mean shrunk toward its back-off "
+                  "with a cross-validated weight n / (n + λ) (`metrics.lookup_fvu`).", "",
                   "| variant | " + " | ".join(f"{h}: SAE FVU / token lookup / bigram lookup" for h in layers) + " |",
                   "|---|" + "---|" * len(layers)]
         for v, hs in lookup.items():
