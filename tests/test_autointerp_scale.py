@@ -83,12 +83,14 @@ class FakeServer:
                 try:
                     time.sleep(delay_s)
                     code = status(body, attempt) if status else None
-                    if code:
-                        return self._send(code, {"error": f"test server says {code}"})
-                    self._send(200, outer.reply(body, malformed, logprobs))
+                    answer = (code, {"error": f"test server says {code}"}) if code else \
+                        (200, outer.reply(body, malformed, logprobs))
                 finally:
+                    # out of flight before the answer leaves: a client that got its answer and sent the next
+                    # request must not be counted twice (CI once saw 9 in flight under max_concurrency=8)
                     with outer.lock:
                         outer.inflight -= 1
+                self._send(*answer)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
