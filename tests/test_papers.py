@@ -296,6 +296,27 @@ def test_heap_baseline_checks_by_hand():
     assert [x["claim"] for x in heap.claims_baselines(ours, {}, streamed)] == []
 
 
+def test_heap_noise_floor_checks_by_hand():
+    """With a noise floor (fvu_shard_sd) on the rows, a frozen baseline must beat the trained SAE beyond
+    2 combined sd, and the new check asks whether each random-weight variant is told apart from trained."""
+    from saesanity.papers import heap
+
+    def row(fvu, sd):
+        return {"fvu": fvu, "fvu_shard_sd": sd}
+
+    ours = {"trained": {"r.1": row(0.20, 0.01), "r.5": row(0.30, 0.01)},
+            "init": {"r.1": row(0.25, 0.01), "r.5": row(0.31, 0.01)}}  # r.1: 0.05 > 2·√2·0.01; r.5: 0.01 is not
+    frozen = {"decoder": {"r.1": row(0.5, 0.01), "r.5": row(0.32, 0.01)}}  # r.5: 0.02 < 0.028, within noise
+    c = heap.claims_baselines(ours, frozen, {})
+    assert [x["verdict"] for x in c] == [False, False]
+    assert c[0]["ours"]["beyond_noise"] == {"decoder": {"r.1": True, "r.5": False}}
+    assert c[1]["ours"]["beyond_noise"] == {"init": {"r.1": True, "r.5": False}}
+    assert c[1]["ours"]["fvu_minus_trained"]["init"] == {"r.1": pytest.approx(0.05), "r.5": pytest.approx(0.01)}
+    frozen["decoder"]["r.5"]["fvu"], ours["init"]["r.5"]["fvu"] = 0.4, 0.4
+    assert [x["verdict"] for x in heap.claims_baselines(ours, frozen, {})] == [True, True]
+    assert heap.fvu_beyond_noise({"fvu": 0.1}, row(0.9, 0.0)) is None  # an older JSON's row: no floor, no call
+
+
 def _recomputed(stem, doc):
     from saesanity.papers import heap, leask
 

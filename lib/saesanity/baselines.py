@@ -144,11 +144,29 @@ def variant_lookup_null(P, variant: str, *, progress: bool = True) -> dict[str, 
     return {h: lookup_null(V, *train[h], *held[h]) for h in hookpoints(P)}
 
 
-def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
+NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
+
+
+def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
+                  noise_shards: int = NOISE_SHARDS) -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
     fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
-    (one pass, `metrics.Pooled`) without the per-latent frequencies."""
-    return {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
+    (one pass, `metrics.Pooled`) without the per-latent frequencies — and their noise floor, `fvu_shard_sd` and
+    `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
+    one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard)."""
+    from .metrics import shard_spread
+
+    rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
+    if noise_shards and acts.shape[0] >= 2 * noise_shards:
+        l0s = []
+
+        def fvu_of(rows):
+            m = evaluate_all(sae, rows, batch, device)
+            l0s.append(m["l0"])
+            return m["fvu"]
+        rec["fvu_shard_sd"] = shard_spread(fvu_of, acts, noise_shards)["sd"]
+        rec["l0_shard_sd"] = float(np.std(l0s, ddof=1))
+    return rec
 
 
 def metric_rows(P, variant: str, saes: dict[str, TrainedSAE], held: dict[str, tuple[np.ndarray, np.ndarray]], *,

@@ -228,9 +228,12 @@ def heap_metrics_section(doc: dict) -> str:
                     "Heap metrics", doc),
              "| variant | " + " | ".join(f"{h}: FVU / CE score / KL score" for h in layers) + " |",
              "|---|" + "---|" * len(layers)]
+    def fvu(r: dict) -> str:  # with its noise floor (sd over held-out shards) where the JSON has one
+        return _num(r["fvu"]) + (f" ± {r['fvu_shard_sd']:.3f}" if r.get("fvu_shard_sd") is not None else "")
+
     def row(name: str, rs: dict) -> str:
         return f"| {name} | " + " | ".join(
-            f"{_num(rs[h]['fvu'])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
+            f"{fvu(rs[h])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
             if h in rs else "—" for h in layers) + " |"
 
     lines += [row(v, rs) for v, rs in ours.items()]

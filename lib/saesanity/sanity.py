@@ -58,7 +58,7 @@ from .models import VARIANTS
 from .sae import SAEBase, load_sae, resolve, save_saelens
 
 _IMPORT_VERSION = 1
-NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
+NOISE_SHARDS = baselines.NOISE_SHARDS  # held-out shards a reported FVU / L0 is remeasured on: its noise floor
 
 PROFILES = {
     # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
@@ -254,18 +254,7 @@ def _view(cfg: ReportConfig, variant: str, d_sae: int, k: int) -> runs.RunView:
 
 
 def _metrics(cfg: ReportConfig, variant: str, t, held: np.ndarray, progress: bool) -> dict:
-    from .metrics import shard_spread
-
-    rec = baselines.recon_metrics(t.sae, held, device=cfg.device)
-    if held.shape[0] >= 2 * NOISE_SHARDS:  # the noise floor: FVU and L0 over shards of the held-out rows
-        l0s = []
-
-        def fvu_of(rows):
-            m = baselines.recon_metrics(t.sae, rows, device=cfg.device)
-            l0s.append(m["l0"])
-            return m["fvu"]
-        rec = {**rec, "fvu_shard_sd": shard_spread(fvu_of, held, NOISE_SHARDS)["sd"],
-               "l0_shard_sd": float(np.std(l0s, ddof=1))}
+    rec = baselines.recon_metrics(t.sae, held, device=cfg.device)  # with its noise floor over held-out shards
     spl = baselines.variant_scores(cfg, variant, {cfg.hookpoint: t}, progress=progress)[cfg.hookpoint]
     return {**rec, "ce_loss_score": spl["ce_loss_score"], "kl_score": spl["kl_score"],
             "ce_clean": spl["ce_clean"], "ce_sae": spl["ce_sae"], "ce_zero": spl["ce_zero"]}
@@ -381,7 +370,8 @@ def _data_nulls(cfg: ReportConfig, P, held: np.ndarray, progress: bool) -> dict:
         ts = runs.train_many(P, null, None, [runs.train_cfg(P, s) for s in range(2)], progress)
         pair = [SimpleNamespace(sae=t.sae, path=t.path, name=f"seed{s}") for s, t in enumerate(ts)]
         row = _stability(cfg, pair, progress)["pairs"][0]
-        out[kind] = {**row, "fvu": baselines.recon_metrics(ts[0].sae, null.sample(held.shape[0]), device=cfg.device)["fvu"]}
+        fvu = baselines.recon_metrics(ts[0].sae, null.sample(held.shape[0]), device=cfg.device, noise_shards=0)["fvu"]
+        out[kind] = {**row, "fvu": fvu}
     return out
 
 

@@ -39,6 +39,16 @@ def spearman_with_layer(values: dict[str, float]) -> float | None:
     return None if math.isnan(rho) else float(rho)
 
 
+def fvu_beyond_noise(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
+    """Whether two rows' held-out FVUs differ beyond their noise floor (`metrics.beyond_noise` on their
+    `fvu_shard_sd`, 2 combined sd); None when either row lacks it (JSONs written before the noise floor)."""
+    from ..metrics import beyond_noise
+
+    if a.get("fvu_shard_sd") is None or b.get("fvu_shard_sd") is None:
+        return None
+    return beyond_noise(a["fvu"], b["fvu"], a["fvu_shard_sd"], b["fvu_shard_sd"])
+
+
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs)
@@ -88,18 +98,23 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
     each labelled "(check, not a claim of Heap et al.)". `ours` as for `claims_metrics`; `frozen`: part →
     hookpoint → metrics of the trained model's frozen-weight SAEs; `lookup`: variant → hookpoint →
     {"unigram_fvu", "bigram_fvu"} or None (streamed activations). (1) The trained model's SAE has lower held-out
-    FVU than each frozen-weight baseline at every layer; (2) every variant's SAE has lower FVU than its unigram
-    lookup null at every layer; (3) the unigram lookup null explains more of each random-weight variant's
-    activations than of the trained model's (lower mean FVU over layers) — the suspicion that random-transformer
-    activations are mostly token identity, which SAEs then "find". A check is present only when its inputs are."""
+    FVU than each frozen-weight baseline at every layer, beyond the noise floor where the rows carry one
+    (`fvu_beyond_noise`); (2) every variant's SAE has lower FVU than its unigram lookup null at every layer; (3)
+    the unigram lookup null explains more of each random-weight variant's activations than of the trained
+    model's (lower mean FVU over layers) — the suspicion that random-transformer activations are mostly token
+    identity, which SAEs then "find"; (4) where the rows carry a noise floor, each random-weight variant's FVU
+    differs from the trained model's beyond it at every layer — whether the "similar" numbers can be told
+    apart at all. A check is present only when its inputs are."""
     claims, tag = [], " (check, not a claim of Heap et al.)"
     if "trained" in ours and frozen:
         tr = ours["trained"]
         gaps = {f: {h: m["fvu"] - tr[h]["fvu"] for h, m in fs.items()} for f, fs in frozen.items()}
+        noise = {f: {h: fvu_beyond_noise(m, tr[h]) for h, m in fs.items()} for f, fs in frozen.items()}
         claims.append({"claim": "the trained model's SAE reconstructs better than every frozen-weight baseline at every "
-                                "layer" + tag,
-                       "ours": {"fvu_frozen_minus_trained": gaps},
-                       "verdict": bool(all(g > 0 for gs in gaps.values() for g in gs.values()))})
+                                "layer, beyond the noise floor" + tag,
+                       "ours": {"fvu_frozen_minus_trained": gaps, "beyond_noise": noise},
+                       "verdict": bool(all(g > 0 and noise[f][h] is not False
+                                           for f, gs in gaps.items() for h, g in gs.items()))})
     uni = {v: {h: r["unigram_fvu"] for h, r in hs.items() if r is not None} for v, hs in lookup.items() if v in ours}
     uni = {v: hs for v, hs in uni.items() if hs}
     if uni:
@@ -114,6 +129,16 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
                                 "trained model's (mean unigram-null FVU over layers)" + tag,
                        "ours": {"mean_unigram_fvu": mean},
                        "verdict": bool(all(mean[v] < mean["trained"] for v in randoms))})
+    randoms = [v for v in ours if v not in ("trained", "control")]
+    if "trained" in ours and randoms and all(r.get("fvu_shard_sd") is not None for rs in ours.values() for r in rs.values()):
+        tr = ours["trained"]
+        apart = {v: {h: fvu_beyond_noise(ours[v][h], tr[h]) for h in tr} for v in randoms}
+        claims.append({"claim": "each random-weight variant's SAE FVU differs from the trained model's beyond the noise "
+                                "floor (2 combined sd over held-out shards) at every layer" + tag,
+                       "ours": {"fvu_minus_trained": {v: {h: ours[v][h]["fvu"] - tr[h]["fvu"] for h in tr} for v in randoms},
+                                "fvu_shard_sd": {v: {h: ours[v][h]["fvu_shard_sd"] for h in tr} for v in ["trained", *randoms]},
+                                "beyond_noise": apart},
+                       "verdict": bool(all(b for bs in apart.values() for b in bs.values()))})
     return claims
 
 
