@@ -231,6 +231,24 @@ def test_lookup_lambdas_is_the_cross_validated_choice():
         lookup_lambdas(x_noise, [noise_keys], folds=1)
 
 
+def test_lookup_predict_is_row_by_row():
+    """`lookup_predict` is the prediction `lookup_fvu` scores, and a row's prediction does not depend on the
+    other evaluation rows: its FVU on a shard of them is `lookup_fvu` on that shard (what the noise floor of
+    `baselines.lookup_null` measures)."""
+    from saesanity.metrics import fvu, lookup_fvu, lookup_predict
+
+    rng = np.random.default_rng(1)
+    keys, ek = rng.integers(0, 30, 600), rng.integers(0, 40, 200)
+    x, y = rng.normal(size=(600, 4)) + keys[:, None] * 0.1, rng.normal(size=(200, 4)) + ek[:, None] * 0.1
+    pred = lookup_predict(x, [keys], [ek], [4.0], 200)
+    assert float(fvu(torch.from_numpy(y), pred)) == pytest.approx(lookup_fvu(x, [keys], y, [ek], lambdas=[4.0]))
+    s = slice(50, 90)
+    assert float(fvu(torch.from_numpy(y[s]), pred[s])) == pytest.approx(
+        lookup_fvu(x, [keys], y[s], [ek[s]], lambdas=[4.0]))
+    with pytest.raises(ValueError, match="one entry per row"):
+        lookup_predict(x, [keys], [ek], [4.0], 199)
+
+
 def test_shard_spread_and_beyond_noise_by_hand():
     from saesanity.metrics import beyond_noise, shard_spread
 

@@ -315,6 +315,15 @@ def test_heap_noise_floor_checks_by_hand():
     frozen["decoder"]["r.5"]["fvu"], ours["init"]["r.5"]["fvu"] = 0.4, 0.4
     assert [x["verdict"] for x in heap.claims_baselines(ours, frozen, {})] == [True, True]
     assert heap.fvu_beyond_noise({"fvu": 0.1}, row(0.9, 0.0)) is None  # an older JSON's row: no floor, no call
+    # the lookup null's own floor: init's SAE (0.25 ± 0.01) under a lookup of 0.27 ± 0.01 is not beyond noise
+    lookup = {v: {h: {"unigram_fvu": 0.9, "unigram_fvu_shard_sd": 0.01, "bigram_fvu": 0.9} for h in ("r.1", "r.5")}
+              for v in ours}
+    lookup["init"]["r.1"]["unigram_fvu"] = 0.27
+    c = [x for x in heap.claims_baselines(ours, {}, lookup) if "lookup null" in x["claim"]][0]
+    assert c["ours"]["sae_fvu_below_unigram_fvu"]["init"]["r.1"] is True
+    assert c["ours"]["beyond_noise"]["init"] == {"r.1": False, "r.5": True} and c["verdict"] is False
+    lookup["init"]["r.1"]["unigram_fvu"] = 0.4
+    assert [x for x in heap.claims_baselines(ours, {}, lookup) if "lookup null" in x["claim"]][0]["verdict"]
 
 
 def _recomputed(stem, doc):

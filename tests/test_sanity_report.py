@@ -65,6 +65,7 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert len({m["fvu"] for m in r["frozen"].values()}) == 3  # three different SAEs
     lk = r["lookup_null"]
     assert lk["n_train_rows"] == r["activation_rows"]["train"] and 0 < lk["unigram_fvu"] < 2 and 0 < lk["bigram_fvu"] < 2
+    assert lk["unigram_fvu_shard_sd"] > 0 and lk["bigram_fvu_shard_sd"] > 0 and set(lk["lambdas"]) == {"unigram", "bigram"}
     c = r["controls"]["step0"]  # the seeds trained here start unaligned: different random initialisations
     assert c["aligned_at_start"] is False and abs(c["step0_pw_mcc"] - c["chance_pw_mcc"]) < 0.1
     assert c["chance_pw_mcc"] == pair["chance_pw_mcc_signed"] and "reappearance" not in r["controls"]  # 2 SAEs
@@ -78,6 +79,7 @@ def test_report_smoke_end_to_end_and_resumes(iso_cache, tmp_path, monkeypatch):
     assert "| seed0 vs seed1 on Gaussian (same mean, covariance) data (null) |" in md
     assert f"{r['recon']['seed0']['fvu']:.3f} ± {r['recon']['seed0']['fvu_shard_sd']:.3f}" in md
     assert "## Frozen and lookup baselines" in md and "| frozen random decoder |" in md and "| bigram lookup null |" in md
+    assert f"| token lookup null | {lk['unigram_fvu']:.3f} ± {lk['unigram_fvu_shard_sd']:.3f} |" in md
     assert "smoke model" in md and "| seed0 vs seed1 |" in md and "Paulo & Belrose" in md
     assert "<table>" in (out / "report.html").read_text()
 

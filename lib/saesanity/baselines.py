@@ -45,6 +45,7 @@ _SPLICE_VERSION = 1
 FROZEN = ("decoder", "soft_decoder", "encoder")  # the frozen-weight baselines (`TrainConfig.freeze`)
 FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
                 "encoder": "frozen random encoder"}
+NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
 LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
 
 
@@ -113,11 +114,12 @@ def frozen_saes(P, parts: tuple[str, ...] | list[str] = FROZEN, *,
 
 
 def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path,
-                max_rows: int = LOOKUP_MAX_ROWS) -> dict | None:
+                max_rows: int = LOOKUP_MAX_ROWS, noise_shards: int = NOISE_SHARDS) -> dict | None:
     """The unigram and bigram lookup null (`metrics.lookup_fvu`) of one activation artifact: the FVU of
     predicting each held-out row of `held` by the mean of the training rows `acts` (at most `max_rows`, the
     first ones) with its token (bigram, backing off to the token, then the mean), each shrunk toward its
-    back-off by the cross-validated λ (`metrics.lookup_lambdas`, recorded). `acts_dir` / `held_dir`:
+    back-off by the cross-validated λ (`metrics.lookup_lambdas`, recorded), with their noise floor over
+    `noise_shards` held-out shards (`*_fvu_shard_sd`, as `recon_metrics`'). `acts_dir` / `held_dir`:
     the artifacts' folders (their tokens.npy); P: the run they were collected for (its `drop_first`). None
     when the training activations are streamed (no cached rows to average)."""
     if acts_dir is None:
@@ -130,10 +132,17 @@ def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path
     keys = {o: (M.ngram_keys(tok_train, o, drop, vocab)[:n], M.ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
             for o in (1, 2)}
     lam = M.lookup_lambdas(X, [keys[1][0], keys[2][0]])  # greedy: the unigram's λ is the same alone
-    return {"unigram_fvu": M.lookup_fvu(X, [keys[1][0]], Y, [keys[1][1]], lambdas=lam[:1]),
-            "bigram_fvu": M.lookup_fvu(X, [keys[1][0], keys[2][0]], Y, [keys[1][1], keys[2][1]], lambdas=lam),
-            "lambdas": {"unigram": lam[0], "bigram": lam[1]},  # inf (null in JSON): that keying is not used
-            "n_train_rows": n}
+    Yt = torch.from_numpy(Y).double()
+    out = {"lambdas": {"unigram": lam[0], "bigram": lam[1]},  # inf (null in JSON): that keying is not used
+           "n_train_rows": n}
+    for name, order in (("unigram", 1), ("bigram", 2)):
+        pred = M.lookup_predict(X, [keys[o][0] for o in range(1, order + 1)],
+                                [keys[o][1] for o in range(1, order + 1)], lam[:order], Y.shape[0])
+        out[f"{name}_fvu"] = float(M.fvu(Yt, pred))  # = metrics.lookup_fvu
+        if noise_shards and Y.shape[0] >= 2 * noise_shards:  # its noise floor, as recon_metrics' for an SAE
+            out[f"{name}_fvu_shard_sd"] = M.shard_spread(lambda i: M.fvu(Yt[torch.from_numpy(i)], pred[torch.from_numpy(i)]),
+                                                         np.arange(Y.shape[0]), noise_shards)["sd"]
+    return out
 
 
 def variant_lookup_null(P, variant: str, *, progress: bool = True) -> dict[str, dict | None]:
@@ -142,9 +151,6 @@ def variant_lookup_null(P, variant: str, *, progress: bool = True) -> dict[str, 
     train = data_for(V, "train", progress, hookpoints(P))
     held = data_for(V, "heldout", progress, hookpoints(P))
     return {h: lookup_null(V, *train[h], *held[h]) for h in hookpoints(P)}
-
-
-NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
 
 
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",

@@ -295,7 +295,7 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     if frozen or lookup:
         rows = metric_rows({FROZEN_LABEL.get(f, f): m for f, m in frozen.items()})
         if lookup:
-            rows += [[f"{name} lookup null", _f(lookup[key]), *["—"] * (len(cols) - 1)]
+            rows += [[f"{name} lookup null", cell(lookup, key), *["—"] * (len(cols) - 1)]
                      for name, key in (("token", "unigram_fvu"), ("bigram", "bigram_fvu"))]
         out.append(("Frozen and lookup baselines", "On the trained model's activations, the same recipe (seed 0) with "
                     "part of the SAE kept at its random initialisation (Korznikov et al. 2026, \"Sanity checks for "

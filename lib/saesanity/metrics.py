@@ -215,7 +215,8 @@ def _check_keys(X, train_keys, Y, eval_keys):
 
 
 def _lookup_predict(X: torch.Tensor, train_keys, target_keys, lambdas, m: int) -> torch.Tensor:
-    """[m, D] the shrunken back-off prediction `lookup_fvu` defines, for the m rows keyed by `target_keys`."""
+    """[m, D] float64 the shrunken back-off prediction `lookup_fvu` defines, for the m rows keyed by
+    `target_keys`."""
     pred = X.mean(0, keepdim=True).expand(m, X.shape[1]).clone()
     for tk, ek, lam in zip(train_keys, target_keys, lambdas):
         if math.isinf(lam):
@@ -273,13 +274,20 @@ def lookup_fvu(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_x_MD: 
     means do not make the null worse than the mean (an FVU above 1). A reconstruction no better than this
     explains nothing a lookup table of tokens (and their predecessors) would not: what random-transformer SAEs
     are suspected of learning."""
-    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
     Y = torch.as_tensor(np.asarray(eval_x_MD), dtype=torch.float64)
-    _check_keys(X, train_keys, Y, eval_keys)
+    return float(fvu(Y, lookup_predict(train_x_ND, train_keys, eval_keys, lambdas, Y.shape[0])))
+
+
+def lookup_predict(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_keys: list[np.ndarray],
+                   lambdas: list[float] | None, m: int) -> torch.Tensor:
+    """[m, D] float64 the lookup null's prediction of the m evaluation rows keyed by `eval_keys` (`lookup_fvu`
+    defines it; its FVU is `fvu(eval_x, lookup_predict(…))`, e.g. over shards for a noise floor)."""
+    X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
+    _check_keys(X, train_keys, torch.empty(m, X.shape[1]), eval_keys)
     lam = lookup_lambdas(X, train_keys) if lambdas is None else list(lambdas)
     if len(lam) != len(train_keys) or any(not (v >= 0) for v in lam):
         raise ValueError(f"one lambda >= 0 per keying; got {lam} for {len(train_keys)} keyings")
-    return float(fvu(Y, _lookup_predict(X, train_keys, eval_keys, lam, Y.shape[0])))
+    return _lookup_predict(X, train_keys, eval_keys, lam, m)
 
 
 def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
