@@ -218,8 +218,10 @@ def test_lookup_lambdas_is_the_cross_validated_choice():
     x_inf = rng.normal(size=(20, d))[informative] + 0.3 * rng.normal(size=(n, d))
     noise_keys = rng.integers(0, 1500, n)  # ~1.3 rows a key: their means are noise
     x_noise = rng.normal(size=(n, d))
-    for x, keys in [(x_inf, [informative]), (x_noise, [noise_keys]), (x_inf, [informative, noise_keys])]:
+    for x, keys in [(x_inf, [informative]), (x_noise, [noise_keys]), (x_inf, [informative, noise_keys]),
+                    (x_inf, [noise_keys, informative])]:  # the last: λ_1 large, then a bigram shrunk toward ~the mean
         assert lookup_lambdas(x, keys) == brute(x, keys)
+    assert lookup_lambdas(x_inf, [noise_keys, informative])[0] >= 256
     assert lookup_lambdas(x_inf, [informative])[0] <= 1
     assert lookup_lambdas(x_noise, [noise_keys])[0] >= 256
     assert lookup_lambdas(x_inf, [informative, noise_keys])[1] >= 256  # a useless second keying is dropped
@@ -229,6 +231,10 @@ def test_lookup_lambdas_is_the_cross_validated_choice():
     assert lookup_fvu(x_noise, [noise_keys], ex, [ek]) < 1.02
     with pytest.raises(ValueError, match="folds >= 2"):
         lookup_lambdas(x_noise, [noise_keys], folds=1)
+    bad = x_noise.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        lookup_lambdas(bad, [noise_keys])
 
 
 def test_lookup_predict_is_row_by_row():
@@ -258,3 +264,23 @@ def test_shard_spread_and_beyond_noise_by_hand():
     with pytest.raises(ValueError, match="n_shards >= 2"):
         shard_spread(lambda x: x.mean(), rows, 1)
     assert beyond_noise(1.0, 1.5, 0.1, 0.1) and not beyond_noise(1.0, 1.2, 0.1, 0.1)  # 2·√0.02 = 0.283
+
+
+def test_paired_beyond_noise_is_scipys_paired_t_test():
+    """Shard-paired: a small difference that every shard shows is beyond noise although the shards' own spread
+    (shared by both metrics) is large; the verdict is scipy's `ttest_rel` at 5%."""
+    from scipy.stats import ttest_rel
+
+    from saesanity.metrics import beyond_noise, paired_beyond_noise
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = rng.normal(size=5)
+        b = a + rng.normal(0.3, 0.3, size=5) * rng.integers(0, 2)
+        assert paired_beyond_noise(a, b) == (ttest_rel(a, b).pvalue < 0.05)
+    hard = np.array([0.10, 0.30, 0.15, 0.50, 0.20])  # shards of very different difficulty
+    assert paired_beyond_noise(hard, hard + 0.01 + np.array([0, 1, -1, 1, -1]) * 1e-3)
+    assert not beyond_noise(hard.mean(), hard.mean() + 0.01, hard.std(ddof=1), hard.std(ddof=1))  # unpaired: no
+    assert paired_beyond_noise([1.0, 2.0], [0.5, 1.5]) and not paired_beyond_noise([1.0, 2.0], [1.0, 2.0])  # sd 0
+    with pytest.raises(ValueError, match="one length"):
+        paired_beyond_noise([1.0, 2.0], [1.0, 2.0, 3.0])

@@ -324,6 +324,13 @@ def test_heap_noise_floor_checks_by_hand():
     assert c["ours"]["beyond_noise"]["init"] == {"r.1": False, "r.5": True} and c["verdict"] is False
     lookup["init"]["r.1"]["unigram_fvu"] = 0.4
     assert [x for x in heap.claims_baselines(ours, {}, lookup) if "lookup null" in x["claim"]][0]["verdict"]
+    # with the shards' values the test is paired: a 0.01 gap that every shard shows is beyond noise
+    shards = [0.10, 0.30, 0.15, 0.50, 0.20]
+    a = {"fvu": 0.25, "fvu_shard_sd": 0.16, "fvu_shard_values": shards}
+    b = {"fvu": 0.26, "fvu_shard_sd": 0.16, "fvu_shard_values": [v + 0.01 + e for v, e in
+                                                                  zip(shards, [0, 1e-3, -1e-3, 1e-3, -1e-3])]}
+    assert heap.fvu_beyond_noise(a, b) is True
+    assert heap.fvu_beyond_noise({k: v for k, v in a.items() if k != "fvu_shard_values"}, b) is False  # unpaired
 
 
 def _recomputed(stem, doc):

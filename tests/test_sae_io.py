@@ -335,6 +335,22 @@ def test_saelens_training_checkpoint_is_their_inference_sae(tmp_path, arch, kw, 
         _same_forward(got, theirs, 6, rtol=1e-4)
 
 
+def test_saelens_jumprelu_checkpoint_with_log_threshold(tmp_path):
+    """Older SAELens JumpReLU training checkpoints keep `log_threshold`: loaded as threshold = exp of it, the same
+    SAE as the checkpoint with `threshold` itself."""
+    theirs = _saelens_training_sae("jumprelu", 6, 32)
+    theirs.save_model(str(tmp_path))
+    ref = load_sae(tmp_path)
+    st = load_file(tmp_path / "sae_weights.safetensors")
+    assert "threshold" in st and "log_threshold" not in st
+    st["log_threshold"] = st.pop("threshold").log()
+    save_file(st, tmp_path / "sae_weights.safetensors")
+    got = load_sae(tmp_path)
+    torch.testing.assert_close(got.threshold, ref.threshold)
+    x = _x(6)
+    torch.testing.assert_close(got(x), ref(x))
+
+
 def test_saelens_training_checkpoint_bad_threshold_and_rescale_refused(tmp_path):
     theirs = _saelens_training_sae("batchtopk", 6, 32, k=4)
     theirs.save_model(str(tmp_path))

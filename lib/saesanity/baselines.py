@@ -46,7 +46,7 @@ FROZEN = ("decoder", "soft_decoder", "encoder")  # the frozen-weight baselines (
 FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
                 "encoder": "frozen random encoder"}
 NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
-LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64 in memory: rows x d_model x 8)
+LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64: peak ≈ 5 × rows × d_model × 8 B)
 
 
 def view(P, variant: str, hookpoint: str | None = None, seed: int | None = None) -> RunView:
@@ -128,7 +128,8 @@ def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path
     tok_train, tok_held = np.load(Path(acts_dir) / "tokens.npy"), np.load(Path(held_dir) / "tokens.npy")
     vocab = int(max(tok_train.max(), tok_held.max())) + 1  # one packing of bigrams for both splits
     n = min(int(acts.shape[0]), max_rows)
-    X, Y = np.asarray(acts[:n], dtype=np.float32), np.asarray(held, dtype=np.float32)
+    X = torch.from_numpy(np.asarray(acts[:n], dtype=np.float64))  # one float64 copy, shared by every step below
+    Y = np.asarray(held, dtype=np.float32)
     keys = {o: (M.ngram_keys(tok_train, o, drop, vocab)[:n], M.ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
             for o in (1, 2)}
     lam = M.lookup_lambdas(X, [keys[1][0], keys[2][0]])  # greedy: the unigram's λ is the same alone
@@ -140,8 +141,9 @@ def lookup_null(P, acts, acts_dir: Path | None, held: np.ndarray, held_dir: Path
                                 [keys[o][1] for o in range(1, order + 1)], lam[:order], Y.shape[0])
         out[f"{name}_fvu"] = float(M.fvu(Yt, pred))  # = metrics.lookup_fvu
         if noise_shards and Y.shape[0] >= 2 * noise_shards:  # its noise floor, as recon_metrics' for an SAE
-            out[f"{name}_fvu_shard_sd"] = M.shard_spread(lambda i: M.fvu(Yt[torch.from_numpy(i)], pred[torch.from_numpy(i)]),
-                                                         np.arange(Y.shape[0]), noise_shards)["sd"]
+            spread = M.shard_spread(lambda i: M.fvu(Yt[torch.from_numpy(i)], pred[torch.from_numpy(i)]),
+                                    np.arange(Y.shape[0]), noise_shards)  # the same shards as recon_metrics'
+            out[f"{name}_fvu_shard_sd"], out[f"{name}_fvu_shard_values"] = spread["sd"], spread["values"]
     return out
 
 
@@ -159,7 +161,8 @@ def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str
     fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
     (one pass, `metrics.Pooled`) without the per-latent frequencies — and their noise floor, `fvu_shard_sd` and
     `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
-    one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard)."""
+    one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard), and `fvu_shard_values`, the
+    shards' FVUs, for a paired test against another metric on the same rows (`metrics.paired_beyond_noise`)."""
     from .metrics import shard_spread
 
     rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
@@ -170,7 +173,8 @@ def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str
             m = evaluate_all(sae, rows, batch, device)
             l0s.append(m["l0"])
             return m["fvu"]
-        rec["fvu_shard_sd"] = shard_spread(fvu_of, acts, noise_shards)["sd"]
+        spread = shard_spread(fvu_of, acts, noise_shards)
+        rec["fvu_shard_sd"], rec["fvu_shard_values"] = spread["sd"], spread["values"]  # values: for paired tests
         rec["l0_shard_sd"] = float(np.std(l0s, ddof=1))
     return rec
 

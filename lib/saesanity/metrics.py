@@ -235,7 +235,8 @@ def lookup_lambdas(train_x_ND: np.ndarray, train_keys: list[np.ndarray], folds: 
     X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
     keys = [np.asarray(k) for k in train_keys]
     if folds < 2 or X.shape[0] < folds:
-        raise ValueError(f"lookup_lambdas needs folds >= 2 and a row a fold; got folds={folds}, {X.shape[0]} rows")
+        raise ValueError(f"lookup_lambdas needs folds >= 2 and at least one row per fold; got folds={folds} for "
+                         f"{X.shape[0]} rows")
     _check_keys(X, keys, X, keys)
     bounds = np.linspace(0, X.shape[0], folds + 1).astype(int)
     splits = [(np.r_[0:a, b:X.shape[0]], np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -247,14 +248,23 @@ def lookup_lambdas(train_x_ND: np.ndarray, train_keys: list[np.ndarray], folds: 
             prev = _lookup_predict(Xf, [k[fit] for k in keys[:level]], [k[held] for k in keys[:level]], chosen,
                                    held.size)
             rows, s, n = _key_stats(Xf, keys[level][fit], keys[level][held])
-            base = float((Yh - prev).pow(2).sum())
+            unseen = np.ones(held.size, bool)
+            unseen[rows.numpy()] = False
+            err += float((Yh[unseen] - prev[unseen]).pow(2).sum())  # these rows keep their back-off at any λ
+            # a seen row's blend (n·m + λ·p)/(n + λ), m = S/n: its error is exactly
+            # (n²·‖m − y‖² + 2nλ·⟨m − y, p − y⟩ + λ²·‖p − y‖²) / (n + λ)², so every λ costs O(rows), not O(rows · D)
             y, p = Yh[rows], prev[rows]
-            seen_base = float((y - p).pow(2).sum())
+            dm, dp = s / n - y, p - y
+            A, B, C, nn = dm.pow(2).sum(1), (dm * dp).sum(1), dp.pow(2).sum(1), n[:, 0]
+            del dm, dp, y, p, s
             for i, lam in enumerate(grid):
-                blend = p if math.isinf(lam) else (s + lam * p) / (n + lam)
-                err[i] += base - seen_base + float((y - blend).pow(2).sum())
+                err[i] += float(C.sum()) if math.isinf(lam) else \
+                    float(((nn ** 2 * A + 2 * nn * lam * B + lam ** 2 * C) / (nn + lam) ** 2).sum())
+        if not np.isfinite(err).all():
+            raise ValueError(f"lookup_lambdas: non-finite cross-validation error {err.tolist()} (NaN or inf in the "
+                             "activations?)")
         best = err.min()
-        chosen.append(max(lam for lam, e in zip(grid, err) if e <= best * (1 + 1e-12)))
+        chosen.append(max(lam for lam, e in zip(grid, err) if e <= best + 1e-12 * abs(best)))
     return chosen
 
 
@@ -304,5 +314,27 @@ def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
 
 def beyond_noise(a: float, b: float, sd_a: float, sd_b: float, z: float = 2.0) -> bool:
     """Whether two numbers differ by more than `z` combined standard deviations, |a − b| > z √(sd_a² + sd_b²):
-    a smaller difference is not called one."""
+    a smaller difference is not called one. Unpaired and on the sd of one shard, so conservative; for two
+    metrics measured on the same shards `paired_beyond_noise` is the test."""
     return bool(abs(a - b) > z * math.hypot(sd_a, sd_b))
+
+
+def paired_beyond_noise(a_values, b_values, alpha: float = 0.05) -> bool:
+    """Whether two metrics measured on the same n shards (`shard_spread`'s "values", in the same order) differ
+    beyond noise, paired: the shard differences d_i = a_i − b_i, a two-sided t-test of mean 0 at level `alpha`,
+
+        |d̄| > t_{1−α/2, n−1} · sd(d) / √n        (sd with ddof 1; t_{0.975, 4} = 2.78 for 5 shards)
+
+    — scipy's `ttest_rel`. The variation the two share from shard to shard (hard text, massive activations)
+    cancels in d, which the unpaired `beyond_noise` cannot see. All differences equal and non-zero: beyond."""
+    from scipy.stats import t
+
+    a, b = np.asarray(a_values, dtype=float), np.asarray(b_values, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"paired_beyond_noise needs two lists of >= 2 shard values of one length; got {a.shape} "
+                         f"and {b.shape}")
+    d = a - b
+    sd = float(np.std(d, ddof=1))
+    if sd == 0:
+        return bool(d.mean() != 0)
+    return bool(abs(d.mean()) > t.ppf(1 - alpha / 2, d.size - 1) * sd / math.sqrt(d.size))

@@ -40,10 +40,16 @@ def spearman_with_layer(values: dict[str, float]) -> float | None:
 
 
 def fvu_beyond_noise(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
-    """Whether two rows' held-out FVUs differ beyond their noise floor (`metrics.beyond_noise` on their
-    `fvu_shard_sd`, 2 combined sd); None when either row lacks it (JSONs written before the noise floor)."""
-    from ..metrics import beyond_noise
+    """Whether two rows' held-out FVUs differ beyond their noise floor: paired over the held-out shards they were
+    both measured on (`metrics.paired_beyond_noise` on their `fvu_shard_values`: a t-test at 5% of the shard
+    differences; every variant's held-out rows are the same text, cut at the same places), else — a row with
+    only `fvu_shard_sd` — the conservative unpaired `metrics.beyond_noise` (2 combined shard sd); None when
+    either row has neither (JSONs written before the noise floor)."""
+    from ..metrics import beyond_noise, paired_beyond_noise
 
+    va, vb = a.get("fvu_shard_values"), b.get("fvu_shard_values")
+    if va is not None and vb is not None and len(va) == len(vb):
+        return paired_beyond_noise(va, vb)
     if a.get("fvu_shard_sd") is None or b.get("fvu_shard_sd") is None:
         return None
     return beyond_noise(a["fvu"], b["fvu"], a["fvu_shard_sd"], b["fvu_shard_sd"])
@@ -121,7 +127,8 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
     if uni:
         beats = {v: {h: ours[v][h]["fvu"] < f for h, f in hs.items()} for v, hs in uni.items()}
         noise = {v: {h: fvu_beyond_noise(ours[v][h], {"fvu": lookup[v][h]["unigram_fvu"],
-                                                       "fvu_shard_sd": lookup[v][h].get("unigram_fvu_shard_sd")})
+                                                       "fvu_shard_sd": lookup[v][h].get("unigram_fvu_shard_sd"),
+                                                       "fvu_shard_values": lookup[v][h].get("unigram_fvu_shard_values")})
                      for h in hs} for v, hs in uni.items()}
         claims.append({"claim": "every variant's SAE beats its token lookup null (unigram) at every layer, beyond the "
                                 "noise floor" + tag,
@@ -136,13 +143,16 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
                        "ours": {"mean_unigram_fvu": mean},
                        "verdict": bool(all(mean[v] < mean["trained"] for v in randoms))})
     randoms = [v for v in ours if v not in ("trained", "control")]
-    if "trained" in ours and randoms and all(r.get("fvu_shard_sd") is not None for rs in ours.values() for r in rs.values()):
+    if "trained" in ours and randoms and all(r.get("fvu_shard_sd") is not None
+                                             for v in ["trained", *randoms] for r in ours[v].values()):
         tr = ours["trained"]
-        apart = {v: {h: fvu_beyond_noise(ours[v][h], tr[h]) for h in tr} for v in randoms}
+        apart = {v: {h: fvu_beyond_noise(ours[v][h], tr[h]) for h in tr if h in ours[v]} for v in randoms}
         claims.append({"claim": "each random-weight variant's SAE FVU differs from the trained model's beyond the noise "
-                                "floor (2 combined sd over held-out shards) at every layer" + tag,
-                       "ours": {"fvu_minus_trained": {v: {h: ours[v][h]["fvu"] - tr[h]["fvu"] for h in tr} for v in randoms},
-                                "fvu_shard_sd": {v: {h: ours[v][h]["fvu_shard_sd"] for h in tr} for v in ["trained", *randoms]},
+                                "floor (paired over held-out shards) at every layer" + tag,
+                       "ours": {"fvu_minus_trained": {v: {h: ours[v][h]["fvu"] - tr[h]["fvu"] for h in apart[v]}
+                                                      for v in randoms},
+                                "fvu_shard_sd": {v: {h: r["fvu_shard_sd"] for h, r in ours[v].items()}
+                                                 for v in ["trained", *randoms]},
                                 "beyond_noise": apart},
                        "verdict": bool(all(b for bs in apart.values() for b in bs.values()))})
     return claims
