@@ -163,8 +163,6 @@ def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str
     `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
     one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard), and `fvu_shard_values`, the
     shards' FVUs, for a paired test against another metric on the same rows (`metrics.paired_beyond_noise`)."""
-    from .metrics import shard_spread
-
     rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
     if noise_shards and acts.shape[0] >= 2 * noise_shards:
         l0s = []
@@ -173,7 +171,7 @@ def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str
             m = evaluate_all(sae, rows, batch, device)
             l0s.append(m["l0"])
             return m["fvu"]
-        spread = shard_spread(fvu_of, acts, noise_shards)
+        spread = M.shard_spread(fvu_of, acts, noise_shards)
         rec["fvu_shard_sd"], rec["fvu_shard_values"] = spread["sd"], spread["values"]  # values: for paired tests
         rec["l0_shard_sd"] = float(np.std(l0s, ddof=1))
     return rec

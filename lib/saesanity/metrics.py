@@ -205,13 +205,14 @@ def _key_stats(X: torch.Tensor, train_key: np.ndarray, target_key: np.ndarray):
         torch.from_numpy(counts[idx]).to(X.dtype)[:, None]
 
 
-def _check_keys(X, train_keys, Y, eval_keys):
+def _check_keys(n_train: int, train_keys, n_eval: int, eval_keys):
+    """The keyings match in number and have one key per row of their split (n_train, n_eval rows)."""
     if len(train_keys) != len(eval_keys) or not train_keys:
         raise ValueError(f"one or more keyings, the same for train and eval; got {len(train_keys)} and {len(eval_keys)}")
     for tk, ek in zip(train_keys, eval_keys):
-        if np.asarray(tk).shape[0] != X.shape[0] or np.asarray(ek).shape[0] != Y.shape[0]:
+        if np.asarray(tk).shape[0] != n_train or np.asarray(ek).shape[0] != n_eval:
             raise ValueError(f"keys must have one entry per row: {np.asarray(tk).shape[0]} train keys for "
-                             f"{X.shape[0]} rows, {np.asarray(ek).shape[0]} eval keys for {Y.shape[0]} rows")
+                             f"{n_train} rows, {np.asarray(ek).shape[0]} eval keys for {n_eval} rows")
 
 
 def _lookup_predict(X: torch.Tensor, train_keys, target_keys, lambdas, m: int) -> torch.Tensor:
@@ -237,7 +238,7 @@ def lookup_lambdas(train_x_ND: np.ndarray, train_keys: list[np.ndarray], folds: 
     if folds < 2 or X.shape[0] < folds:
         raise ValueError(f"lookup_lambdas needs folds >= 2 and at least one row per fold; got folds={folds} for "
                          f"{X.shape[0]} rows")
-    _check_keys(X, keys, X, keys)
+    _check_keys(X.shape[0], keys, X.shape[0], keys)
     bounds = np.linspace(0, X.shape[0], folds + 1).astype(int)
     splits = [(np.r_[0:a, b:X.shape[0]], np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
     chosen: list[float] = []
@@ -293,7 +294,7 @@ def lookup_predict(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_ke
     """[m, D] float64 the lookup null's prediction of the m evaluation rows keyed by `eval_keys` (`lookup_fvu`
     defines it; its FVU is `fvu(eval_x, lookup_predict(…))`, e.g. over shards for a noise floor)."""
     X = torch.as_tensor(np.asarray(train_x_ND), dtype=torch.float64)
-    _check_keys(X, train_keys, torch.empty(m, X.shape[1]), eval_keys)
+    _check_keys(X.shape[0], train_keys, m, eval_keys)
     lam = lookup_lambdas(X, train_keys) if lambdas is None else list(lambdas)
     if len(lam) != len(train_keys) or any(not (v >= 0) for v in lam):
         raise ValueError(f"one lambda >= 0 per keying; got {lam} for {len(train_keys)} keyings")

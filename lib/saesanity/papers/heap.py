@@ -142,17 +142,17 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
                                 "trained model's (mean unigram-null FVU over layers)" + tag,
                        "ours": {"mean_unigram_fvu": mean},
                        "verdict": bool(all(mean[v] < mean["trained"] for v in randoms))})
-    randoms = [v for v in ours if v not in ("trained", "control")]
-    if "trained" in ours and randoms and all(r.get("fvu_shard_sd") is not None
-                                             for v in ["trained", *randoms] for r in ours[v].values()):
+    weights = [v for v in ours if v not in ("trained", "control")]  # every random-weight variant, lookup or not
+    if "trained" in ours and weights and all(r.get("fvu_shard_sd") is not None
+                                             for v in ["trained", *weights] for r in ours[v].values()):
         tr = ours["trained"]
-        apart = {v: {h: fvu_beyond_noise(ours[v][h], tr[h]) for h in tr if h in ours[v]} for v in randoms}
+        apart = {v: {h: fvu_beyond_noise(ours[v][h], tr[h]) for h in tr if h in ours[v]} for v in weights}
         claims.append({"claim": "each random-weight variant's SAE FVU differs from the trained model's beyond the noise "
                                 "floor (paired over held-out shards) at every layer" + tag,
                        "ours": {"fvu_minus_trained": {v: {h: ours[v][h]["fvu"] - tr[h]["fvu"] for h in apart[v]}
-                                                      for v in randoms},
+                                                      for v in weights},
                                 "fvu_shard_sd": {v: {h: r["fvu_shard_sd"] for h, r in ours[v].items()}
-                                                 for v in ["trained", *randoms]},
+                                                 for v in ["trained", *weights]},
                                 "beyond_noise": apart},
                        "verdict": bool(all(b for bs in apart.values() for b in bs.values()))})
     return claims
