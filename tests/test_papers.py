@@ -256,11 +256,21 @@ def test_leask_novel_fraction():
 def test_leask_meta():
     from saesanity.papers import leask
 
-    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.9}, 10, 3.0)) == [True, True]
-    assert verdicts(leask.claims_meta({72: 0.5, 144: 0.91}, 10, 1.5)) == [False, False]
-    assert verdicts(leask.claims_meta({72: 0.5}, 0, None)) == [True, False]
+    def row(m, fvu, g, sd=0.01, gsd=0.01):
+        return {"meta_size": m, "fvu": fvu, "gaussian_rows_fvu": g, "fvu_seed_sd": sd, "gaussian_rows_fvu_seed_sd": gsd}
+
+    # ratios 0.5 and 0.9 (at the bound); gaps 0.5 and 0.1 > 2·√2·0.01 = 0.028: beyond noise
+    assert verdicts(leask.claims_meta([row(72, 0.5, 1.0), row(144, 0.9, 1.0)], 10, 3.0)) == [True, True, True]
+    # ratio 0.91 > 0.9; its gap 0.09 is beyond a 0.01 sd but within 0.04 sds (2·√2·0.04 = 0.113)
+    assert verdicts(leask.claims_meta([row(72, 0.5, 1.0), row(144, 0.91, 1.0)], 10, 1.5)) == [False, True, False]
+    assert verdicts(leask.claims_meta([row(72, 0.5, 1.0), row(144, 0.91, 1.0, 0.04, 0.04)], 10, 3.0)) == [
+        False, False, True]
+    assert verdicts(leask.claims_meta([row(72, 1.1, 1.0)], 0, None)) == [False, False, False]  # worse than noise rows
+    assert verdicts(leask.claims_meta([row(72, 0.5, 1.0)], 0, None)) == [True, True, False]
     with pytest.raises(ValueError, match="at least one"):
-        leask.claims_meta({}, 0, None)
+        leask.claims_meta([], 0, None)
+    with pytest.raises(ValueError, match="regenerate"):
+        leask.claims_meta([{"meta_size": 72, "fvu": 0.5, "gaussian_rows_fvu": 1.0}], 0, None)
 
 
 def test_leask_stitching():
@@ -346,9 +356,8 @@ def _recomputed(stem, doc):
     if stem == "leask_novel_fraction":
         return leask.claims_novel_fraction(doc["compared"]["novel_fraction_consecutive_mean"]["ours"])
     if stem == "leask_meta_sae":
-        ratio = {m["meta_size"]: m["fvu"] / m["gaussian_rows_fvu"] for m in doc["meta"]}
-        n_groups = doc["claims"][1]["ours"]["meta-latents active on >= 2 base latents"]
-        return leask.claims_meta(ratio, n_groups, doc["mean_members_per_active_meta_latent"])
+        n_groups = doc["claims"][-1]["ours"]["meta-latents active on >= 2 base latents"]
+        return leask.claims_meta(doc["meta"], n_groups, doc["mean_members_per_active_meta_latent"])
     if stem == "heap_figB_autointerp_roc":
         return heap.claims_roc(doc["max_abs_auroc_gap_to_trained"], doc["spearman_trained_auroc_vs_layer"],
                                doc["scores_at_chance"])

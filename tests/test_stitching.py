@@ -185,5 +185,32 @@ def test_matryoshka_claims_compute_each_verdict():
                "prefix": {"matryoshka": {"1152": {"by_index": pre(0.9, 0.2), "by_frequency": pre(0.5, 0.3)},
                                          "2304": {"by_index": pre(0.8, 0.3), "by_frequency": pre(0.5, 0.3)}},
                           "topk": {"1152": {"by_frequency": pre(0.95, 0.3)}, "2304": {"by_frequency": pre(0.6, 0.4)}}},
-               "meta": {"topk": [{"fvu": 0.5}, {"fvu": 0.4}], "matryoshka": [{"fvu": 0.6}, {"fvu": 0.3}]}}
+               "meta": {"topk": [{"fvu": 0.5, "fvu_seed_sd": 0.01}, {"fvu": 0.4, "fvu_seed_sd": 0.01}],
+                        "matryoshka": [{"fvu": 0.6, "fvu_seed_sd": 0.01}, {"fvu": 0.3, "fvu_seed_sd": 0.01}]}}
     assert [c["verdict"] for c in ST.matryoshka_claims(numbers)] == [True, True, False, False]
+    numbers["meta"]["matryoshka"][1]["fvu"] = 0.45  # higher at both sizes, by 0.1 and 0.05 > 2·√2·0.01 = 0.028
+    assert ST.matryoshka_claims(numbers)[-1]["verdict"] is True
+    numbers["meta"]["matryoshka"][1]["fvu_seed_sd"] = 0.02  # 2·√(0.02² + 0.01²) = 0.045 < 0.05: still beyond
+    assert ST.matryoshka_claims(numbers)[-1]["verdict"] is True
+    numbers["meta"]["matryoshka"][1]["fvu_seed_sd"] = 0.03  # 2·√(0.03² + 0.01²) = 0.063 > 0.05: within noise
+    assert ST.matryoshka_claims(numbers)[-1]["verdict"] is False
+
+
+def test_meta_family_noise_floor_is_the_spread_over_meta_sae_seeds(iso_cache):
+    """Each width's reported meta-SAE is seed P.seeds[0]'s; its `fvu_seed_sd` is the sd (ddof 1) of the decoder
+    FVU of the same width retrained with the next seeds, on the decoder rows and on the Gaussian rows."""
+    from types import SimpleNamespace
+
+    base = SimpleNamespace(sae=_tied(np.random.default_rng(1).normal(size=(96, 16)), k=2), path=iso_cache / "base")
+    P = SimpleNamespace(seeds=[5, 6], meta_sizes=[8, 16], meta_k=2, meta_epochs=4, meta_batch_size=32, meta_lr=1e-3)
+    rows = ST.meta_family(P, base, progress=False, n_seeds=3)
+    assert [r["meta_size"] for r in rows] == [8, 16]
+    for r in rows:
+        for rec in (r, r["gaussian_rows"]):
+            v = rec["fvu_seed_values"]
+            assert len(v) == 3 and len(set(v)) == 3 and v[0] == rec["fvu"]  # seeds 5, 6, 7 differ; 5 is reported
+            assert rec["fvu_seed_sd"] == pytest.approx(np.std(v, ddof=1))
+        direct = ST.meta_sae(base.sae, base.path, ST.meta_cfg(r["meta_size"], 2, 96, 4, 32, 1e-3, 6), 4, progress=False)
+        assert ST.decoder_fvu(direct, base.sae)["fvu"] == r["fvu_seed_values"][1]  # seed 6 is the second value
+    with pytest.raises(ValueError, match="n_seeds >= 2"):
+        ST.meta_family(P, base, progress=False, n_seeds=1)

@@ -309,7 +309,15 @@ def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
         raise ValueError(f"shard_spread needs n_shards >= 2 and at least one row a shard; got n_shards={n_shards} "
                          f"for {rows.shape[0]} rows")
     size = rows.shape[0] // n_shards
-    vals = [float(fn(rows[i * size:(i + 1) * size])) for i in range(n_shards)]
+    return spread([fn(rows[i * size:(i + 1) * size]) for i in range(n_shards)])
+
+
+def spread(values) -> dict:
+    """{"mean", "sd" (ddof 1), "values"} of one metric remeasured n >= 2 times — over held-out shards
+    (`shard_spread`) or over training seeds (the meta-SAEs' `stitching.meta_family`): its noise floor."""
+    vals = [float(v) for v in values]
+    if len(vals) < 2:
+        raise ValueError(f"a spread needs at least 2 values; got {len(vals)}")
     return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)), "values": vals}
 
 

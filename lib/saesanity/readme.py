@@ -221,6 +221,11 @@ def _claims(doc: dict) -> list[str]:
     return render_claims(doc["claims"]).splitlines()
 
 
+def _pm(r: dict, key: str, sd_key: str, fmt=lambda v: f"{v:.3f}") -> str:
+    """fmt(r[key]), with ± r[sd_key] to 3 decimals (its noise floor: sd over shards or seeds) where the JSON has one."""
+    return fmt(r[key]) + (f" ± {r[sd_key]:.3f}" if r.get(sd_key) is not None else "")
+
+
 def heap_metrics_section(doc: dict) -> str:
     ours = doc["ours"]
     layers = sorted({h for rs in ours.values() for h in rs}, key=lambda h: int(h.split(".")[1]))
@@ -228,12 +233,9 @@ def heap_metrics_section(doc: dict) -> str:
                     "Heap metrics", doc),
              "| variant | " + " | ".join(f"{h}: FVU / CE score / KL score" for h in layers) + " |",
              "|---|" + "---|" * len(layers)]
-    def fvu(r: dict) -> str:  # with its noise floor (sd over held-out shards) where the JSON has one
-        return _num(r["fvu"]) + (f" ± {r['fvu_shard_sd']:.3f}" if r.get("fvu_shard_sd") is not None else "")
-
     def row(name: str, rs: dict) -> str:
         return f"| {name} | " + " | ".join(
-            f"{fvu(rs[h])} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
+            f"{_pm(rs[h], 'fvu', 'fvu_shard_sd', _num)} / {_f(rs[h]['ce_loss_score'], '.2f')} / {_f(rs[h]['kl_score'], '.2f')}"
             if h in rs else "—" for h in layers) + " |"
 
     lines += [row(v, rs) for v, rs in ours.items()]
@@ -377,8 +379,9 @@ def leask_stitching_section(doc: dict) -> str:
 
 def leask_meta_section(doc: dict) -> str:
     lines = [*_head("Leask et al. — meta-SAEs on decoder directions", "Leask meta-SAE", doc),
-             "| meta-SAE width | decoder FVU | L0 | FVU on structureless rows |", "|---|---|---|---|"]
-    lines += [f"| {m['meta_size']} | {m['fvu']:.3f} | {m['l0']:.2f} | {m['gaussian_rows_fvu']:.3f} |" for m in doc["meta"]]
+             "| meta-SAE width | decoder FVU (± sd over meta-SAE seeds) | L0 | FVU on structureless rows |", "|---|---|---|---|"]
+    lines += [f"| {m['meta_size']} | {_pm(m, 'fvu', 'fvu_seed_sd')} | {m['l0']:.2f} | "
+              f"{_pm(m, 'gaussian_rows_fvu', 'gaussian_rows_fvu_seed_sd')} |" for m in doc["meta"]]
     lines += ["", f"Examples (width {doc['examples_meta_size']}): "]
     for e in doc["examples"][:3]:
         lines.append(f"- meta-latent {e['meta_latent']} ({e['n_members']} base latents): "
@@ -443,7 +446,7 @@ def leask_matryoshka_section(doc: dict) -> str:
     nov, pre, meta = doc["novel"], doc["prefix"], doc["meta"]
     pairs, ms = list(nov["topk"]), list(pre["matryoshka"])
     sizes = " / ".join(str(r["meta_size"]) for r in meta["topk"])
-    fvus = lambda rows: " / ".join(f"{r['fvu']:.3f}" for r in rows)  # noqa: E731
+    fvus = lambda rows: " / ".join(_pm(r, "fvu", "fvu_seed_sd") for r in rows)  # noqa: E731
     lines = [*_head("Beyond the papers — is a nested dictionary more canonical? (Matryoshka vs TopK size families)",
                     "leask matryoshka", doc),
              f"| family | novel at θ={doc['theta']}: {' / '.join(pairs)} | mean | meta-SAE decoder FVU at {sizes} "

@@ -7,8 +7,6 @@ Each `claims_*` takes numbers as the notebook writes them to its JSON and return
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import defined
 
 # Section 3 (SAE stitching): GPT-2 small layer-8 residual-stream SAEs of 768·2^n latents.
@@ -31,15 +29,37 @@ def claims_novel_fraction(mean_novel: float) -> list[dict]:
              "verdict": bool(lo <= mean_novel <= hi), "ours": {"mean over consecutive pairs": mean_novel}}]
 
 
-def claims_meta(fvu_ratio: dict[Any, float], n_groups: int, mean_members: float | None) -> list[dict]:
-    """Section 4. `fvu_ratio`: meta-SAE width → decoder FVU / FVU on structureless (Gaussian) rows; `n_groups`:
-    meta-latents active on at least two base latents; `mean_members`: their mean number of base latents.
-    (1) the ratio is at most META_FVU_RATIO at every width; (2) there are such groups, of at least 2 on average."""
-    if not fvu_ratio:
-        raise ValueError("claims_meta needs the FVU ratio of at least one meta-SAE width")
+def claims_meta(meta: list[dict], n_groups: int, mean_members: float | None) -> list[dict]:
+    """Section 4. `meta`: the JSON's rows, one per meta-SAE width — `meta_size`, the decoder `fvu`, the `fvu` on
+    structureless (Gaussian) rows as `gaussian_rows_fvu`, and each one's noise floor over meta-SAE seeds,
+    `fvu_seed_sd` / `gaussian_rows_fvu_seed_sd` (`stitching.meta_family`); `n_groups`: meta-latents active on at
+    least two base latents; `mean_members`: their mean number of base latents.
+    (1) decoder FVU / Gaussian-rows FVU is at most META_FVU_RATIO at every width; (2, a check of ours) the decoder
+    FVU is below the Gaussian rows' beyond the noise floor (`metrics.beyond_noise`, 2 combined sd) at every width;
+    (3) there are such groups, of at least 2 on average."""
+    from ..metrics import beyond_noise
+
+    if not meta:
+        raise ValueError("claims_meta needs the rows of at least one meta-SAE width")
+    missing = [k for k in ("meta_size", "fvu", "fvu_seed_sd", "gaussian_rows_fvu", "gaussian_rows_fvu_seed_sd")
+               if any(k not in m for m in meta)]
+    if missing:
+        raise ValueError(f"claims_meta: meta rows lack {missing} (rows from before the seed noise floor: regenerate "
+                         "the figure)")
+    ratio = {m["meta_size"]: m["fvu"] / m["gaussian_rows_fvu"] for m in meta}
+    below = {m["meta_size"]: bool(m["fvu"] < m["gaussian_rows_fvu"] and beyond_noise(
+        m["fvu"], m["gaussian_rows_fvu"], m["fvu_seed_sd"], m["gaussian_rows_fvu_seed_sd"])) for m in meta}
     return [{"claim": "meta-SAEs find shared structure in the decoder (FVU at most 0.9 x that on structureless rows, "
                       "at every width)",
-             "verdict": bool(all(r <= META_FVU_RATIO for r in fvu_ratio.values())), "ours": {"FVU / Gaussian-rows FVU": fvu_ratio}},
+             "verdict": bool(all(r <= META_FVU_RATIO for r in ratio.values())), "ours": {"FVU / Gaussian-rows FVU": ratio}},
+            {"claim": "the decoder rows' FVU is below the structureless rows' beyond the noise floor (2 sd over "
+                      "meta-SAE seeds) at every width (check, not a claim of Leask et al.)",
+             "verdict": all(below.values()),
+             "ours": {"decoder FVU": {m["meta_size"]: m["fvu"] for m in meta},
+                      "Gaussian-rows FVU": {m["meta_size"]: m["gaussian_rows_fvu"] for m in meta},
+                      "seed sd (decoder, Gaussian)": {m["meta_size"]: [m["fvu_seed_sd"], m["gaussian_rows_fvu_seed_sd"]]
+                                                      for m in meta},
+                      "below beyond noise": below}},
             {"claim": "a meta-latent groups several base latents",
              "verdict": bool(n_groups > 0 and defined(mean_members) and mean_members >= 2),
              "ours": {"meta-latents active on >= 2 base latents": n_groups}}]
