@@ -276,13 +276,32 @@ def test_leask_meta():
 def test_leask_stitching():
     from saesanity.papers import leask
 
-    path = lambda rho, exc: {"spearman_mse_vs_step": rho, "max_excursion_beyond_endpoints": exc}  # noqa: E731
-    yes = leask.claims_stitching({"a": -0.1, "b": -0.2}, {"a": 0.3}, {"a": path(-0.95, 0.0), "b": path(0.99, 0.1)})
-    assert verdicts(yes) == [True, True, True]
-    no = leask.claims_stitching({"a": -0.1, "b": 0.2}, {"a": -0.3}, {"a": path(-0.95, 0.0), "b": path(0.8, 0.0)})
-    assert verdicts(no) == [False, False, False]
-    assert verdicts(leask.claims_stitching({}, {}, {"a": path(0.95, 0.2)}))[2] is False  # leaves the range by 20%
-    assert verdicts(leask.claims_stitching({}, {}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
+    def path(rho, exc, bulge=True):
+        return {"spearman_mse_vs_step": rho, "max_excursion_beyond_endpoints": exc, "mid_minus_higher_end": 1.0,
+                "mid_above_ends_beyond_noise": bulge, "ends_differ_beyond_noise": True}
+
+    def ins(novel=None, recon=None):  # (median, its shard medians) of each kind; None: no such latents
+        row = {"n_novel": int(novel is not None), "n_reconstruction": int(recon is not None)}
+        for kind, v in (("novel", novel), ("reconstruction", recon)):
+            if v is not None:
+                row[f"median_single_delta_{kind}"], row[f"median_single_delta_{kind}_shards"] = v
+        return row
+
+    clear_neg, clear_pos = (-0.1, [-0.1, -0.11, -0.09, -0.1, -0.1]), (0.3, [0.3, 0.31, 0.29, 0.3, 0.3])
+    noisy_neg = (-0.01, [-0.3, 0.25, -0.2, 0.3, -0.1])  # negative, but the shards' mean is within noise of 0
+    yes = leask.claims_stitching({"a": ins(clear_neg, clear_pos), "b": ins(clear_neg)},
+                                 {"a": path(-0.95, 0.0), "b": path(0.99, 0.1)})
+    assert verdicts(yes) == [True, True, True, True]
+    no = leask.claims_stitching({"a": ins(clear_neg, (-0.3, [-0.3] * 5)), "b": ins(noisy_neg)},
+                                {"a": path(-0.95, 0.0), "b": path(0.8, 0.0, bulge=False)})
+    assert verdicts(no) == [False, False, False, False]
+    assert no[0]["ours"]["beyond noise"] == {"a": True, "b": False}
+    assert verdicts(leask.claims_stitching({}, {"a": path(0.95, 0.2)}))[2] is False  # leaves the range by 20%
+    assert verdicts(leask.claims_stitching({}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
+    with pytest.raises(ValueError, match="regenerate"):
+        leask.claims_stitching({"a": {"n_novel": 3, "n_reconstruction": 0, "median_single_delta_novel": -0.1}}, {})
+    with pytest.raises(ValueError, match="regenerate"):
+        leask.claims_stitching({}, {"a": {"spearman_mse_vs_step": 0.9, "max_excursion_beyond_endpoints": 0.0}})
 
 
 def test_heap_baseline_checks_by_hand():
@@ -367,10 +386,7 @@ def _recomputed(stem, doc):
         return paulo.claims_fig3(doc["spearman_found_vs_score"], doc["scores_at_chance"], best)
     if stem == "paulo_table1_unpaired_explanations":
         return paulo.claims_table1(doc["ours"], doc["score_at_chance"], doc["params"]["threshold"])
-    ins = doc["insertion"]
-    return leask.claims_stitching({n: r["median_single_delta_novel"] for n, r in ins.items() if r["n_novel"]},
-                                  {n: r["median_single_delta_reconstruction"] for n, r in ins.items() if r["n_reconstruction"]},
-                                  doc["swap_path_summary"])
+    return leask.claims_stitching(doc["insertion"], doc["swap_path_summary"])
 
 
 @pytest.mark.parametrize("stem", ["heap_metrics_vs_layer", "heap_token_entropy", "heap_toy_models", "leask_novel_fraction",

@@ -114,6 +114,28 @@ def test_swap_path_running_sums_match_direct_evaluation():
         add += units[u][1].tolist()
         direct = st.evaluate(np.array(sorted(keep), dtype=int), np.array(add, dtype=int))
         assert q["mse"] == pytest.approx(direct["mse"], rel=1e-4) and q["l0"] == pytest.approx(direct["l0"], rel=1e-6)
+        assert q["mse_shards"] == pytest.approx(direct["mse_shards"], rel=1e-4)  # the shards' running sums too
+        assert np.mean(q["mse_shards"]) == pytest.approx(q["mse"], rel=1e-6)  # 600 rows: 5 whole shards of 120
+    assert path[0]["mse_shards"] == pytest.approx(st.evaluate(np.arange(14), np.zeros(0, int))["mse_shards"])
+
+
+def test_stitcher_shards_are_the_same_numbers_on_each_shard_alone(planted):
+    """Each shard's MSE and single-insertion ΔMSE equal a Stitcher built on that shard's rows alone; 4,003 rows in
+    5 shards of 800 leave the last 3 rows in none; too few rows for the shards is refused."""
+    small, large, x = planted
+    x = np.r_[x, x[:3]]
+    st = ST.Stitcher(small, large, x)
+    ev, d = st.evaluate(np.arange(12), np.arange(12, 16)), st.single_insert_delta(np.array([12, 3, 15]), by_shard=True)
+    assert len(ev["mse_shards"]) == 5 and d.shape == (5, 3)
+    for i in range(5):
+        alone = ST.Stitcher(small, large, x[800 * i:800 * (i + 1)], noise_shards=0)
+        assert ev["mse_shards"][i] == pytest.approx(alone.evaluate(np.arange(12), np.arange(12, 16))["mse"], rel=1e-5)
+        np.testing.assert_allclose(d[i], alone.single_insert_delta(np.array([12, 3, 15])), rtol=1e-4, atol=1e-6)
+        assert "mse_shards" not in alone.evaluate(np.arange(12), np.zeros(0, int))
+    with pytest.raises(ValueError, match="noise_shards"):
+        ST.Stitcher(small, large, x[:9])
+    with pytest.raises(ValueError, match="noise_shards >= 2"):
+        ST.Stitcher(small, large, x, noise_shards=0).single_insert_delta(np.array([12]), by_shard=True)
 
 
 def test_meta_sae_recovers_planted_atoms(iso_cache):
@@ -148,6 +170,16 @@ def test_path_summary_by_hand():
     s = path_summary(path)
     assert s["spearman_mse_vs_step"] == pytest.approx(-0.8)
     assert s["max_excursion_beyond_endpoints"] == pytest.approx(0.25)  # 1.5 is 0.5 below the [2, 4] range of width 2
+    assert "mid_above_ends_beyond_noise" not in s  # no shard values: no noise floor
+    # with shards: a midpoint 2 above the higher end on every shard (± 0.1) is beyond noise; ends differ by 2
+    sh = {0: [4.0, 4.1, 3.9], 1: [3.0] * 3, 2: [6.0, 6.05, 5.95], 3: [2.0, 2.0, 2.1]}
+    bulge = [{"step": i, "mse": float(np.mean(sh[i])), "l0": 30, "mse_shards": sh[i]} for i in range(4)]
+    b = path_summary(bulge)  # midpoint = step 2 (4 // 2)
+    assert b["mid_minus_higher_end"] == pytest.approx(2.0) and b["mid_above_ends_beyond_noise"] is True
+    assert b["ends_differ_beyond_noise"] is True
+    sh[2] = [4.0, 5.9, 4.1]  # above the start on average (4.67 > 4.0) but not on every shard consistently
+    b = path_summary([{**q, "mse": float(np.mean(sh[q["step"]])), "mse_shards": sh[q["step"]]} for q in bulge])
+    assert b["mid_minus_higher_end"] > 0 and b["mid_above_ends_beyond_noise"] is False
     assert s["mse_start_mid_end"] == [4.0, 1.5, 2.0] and s["l0_start_end"] == [30, 34]
     with pytest.raises(ValueError, match="two steps"):
         path_summary(path[:1])

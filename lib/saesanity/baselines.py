@@ -45,7 +45,7 @@ _SPLICE_VERSION = 1
 FROZEN = ("decoder", "soft_decoder", "encoder")  # the frozen-weight baselines (`TrainConfig.freeze`)
 FROZEN_LABEL = {"decoder": "frozen random decoder", "soft_decoder": "soft-frozen decoder (cos ≥ 0.8)",
                 "encoder": "frozen random encoder"}
-NOISE_SHARDS = 5  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`): its noise floor
+NOISE_SHARDS = M.NOISE_SHARDS  # held-out shards a reported FVU / L0 is remeasured on (`metrics.shard_spread`)
 LOOKUP_MAX_ROWS = 500_000  # training rows the lookup null averages over (float64: peak ≈ 5 × rows × d_model × 8 B)
 
 

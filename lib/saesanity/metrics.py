@@ -301,6 +301,9 @@ def lookup_predict(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_ke
     return _lookup_predict(X, train_keys, eval_keys, lam, m)
 
 
+NOISE_SHARDS = 5  # held-out shards a reported metric is remeasured on (`shard_spread`, `stitching.Stitcher`): its noise floor
+
+
 def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
     """A metric's noise floor over evaluation data: `fn(rows[shard])` on `n_shards` equal contiguous shards of
     `rows` (the remainder dropped). Returns {"mean", "sd" (ddof 1), "values"}: the sd of a metric measured

@@ -43,7 +43,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .cache import cached
 from .matching import cosine_matrix, unit_rows
-from .metrics import beyond_noise, fvu
+from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _META_VERSION = 1
@@ -94,8 +94,13 @@ class Stitcher:
     """Both SAEs' codes on a fixed set of evaluation rows, for fast stitched MSE / L0 (module docstring)."""
 
     @torch.no_grad()
-    def __init__(self, small: SAEBase, large: SAEBase, acts: np.ndarray):
-        """`acts` [N, D] as collected; x is `small.transform_input(acts)`, which both SAEs must share."""
+    def __init__(self, small: SAEBase, large: SAEBase, acts: np.ndarray, noise_shards: int = NOISE_SHARDS):
+        """`acts` [N, D] as collected; x is `small.transform_input(acts)`, which both SAEs must share.
+        `noise_shards`: the rows are also cut into that many equal contiguous shards (the remainder in none, as
+        `metrics.shard_spread`) and every MSE is remeasured on each (`mse_shards`), for its noise floor; 0: off."""
+        n = acts.shape[0]
+        if noise_shards and (noise_shards < 2 or n < 2 * noise_shards):
+            raise ValueError(f"noise_shards={noise_shards} needs >= 2 shards of >= 2 rows; got {n} rows (0 turns it off)")
         if small.input_transform != large.input_transform:
             raise ValueError(f"the SAEs were trained on different activations (input_transform "
                              f"{small.input_transform!r} vs {large.input_transform!r}); stitching needs one")
@@ -105,22 +110,41 @@ class Stitcher:
         self.b = small.b_dec.detach().float()
         self.var = float((self.x - self.x.mean(0)).pow(2).sum(1).mean())
         self.large_mse = float((self.x - (self.zl @ self.wl + large.b_dec.detach().float())).pow(2).sum(1).mean())
+        self.n_shards, self.shard_size = noise_shards, (n // noise_shards if noise_shards else 0)
+        self.shard = torch.full((n,), -1, dtype=torch.long)  # each row's shard, -1 for the remainder
+        self.shard[: self.shard_size * noise_shards] = torch.arange(self.shard_size * noise_shards) // max(self.shard_size, 1)
+
+    def _shard_sums(self, rows: torch.Tensor, per_row: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[n_shards] float64 sums of `per_row` (values at `rows`) within each shard, added into `out` if given."""
+        out = torch.zeros(self.n_shards, dtype=torch.float64) if out is None else out
+        sh = self.shard[rows]
+        return out.index_add_(0, sh[sh >= 0], per_row[sh >= 0].double())
 
     @torch.no_grad()
     def evaluate(self, keep_small: np.ndarray, add_large: np.ndarray) -> dict[str, float]:
         ks, al = torch.as_tensor(keep_small, dtype=torch.long), torch.as_tensor(add_large, dtype=torch.long)
         x_hat = self.zs[:, ks] @ self.ws[ks] + self.zl[:, al] @ self.wl[al] + self.b
-        mse = float((self.x - x_hat).pow(2).sum(1).mean())
+        sq = (self.x - x_hat).pow(2).sum(1)
+        mse = float(sq.mean())
         l0 = float((self.zs[:, ks] != 0).sum(1).float().mean() + (self.zl[:, al] != 0).sum(1).float().mean())
-        return {"mse": mse, "fvu": mse / self.var, "l0": l0}
+        out = {"mse": mse, "fvu": mse / self.var, "l0": l0}
+        if self.n_shards:
+            out["mse_shards"] = (self._shard_sums(torch.arange(sq.numel()), sq) / self.shard_size).tolist()
+        return out
 
     @torch.no_grad()
-    def single_insert_delta(self, latents: np.ndarray) -> np.ndarray:
-        """ΔMSE of inserting each L latent alone into S (module docstring)."""
+    def single_insert_delta(self, latents: np.ndarray, by_shard: bool = False) -> np.ndarray:
+        """ΔMSE of inserting each L latent alone into S (module docstring): [len(latents)], or with `by_shard`
+        [n_shards, len(latents)], the same mean over each shard's rows (its noise floor)."""
         r = self.x - (self.zs @ self.ws + self.b)
         idx = torch.as_tensor(latents, dtype=torch.long)
         z = self.zl[:, idx]
-        return (z.pow(2).mean(0) * self.wl[idx].pow(2).sum(1) - 2 * (z * (r @ self.wl[idx].T)).mean(0)).numpy()
+        per_row = z.pow(2) * self.wl[idx].pow(2).sum(1) - 2 * z * (r @ self.wl[idx].T)  # [N, n]: each row's ΔMSE
+        if not by_shard:
+            return per_row.mean(0).numpy()
+        if not self.n_shards:
+            raise ValueError("single_insert_delta(by_shard=True) needs a Stitcher built with noise_shards >= 2")
+        return torch.stack([per_row[self.shard == i].mean(0) for i in range(self.n_shards)]).numpy()
 
     @staticmethod
     def _rows_by_latent(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,9 +170,12 @@ class Stitcher:
         n = self.x.shape[0]
         r = self.x - (self.zs @ self.ws + self.b)
         sq = float(r.pow(2).sum(dtype=torch.float64))
+        shard_sq = self._shard_sums(torch.arange(n), r.pow(2).sum(1)) if self.n_shards else None
         nnz = float((self.zs != 0).sum())
         n_small, n_large = self.zs.shape[1], 0
         out = [{"step": "small", "mse": sq / n, "l0": nnz / n, "n_small": n_small, "n_large": 0}]
+        if shard_sq is not None:
+            out[0]["mse_shards"] = (shard_sq / self.shard_size).tolist()
         for u in order:
             kind, ds, dl = units[u]
             ds, dl = torch.as_tensor(ds, dtype=torch.long), torch.as_tensor(dl, dtype=torch.long)
@@ -159,10 +186,14 @@ class Stitcher:
                 before = r[rows]
                 after = before + delta
                 sq += float(after.pow(2).sum(dtype=torch.float64) - before.pow(2).sum(dtype=torch.float64))
+                if shard_sq is not None:
+                    self._shard_sums(rows, after.double().pow(2).sum(1) - before.double().pow(2).sum(1), shard_sq)
                 r[rows] = after
             nnz += float(sum(ol[j + 1] - ol[j] for j in dl.tolist()) - sum(os_[j + 1] - os_[j] for j in ds.tolist()))
             n_small, n_large = n_small - ds.numel(), n_large + dl.numel()
             out.append({"step": kind, "mse": sq / n, "l0": nnz / n, "n_small": n_small, "n_large": n_large})
+            if shard_sq is not None:
+                out[-1]["mse_shards"] = (shard_sq / self.shard_size).tolist()
         for row in out:
             row["fvu"] = row["mse"] / self.var
         return out
@@ -173,17 +204,28 @@ class Stitcher:
 def path_summary(path: list[dict]) -> dict:
     """How monotone a swap path is (`Stitcher.swap_path`: steps with `mse`, `l0`): the Spearman correlation of
     MSE with the step; the largest excursion of the MSE beyond the range of its two endpoints, as a fraction of
-    that range (0: the path stays between S's and L's MSE); MSE at the start, middle and end; L0 at both ends."""
+    that range (0: the path stays between S's and L's MSE); MSE at the start, middle and end; L0 at both ends.
+    With the steps' `mse_shards` (a Stitcher with noise shards), the noise floor of the middle and the ends,
+    paired over the shards (`metrics.paired_beyond_noise`): `mid_minus_higher_end`, and whether the midpoint lies
+    above both endpoints (`mid_above_ends_beyond_noise`) and the endpoints differ (`ends_differ_beyond_noise`)
+    beyond it. (The midpoint is fixed in advance, not the path's peak, so the test is not of a chosen extreme.)"""
     from scipy.stats import spearmanr
 
     if len(path) < 2:
         raise ValueError(f"a swap path needs at least two steps (got {len(path)})")
     mse = np.array([q["mse"] for q in path], dtype=float)
     lo, hi = min(mse[0], mse[-1]), max(mse[0], mse[-1])
-    return {"spearman_mse_vs_step": float(spearmanr(np.arange(mse.size), mse).statistic),
-            "max_excursion_beyond_endpoints": float(max(0.0, mse.max() - hi, lo - mse.min()) / max(hi - lo, 1e-12)),
-            "mse_start_mid_end": [float(mse[0]), float(mse[mse.size // 2]), float(mse[-1])],
-            "l0_start_end": [path[0]["l0"], path[-1]["l0"]]}
+    out = {"spearman_mse_vs_step": float(spearmanr(np.arange(mse.size), mse).statistic),
+           "max_excursion_beyond_endpoints": float(max(0.0, mse.max() - hi, lo - mse.min()) / max(hi - lo, 1e-12)),
+           "mse_start_mid_end": [float(mse[0]), float(mse[mse.size // 2]), float(mse[-1])],
+           "l0_start_end": [path[0]["l0"], path[-1]["l0"]]}
+    if all("mse_shards" in q for q in (path[0], path[mse.size // 2], path[-1])):
+        start, mid, end = path[0]["mse_shards"], path[mse.size // 2]["mse_shards"], path[-1]["mse_shards"]
+        top = start if mse[0] >= mse[-1] else end
+        out.update(mid_minus_higher_end=float(mse[mse.size // 2] - hi),
+                   mid_above_ends_beyond_noise=bool(mse[mse.size // 2] > hi and paired_beyond_noise(mid, top)),
+                   ends_differ_beyond_noise=paired_beyond_noise(start, end))
+    return out
 
 
 def meta_cfg(d_meta: int, k: int, n_rows: int, epochs: int, batch_size: int, lr: float, seed: int) -> TrainConfig:
