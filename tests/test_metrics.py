@@ -266,6 +266,25 @@ def test_shard_spread_and_beyond_noise_by_hand():
     assert beyond_noise(1.0, 1.5, 0.1, 0.1) and not beyond_noise(1.0, 1.2, 0.1, 0.1)  # 2·√0.02 = 0.283
 
 
+def test_seed_spread_keeps_the_first_seeds_row_and_the_sd_over_all():
+    from saesanity.metrics import seed_spread, spread
+
+    calls = []
+
+    def run(seed):
+        calls.append(seed)
+        return {"a": float(seed) ** 2, "b": -float(seed), "tag": f"s{seed}"}
+
+    r = seed_spread(run, range(3, 6), ["a", "b"])
+    assert calls == [3, 4, 5] and r["tag"] == "s3" and r["a"] == 9.0  # each seed run once; the first is reported
+    assert r["a_seed_values"] == [9.0, 16.0, 25.0] and r["a_seed_sd"] == pytest.approx(np.std([9, 16, 25], ddof=1))
+    assert r["b_seed_sd"] == pytest.approx(1.0) and "tag_seed_sd" not in r
+    with pytest.raises(ValueError, match="at least 2"):
+        seed_spread(run, [1], ["a"])
+    with pytest.raises(ValueError, match="at least 2"):
+        spread([0.5])
+
+
 def test_paired_beyond_noise_is_scipys_paired_t_test():
     """Shard-paired: a small difference that every shard shows is beyond noise although the shards' own spread
     (shared by both metrics) is large; the verdict is scipy's `ttest_rel` at 5%."""

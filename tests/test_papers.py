@@ -212,12 +212,12 @@ def test_heap_entropy():
     assert heap.claims_entropy({"init": hs(1.0)}) == []
 
 
-def _toy(ident, deep, ratios):
+def _toy(ident, deep, ratios, sd=0.01):
     ps = [0.01, 0.1, 0.5][:len(ident)]
     h1 = [{"sweep": "sparsity", "depth": d, "p": p, "recovery": r}
           for d, rs in ((0, ident), (4, deep)) for p, r in zip(ps, rs)]
     h1.append({"sweep": "superposition", "depth": 4, "p": 0.01, "recovery": 0.0})  # not in the sparsity rules
-    return h1, [{"depth": d, "fvu_ratio": r} for d, r in enumerate(ratios)]
+    return h1, [{"depth": d, "fvu_ratio": r, "fvu_ratio_seed_sd": sd} for d, r in enumerate(ratios)]
 
 
 def test_heap_toy():
@@ -226,6 +226,12 @@ def test_heap_toy():
     assert verdicts(heap.claims_toy(*_toy([0.9, 0.8, 0.5], [0.85, 0.75, 0.45], [1.0, 0.9, 0.8]))) == [True, True, True]
     assert verdicts(heap.claims_toy(*_toy([0.5, 0.8, 0.9], [0.3, 0.8, 0.9], [1.0, 0.9, 1.1]))) == [False, False, False]
     assert verdicts(heap.claims_toy(*_toy([0.9, 0.5], [0.9, 0.5], [1.0])))[2] is False  # no depth > 0
+    # ratio 0.9 is 0.1 below 1: beyond 2 sd = 0.02, within 2 sd = 0.2 (one run against the constant 1)
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.5], [0.9, 0.5], [1.0, 0.9], sd=0.01)))[2] is True
+    assert verdicts(heap.claims_toy(*_toy([0.9, 0.5], [0.9, 0.5], [1.0, 0.9], sd=0.1)))[2] is False
+    h1, h2 = _toy([0.9, 0.5], [0.9, 0.5], [1.0, 0.9])
+    with pytest.raises(ValueError, match="regenerate"):
+        heap.claims_toy(h1, [{k: v for k, v in r.items() if k != "fvu_ratio_seed_sd"} for r in h2])
     with pytest.raises(ValueError, match="sparsity"):
         heap.claims_toy([], [])
 

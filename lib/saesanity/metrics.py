@@ -315,6 +315,17 @@ def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
     return spread([fn(rows[i * size:(i + 1) * size]) for i in range(n_shards)])
 
 
+def seed_spread(fn, seeds, keys) -> dict:
+    """A run's noise floor over its seeds: `fn(seed)` (a dict) for each of `seeds`; returns the first seed's dict
+    with, for each of `keys`, `<key>_seed_sd` and `<key>_seed_values` (`spread` of that number over the seeds)."""
+    rows = [fn(s) for s in seeds]
+    out = dict(rows[0])
+    for k in keys:
+        sp = spread(r[k] for r in rows)
+        out[f"{k}_seed_sd"], out[f"{k}_seed_values"] = sp["sd"], sp["values"]
+    return out
+
+
 def spread(values) -> dict:
     """{"mean", "sd" (ddof 1), "values"} of one metric remeasured n >= 2 times — over held-out shards
     (`shard_spread`) or over training seeds (the meta-SAEs' `stitching.meta_family`): its noise floor."""

@@ -518,9 +518,12 @@ class ToyParams(Profiled):
     n_steps: int = param("SAE steps per fit (one epoch of fresh samples)")
     batch_size: int = param("samples per SAE step")
     seed: int = param("data, network and SAE seed", 0)
+    noise_seeds: int = param("seeds every fit is run with (seed, seed + 1, ...): the sd over them is its noise floor", 3)
 
     def check(self) -> None:
         super().check()
+        if self.noise_seeds < 2:
+            raise ParamsError(f"noise_seeds={self.noise_seeds}: a noise floor needs at least 2 seeds")
         if not self.ps or any(not 0 < p <= 1 for p in self.ps) or not 0 < self.p_superposition <= 1:
             raise ParamsError(f"ps={self.ps}, p_superposition={self.p_superposition}: probabilities must lie in (0, 1]")
         if not self.depths or not self.h2_depths or min(self.depths + self.h2_depths) < 0:

@@ -340,7 +340,7 @@ def meta_family(P, base, *, progress: bool = True, n_seeds: int = META_NOISE_SEE
     with `metrics.beyond_noise` on these sds (one run each, so unpaired is the right test)."""
     from types import SimpleNamespace
 
-    from .metrics import spread
+    from .metrics import seed_spread
 
     if n_seeds < 2:
         raise ValueError(f"meta_family needs n_seeds >= 2 for its noise floor; got {n_seeds}")
@@ -350,16 +350,16 @@ def meta_family(P, base, *, progress: bool = True, n_seeds: int = META_NOISE_SEE
     noise_path = Path(f"gaussian-rows-{n}x{base.sae.W_dec.shape[1]}-seed{P.seeds[0]}")
 
     def fvus(rows, rows_path, m):
-        saes = [meta_sae(rows, rows_path, meta_cfg(m, P.meta_k, n, P.meta_epochs, P.meta_batch_size, P.meta_lr, seed),
-                         P.meta_epochs, progress=progress) for seed in range(P.seeds[0], P.seeds[0] + n_seeds)]
-        recs = [decoder_fvu(s, rows) for s in saes]
-        sp = spread(r["fvu"] for r in recs)
-        return saes[0], {**recs[0], "fvu_seed_sd": sp["sd"], "fvu_seed_values": sp["values"]}
+        def one(seed):
+            sae = meta_sae(rows, rows_path, meta_cfg(m, P.meta_k, n, P.meta_epochs, P.meta_batch_size, P.meta_lr, seed),
+                           P.meta_epochs, progress=progress)
+            return {"sae": sae, **decoder_fvu(sae, rows)}
+        return seed_spread(one, range(P.seeds[0], P.seeds[0] + n_seeds), ["fvu"])
 
     out = []
     for m in P.meta_sizes:
-        meta, rec = fvus(base.sae, base.path, m)
-        out.append({"meta_size": m, "sae": meta, **rec, "gaussian_rows": fvus(noise, noise_path, m)[1]})
+        ref = fvus(noise, noise_path, m)
+        out.append({"meta_size": m, **fvus(base.sae, base.path, m), "gaussian_rows": {k: v for k, v in ref.items() if k != "sae"}})
     return out
 
 
