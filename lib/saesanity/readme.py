@@ -278,14 +278,15 @@ def heap_toy_section(doc: dict) -> str:
     depths = sorted({r["depth"] for r in h1})
     ps = sorted({r["p"] for r in h1 if r["sweep"] == "sparsity"})
     lines = [*_head("Heap et al. Section 4 — toy models", "Heap toy models", doc),
-             "| feature probability p | " + " | ".join(f"recovery, {d} random MLP blocks" for d in depths) + " |",
-             "|---|" + "---|" * len(depths)]
+             "| feature probability p" + (" (recovery ± sd over seeds)" if "recovery_seed_sd" in h1[0] else "") + " | "
+             + " | ".join(f"recovery, {d} random MLP blocks" for d in depths) + " |", "|---|" + "---|" * len(depths)]
     for p in ps:
-        cells = [next(f"{r['recovery']:.3f}" for r in h1 if r["sweep"] == "sparsity" and r["p"] == p and r["depth"] == d)
-                 for d in depths]
+        cells = [next(_pm(r, "recovery", "recovery_seed_sd") for r in h1
+                      if r["sweep"] == "sparsity" and r["p"] == p and r["depth"] == d) for d in depths]
         lines.append(f"| {p:g} | " + " | ".join(cells) + " |")
-    lines += ["", "Dense N(0, I) input: FVU(network output) / FVU(covariance-matched Gaussian) by depth: "
-              + ", ".join(f"{r['depth']} → {r['fvu_ratio']:.3f}" for r in h2) + ".", "", *_claims(doc)]
+    lines += ["", "Dense N(0, I) input: FVU(network output) / FVU(covariance-matched Gaussian) by depth (± sd over "
+              "seeds): " + ", ".join(f"{r['depth']} → {_pm(r, 'fvu_ratio', 'fvu_ratio_seed_sd')}" for r in h2) + ".",
+              "", *_claims(doc)]
     return "\n".join(lines)
 
 
