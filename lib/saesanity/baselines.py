@@ -34,7 +34,7 @@ from .activations import ActivationSpec, replaced
 from .cache import cached
 from .corpus import token_sequences
 from .models import GaussianEmbedding, LoadedModel, load_model
-from .runs import (RunView, TrainedSAE, data_for, activation_spec, evaluate_all, fvu_convergence, row_tokens,
+from .runs import (RunView, TrainedSAE, data_for, activation_spec, fvu_convergence, recon_metrics, row_tokens,
                    train_cfg, train_hookpoints)
 from .sae import SAEBase, TrainConfig
 
@@ -153,28 +153,6 @@ def variant_lookup_null(P, variant: str, *, progress: bool = True) -> dict[str, 
     train = data_for(V, "train", progress, hookpoints(P))
     held = data_for(V, "heldout", progress, hookpoints(P))
     return {h: lookup_null(V, *train[h], *held[h]) for h in hookpoints(P)}
-
-
-def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
-                  noise_shards: int = NOISE_SHARDS) -> dict[str, float]:
-    """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
-    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
-    (one pass, `metrics.Pooled`) without the per-latent frequencies — and their noise floor, `fvu_shard_sd` and
-    `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
-    one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard), and `fvu_shard_values`, the
-    shards' FVUs, for a paired test against another metric on the same rows (`metrics.paired_beyond_noise`)."""
-    rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
-    if noise_shards and acts.shape[0] >= 2 * noise_shards:
-        l0s = []
-
-        def fvu_of(rows):
-            m = evaluate_all(sae, rows, batch, device)
-            l0s.append(m["l0"])
-            return m["fvu"]
-        spread = M.shard_spread(fvu_of, acts, noise_shards)
-        rec["fvu_shard_sd"], rec["fvu_shard_values"] = spread["sd"], spread["values"]  # values: for paired tests
-        rec["l0_shard_sd"] = float(np.std(l0s, ddof=1))
-    return rec
 
 
 def metric_rows(P, variant: str, saes: dict[str, TrainedSAE], held: dict[str, tuple[np.ndarray, np.ndarray]], *,

@@ -266,6 +266,8 @@ def architecture_suite(P, pairs: dict[str, tuple[Match, list[dict], np.ndarray]]
         bands = level_bands(P.matryoshka_widths, sh.size)  # every pair has P.d_sae latents
         rows[arch] = {"shared_frac": float(sh.mean()), "pw_mcc_signed": pw_mcc_of(m),
                       "heldout_fvu": [e["fvu"] for e in metrics], "heldout_l0": [e["l0"] for e in metrics],
+                      **({"heldout_fvu_shard_sd": [e["fvu_shard_sd"] for e in metrics]}
+                         if all("fvu_shard_sd" in e for e in metrics) else {}),
                       "frequency_bands": band_sharing(sh, frequency_order(freq), bands)}
         if arch == "matryoshka":
             rows[arch]["level_bands"] = band_sharing(sh, np.arange(sh.size), bands)

@@ -33,6 +33,17 @@ def _f(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
 
 
+def _fvus(r: dict) -> str:
+    """A seed pair's held-out FVUs (`heldout_fvu`), each ± its sd over held-out shards where the JSON has them."""
+    sds = r.get("heldout_fvu_shard_sd") or [None] * len(r["heldout_fvu"])
+    return ", ".join(_pm({"v": v, "sd": sd}, "v", "sd", _num) for v, sd in zip(r["heldout_fvu"], sds))
+
+
+def _pm(r: dict, key: str, sd_key: str, fmt=lambda v: f"{v:.3f}") -> str:
+    """fmt(r[key]), with ± r[sd_key] to 3 decimals (its noise floor: sd over shards or seeds) where the JSON has one."""
+    return fmt(r[key]) + (f" ± {r[sd_key]:.3f}" if r.get(sd_key) is not None else "")
+
+
 def fig1_section(doc: dict) -> str:
     c = doc["compared"]
     aligned, headline = paulo.claims(doc["stem"], doc)
@@ -59,7 +70,7 @@ def fig1_section(doc: dict) -> str:
     ]
     lines += [f"| {label} | {fmt(c[key]['ours'])} | {fmt(c[key]['paper'])} |" for label, fmt, key in rows]
     held = doc["heldout"]
-    fvus = ", ".join(format(h["fvu"], ".3f") for h in held)
+    fvus = ", ".join(_pm(h, "fvu", "fvu_shard_sd") for h in held)  # ± sd over held-out shards where measured
     lines += [
         "",
         f"Held-out FVU of the two SAEs: {fvus} "
@@ -203,7 +214,7 @@ def fig4_section(doc: dict) -> str:
     for r in o["architectures"]:
         coef = "—" if r["sparsity_coefficient"] is None else f"λ = {r['sparsity_coefficient']:.3g}"
         lines.append(f"| {r['architecture']} | {coef} | {', '.join(_f(x, '.1f') for x in r['heldout_l0'])} | "
-                     f"{', '.join(_num(x) for x in r['heldout_fvu'])} | {_pct(r['shared_frac_decoder_only'])} | "
+                     f"{_fvus(r)} | {_pct(r['shared_frac_decoder_only'])} | "
                      f"{_pct(paper_arch.get(r['architecture']))} |")
     edge, *rest = paulo.claims(doc["stem"], doc)
     edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" for s, v in edge["ours"]["edge_minus_middle"].items())
@@ -219,11 +230,6 @@ def fig4_section(doc: dict) -> str:
 
 def _claims(doc: dict) -> list[str]:
     return render_claims(doc["claims"]).splitlines()
-
-
-def _pm(r: dict, key: str, sd_key: str, fmt=lambda v: f"{v:.3f}") -> str:
-    """fmt(r[key]), with ± r[sd_key] to 3 decimals (its noise floor: sd over shards or seeds) where the JSON has one."""
-    return fmt(r[key]) + (f" ± {r[sd_key]:.3f}" if r.get(sd_key) is not None else "")
 
 
 def heap_metrics_section(doc: dict) -> str:
@@ -429,11 +435,11 @@ def matryoshka_section(doc: dict) -> str:
     head = " / ".join(f"{a:,}–{b:,}" for a, b in bands)
     lines = [*_head("Beyond the papers — is a nested dictionary more stable across seeds? (Matryoshka vs TopK)",
                     "matryoshka", doc),
-             f"| architecture | shared (paper's rule) | signed PW-MCC | held-out FVU | L0 | shared by band, latents "
+             f"| architecture | shared (paper's rule) | signed PW-MCC | held-out FVU (seed 0, 1) | L0 | shared by band, latents "
              f"ranked by frequency: {head} | by nested level (index) |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {names[a]} | {_pct(r['shared_frac'])} | {r['pw_mcc_signed']:.3f} | "
-              f"{sum(r['heldout_fvu']) / len(r['heldout_fvu']):.3f} | {sum(r['heldout_l0']) / len(r['heldout_l0']):.1f} | "
+              f"{_fvus(r)} | {sum(r['heldout_l0']) / len(r['heldout_l0']):.1f} | "
               f"{' / '.join(_pct(v) for v in r['frequency_bands'])} | "
               f"{' / '.join(_pct(v) for v in r['level_bands']) if 'level_bands' in r else '—'} |"
               for a, r in rows.items()]

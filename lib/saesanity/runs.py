@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from . import metrics as M
 from .activations import ActivationSpec, artifact_dirs, collect, key_fields
 from .corpus import token_sequences
 from . import params
@@ -763,16 +764,42 @@ def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch
     return [{"width": m, "fvu": r["fvu"], "l0": r["l0"]} for m, r in zip(widths, (p.result() for p in pooled))]
 
 
-def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict[str, float]:
+def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
+             noise_shards: int = 0) -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows), mean L0 and n_tokens
-    (`evaluate_all`)."""
-    r = evaluate_all(sae, acts, batch, device)
-    return {"fvu": r["fvu"], "l0": r["l0"], "n_tokens": r["n_tokens"]}
+    (`evaluate_all`); with `noise_shards` >= 2 also their noise floor over that many held-out shards,
+    `fvu_shard_sd` and `l0_shard_sd` (`recon_metrics`, one more pass)."""
+    r = recon_metrics(sae, acts, batch, device, noise_shards) if noise_shards else evaluate_all(sae, acts, batch, device)
+    return {k: r[k] for k in ("fvu", "l0", "n_tokens", "fvu_shard_sd", "l0_shard_sd") if k in r}
+
+
+def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
+                  noise_shards: int = M.NOISE_SHARDS) -> dict[str, float]:
+    """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
+    fvu, l0, l1, cosine, dead_frac, and the SAELens-legacy / SAEBench explained variance — `runs.evaluate_all`
+    (one pass, `metrics.Pooled`) without the per-latent frequencies — and their noise floor, `fvu_shard_sd` and
+    `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
+    one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard), and `fvu_shard_values`, the
+    shards' FVUs, for a paired test against another metric on the same rows (`metrics.paired_beyond_noise`)."""
+    rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
+    if noise_shards and acts.shape[0] >= 2 * noise_shards:
+        l0s = []
+
+        def fvu_of(rows):
+            m = evaluate_all(sae, rows, batch, device)
+            l0s.append(m["l0"])
+            return m["fvu"]
+        spread = M.shard_spread(fvu_of, acts, noise_shards)
+        rec["fvu_shard_sd"], rec["fvu_shard_values"] = spread["sd"], spread["values"]  # values: for paired tests
+        rec["l0_shard_sd"] = float(np.std(l0s, ddof=1))
+    return rec
 
 
 def heldout_metrics(P: RunParams, saes: list[TrainedSAE], *, progress: bool = True) -> list[dict[str, float]]:
+    """Each SAE's held-out FVU, L0 and n_tokens (`evaluate`) with their noise floor over held-out shards
+    (`fvu_shard_sd`, `l0_shard_sd`: `recon_metrics`)."""
     acts = heldout_acts(P, progress=progress)
-    return [evaluate(t.sae, acts, device=P.device) for t in saes]
+    return [evaluate(t.sae, acts, device=P.device, noise_shards=M.NOISE_SHARDS) for t in saes]
 
 
 def pair_matches(trained: list[TrainedSAE], *, progress: bool = True) -> dict[tuple[int, int], Match]:
@@ -855,11 +882,12 @@ def sweep_train(P: RunParams, axis: str, values: list[int], *, progress: bool = 
 def pair_row(P: RunParams, acts: TrainData, acts_dir: Path | None, cfgs: list[TrainConfig], held: np.ndarray, progress: bool,
              hookpoint: str | None = None) -> dict:
     """Train (or load) the two SAEs `cfgs` and return `matching.summarize` of their matching plus each
-    SAE's held-out FVU and L0 (`evaluate`)."""
+    SAE's held-out FVU and L0 (`evaluate`) and the FVU's noise floor over held-out shards (`recon_metrics`)."""
     pair = train_many(P, acts, acts_dir, cfgs, progress, hookpoint=hookpoint)
     m = pair_matches(pair, progress=False)[0, 1]
-    ev = [evaluate(t.sae, held, device=P.device) for t in pair]
-    return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev]}
+    ev = [evaluate(t.sae, held, device=P.device, noise_shards=M.NOISE_SHARDS) for t in pair]
+    return {**summarize(m, P.threshold), "heldout_fvu": [e["fvu"] for e in ev], "heldout_l0": [e["l0"] for e in ev],
+            **({"heldout_fvu_shard_sd": [e["fvu_shard_sd"] for e in ev]} if all("fvu_shard_sd" in e for e in ev) else {})}
 
 
 SPARSITY_FIELD = {"relu": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient"}
