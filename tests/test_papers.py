@@ -286,22 +286,25 @@ def test_leask_stitching():
         return {"spearman_mse_vs_step": rho, "max_excursion_beyond_endpoints": exc, "mid_minus_higher_end": 1.0,
                 "mid_above_ends_beyond_noise": bulge, "ends_differ_beyond_noise": True}
 
-    def ins(novel=None, recon=None):  # (median, its shard medians) of each kind; None: no such latents
+    def ins(novel=None, recon=None):  # (median, its 95% interval) of each kind; None: no such latents
         row = {"n_novel": int(novel is not None), "n_reconstruction": int(recon is not None)}
         for kind, v in (("novel", novel), ("reconstruction", recon)):
             if v is not None:
-                row[f"median_single_delta_{kind}"], row[f"median_single_delta_{kind}_shards"] = v
+                row[f"median_single_delta_{kind}"], (lo, hi) = v
+                row[f"median_single_delta_{kind}_boot"] = {"lo": lo, "hi": hi}
         return row
 
-    clear_neg, clear_pos = (-0.1, [-0.1, -0.11, -0.09, -0.1, -0.1]), (0.3, [0.3, 0.31, 0.29, 0.3, 0.3])
-    noisy_neg = (-0.01, [-0.3, 0.25, -0.2, 0.3, -0.1])  # negative, but the shards' mean is within noise of 0
+    clear_neg, clear_pos = (-0.1, (-0.12, -0.08)), (0.3, (0.28, 0.33))
+    noisy_neg = (-0.01, (-0.05, 0.0))  # negative, but its interval reaches 0
     yes = leask.claims_stitching({"a": ins(clear_neg, clear_pos), "b": ins(clear_neg)},
                                  {"a": path(-0.95, 0.0), "b": path(0.99, 0.1)})
     assert verdicts(yes) == [True, True, True, True]
-    no = leask.claims_stitching({"a": ins(clear_neg, (-0.3, [-0.3] * 5)), "b": ins(noisy_neg)},
+    no = leask.claims_stitching({"a": ins(clear_neg, (-0.3, (-0.32, -0.28))), "b": ins(noisy_neg)},
                                 {"a": path(-0.95, 0.0), "b": path(0.8, 0.0, bulge=False)})
     assert verdicts(no) == [False, False, False, False]
-    assert no[0]["ours"]["beyond noise"] == {"a": True, "b": False}
+    assert no[0]["ours"]["beyond noise"] == {"a": True, "b": False} and no[0]["ours"]["interval"]["b"] == [-0.05, 0.0]
+    # a positive reconstruction median whose interval reaches below 0 is within noise
+    assert verdicts(leask.claims_stitching({"a": ins(recon=(0.01, (-0.01, 0.03)))}, {"a": path(-0.95, 0.0)}))[1] is False
     assert verdicts(leask.claims_stitching({}, {"a": path(0.95, 0.2)}))[2] is False  # leaves the range by 20%
     assert verdicts(leask.claims_stitching({}, {"a": path(None, 0.0)}))[2] is False  # undefined correlation
     with pytest.raises(ValueError, match="regenerate"):

@@ -120,22 +120,38 @@ def test_swap_path_running_sums_match_direct_evaluation():
 
 
 def test_stitcher_shards_are_the_same_numbers_on_each_shard_alone(planted):
-    """Each shard's MSE and single-insertion ΔMSE equal a Stitcher built on that shard's rows alone; 4,003 rows in
-    5 shards of 800 leave the last 3 rows in none; too few rows for the shards is refused."""
+    """Each shard's MSE equals a Stitcher built on that shard's rows alone; 4,003 rows in 5 shards of 800 leave the
+    last 3 rows in none; too few rows for the shards is refused."""
     small, large, x = planted
     x = np.r_[x, x[:3]]
     st = ST.Stitcher(small, large, x)
-    ev, d = st.evaluate(np.arange(12), np.arange(12, 16)), st.single_insert_delta(np.array([12, 3, 15]), by_shard=True)
-    assert len(ev["mse_shards"]) == 5 and d.shape == (5, 3)
+    ev = st.evaluate(np.arange(12), np.arange(12, 16))
+    assert len(ev["mse_shards"]) == 5
     for i in range(5):
         alone = ST.Stitcher(small, large, x[800 * i:800 * (i + 1)], noise_shards=0)
         assert ev["mse_shards"][i] == pytest.approx(alone.evaluate(np.arange(12), np.arange(12, 16))["mse"], rel=1e-5)
-        np.testing.assert_allclose(d[i], alone.single_insert_delta(np.array([12, 3, 15])), rtol=1e-4, atol=1e-6)
         assert "mse_shards" not in alone.evaluate(np.arange(12), np.zeros(0, int))
     with pytest.raises(ValueError, match="noise_shards"):
         ST.Stitcher(small, large, x[:9])
-    with pytest.raises(ValueError, match="noise_shards >= 2"):
-        ST.Stitcher(small, large, x, noise_shards=0).single_insert_delta(np.array([12]), by_shard=True)
+
+
+def test_median_insert_delta_bootstrap_resamples_rows(planted):
+    """One resample equals the median ΔMSE of a Stitcher on the same resampled rows (the seed's first draw); planted
+    novel latents give an interval below 0 that holds the full-data median."""
+    from saesanity.fits import bootstrap
+
+    small, large, x = planted
+    st = ST.Stitcher(small, large, x)
+    novel = np.arange(12, 20)
+    one = st.median_insert_delta_bootstrap(novel, n_boot=1, seed=4)
+    idx = np.random.default_rng(4).integers(0, x.shape[0], x.shape[0])
+    direct = np.median(ST.Stitcher(small, large, x[idx], noise_shards=0).single_insert_delta(novel))
+    assert one["mean"] == pytest.approx(direct, rel=1e-5)
+    b = st.median_insert_delta_bootstrap(novel, n_boot=100)
+    assert b["hi"] < 0 and b["lo"] <= np.median(st.single_insert_delta(novel)) <= b["hi"]
+    assert b.keys() == bootstrap(lambda i: 0.0, 3, n_boot=2).keys()
+    with pytest.raises(ValueError, match="at least one"):
+        st.median_insert_delta_bootstrap(np.zeros(0, int))
 
 
 def test_meta_sae_recovers_planted_atoms(iso_cache):
