@@ -135,9 +135,10 @@ def test_stitcher_shards_are_the_same_numbers_on_each_shard_alone(planted):
         ST.Stitcher(small, large, x[:9])
 
 
-def test_median_insert_delta_bootstrap_resamples_rows(planted):
+def test_median_insert_delta_bootstrap_resamples_rows(planted, monkeypatch):
     """One resample equals the median ΔMSE of a Stitcher on the same resampled rows (the seed's first draw); planted
-    novel latents give an interval below 0 that holds the full-data median."""
+    novel latents give an interval below 0 that holds the full-data median; blocks of a few latents (the paper-scale
+    memory bound) change nothing."""
     from saesanity.fits import bootstrap
 
     small, large, x = planted
@@ -149,6 +150,11 @@ def test_median_insert_delta_bootstrap_resamples_rows(planted):
     assert one["mean"] == pytest.approx(direct, rel=1e-5)
     b = st.median_insert_delta_bootstrap(novel, n_boot=100)
     assert b["hi"] < 0 and b["lo"] <= np.median(st.single_insert_delta(novel)) <= b["hi"]
+    full = st.single_insert_delta(np.arange(20))
+    monkeypatch.setattr(ST, "_CHUNK_ELEMS", 3 * x.shape[0])  # blocks of 3 latents: the same numbers
+    np.testing.assert_allclose(st.single_insert_delta(np.arange(20)), full, rtol=1e-6, atol=1e-9)
+    again = st.median_insert_delta_bootstrap(novel, n_boot=100)
+    assert again["lo"] == pytest.approx(b["lo"], rel=1e-6) and again["hi"] == pytest.approx(b["hi"], rel=1e-6)
     assert b.keys() == bootstrap(lambda i: 0.0, 3, n_boot=2).keys()
     with pytest.raises(ValueError, match="at least one"):
         st.median_insert_delta_bootstrap(np.zeros(0, int))

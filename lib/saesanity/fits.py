@@ -123,8 +123,21 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: in
     `statistic(indices)` computes the quantity on a resample; returns mean, sd and the `level` interval.
     Resamples where the statistic is undefined (NaN) are dropped and counted.
     """
+    return bootstrap_summary([statistic(i) for i in bootstrap_indices(n_items, n_boot, seed)], level)
+
+
+def bootstrap_indices(n_items: int, n_boot: int = 200, seed: int = 0):
+    """The `n_boot` resamples of `bootstrap`: each `n_items` indices drawn with replacement, seeded."""
     rng = np.random.default_rng(seed)
-    vals = np.array([statistic(rng.integers(0, n_items, n_items)) for _ in range(n_boot)], dtype=float)
+    for _ in range(n_boot):
+        yield rng.integers(0, n_items, n_items)
+
+
+def bootstrap_summary(values, level: float = 0.95) -> dict[str, float]:
+    """`bootstrap`'s summary of the resamples' statistics: mean, sd and the percentile `level` interval of the
+    finite ones, with how many were undefined."""
+    vals = np.asarray(values, dtype=float)
+    n_boot = int(vals.size)
     good = vals[np.isfinite(vals)]
     lo, hi = np.quantile(good, [(1 - level) / 2, 1 - (1 - level) / 2]) if good.size else (np.nan, np.nan)
     return {"mean": float(np.mean(good)) if good.size else float("nan"), "sd": float(np.std(good)) if good.size else

@@ -47,6 +47,7 @@ from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _META_VERSION = 1
+_CHUNK_ELEMS = 1 << 25  # numbers in one [rows, latents] block of single-insertion ΔMSEs (128 MB in float32)
 META_NOISE_SEEDS = 3  # meta-SAE training seeds behind each width's decoder-FVU noise floor (`meta_family`)
 
 
@@ -133,35 +134,37 @@ class Stitcher:
         return out
 
     @torch.no_grad()
-    def _insert_delta_rows(self, latents: np.ndarray) -> torch.Tensor:
-        """[N, len(latents)]: each row's ΔMSE of inserting each L latent alone into S (its mean is the ΔMSE)."""
+    def _insert_delta_chunks(self, latents: np.ndarray):
+        """Each row's ΔMSE of inserting each L latent alone into S (its mean over rows is the ΔMSE), as [N, c]
+        blocks of consecutive latents, c chosen so a block holds at most `_CHUNK_ELEMS` numbers (the paper scale,
+        200K rows × tens of thousands of latents, never materialises whole)."""
         r = self.x - (self.zs @ self.ws + self.b)
-        idx = torch.as_tensor(latents, dtype=torch.long)
-        z = self.zl[:, idx]
-        return z.pow(2) * self.wl[idx].pow(2).sum(1) - 2 * z * (r @ self.wl[idx].T)
+        c = max(1, _CHUNK_ELEMS // max(1, r.shape[0]))
+        for s in range(0, len(latents), c):
+            idx = torch.as_tensor(np.asarray(latents)[s:s + c], dtype=torch.long)
+            z = self.zl[:, idx]
+            yield z.pow(2) * self.wl[idx].pow(2).sum(1) - 2 * z * (r @ self.wl[idx].T)
 
     def single_insert_delta(self, latents: np.ndarray) -> np.ndarray:
         """ΔMSE of inserting each L latent alone into S (module docstring)."""
-        return self._insert_delta_rows(latents).mean(0).numpy()
+        return np.concatenate([b.mean(0).numpy() for b in self._insert_delta_chunks(latents)] + [np.zeros(0, np.float32)])
 
     @torch.no_grad()
     def median_insert_delta_bootstrap(self, latents: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
         """The noise floor of median_j ΔMSE_j (`single_insert_delta`) over the evaluation rows: a percentile
-        bootstrap over rows (`fits.bootstrap`: mean, sd, and the 95% interval lo–hi), each resample's ΔMSEs the
-        resampled rows' means. (Not shards: a median of sparse latents' means on a fifth of the rows is biased
-        toward 0 — a rare latent that fires on none of a shard's rows has ΔMSE exactly 0 there.)"""
-        from .fits import bootstrap
+        bootstrap over rows (`fits.bootstrap`'s resamples and summary: mean, sd, and the 95% interval lo–hi), each
+        resample's ΔMSEs the resampled rows' means (its counts matrix times the rows' ΔMSEs, block by block).
+        (Not shards: a median of sparse latents' means on a fifth of the rows is biased toward 0 — a rare latent
+        that fires on none of a shard's rows has ΔMSE exactly 0 there.)"""
+        from .fits import bootstrap_indices, bootstrap_summary
 
         if len(latents) == 0:
             raise ValueError("median_insert_delta_bootstrap needs at least one latent")
-        per_row = self._insert_delta_rows(latents).double()
-        n = per_row.shape[0]
-
-        def median_of(idx: np.ndarray) -> float:
-            w = torch.from_numpy(np.bincount(idx, minlength=n).astype(np.float64) / n)
-            return float(np.median((w @ per_row).numpy()))  # = per_row[idx].mean(0), then np.median over latents
-
-        return bootstrap(median_of, n, n_boot=n_boot, seed=seed)
+        n = self.x.shape[0]
+        w = torch.from_numpy(np.stack([np.bincount(i, minlength=n) for i in bootstrap_indices(n, n_boot, seed)])
+                             .astype(np.float64) / n)  # [n_boot, N]: resample b's mean = w[b] @ per-row values
+        means = torch.cat([w @ b.double() for b in self._insert_delta_chunks(latents)], 1)  # [n_boot, len(latents)]
+        return bootstrap_summary(np.median(means.numpy(), axis=1))
 
     @staticmethod
     def _rows_by_latent(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,7 +355,7 @@ def meta_family(P, base, *, progress: bool = True, n_seeds: int = META_NOISE_SEE
     L0 (`decoder_fvu`), and the same for a meta-SAE of each width on structureless rows (Gaussian
     directions of the same shape and seed) as the no-structure reference. The reported meta-SAE is seed
     `P.seeds[0]`'s; each width is trained again with the next `n_seeds` − 1 seeds (initialisation and row
-    order; the rows fixed) for its noise floor: `fvu_seed_sd` and `fvu_seed_values` (`metrics.spread`), on
+    order; the rows fixed) for its noise floor: `fvu_seed_sd` and `fvu_seed_values` (`metrics.seed_spread`), on
     both the decoder rows and the Gaussian ones. Two FVUs of independently trained meta-SAEs are told apart
     with `metrics.beyond_noise` on these sds (one run each, so unpaired is the right test)."""
     from types import SimpleNamespace
