@@ -182,6 +182,12 @@ def test_evaluate_compares_with_the_saes_own_input_transform():
     assert abs(want - raw) > 0.01  # far above the 1e-5 tolerance below
     assert runs.evaluate(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)
     assert baselines.recon_metrics(sae, acts)["fvu"] == pytest.approx(want, rel=1e-5)
+    # the noise floor: the sd of the FVU (and L0) of the same SAE on each of 4 contiguous shards of 128 rows
+    ev = runs.evaluate(sae, acts, noise_shards=4)
+    shards = [runs.evaluate(sae, acts[128 * i:128 * (i + 1)]) for i in range(4)]
+    assert ev["fvu"] == runs.evaluate(sae, acts)["fvu"] and "fvu_shard_sd" not in runs.evaluate(sae, acts)
+    assert ev["fvu_shard_sd"] == pytest.approx(np.std([r["fvu"] for r in shards], ddof=1), rel=1e-6)
+    assert ev["l0_shard_sd"] == pytest.approx(np.std([r["l0"] for r in shards], ddof=1), rel=1e-6, abs=1e-12)
 
 
 def test_streamed_seed_saes_need_no_activation_cache(iso_cache, tiny_llama_dir, monkeypatch):
