@@ -189,8 +189,9 @@ class Stitcher:
         rl, ol = self._rows_by_latent(self.zl)
         n = self.x.shape[0]
         r = self.x - (self.zs @ self.ws + self.b)
-        sq = float(r.pow(2).sum(dtype=torch.float64))
-        shard_sq = self._shard_sums(torch.arange(n), r.pow(2).sum(1)) if self.n_shards else None
+        r2 = r.pow(2)
+        sq = float(r2.sum(dtype=torch.float64))
+        shard_sq = self._shard_sums(torch.arange(n), r2.sum(1, dtype=torch.float64)) if self.n_shards else None
         nnz = float((self.zs != 0).sum())
         n_small, n_large = self.zs.shape[1], 0
         out = [{"step": "small", "mse": sq / n, "l0": nnz / n, "n_small": n_small, "n_large": 0}]
@@ -205,9 +206,10 @@ class Stitcher:
                 delta = self.zs[rows][:, ds] @ self.ws[ds] - self.zl[rows][:, dl] @ self.wl[dl]
                 before = r[rows]
                 after = before + delta
-                sq += float(after.pow(2).sum(dtype=torch.float64) - before.pow(2).sum(dtype=torch.float64))
+                a2, b2 = after.pow(2), before.pow(2)  # squared once, for the total and the shards' sums
+                sq += float(a2.sum(dtype=torch.float64) - b2.sum(dtype=torch.float64))
                 if shard_sq is not None:
-                    self._shard_sums(rows, after.double().pow(2).sum(1) - before.double().pow(2).sum(1), shard_sq)
+                    self._shard_sums(rows, a2.sum(1, dtype=torch.float64) - b2.sum(1, dtype=torch.float64), shard_sq)
                 r[rows] = after
             nnz += float(sum(ol[j + 1] - ol[j] for j in dl.tolist()) - sum(os_[j + 1] - os_[j] for j in ds.tolist()))
             n_small, n_large = n_small - ds.numel(), n_large + dl.numel()
