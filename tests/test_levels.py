@@ -34,3 +34,21 @@ def test_level_metrics_by_hand():
         runs.level_metrics(sae, acts, (4, 10))
     with pytest.raises(ValueError, match="strictly increasing"):
         runs.level_metrics(sae, acts, (10, 4, 20))
+
+
+def test_level_metrics_noise_floor():
+    """With noise_shards, each level's `fvu_shard_sd` / `l0_shard_sd` is the sd (ddof 1) of that level's FVU / L0
+    on each contiguous shard scored alone; the whole-set numbers do not change; too few rows a shard: left out."""
+    torch.manual_seed(0)
+    sae = MatryoshkaBatchTopKSAE(6, 20, 3, widths=(4, 10), seed=1)
+    sae.threshold.fill_(0.05)
+    acts = (np.random.default_rng(1).standard_normal((403, 6)) + 0.5).astype(np.float32)
+    plain = runs.level_metrics(sae, acts, sae.nested_widths, batch=64)
+    got = runs.level_metrics(sae, acts, sae.nested_widths, batch=64, noise_shards=4)
+    shards = [runs.level_metrics(sae, acts[i * 100:(i + 1) * 100], sae.nested_widths, batch=64) for i in range(4)]  # 3 rows left
+    for g, (p, row) in enumerate(zip(plain, got)):
+        assert row["fvu"] == p["fvu"] and row["l0"] == p["l0"]
+        for k in ("fvu", "l0"):
+            want = np.std([s[g][k] for s in shards], ddof=1)
+            assert want > 0 and row[f"{k}_shard_sd"] == pytest.approx(want, rel=1e-6)
+    assert "fvu_shard_sd" not in runs.level_metrics(sae, acts[:7], sae.nested_widths, noise_shards=4)[0]

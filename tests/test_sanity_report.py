@@ -193,6 +193,9 @@ def test_report_on_given_matryoshka_saes_has_their_levels(iso_cache, tmp_path):
     a, b = list(lv["saes"])
     assert [e["width"] for e in lv["saes"][a]["levels"]] == [16, 64, 128] == lv["saes"][a]["widths"]
     assert lv["saes"][a]["levels"][-1]["fvu"] == pytest.approx(r["recon"][a]["fvu"], rel=1e-5)
+    # the full level's noise floor is the reconstruction table's: the same held-out shards
+    assert lv["saes"][a]["levels"][-1]["fvu_shard_sd"] == pytest.approx(r["recon"][a]["fvu_shard_sd"], rel=1e-4)
+    assert all(e["fvu_shard_sd"] > 0 for e in lv["saes"][a]["levels"])
     (pair,) = lv["pairs"]
     assert (pair["a"], pair["b"], pair["bands"]) == (a, b, [[0, 16], [16, 64], [64, 128]])
     shared = next(p for p in r["stability"]["pairs"] if (p["a"], p["b"]) == (a, b))["rules"]["paper"]["shared_frac"]
@@ -201,6 +204,8 @@ def test_report_on_given_matryoshka_saes_has_their_levels(iso_cache, tmp_path):
         assert np.dot(pair[split], [16, 48, 64]) / 128 == pytest.approx(shared)
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Matryoshka levels" in md and f"{a} vs {b}" in md and "16–64" in md
+    levels_md = md.split("## Matryoshka levels")[1].split("\n## ")[0]
+    assert " ± " in levels_md and "shards of the held-out rows" in levels_md
 
 
 def test_an_unknown_frozen_baseline_is_a_report_error():

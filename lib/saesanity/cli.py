@@ -253,20 +253,6 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                     "deterministic initialisation) make a high PW-MCC meaningless. Reappearance (Gerasimov et al. 2026; "
                     "needs >= 3 SAEs of one size, e.g. --train-seeds 3): the share of the other SAEs a latent is shared "
                     "with under the paper's rule.", ["control", "value", "reference", "reading"], rows))
-    lv = result.get("levels") or {}
-    if lv:
-        rows = [[name, f"{e['width']:,}", _f(e["fvu"]), _f(e["l0"], ".1f"), "—", "—"]
-                for name, d in lv["saes"].items() for e in d["levels"]]
-        rows += [[f"{p['a']} vs {p['b']}", f"{a:,}–{b:,}", "—", "—", _pct(own), _pct(fr)]
-                 for p in lv["pairs"] for (a, b), own, fr in zip(p["bands"], p["level_bands"], p["frequency_bands"])]
-        out.append(("Matryoshka levels", "For the given Matryoshka SAEs (levels read from the file: dictionary_learning's "
-                    "group_sizes, SAELens' matryoshka_widths). Per SAE and level m: held-out FVU and L0 of the first m "
-                    "latents of the full code decoded on their own (what the Matryoshka loss trains to reconstruct). Per "
-                    "pair of SAEs with the same levels: the share of A's latents in each level's band shared with B "
-                    "(the paper's rule), beside the share in a band of the same size cut by firing frequency (most "
-                    "frequent first): inner latents are also frequent ones, so only a difference credits the nesting.",
-                    ["SAE / pair", "level / band", "FVU", "L0", "shared (band by level)",
-                     "shared (band by frequency)"], rows))
     cols = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead"), ("ce_loss_score", "CE-loss score"),
             ("kl_score", "KL score"), ("ce_clean", "CE clean"), ("ce_sae", "CE with SAE")]
 
@@ -276,6 +262,23 @@ def _tables(result: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
         fmt = ".1f" if k == "l0" else ".3f"
         sd = m.get(f"{k}_shard_sd")
         return _f(m[k], fmt) + ("" if sd is None else f" ± {_f(sd, fmt)}")
+
+    lv = result.get("levels") or {}
+    if lv:
+        rows = [[name, f"{e['width']:,}", cell(e, "fvu"), cell(e, "l0"), "—", "—"]
+                for name, d in lv["saes"].items() for e in d["levels"]]
+        rows += [[f"{p['a']} vs {p['b']}", f"{a:,}–{b:,}", "—", "—", _pct(own), _pct(fr)]
+                 for p in lv["pairs"] for (a, b), own, fr in zip(p["bands"], p["level_bands"], p["frequency_bands"])]
+        out.append(("Matryoshka levels", "For the given Matryoshka SAEs (levels read from the file: dictionary_learning's "
+                    "group_sizes, SAELens' matryoshka_widths). Per SAE and level m: held-out FVU and L0 of the first m "
+                    "latents of the full code decoded on their own (what the Matryoshka loss trains to reconstruct). Per "
+                    "pair of SAEs with the same levels: the share of A's latents in each level's band shared with B "
+                    "(the paper's rule), beside the share in a band of the same size cut by firing frequency (most "
+                    "frequent first): inner latents are also frequent ones, so only a difference credits the nesting." +
+                    (NOISE_NOTE.format(n=NOISE_SHARDS) if any("fvu_shard_sd" in e for d in lv["saes"].values()
+                                                             for e in d["levels"]) else ""),
+                    ["SAE / pair", "level / band", "FVU", "L0", "shared (band by level)",
+                     "shared (band by frequency)"], rows))
 
     def metric_rows(d: dict) -> list[list[str]]:
         return [[name, *[cell(m, k) for k, _ in cols]] for name, m in d.items()]

@@ -304,15 +304,21 @@ def lookup_predict(train_x_ND: np.ndarray, train_keys: list[np.ndarray], eval_ke
 NOISE_SHARDS = 5  # held-out shards a reported metric is remeasured on (`shard_spread`, `stitching.Stitcher`): its noise floor
 
 
-def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
-    """A metric's noise floor over evaluation data: `fn(rows[shard])` on `n_shards` equal contiguous shards of
-    `rows` (the remainder dropped). Returns {"mean", "sd" (ddof 1), "values"}: the sd of a metric measured
-    on 1/n_shards of the rows; the full-data number's own standard error is about sd / √n_shards."""
+def shards(rows: np.ndarray, n_shards: int) -> list[np.ndarray]:
+    """`rows` cut into `n_shards` equal contiguous shards (views; the remainder dropped): the held-out data a
+    metric is remeasured on for its noise floor (`shard_spread`)."""
     if n_shards < 2 or rows.shape[0] < n_shards:
-        raise ValueError(f"shard_spread needs n_shards >= 2 and at least one row a shard; got n_shards={n_shards} "
+        raise ValueError(f"a noise floor needs n_shards >= 2 and at least one row a shard; got n_shards={n_shards} "
                          f"for {rows.shape[0]} rows")
     size = rows.shape[0] // n_shards
-    return spread([fn(rows[i * size:(i + 1) * size]) for i in range(n_shards)])
+    return [rows[i * size:(i + 1) * size] for i in range(n_shards)]
+
+
+def shard_spread(fn, rows: np.ndarray, n_shards: int) -> dict:
+    """A metric's noise floor over evaluation data: `fn(shard)` on each of `shards(rows, n_shards)`. Returns
+    {"mean", "sd" (ddof 1), "values"}: the sd of a metric measured on 1/n_shards of the rows; the full-data
+    number's own standard error is about sd / √n_shards."""
+    return spread([fn(s) for s in shards(rows, n_shards)])
 
 
 def seed_spread(fn, seeds, keys) -> dict:

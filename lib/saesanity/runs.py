@@ -745,11 +745,14 @@ def evaluate_all(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str 
 
 @torch.no_grad()
 def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch: int = 8192,
-                  device: str = "cpu") -> list[dict]:
+                  device: str = "cpu", noise_shards: int = 0) -> list[dict]:
     """A nested (Matryoshka) SAE's held-out metrics at each level m of `widths` (m_1 < … < F), in one pass: the
     level's reconstruction is the full code's first m latents decoded, x̂_m = z[:, :m] W_dec[:m] + b_dec (what the
     Matryoshka loss asks to reconstruct on its own), scored as `evaluate_all` scores the full one (`metrics.Pooled`:
-    FVU centred on the set's mean; L0 = active latents among the first m). At m = F it is `evaluate_all`'s."""
+    FVU centred on the set's mean; L0 = active latents among the first m). At m = F it is `evaluate_all`'s. With
+    `noise_shards` >= 2 (and at least 2 rows a shard) each level also carries its noise floor as `recon_metrics`
+    does: `fvu_shard_sd` and `l0_shard_sd`, the sd over that many contiguous shards each scored alone (one more
+    pass)."""
     widths = tuple(int(w) for w in widths)
     F_ = sae.W_dec.shape[0]
     if not widths or list(widths) != sorted(set(widths)) or widths[0] < 1 or widths[-1] != F_:
@@ -761,7 +764,13 @@ def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch
             z = sae.encode(x)
             for m, p in zip(widths, pooled):
                 p.update(x, z[:, :m] @ sae.W_dec[:m] + sae.b_dec, z[:, :m])
-    return [{"width": m, "fvu": r["fvu"], "l0": r["l0"]} for m, r in zip(widths, (p.result() for p in pooled))]
+    out = [{"width": m, "fvu": r["fvu"], "l0": r["l0"]} for m, r in zip(widths, (p.result() for p in pooled))]
+    if noise_shards and acts.shape[0] >= 2 * noise_shards:
+        per = [level_metrics(sae, s, widths, batch, device) for s in M.shards(acts, noise_shards)]
+        for g, row in enumerate(out):
+            for k in ("fvu", "l0"):
+                row[f"{k}_shard_sd"] = M.spread(p[g][k] for p in per)["sd"]
+    return out
 
 
 def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",

@@ -333,7 +333,7 @@ def _controls(cfg: ReportConfig, P, under_test: list, stability: dict | None, he
 def _levels(cfg: ReportConfig, under_test: list, held: np.ndarray) -> dict:
     """Matryoshka levels of the SAEs under test that have them (`nested_widths`, Bussmann et al. 2025): `saes` —
     each one's held-out FVU and L0 at every level (`runs.level_metrics`: the first m latents of the full code
-    decoded on their own); `pairs` — for two such SAEs with the same levels, the share of A's latents shared with B
+    decoded on their own), with their noise floor over `NOISE_SHARDS` held-out shards; `pairs` — for two such SAEs with the same levels, the share of A's latents shared with B
     (the paper's rule at `threshold`) in each level's band [m_{g-1}, m_g) and, as the control, in bands of the same
     sizes cut by A's held-out firing frequency (`consistency.band_sharing`): nested inner latents are also
     frequent ones, so only the difference says the nesting made them stable."""
@@ -343,7 +343,8 @@ def _levels(cfg: ReportConfig, under_test: list, held: np.ndarray) -> dict:
     if not nested:
         return {}
     out = {"saes": {t.name: {"widths": list(t.sae.nested_widths),
-                             "levels": runs.level_metrics(t.sae, held, t.sae.nested_widths, device=cfg.device)}
+                             "levels": runs.level_metrics(t.sae, held, t.sae.nested_widths, device=cfg.device,
+                                                         noise_shards=NOISE_SHARDS)}
                     for t in nested}, "pairs": []}
     rule = matching.SharedRule(cfg.threshold)
     for i, a in enumerate(nested):
