@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from saesanity.matching import (Match, MatchingError, SharedRule, exactly_m_of_n, found_in, hungarian, match, match_pair,
-                                masks_from_pairs, only_in_base_curve, pairwise_shared, shared, standard_rules,
+                                masks_from_pairs, only_in_base_curve, pair_shared_spread, pairwise_shared, shared, standard_rules,
                                 summarize)
 from saesanity.sae import TopKSAE
 
@@ -113,3 +113,18 @@ def test_masks_from_pairs_equals_pairwise_shared():
             pairs[i, j], pairs[j, i] = match_pair(saes[i], saes[j])
     rule = SharedRule(0.3, require_agreement=False)
     np.testing.assert_array_equal(masks_from_pairs(pairs, 3, rule), pairwise_shared(saes, rule))
+
+
+def test_pair_shared_spread_by_hand():
+    """Each unordered pair's shared fraction is the mean of the lower seed's mask; sd has ddof 1; fewer than 3
+    SAEs (one pair) is refused."""
+    masks = np.ones((3, 3, 4), dtype=bool)
+    masks[0, 1] = [1, 0, 0, 0]  # 0.25
+    masks[0, 2] = [1, 1, 0, 0]  # 0.5
+    masks[1, 2] = [1, 1, 1, 0]  # 0.75
+    masks[1, 0] = masks[2, 0] = masks[2, 1] = False  # the upper triangle is read, not these
+    got = pair_shared_spread(masks)
+    assert got["pairs"] == ["0-1", "0-2", "1-2"] and got["values"] == [0.25, 0.5, 0.75]
+    assert got["mean"] == 0.5 and got["sd"] == pytest.approx(0.25)  # sqrt(((-.25)^2 + 0 + .25^2) / 2)
+    with pytest.raises(MatchingError, match="n >= 3"):
+        pair_shared_spread(masks[:2, :2])

@@ -54,6 +54,19 @@ def test_fig1():
     assert paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))[1]["paper"] == {"shared_frac_paper": 0.416}
 
 
+def test_fig1_shared_fraction_against_the_seed_pairs_noise_floor():
+    """With a seed-pair spread, a shortfall from 41.6% within 2 sd is not one; beyond 2 sd it is."""
+    def with_floor(shared, sd):
+        return {**_fig1(0.8, 0.3, shared), "shared_frac_seed_pairs": {"sd": sd, "values": [0.0] * 10}}
+
+    near = paulo.claims_fig1(with_floor(0.40, 0.01))[1]  # 0.016 short, 2 sd = 0.02
+    assert near["verdict"] is True and near["ours"]["below beyond noise"] is False and near["ours"]["seed pairs"] == 10
+    far = paulo.claims_fig1(with_floor(0.355, 0.006))[1]  # 0.061 short, 2 sd = 0.012
+    assert far["verdict"] is False and far["ours"]["below beyond noise"] is True
+    assert paulo.claims_fig1(with_floor(0.5, 0.2))[1]["verdict"] is True
+    assert "noise floor" in far["claim"] and "noise floor" not in paulo.claims_fig1(_fig1(0.8, 0.3, 0.5))[1]["claim"]
+
+
 def test_fig2():
     rule = lambda by: verdicts(paulo.claims_fig2({"mean_similarity_by_count": by}))  # noqa: E731
     assert rule({"1": 0.2, "2": 0.5, "3": 0.9}) == [True]

@@ -34,6 +34,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .assignment import sparse_assignment
+from .metrics import spread
 
 
 class MatchingError(ValueError):
@@ -304,3 +305,16 @@ def masks_from_pairs(pairs: dict[tuple[int, int], Match], n: int, rule: SharedRu
     for (i, j), m in pairs.items():
         masks[i, j] = shared(m, rule)
     return masks
+
+
+def pair_shared_spread(masks: np.ndarray) -> dict:
+    """The shared fraction of every unordered pair i < j of the n SAEs of `masks` (`masks_from_pairs`; the share
+    of i's latents shared with j) and its spread over the pairs: {"mean", "sd" (ddof 1), "values", "pairs"
+    ("i-j", in the order of "values")} — the noise floor of one seed pair's shared fraction over training seeds.
+    The pairs share seeds, so they are not independent draws: the sd is the spread of one pair's number, not the
+    standard error of their mean. Needs n >= 3 (two pairs)."""
+    n = masks.shape[0]
+    if masks.ndim != 3 or masks.shape[1] != n or n < 3:
+        raise MatchingError(f"a seed-pair spread needs [n, n, F] masks of n >= 3 SAEs; got shape {masks.shape}")
+    ij = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    return {**spread(masks[i, j].mean() for i, j in ij), "pairs": [f"{i}-{j}" for i, j in ij]}
