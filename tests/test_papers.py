@@ -111,6 +111,27 @@ def test_fig5():
         paulo.trend_ok(0.5, 0)
 
 
+def test_fig5_trend_against_the_base_points_noise_floor():
+    """With the base point's seed-pair sd, an axis's first-to-last change must exceed 2·√2 sd (that sd for both
+    ends) for its trend to count; the change is reported either way, a trend against the paper's included."""
+    def numbers(k_shared, sd):
+        ours = {"d_sae": [{"d_sae": 4, "shared_frac_paper": 0.6}, {"d_sae": 2, "shared_frac_paper": 0.7}],
+                "k": [{"k": 64, "shared_frac_paper": k_shared}, {"k": 32, "shared_frac_paper": 0.355}],
+                "n_tokens": [{"n_tokens": 1, "shared_frac_paper": 0.1}]}
+        return {"spearman_shared_vs_axis": {"d_sae": -1.0, "k": -1.0 if k_shared < 0.355 else 1.0, "n_tokens": NAN},
+                "ours": ours, "base_seed_pairs": {"sd": sd, "values": [0.0] * 10}}
+
+    d, k, tok = paulo.claims_fig5(numbers(0.34, 0.006))  # k: falls by 0.015 < 2·√2·0.006 = 0.0170
+    assert d["verdict"] is True and d["ours"]["last − first"] == pytest.approx(-0.1)  # sorted by the axis value
+    assert k["verdict"] is False and k["ours"]["beyond noise"] is False and k["ours"]["spearman_rho"] == -1.0
+    assert tok["verdict"] is False and "beyond noise" not in tok["ours"]  # one point: nothing to compare
+    k = paulo.claims_fig5(numbers(0.33, 0.006))[1]  # falls by 0.025: beyond
+    assert k["verdict"] is True and k["ours"]["beyond noise"] is True
+    k = paulo.claims_fig5(numbers(0.384, 0.006))[1]  # rises by 0.029 beyond noise: against the paper, and real
+    assert k["verdict"] is False and k["ours"]["beyond noise"] is True and k["ours"]["last − first"] > 0
+    assert "noise floor" in k["claim"]
+
+
 def test_figA4():
     pt = lambda mx, mt: {"mean_max_dec_cos": mx, "mean_matched_dec_cos": mt}  # noqa: E731
     assert verdicts(paulo.claims_figA4({"ours": {"k": [pt(0.8, 0.7), pt(0.7, 0.7)], "d_sae": [pt(0.9, 0.2)]}})) == [True]
