@@ -41,7 +41,7 @@ REQUIRED = {
                                             "spearman_shared_vs_axis", "paper_trend", "claims", "base_seed_pairs.sd"],
     "paulo_figA4_mean_cosines_vs_size_k_tokens": ["ours.d_sae", "ours.k", "ours.n_tokens",
                                                   "max_at_least_matched_everywhere", "claims"],
-    "paulo_fig4_overlap_vs_layer_position_arch": ["ours.layers", "ours.architectures", "ours.edge_minus_middle_layers",
+    "paulo_fig4_overlap_vs_layer_position_arch": ["seed_pairs.paper.sd", "ours.layers", "ours.architectures", "ours.edge_minus_middle_layers",
                                                   "ours.mlp_vs_resid", "paper.architectures_decoder_only_gpt2",
                                                   "scale", "claims"],
     "consistency_synthetic": ["true_l0", "rows", "scale", "claims"],

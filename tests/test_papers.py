@@ -156,6 +156,29 @@ def test_fig4():
     assert len(paulo.claims_fig4(_fig4({"576": -0.1}, shares={"topk": 0.5, "batchtopk": 0.6}))) == 1  # no L1 SAE
 
 
+def test_fig4_against_the_seed_pairs_noise_floor():
+    """With one point's seed-pair sd: edge − middle over 5 layers must be below −2·sd·√(1/2 + 1/3); a kind or an
+    architecture must share more by over 2·√2·sd; the differences are reported either way."""
+    layers = [{"hookpoint": f"{kind}.{L}", "d_sae": 576} for kind in ("mlp_out", "resid_post") for L in range(5)]
+
+    def numbers(edge, diffs, relu, sd):
+        d = _fig4({"576": edge}, sum(x > 0 for x in diffs), {"topk": 0.5, "relu": relu})
+        d["ours"]["layers"] = layers
+        d["ours"]["mlp_vs_resid"]["first_minus_second"] = diffs
+        d["seed_pairs"] = {"paper": {"sd": sd, "values": [0.0] * 3}, "decoder_only": {"sd": 2 * sd, "values": [0.0] * 3}}
+        return d
+
+    sd = 0.01  # edge bound: 2 * 0.01 * sqrt(5/6) = 0.01826; a difference: 2 * sqrt(2) * 0.01 = 0.0283
+    edge, kinds, arch = paulo.claims_fig4(numbers(-0.015, [0.03, 0.03, 0.03, 0.01, -0.05], 0.55, sd))
+    assert edge["verdict"] is False and edge["ours"]["sd"]["576"] == pytest.approx(sd * math.sqrt(1 / 2 + 1 / 3))
+    assert kinds["verdict"] is True and (kinds["ours"]["more beyond noise"], kinds["ours"]["fewer beyond noise"]) == (3, 1)
+    assert arch["verdict"] is False and arch["ours"]["beyond noise"] == {"relu": False}  # 0.05 < 2√2 · 0.02
+    edge, kinds, arch = paulo.claims_fig4(numbers(-0.02, [0.03, 0.03, 0.01, 0.01, -0.05], 0.6, sd))
+    assert edge["verdict"] is True and edge["ours"]["below 0 beyond noise"] == {"576": True}
+    assert kinds["verdict"] is False and kinds["ours"]["layers_where_first_shares_more"] == 4  # 4 of 5 without it
+    assert arch["verdict"] is True and "noise" in arch["claim"]
+
+
 def test_fig3():
     rule = lambda rho, chance, best: verdicts(paulo.claims_fig3(rho, chance, best))  # noqa: E731
     assert rule({"detection": 0.3}, {"detection": False}, {"detection": 0.8}) == [True, True]

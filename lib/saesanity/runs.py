@@ -26,7 +26,8 @@ from .corpus import token_sequences
 from . import params
 from .models import load_model
 from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
-from .matching import Match, SharedRule, masks_from_pairs, match_pair, pair_matchings, pair_shared_spread, summarize
+from .matching import (Match, masks_from_pairs, match_pair, pair_matchings, pair_shared_spread, standard_rules,
+                       summarize)
 from .metrics import Pooled
 from .nulls import NullData
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens
@@ -631,15 +632,16 @@ def seed_saes(P: RunParams, *, progress: bool = True) -> tuple[list[TrainedSAE],
     return saes, {"activations": info, "activation_rows": int(acts.shape[0])}
 
 
-def seed_pair_floor(P: RunParams, *, progress: bool = True) -> dict | None:
-    """The noise floor over training seeds of P's shared fraction (paper's rule at P.threshold): the shared fraction
-    of every pair of `seed_saes(P)` and its spread (`matching.pair_shared_spread`; the Hungarian solves cached, so
-    Fig. 1, Fig. 2, A1 and Fig. 5's base point solve each pair once). None with fewer than 3 seeds."""
+def seed_pair_floor(P: RunParams, rule: str = "paper", *, progress: bool = True) -> dict | None:
+    """The noise floor over training seeds of P's shared fraction under `rule` (a name of
+    `matching.standard_rules`, at P.threshold): the shared fraction of every pair of `seed_saes(P)` and its spread
+    (`matching.pair_shared_spread`; the Hungarian solves cached, so Fig. 1, Fig. 2, A1 and Fig. 5's base point
+    solve each pair once). None with fewer than 3 seeds."""
     if len(P.seeds) < 3:
         return None
     trained = seed_saes(P, progress=progress)[0]
     return pair_shared_spread(masks_from_pairs(pair_matches(trained, progress=progress), len(trained),
-                                               SharedRule(P.threshold)))
+                                               standard_rules(P.threshold)[rule]))
 
 
 def architecture_seed_pairs(P, *, progress: bool = True) -> dict[str, list[TrainedSAE]]:

@@ -9,6 +9,7 @@ reproduced, except where a comparison cannot be made at all (the verdict is then
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import defined
@@ -244,22 +245,54 @@ def claims_fig4(numbers: dict) -> list[dict]:
     """Fig. 4. (1) Sharing is lower at the first and last layer than in the middle: edge − middle < 0 at every size.
     (2) When two hookpoint kinds are compared, the first (MLP) shares more at more than half of the layers.
     (3) When TopK and an L1-trained architecture (ReLU, Gated) are compared, every L1-trained one shares more than
-    TopK under the decoder rule. Claims (2) and (3) are present only when their panels are."""
+    TopK under the decoder rule. Claims (2) and (3) are present only when their panels are.
+
+    With `seed_pairs` ({"paper": spread, "decoder_only": spread}: one point's shared fraction over every pair of
+    ≥ 3 seeds, `runs.seed_pair_floor`; its sd taken for every point, measured at one only) each comparison must
+    also exceed the noise floor, 2 sd of the compared quantity: edge − middle (a mean of 2 layers minus a mean of
+    n − 2) has sd·√(1/2 + 1/(n − 2)); a difference of two points sd·√2. The differences and whether each is beyond
+    noise are reported either way."""
+    from ..metrics import beyond_noise
+
     _need(numbers, "ours")
     o = numbers["ours"]
     edges, mvr = o["edge_minus_middle_layers"], o.get("mlp_vs_resid") or {}
     shares = {r["architecture"]: r["shared_frac_decoder_only"] for r in o["architectures"]}
     l1 = [a for a in ("relu", "gated") if a in shares]
-    out = [_claim("Sharing lower at the first and last layer than in the middle", {"edge_minus_middle": dict(edges)},
-                  bool(edges) and all(defined(v) and v < 0 for v in edges.values()))]
+    floor = numbers.get("seed_pairs") or {}
+    edge_ok = bool(edges) and all(defined(v) and v < 0 for v in edges.values())
+    edge_ours: dict[str, Any] = {"edge_minus_middle": dict(edges)}
+    if floor and edges:
+        kind = o["layers"][0]["hookpoint"].split(".")[0]  # panel (a)'s kind comes first
+        n = {s: sum(r["d_sae"] == int(s) and r["hookpoint"].split(".")[0] == kind for r in o["layers"]) for s in edges}
+        sd = {s: floor["paper"]["sd"] * math.sqrt(1 / 2 + 1 / (n[s] - 2)) if n[s] > 2 else float("nan") for s in edges}
+        below = {s: bool(defined(v) and v < 0 and beyond_noise(v, 0.0, sd[s], 0.0)) for s, v in edges.items()}
+        edge_ours.update({"sd": sd, "below 0 beyond noise": below})
+        edge_ok = all(below.values())
+    out = [_claim("Sharing lower at the first and last layer than in the middle"
+                  + (" (beyond the seed pairs' noise floor)" if floor else ""), edge_ours, edge_ok)]
     if mvr:
         more, n = mvr["layers_where_first_shares_more"], mvr["n_layers"]
-        out.append(_claim(f"{mvr['kinds'][0]} shares more than {mvr['kinds'][1]} (as on SmolLM and GPT-2 in the paper)",
-                          {"layers_where_first_shares_more": more, "n_layers": n}, bool(2 * more > n)))
+        ours: dict[str, Any] = {"layers_where_first_shares_more": more, "n_layers": n}
+        if floor and "first_minus_second" in mvr:
+            sd = floor["paper"]["sd"]
+            more = sum(d > 0 and beyond_noise(d, 0.0, sd, sd) for d in mvr["first_minus_second"])
+            ours.update({"more beyond noise": more,
+                         "fewer beyond noise": sum(d < 0 and beyond_noise(d, 0.0, sd, sd)
+                                                   for d in mvr["first_minus_second"])})
+        out.append(_claim(f"{mvr['kinds'][0]} shares more than {mvr['kinds'][1]} (as on SmolLM and GPT-2 in the paper)"
+                          + (" at more than half the layers beyond noise" if "more beyond noise" in ours else ""),
+                          ours, bool(2 * more > n)))
     if "topk" in shares and l1:
-        out.append(_claim(f"L1-trained SAEs ({', '.join(l1)}) share more than TopK at matched L0 (decoder rule)",
-                          {a: shares[a] for a in ["topk", *l1]},
-                          bool(all(defined(shares[a]) and shares[a] > shares["topk"] for a in l1)),
+        ok = all(defined(shares[a]) and shares[a] > shares["topk"] for a in l1)
+        ours = {a: shares[a] for a in ["topk", *l1]}
+        if floor:
+            sd = floor["decoder_only"]["sd"]
+            beyond = {a: bool(defined(shares[a]) and beyond_noise(shares[a], shares["topk"], sd, sd)) for a in l1}
+            ours.update({"decoder-rule seed-pair sd": sd, "beyond noise": beyond})
+            ok = ok and all(beyond.values())
+        out.append(_claim(f"L1-trained SAEs ({', '.join(l1)}) share more than TopK at matched L0 (decoder rule)"
+                          + (" beyond noise" if floor else ""), ours, bool(ok),
                           {a: ARCH_DECODER_ONLY_GPT2.get(a) for a in ["topk", *l1]}))
     return out
 
