@@ -132,3 +132,23 @@ def test_level_bands_and_band_sharing_by_hand():
     assert band_sharing(shared, order, bands) == [0.0, 1.0, 0.5]
     with pytest.raises(ValueError, match="cover"):
         band_sharing(shared, np.arange(5), bands)
+
+
+def test_architecture_claims_by_hand():
+    """consistency_matryoshka's checks on made-up rows: each verdict follows its comparison, and with TopK's
+    seed-pair spread the shared fractions must differ by more than 2·√2 sd."""
+    def numbers(mt_shared, floor_sd=None):
+        rows = {"topk": {"shared_frac": 0.30, "pw_mcc_signed": 0.6, "frequency_bands": [0.5, 0.2]},
+                "matryoshka": {"shared_frac": mt_shared, "pw_mcc_signed": 0.5, "frequency_bands": [0.4, 0.2],
+                               "level_bands": [0.45, 0.1]}}
+        out = {"architectures": rows, "pw_mcc_chance": {"mean": 0.15, "sd": 0.001}}
+        if floor_sd is not None:
+            out["topk_seed_pairs"] = {"sd": floor_sd, "values": [0.3] * 3}
+        return out
+
+    v = [c["verdict"] for c in cs.architecture_claims(numbers(0.32))]
+    assert v == [True, True, False, True, False]  # above chance; shares more; lower PW-MCC; inner > outer; 0.45 < 0.5
+    near = cs.architecture_claims(numbers(0.32, 0.01))[1]  # 0.02 < 2·√2·0.01 = 0.028
+    assert near["verdict"] is False and near["ours"]["beyond noise"] is False and "noise floor" in near["claim"]
+    far = cs.architecture_claims(numbers(0.34, 0.01))[1]
+    assert far["verdict"] is True and far["ours"]["beyond noise"] is True

@@ -47,7 +47,7 @@ REQUIRED = {
     "consistency_synthetic": ["true_l0", "rows", "scale", "claims"],
     "consistency_matryoshka": ["architectures.topk.shared_frac", "architectures.matryoshka.level_bands",
                                "architectures.matryoshka.frequency_bands", "pw_mcc_chance.mean", "bands", "scale",
-                               "claims"],
+                               "claims", "topk_seed_pairs.sd"],
     "leask_matryoshka": ["novel_mean.topk", "novel_mean.matryoshka", "novel.matryoshka", "prefix.matryoshka",
                          "prefix.topk", "meta.matryoshka", "meta.topk", "theta", "scale", "claims"],
     "consistency_seeds": ["data_nulls.real.shared_frac", "data_nulls.gaussian.pw_mcc_signed",
