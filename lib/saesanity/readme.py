@@ -77,6 +77,7 @@ def fig1_section(doc: dict) -> str:
         f"(L0 {held[0]['l0']:.0f}). In the paper's Fig. 5, 4K latents (the size nearest ours) share "
         f"{_pct(doc['paper_shared_frac_at_4k_latents'])}, and its shortest training run (0.8B tokens) shares "
         f"{_pct(doc['paper_shared_frac_at_0p8b_tokens'])}.",
+        *_seed_pairs_line(doc.get("shared_frac_seed_pairs"), "the same SAE trained with"),
         "",
         "Verdicts (computed from the numbers above):",
         f"- {aligned['claim']}: {_v(aligned)}.",
@@ -85,6 +86,16 @@ def fig1_section(doc: dict) -> str:
            " with training tokens." if doc["profile"] != "paper" else "."),
     ]
     return "\n".join(lines)
+
+
+def _seed_pairs_line(floor: dict | None, what: str) -> list[str]:
+    """The noise floor of a shared fraction over seed pairs (`runs.seed_pair_floor`), as a README line; none without."""
+    if not floor:
+        return []
+    n_seeds = len({s for p in floor["pairs"] for s in p.split("-")})
+    return ["", f"Noise floor over training seeds: {what} {n_seeds} seeds shares {_pct(floor['mean'])} ± "
+                f"{_pct(floor['sd'])} (mean ± sd over its {len(floor['values'])} seed pairs, "
+                f"{_pct(min(floor['values']))}–{_pct(max(floor['values']))})."]
 
 
 def _v(claim: dict) -> str:
@@ -180,11 +191,14 @@ def fig5_section(doc: dict) -> str:
         ours = ", ".join(f"{r[axis]:,} → {_pct(r['shared_frac_paper'])}" for r in rs)
         paper = ", ".join(f"{int(k):,} → {_pct(v)}" for k, v in doc["paper"][axis].items())
         lines.append(f"| {_AXIS[axis]} | {ours} | {paper} |")
-    lines.append("")
+    lines += [*_seed_pairs_line(doc.get("base_seed_pairs"), "the base point trained with"), ""]
     for claim in paulo.claims(doc["stem"], doc):
         rho = claim["ours"]["spearman_rho"]
         rho_txt = "undefined (constant)" if rho is None else f"{rho:+.2f}"
-        lines.append(f"- {claim['claim']} (Spearman ρ {rho_txt}): {_v(claim)}.")
+        change = claim["ours"].get("last − first")
+        change_txt = ("" if change is None else f"; first to last point {change * 100:+.1f} points, "
+                      f"{'beyond' if claim['ours']['beyond noise'] else 'within'} the noise floor")
+        lines.append(f"- {claim['claim']} (Spearman ρ {rho_txt}{change_txt}): {_v(claim)}.")
     return "\n".join(lines)
 
 
@@ -216,13 +230,20 @@ def fig4_section(doc: dict) -> str:
         lines.append(f"| {r['architecture']} | {coef} | {', '.join(_f(x, '.1f') for x in r['heldout_l0'])} | "
                      f"{_fvus(r)} | {_pct(r['shared_frac_decoder_only'])} | "
                      f"{_pct(paper_arch.get(r['architecture']))} |")
+    floor = (doc.get("seed_pairs") or {}).get("paper")
+    lines += _seed_pairs_line(floor, "panel (c)'s TopK point trained with")
     edge, *rest = paulo.claims(doc["stem"], doc)
-    edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" for s, v in edge["ours"]["edge_minus_middle"].items())
+    sds = edge["ours"].get("sd") or {}
+    edge_txt = ", ".join(f"{int(s):,} latents {_f(v, '+.3f')}" + (f" (sd {_f(sds[s], '.3f')})" if s in sds else "")
+                         for s, v in edge["ours"]["edge_minus_middle"].items())
     lines += ["", f"- {edge['claim']} (edge − middle: {edge_txt}): {_v(edge)}."]
     for claim in rest:
         if "layers_where_first_shares_more" in claim["ours"]:
-            lines.append(f"- {claim['claim']} at {claim['ours']['layers_where_first_shares_more']} of "
-                         f"{claim['ours']['n_layers']} layers: {_v(claim)}.")
+            o_ = claim["ours"]
+            beyond = (f"; beyond the noise floor more at {o_['more beyond noise']}, fewer at {o_['fewer beyond noise']}"
+                      if "more beyond noise" in o_ else "")
+            lines.append(f"- {claim['claim']}: more at {o_['layers_where_first_shares_more']} of "
+                         f"{o_['n_layers']} layers{beyond}: {_v(claim)}.")
         else:
             lines.append(f"- {claim['claim']}: {_v(claim)}.")
     return "\n".join(lines)
