@@ -21,7 +21,7 @@ REQUIRED = {
     "heap_figB_autointerp_roc": ["auroc", "auroc_bootstrap_sd", "claims", "config", "scale"],
     "paulo_fig3_interp_vs_sharing": ["mean_auroc_by_found", "compared", "spearman_found_vs_score", "claims", "pairs", "scale"],
     "paulo_table1_unpaired_explanations": ["ours", "paper", "claims", "score", "scale"],
-    "leask_novel_fraction": ["convergence.n_members", "novel_fraction_at_theta", "novel_fraction_curve", "compared", "claims", "scale"],
+    "leask_novel_fraction": ["convergence.n_members", "novel_fraction_seeds", "novel_fraction_at_theta", "novel_fraction_curve", "compared", "claims", "scale"],
     "leask_stitching": ["convergence.n_members", "insertion", "swap_path", "swap_path_summary", "claims", "scale"],
     "leask_meta_sae": ["meta", "examples", "claims", "scale"],
     "heap_token_entropy": ["ours.median_entropy_bits", "ours.max_entropy_bits", "claims", "scale"],

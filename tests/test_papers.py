@@ -312,6 +312,11 @@ def test_leask_novel_fraction():
     assert verdicts(leask.claims_novel_fraction(0.35)) == [True]
     assert verdicts(leask.claims_novel_fraction(0.2)) == [True]  # bounds inclusive
     assert verdicts(leask.claims_novel_fraction(0.1)) == [False] and verdicts(leask.claims_novel_fraction(0.6)) == [False]
+    near = leask.claims_novel_fraction(0.53, 0.02)[0]  # 0.03 above the range, 2 sd = 0.04: within noise
+    assert near["verdict"] is True and near["ours"]["outside the range beyond noise"] is False
+    far = leask.claims_novel_fraction(0.645, 0.01)[0]
+    assert far["verdict"] is False and far["ours"]["outside the range beyond noise"] is True
+    assert "noise floor" in far["claim"] and leask.claims_novel_fraction(0.1, 0.04)[0]["verdict"] is False  # 0.1 < 0.2 − 0.08
     with pytest.raises(ValueError, match="must be a number"):
         leask.claims_novel_fraction(None)
 
@@ -439,7 +444,8 @@ def _recomputed(stem, doc):
     if stem == "heap_toy_models":
         return heap.claims_toy(doc["ours"]["hypothesis1"], doc["ours"]["hypothesis2"])
     if stem == "leask_novel_fraction":
-        return leask.claims_novel_fraction(doc["compared"]["novel_fraction_consecutive_mean"]["ours"])
+        return leask.claims_novel_fraction(doc["compared"]["novel_fraction_consecutive_mean"]["ours"],
+                                           doc.get("novel_fraction_consecutive_mean_seed_sd"))
     if stem == "leask_meta_sae":
         n_groups = doc["claims"][-1]["ours"]["meta-latents active on >= 2 base latents"]
         return leask.claims_meta(doc["meta"], n_groups, doc["mean_members_per_active_meta_latent"])

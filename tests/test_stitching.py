@@ -268,3 +268,28 @@ def test_meta_family_noise_floor_is_the_spread_over_meta_sae_seeds(iso_cache):
         assert ST.decoder_fvu(direct, base.sae)["fvu"] == r["fvu_seed_values"][1]  # seed 6 is the second value
     with pytest.raises(ValueError, match="n_seeds >= 2"):
         ST.meta_family(P, base, progress=False, n_seeds=1)
+
+
+def test_novel_fraction_seeds_over_the_four_seed_combinations(monkeypatch):
+    """Each size pair's novel fraction for every (smaller seed, larger seed) of P.seeds[:2], equal to a direct
+    `max_decoder_cos` + `novel_fraction` on those two SAEs; sd over the four (ddof 1); a release family: None."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        release: str | None
+        seeds: list
+        sizes: list
+
+    sizes = [8, 16, 32]
+    fams = {s: [SimpleNamespace(sae=TopKSAE(6, n, 2, seed=100 * s + n)) for n in sizes] for s in (3, 5)}
+    monkeypatch.setattr(ST, "size_family", lambda P, progress=True: fams[P.seeds[0]])
+    P = Params(None, [3, 5], sizes)
+    got = ST.novel_fraction_seeds(P, [(0, 1), (1, 2)], 0.5)
+    assert list(got) == ["8→16", "16→32"] and got["8→16"]["combos"] == ["3→3", "3→5", "5→3", "5→5"]
+    for name, (i, j) in (("8→16", (0, 1)), ("16→32", (1, 2))):
+        want = [ST.novel_fraction(ST.max_decoder_cos(fams[a][i].sae, fams[b][j].sae), [0.5])[0]
+                for a in (3, 5) for b in (3, 5)]
+        assert got[name]["values"] == pytest.approx(want) and got[name]["sd"] == pytest.approx(np.std(want, ddof=1))
+    assert ST.novel_fraction_seeds(Params("r", [0, 1], sizes), [(0, 1)], 0.5) is None

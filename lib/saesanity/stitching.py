@@ -43,7 +43,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .cache import cached
 from .matching import cosine_matrix, unit_rows
-from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise
+from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise, spread
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _META_VERSION = 1
@@ -63,6 +63,27 @@ def max_decoder_cos(small: SAEBase, large: SAEBase) -> np.ndarray:
 def novel_fraction(max_cos: np.ndarray, thetas: list[float]) -> np.ndarray:
     """Fraction of latents that are novel (max decoder cosine `max_cos` [F_L] < θ) at each θ."""
     return np.array([(max_cos < t).mean() for t in thetas])
+
+
+def novel_fraction_seeds(P, pairs: list[tuple[int, int]], theta: float, *, progress: bool = True) -> dict | None:
+    """The noise floor over training seeds of the novel fraction at `theta` of each size pair (i, j) of `P.sizes`:
+    the size family trained with each of `P.seeds[:2]` (`size_family`; Fig. 5's size sweep trains both), and the
+    novel fraction of the larger SAE of seed b against the smaller of seed a for the four (a, b) — four
+    independent initialisations of the pair (seeds of different sizes draw unaligned directions: `SAEBase`'s
+    uniform draw fills [d_in, d_sae] row by row, so a latent's encoder column shares one of d_in entries with the
+    same-seed latent of another size). Returns {"i→j" (sizes): {"mean", "sd", "values", "combos" ("a→b")}}; None
+    for a release family (one SAE per size) or fewer than 2 seeds."""
+    if P.release or len(P.seeds) < 2:
+        return None
+    seeds = list(P.seeds[:2])
+    fams = {s: size_family(dataclasses.replace(P, seeds=[s, *[t for t in P.seeds if t != s]]), progress=progress)
+            for s in seeds}
+    combos = [(a, b) for a in seeds for b in seeds]
+    out = {}
+    for i, j in pairs:
+        vals = [float(novel_fraction(max_decoder_cos(fams[a][i].sae, fams[b][j].sae), [theta])[0]) for a, b in combos]
+        out[f"{P.sizes[i]}→{P.sizes[j]}"] = {**spread(vals), "combos": [f"{a}→{b}" for a, b in combos]}
+    return out
 
 
 @dataclasses.dataclass
