@@ -67,3 +67,17 @@ def test_fits_stay_within_the_fraction_bounds():
         if "c" in f.params:
             assert 0 <= f.params["c"] <= 1 and f.params["a"] >= 0, (name, f.params)
         assert np.all(np.diff(f.predict(np.arange(2, 30))) <= 1e-12), name  # non-increasing
+
+
+def test_median_bootstrap_is_the_bootstrap_of_the_nanmedian():
+    """The median ignores NaN; the spread is `bootstrap` of np.nanmedian over resamples of the items (same seed ->
+    the same resamples); constant items have sd 0."""
+    from saesanity.fits import bootstrap_indices, median_bootstrap
+
+    v = np.array([1.0, 2.0, np.nan, 4.0, 8.0, 3.0])
+    got = median_bootstrap(v, n_boot=50, seed=3)
+    assert got["median"] == 3.0 and got["n_boot"] == 50
+    want = [np.nanmedian(v[i]) for i in bootstrap_indices(v.size, 50, 3)]
+    want = np.array([w for w in want if np.isfinite(w)])
+    assert got["sd"] == pytest.approx(np.std(want)) and got["sd"] > 0
+    assert median_bootstrap(np.full(10, 2.5), n_boot=20)["sd"] == 0.0

@@ -24,7 +24,7 @@ REQUIRED = {
     "leask_novel_fraction": ["convergence.n_members", "novel_fraction_seeds", "novel_fraction_at_theta", "novel_fraction_curve", "compared", "claims", "scale"],
     "leask_stitching": ["convergence.n_members", "insertion", "swap_path", "swap_path_summary", "claims", "scale"],
     "leask_meta_sae": ["meta", "examples", "claims", "scale"],
-    "heap_token_entropy": ["ours.median_entropy_bits", "ours.max_entropy_bits", "claims", "scale"],
+    "heap_token_entropy": ["ours.median_entropy_bits", "ours.median_entropy_bootstrap_sd", "ours.max_entropy_bits", "claims", "scale"],
     "paulo_fig1_matched_cosines": ["compared.shared_frac_paper.ours", "compared.shared_frac_paper.paper",
                                    "compared.agree_frac.ours", "compared.mean_matched_dec_cos.ours",
                                    "compared.mean_matched_enc_cos.ours", "heldout", "scale", "setup", "claims",

@@ -267,6 +267,13 @@ def test_heap_entropy():
     assert verdicts(no) == [False, False, False]
     assert verdicts(heap.claims_entropy({"trained": hs(1.0, 2.0)})) == [False]  # two layers: no correlation
     assert heap.claims_entropy({"init": hs(1.0)}) == []
+    # with the medians' bootstrap sd: init 0.5 below trained 3.0 needs 2.5 > 2·√(sd² + sd²)
+    med = {"trained": hs(1.0, 2.0, 3.0), "init": hs(0.5, 0.5, 0.5), "control": hs(4.0, 4.0, 1.0)}
+    sd = lambda x: {v: hs(x, x, x) for v in med}  # noqa: E731
+    assert verdicts(heap.claims_entropy(med, sd(0.5))) == [True, True, True]  # 2.5 > 1.41; control 3, 2 > 1.41
+    tight = heap.claims_entropy(med, sd(1.0))  # 2.5 and 3 > 2.83 only for the first control layer
+    assert verdicts(tight) == [True, False, False] and tight[2]["ours"]["layers_where_control_above_trained"] == 1
+    assert tight[1]["ours"]["bootstrap sd"]["init"] == 1.0 and "noise floor" in tight[1]["claim"]
 
 
 def _toy(ident, deep, ratios, sd=0.01):
@@ -440,7 +447,7 @@ def _recomputed(stem, doc):
         return heap.claims_metrics(doc["ours"]) + heap.claims_baselines(doc["ours"], doc.get("frozen", {}),
                                                                         doc.get("lookup_null", {}))
     if stem == "heap_token_entropy":
-        return heap.claims_entropy(doc["ours"]["median_entropy_bits"])
+        return heap.claims_entropy(doc["ours"]["median_entropy_bits"], doc["ours"].get("median_entropy_bootstrap_sd"))
     if stem == "heap_toy_models":
         return heap.claims_toy(doc["ours"]["hypothesis1"], doc["ours"]["hypothesis2"])
     if stem == "leask_novel_fraction":

@@ -19,6 +19,7 @@ The preferred model is the one with the lowest AIC (BIC is reported beside it).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -143,6 +144,15 @@ def bootstrap_summary(values, level: float = 0.95) -> dict[str, float]:
     return {"mean": float(np.mean(good)) if good.size else float("nan"), "sd": float(np.std(good)) if good.size else
             float("nan"), "lo": float(lo), "hi": float(hi), "level": level, "n_boot": n_boot,
             "n_undefined": int(vals.size - good.size)}
+
+
+def median_bootstrap(values: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """The median of `values` (NaN ignored) and its noise floor over the items: `bootstrap` of the nanmedian over
+    resamples of the items — {"median", and `bootstrap_summary`'s "sd", "lo", "hi", …}."""
+    v = np.asarray(values, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample's median: undefined, counted
+        return {"median": float(np.nanmedian(v)), **bootstrap(lambda i: float(np.nanmedian(v[i])), v.size, n_boot, seed)}
 
 
 def curve_weighted_by_bases(curve: dict[int, dict], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

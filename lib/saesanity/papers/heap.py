@@ -158,15 +158,44 @@ def claims_baselines(ours: dict[str, dict[str, dict[str, Any]]], frozen: dict[st
     return claims
 
 
-def claims_entropy(median_entropy_bits: dict[str, dict[str, float]]) -> list[dict]:
+def claims_entropy(median_entropy_bits: dict[str, dict[str, float]],
+                   median_sd: dict[str, dict[str, float]] | None = None) -> list[dict]:
     """Heap token-entropy figure. `median_entropy_bits`: variant → hookpoint → median over latents of the entropy
     of the tokens at each latent's top activations. (1) trained entropy rises with depth (Spearman > 0);
     (2) every random variant is below trained at the deepest layer; (3) control is above trained at more than half
-    of the layers. Present only when trained (and, for 2–3, the other variants) are."""
-    med = median_entropy_bits
+    of the layers. Present only when trained (and, for 2–3, the other variants) are. With `median_sd` (each
+    median's bootstrap sd over latents, `fits.median_bootstrap`) the comparisons of (2) and (3) must also exceed
+    the noise floor, 2 combined sd (`metrics.beyond_noise`)."""
+    from ..metrics import beyond_noise
+
+    med, sd = median_entropy_bits, median_sd
+
+    def differs(v: str, h: str) -> bool:  # v's median vs trained's at h, beyond noise (always, without sd)
+        return sd is None or beyond_noise(med[v][h], med["trained"][h], sd[v][h], sd["trained"][h])
+
     claims = []
     if "trained" not in med:
         return claims
+    tr = med["trained"]
+    rho = spearman_with_layer(tr)
+    claims.append({"claim": "trained-model token entropy rises with depth",
+                   "ours": {"spearman_median_entropy_vs_layer": rho}, "verdict": bool(rho is not None and rho > 0)})
+    deep_h = max(tr, key=layer_of)
+    randoms = [v for v in med if v not in ("trained", "control")]
+    noise = " beyond the noise floor" if sd is not None else ""
+    if randoms:
+        ours = {v: med[v][deep_h] for v in ["trained", *randoms]}
+        if sd is not None:
+            ours["bootstrap sd"] = {v: sd[v][deep_h] for v in ["trained", *randoms]}
+        claims.append({"claim": "random variants stay low: below trained at the deepest layer" + noise, "ours": ours,
+                       "verdict": bool(all(defined(med[v][deep_h]) and med[v][deep_h] < tr[deep_h] and differs(v, deep_h)
+                                           for v in randoms))})
+    if "control" in med:
+        above = sum(defined(med["control"][h]) and med["control"][h] > tr[h] and differs("control", h) for h in tr)
+        claims.append({"claim": "control stays high: above trained" + noise,
+                       "ours": {"layers_where_control_above_trained": int(above), "n_layers": len(tr)},
+                       "verdict": bool(2 * above > len(tr))})
+    return claims
     tr = med["trained"]
     rho = spearman_with_layer(tr)
     claims.append({"claim": "trained-model token entropy rises with depth",
