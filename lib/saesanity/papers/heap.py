@@ -196,22 +196,6 @@ def claims_entropy(median_entropy_bits: dict[str, dict[str, float]],
                        "ours": {"layers_where_control_above_trained": int(above), "n_layers": len(tr)},
                        "verdict": bool(2 * above > len(tr))})
     return claims
-    tr = med["trained"]
-    rho = spearman_with_layer(tr)
-    claims.append({"claim": "trained-model token entropy rises with depth",
-                   "ours": {"spearman_median_entropy_vs_layer": rho}, "verdict": bool(rho is not None and rho > 0)})
-    deep_h = max(tr, key=layer_of)
-    randoms = [v for v in med if v not in ("trained", "control")]
-    if randoms:
-        claims.append({"claim": "random variants stay low: below trained at the deepest layer",
-                       "ours": {v: med[v][deep_h] for v in ["trained", *randoms]},
-                       "verdict": bool(all(defined(med[v][deep_h]) and med[v][deep_h] < tr[deep_h] for v in randoms))})
-    if "control" in med:
-        above = sum(defined(med["control"][h]) and med["control"][h] > tr[h] for h in tr)
-        claims.append({"claim": "control stays high: above trained",
-                       "ours": {"layers_where_control_above_trained": int(above), "n_layers": len(tr)},
-                       "verdict": bool(2 * above > len(tr))})
-    return claims
 
 
 def claims_toy(hypothesis1: list[dict], hypothesis2: list[dict], margin: float = 0.1) -> list[dict]:
