@@ -6,15 +6,17 @@ from saesanity import estimate
 
 
 def test_fig1_paper_cost_by_hand():
-    # Pythia-160M to layer 6 (7 layers of 12·768² weights), ctx 2049; two TopK SAEs of 32,768 latents; 8B tokens
+    # Pythia-160M to layer 6 (7 layers of 12·768² weights), ctx 2049; five TopK SAEs of 32,768 latents (the pair
+    # and the noise floor's seeds, one pass); 8B tokens
+    n = 5
     fwd = 2 * 7 * 12 * 768**2 + 4 * 7 * 768 * 2049 / 2
     sae = 2 * 768 * 32768
     e = estimate.estimate("paulo_fig1_matched_cosines", "paper")
-    assert e.gpu_hours == pytest.approx(8e9 * (fwd + 2 * sae) / estimate.RATE / 3600)
+    assert e.gpu_hours == pytest.approx(8e9 * (fwd + n * sae) / estimate.RATE / 3600)
     held = 10_000_000 * 768 * 2  # float16 held-out activations (acts_dtype)
     weights = 2 * 768 * 32768 * 4
-    assert e.disk_gb == pytest.approx((8e9 * 2 + held + 2 * weights + 3 * 2 * weights) / 1e9)  # streamed: no train acts
-    assert e.gpu_mem_gb == pytest.approx((2 * 16 * 2 * 768 * 32768 + 2 * 65536 * 32768 * 4 + 1048576 * 768 * 4) / 1e9)
+    assert e.disk_gb == pytest.approx((8e9 * 2 + held + n * weights + 3 * n * weights) / 1e9)  # streamed: no train acts
+    assert e.gpu_mem_gb == pytest.approx((n * 16 * 2 * 768 * 32768 + 2 * 65536 * 32768 * 4 + 1048576 * 768 * 4) / 1e9)
 
 
 def test_synthetic_sweep_cost_by_hand():

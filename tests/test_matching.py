@@ -125,6 +125,7 @@ def test_pair_shared_spread_by_hand():
     masks[1, 0] = masks[2, 0] = masks[2, 1] = False  # the upper triangle is read, not these
     got = pair_shared_spread(masks)
     assert got["pairs"] == ["0-1", "0-2", "1-2"] and got["values"] == [0.25, 0.5, 0.75]
-    assert got["mean"] == 0.5 and got["sd"] == pytest.approx(0.25)  # sqrt(((-.25)^2 + 0 + .25^2) / 2)
+    assert got["mean"] == 0.5 and got["spread_sd"] == pytest.approx(0.25)  # sqrt(((-.25)^2 + 0 + .25^2) / 2)
+    assert got["sd"] == pytest.approx(0.25 * 2**0.5)  # 3 seeds' pairs: κ = 1 of m = 2 members (shared_effects_spread)
     with pytest.raises(MatchingError, match="n >= 3"):
         pair_shared_spread(masks[:2, :2])

@@ -303,3 +303,25 @@ def test_paired_beyond_noise_is_scipys_paired_t_test():
     assert paired_beyond_noise([1.0, 2.0], [0.5, 1.5]) and not paired_beyond_noise([1.0, 2.0], [1.0, 2.0])  # sd 0
     with pytest.raises(ValueError, match="one length"):
         paired_beyond_noise([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_shared_effects_spread_kappa_by_simulation():
+    """The design factor κ of `shared_effects_spread` is what the spread of a design's numbers sees of the members'
+    variance: simulated pairs of 5 seeds (number = α_i + α_j + ε) have E[s²] = σ_e² + κσ² with κ = 4/3, while one
+    pair varies by 2σ² + σ_e²; the reported sd bounds it (factor √(m/κ) = √1.5 at σ_e = 0)."""
+    import itertools
+
+    from saesanity.metrics import shared_effects_spread
+
+    pairs = list(itertools.combinations(range(5), 2))
+    rng = np.random.default_rng(0)
+    s2 = []
+    for _ in range(4000):
+        a, e = rng.standard_normal(5), 0.5 * rng.standard_normal(len(pairs))
+        s2.append(np.var([a[i] + a[j] + e[k] for k, (i, j) in enumerate(pairs)], ddof=1))
+    assert np.mean(s2) == pytest.approx(0.25 + 4 / 3, rel=0.03)  # not 0.25 + 2: the pairs move together
+    got = shared_effects_spread([1.0, 2.0, 4.0] + [0.0] * 7, pairs)
+    assert got["sd_factor"] == pytest.approx(1.5**0.5) and got["sd"] == pytest.approx(got["spread_sd"] * 1.5**0.5)
+    assert shared_effects_spread([1.0, 3.0], [(0,), (1,)])["sd_factor"] == 1.0  # independent numbers: their own sd
+    with pytest.raises(ValueError, match="one member set of one size"):
+        shared_effects_spread([1.0, 2.0], [(0, 1), (2,)])

@@ -27,10 +27,10 @@ def test_pretrain_under_torchrun_fills_the_notebooks_cache(iso_cache, monkeypatc
     args = [stem, "smoke"] + [a for o in OVERRIDES for a in ("--set", o)]
     r = _run(args, iso_cache, nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "on 2 rank(s): 2 seed SAEs at mlp_out.2" in r.stdout
+    assert "on 2 rank(s): 3 seed SAEs at mlp_out.2" in r.stdout  # Fig. 1's smoke seeds: the pair + the floor's third
     P = params.load(stem, "smoke", **pretrain._overrides(OVERRIDES))
     monkeypatch.setattr(runs, "train_family", lambda *a, **k: pytest.fail("the notebook retrained a pretrained SAE"))
-    two, _ = runs.seed_saes(P, progress=False)
+    ranks2, _ = runs.seed_saes(P, progress=False)
     runs.heldout_acts(P, progress=False)  # collected by rank 0 for the notebook
     monkeypatch.undo()
     # one process, another cache: the same SAEs up to float reassociation
@@ -42,8 +42,8 @@ def test_pretrain_under_torchrun_fills_the_notebooks_cache(iso_cache, monkeypatc
     assert r.returncode == 0 and "on 1 rank(s)" in r.stdout, r.stderr[-3000:]
     monkeypatch.setenv("SAESANITY_CACHE", str(other))
     one, _ = runs.seed_saes(P, progress=False)
-    assert [t.path.name for t in one] == [t.path.name for t in two]  # one key, whatever the launch
-    for a, b in zip(one, two):
+    assert [t.path.name for t in one] == [t.path.name for t in ranks2]  # one key, whatever the launch
+    for a, b in zip(one, ranks2):
         torch.testing.assert_close(a.sae.W_dec, b.sae.W_dec, rtol=1e-4, atol=1e-5)
 
 

@@ -291,5 +291,9 @@ def test_novel_fraction_seeds_over_the_four_seed_combinations(monkeypatch):
     for name, (i, j) in (("8→16", (0, 1)), ("16→32", (1, 2))):
         want = [ST.novel_fraction(ST.max_decoder_cos(fams[a][i].sae, fams[b][j].sae), [0.5])[0]
                 for a in (3, 5) for b in (3, 5)]
-        assert got[name]["values"] == pytest.approx(want) and got[name]["sd"] == pytest.approx(np.std(want, ddof=1))
+        assert got[name]["values"] == pytest.approx(want) and got[name]["spread_sd"] == pytest.approx(np.std(want, ddof=1))
+        assert got[name]["sd"] == pytest.approx(np.std(want, ddof=1) * 1.5**0.5)  # each SAE in 2 of the 4: κ = 4/3
+    mean = ST.novel_mean_spread(got, ["8→16", "16→32"])  # the mean of both pairs, combination by combination
+    assert mean["values"] == pytest.approx([(a + b) / 2 for a, b in zip(got["8→16"]["values"], got["16→32"]["values"])])
+    assert mean["sd"] == pytest.approx(np.std(mean["values"], ddof=1) * 1.5**0.5)
     assert ST.novel_fraction_seeds(Params("r", [0, 1], sizes), [(0, 1)], 0.5) is None

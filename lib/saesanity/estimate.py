@@ -113,7 +113,8 @@ def passes(stem: str, P) -> list[Pass]:
         L, two = _layer(P.hookpoint), 2
         return [Pass(P.n_tokens, L, [(s, "topk") for s in P.sizes] * two),
                 Pass(P.n_tokens, L, [(P.d_sae, "topk")] * len(P.ks) * two),
-                Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)]
+                Pass(max(P.train_tokens), L, [(P.d_sae, "topk")] * two)] + \
+            ([Pass(P.n_tokens, L, [(P.d_sae, "topk")] * (len(P.seeds) - 2))] if len(P.seeds) > 2 else [])  # base floor
     if stem == "consistency_matryoshka":  # Fig. 1's TopK seeds, and a pair of each other architecture
         others = [(P.d_sae, a) for a in P.architectures if a != "topk"] * 2
         return [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, "topk")] * len(P.seeds))] + \
@@ -133,7 +134,9 @@ def passes(stem: str, P) -> list[Pass]:
         out += [Pass(P.n_tokens, layer, [(P.d_sae, "topk")] * 2) for layer in P.layers for _ in P.kinds[1:]]
         if streamed:  # every hookpoint's pairs in one pass (`runs._train_streamed_hookpoints`)
             out = [Pass(P.n_tokens, max(P.layers), [sae for p in out for sae in p.saes])]
-        return out + _calibration_passes(P) + [Pass(P.n_tokens, _layer(P.hookpoint), [(P.d_sae, a) for a in P.architectures] * 2)]
+        floor = [(P.d_sae, "topk")] * max(len(P.seeds) - 2, 0)  # the noise floor's seeds at (c)'s TopK point
+        return out + _calibration_passes(P) + [Pass(P.n_tokens, _layer(P.hookpoint),
+                                                    [(P.d_sae, a) for a in P.architectures] * 2 + floor)]
     if stem.startswith("heap_") and hasattr(P, "variants"):
         frozen = [(P.d_sae, "topk")] * len(getattr(P, "frozen", []))  # the trained model's frozen-weight baselines
         if streamed:  # every layer in one pass (or sparsify run) per variant; the frozen ones in a pass of their own
@@ -144,7 +147,9 @@ def passes(stem: str, P) -> list[Pass]:
                 for v in P.variants for layer in P.layers]
     if stem.startswith("leask_"):  # leask_matryoshka: a Matryoshka family beside the TopK one
         archs = ["topk", "matryoshka"] if stem == "leask_matryoshka" else ["topk"]
-        return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint), [(s, a) for a in archs for s in P.sizes])]
+        families = 2 if stem == "leask_novel_fraction" else 1  # its noise floor: the family with a second seed
+        return [] if P.release else [Pass(P.n_tokens, _layer(P.hookpoint),
+                                          [(s, a) for a in archs for s in P.sizes] * families)]
     return []
 
 

@@ -34,7 +34,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .assignment import sparse_assignment
-from .metrics import spread
+from .metrics import shared_effects_spread
 
 
 class MatchingError(ValueError):
@@ -309,12 +309,12 @@ def masks_from_pairs(pairs: dict[tuple[int, int], Match], n: int, rule: SharedRu
 
 def pair_shared_spread(masks: np.ndarray) -> dict:
     """The shared fraction of every unordered pair i < j of the n SAEs of `masks` (`masks_from_pairs`; the share
-    of i's latents shared with j) and its spread over the pairs: {"mean", "sd" (ddof 1), "values", "pairs"
-    ("i-j", in the order of "values")} — the noise floor of one seed pair's shared fraction over training seeds.
-    The pairs share seeds, so they are not independent draws: the sd is the spread of one pair's number, not the
-    standard error of their mean. Needs n >= 3 (two pairs)."""
+    of i's latents shared with j) and the noise floor of one seed pair's shared fraction over training seeds:
+    {"mean", "sd", "spread_sd", "sd_factor", "values", "pairs" ("i-j", in the order of "values")}. The pairs
+    share seeds, so their own spread ("spread_sd") understates one pair's variation; "sd" is the bound of
+    `metrics.shared_effects_spread` (spread_sd × √1.5 at 5 seeds, × √2 at 3). Needs n >= 3 (two pairs)."""
     n = masks.shape[0]
     if masks.ndim != 3 or masks.shape[1] != n or n < 3:
         raise MatchingError(f"a seed-pair spread needs [n, n, F] masks of n >= 3 SAEs; got shape {masks.shape}")
     ij = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    return {**spread(masks[i, j].mean() for i, j in ij), "pairs": [f"{i}-{j}" for i, j in ij]}
+    return {**shared_effects_spread([masks[i, j].mean() for i, j in ij], ij), "pairs": [f"{i}-{j}" for i, j in ij]}

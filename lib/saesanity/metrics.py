@@ -332,6 +332,27 @@ def seed_spread(fn, seeds, keys) -> dict:
     return out
 
 
+def shared_effects_spread(values, members) -> dict:
+    """The noise floor of one number of a design whose numbers share their runs — a seed pair's shared fraction
+    (members (i, j): pairs of n seeds share a seed) or a stitched pair of SAEs ((small seed, large seed)). Model:
+    each number = μ + Σ its members' effects (iid, variance σ²) + its own noise (σ_e²), so one number varies by
+    m σ² + σ_e² (m members each), but the spread of the design's numbers, E[s²] = σ_e² + κ σ², sees only
+    κ = (tr C − 1ᵀC1/N) / (N − 1) of σ² (C_uv = members shared by numbers u and v): less than m, as shared
+    members move numbers together (n seeds' pairs: κ = 1, 4/3, 1.6 at n = 3, 5, 9; the 2 × 2 combinations: 4/3).
+    Whatever σ² and σ_e² are, one number's sd is at most s·√(max(m/κ, 1)): that bound is "sd", the design's own
+    spread "spread_sd" (`spread`'s "mean", "values" beside them)."""
+    sp = spread(values)
+    sets = [frozenset(m) for m in members]
+    if len(sets) != len(sp["values"]) or len({len(m) for m in sets}) != 1:
+        raise ValueError(f"shared_effects_spread needs one member set of one size per value; got {len(sets)} sets "
+                         f"of sizes {sorted({len(m) for m in sets})} for {len(sp['values'])} values")
+    C = np.array([[len(a & b) for b in sets] for a in sets], dtype=float)
+    kappa = (np.trace(C) - C.sum() / C.shape[0]) / (C.shape[0] - 1)
+    factor = max(len(sets[0]) / kappa, 1.0) if kappa > 0 else float("inf")
+    return {"mean": sp["mean"], "sd": sp["sd"] * math.sqrt(factor), "spread_sd": sp["sd"],
+            "sd_factor": math.sqrt(factor), "values": sp["values"]}
+
+
 def spread(values) -> dict:
     """{"mean", "sd" (ddof 1), "values"} of one metric remeasured n >= 2 times — over held-out shards
     (`shard_spread`) or over training seeds (the meta-SAEs' `stitching.meta_family`): its noise floor."""

@@ -93,9 +93,10 @@ def _seed_pairs_line(floor: dict | None, what: str) -> list[str]:
     if not floor:
         return []
     n_seeds = len({s for p in floor["pairs"] for s in p.split("-")})
+    own = f"; the pairs' own spread {_pct(floor['spread_sd'])}, shared seeds" if "spread_sd" in floor else ""
     return ["", f"Noise floor over training seeds: {what} {n_seeds} seeds shares {_pct(floor['mean'])} ± "
-                f"{_pct(floor['sd'])} (mean ± sd over its {len(floor['values'])} seed pairs, "
-                f"{_pct(min(floor['values']))}–{_pct(max(floor['values']))})."]
+                f"{_pct(floor['sd'])} over its {len(floor['values'])} seed pairs ({_pct(min(floor['values']))}–"
+                f"{_pct(max(floor['values']))}; ± one pair's sd, `metrics.shared_effects_spread`{own})."]
 
 
 def _v(claim: dict) -> str:

@@ -43,7 +43,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .cache import cached
 from .matching import cosine_matrix, unit_rows
-from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise, spread
+from .metrics import NOISE_SHARDS, beyond_noise, fvu, paired_beyond_noise, shared_effects_spread
 from .sae import SAEBase, TrainConfig, load_sae, save_saelens, train_sae
 
 _META_VERSION = 1
@@ -71,8 +71,9 @@ def novel_fraction_seeds(P, pairs: list[tuple[int, int]], theta: float, *, progr
     novel fraction of the larger SAE of seed b against the smaller of seed a for the four (a, b) — four
     independent initialisations of the pair (seeds of different sizes draw unaligned directions: `SAEBase`'s
     uniform draw fills [d_in, d_sae] row by row, so a latent's encoder column shares one of d_in entries with the
-    same-seed latent of another size). Returns {"i→j" (sizes): {"mean", "sd", "values", "combos" ("a→b")}}; None
-    for a release family (one SAE per size) or fewer than 2 seeds."""
+    same-seed latent of another size). Each SAE is in two of the four, so "sd" is the bound on one combination's
+    sd of `metrics.shared_effects_spread` (their own spread × √1.5). Returns {"i→j" (sizes): {"mean", "sd",
+    "spread_sd", "values", "combos" ("a→b")}}; None for a release family (one SAE per size) or fewer than 2 seeds."""
     if P.release or len(P.seeds) < 2:
         return None
     seeds = list(P.seeds[:2])
@@ -82,8 +83,19 @@ def novel_fraction_seeds(P, pairs: list[tuple[int, int]], theta: float, *, progr
     out = {}
     for i, j in pairs:
         vals = [float(novel_fraction(max_decoder_cos(fams[a][i].sae, fams[b][j].sae), [theta])[0]) for a, b in combos]
-        out[f"{P.sizes[i]}→{P.sizes[j]}"] = {**spread(vals), "combos": [f"{a}→{b}" for a, b in combos]}
+        out[f"{P.sizes[i]}→{P.sizes[j]}"] = {**shared_effects_spread(vals, [(("small", a), ("large", b))
+                                                                          for a, b in combos]),
+                                            "combos": [f"{a}→{b}" for a, b in combos]}
     return out
+
+
+def novel_mean_spread(seeds_floor: dict, names: list[str]) -> dict:
+    """The noise floor of the mean novel fraction over the size pairs `names` of `novel_fraction_seeds`' result:
+    that mean for each seed combination, and one combination's sd bound (`metrics.shared_effects_spread`)."""
+    combos = seeds_floor[names[0]]["combos"]
+    members = [(("small", c.split("→")[0]), ("large", c.split("→")[1])) for c in combos]
+    return shared_effects_spread([float(np.mean([seeds_floor[n]["values"][c] for n in names]))
+                                  for c in range(len(combos))], members)
 
 
 @dataclasses.dataclass
