@@ -197,7 +197,7 @@ def test_streamed_seed_saes_need_no_activation_cache(iso_cache, tiny_llama_dir, 
 
     P = params.load("paulo_fig1_matched_cosines", "smoke", model=str(tiny_llama_dir), hookpoint="mlp_out.1",
                     d_sae=64, k=4, n_tokens=4096, batch_size=512, n_eval_tokens=1024, corpus="debian:fortunes",
-                    seq_len=65, activations="streamed", stream_buffer_tokens=2048)
+                    seq_len=65, activations="streamed", stream_buffer_tokens=2048, seeds=[0, 1])
     saes, info = runs.seed_saes(P, progress=False)
     assert len(saes) == 2 and "streamed" in info["activations"]
     assert not (iso_cache / "activations").exists()

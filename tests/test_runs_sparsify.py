@@ -26,7 +26,7 @@ def _P(stem, model_dir, **kw):
 
 
 def test_sparsify_trains_the_seed_family_once_and_caches_it(iso_cache, tiny_neox_dir, monkeypatch):
-    P = _P("paulo_fig1_matched_cosines", tiny_neox_dir)
+    P = _P("paulo_fig1_matched_cosines", tiny_neox_dir, seeds=[0, 1])
     saes, info = runs.seed_saes(P, progress=False)
     assert info["activations"]["sparsify"]["recipe"] == "paulo_belrose_2025"
     assert not (iso_cache / "activations").exists()  # sparsify needs no activation cache
@@ -64,7 +64,7 @@ def test_the_run_equals_sparsify_called_directly(iso_cache, tiny_neox_dir, tmp_p
     from saesanity.corpus import token_sequences
     from saesanity.models import load_model
 
-    P = _P("paulo_fig1_matched_cosines", tiny_neox_dir)
+    P = _P("paulo_fig1_matched_cosines", tiny_neox_dir, seeds=[0, 1])
     saes, _ = runs.seed_saes(P, progress=False)
     lm = load_model(str(tiny_neox_dir), "trained", 0, "cpu", "float32")
     rows = token_sequences("debian:fortunes", lm.tokenizer, lm.tokenizer_id, 64, max_tokens=4096, progress=False)
@@ -129,7 +129,7 @@ def test_torchrun_two_ranks_publish_what_the_notebook_finds(iso_cache, tiny_neox
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "saesanity.pretrain", *args], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "on 2 rank(s): 2 seed SAEs" in r.stdout
+    assert "on 2 rank(s): 3 seed SAEs" in r.stdout  # Fig. 1's smoke seeds: the pair and the noise floor's third
     P = _P("paulo_fig1_matched_cosines", tiny_neox_dir)
     monkeypatch.setattr(st, "train_sparsify", lambda *a, **k: pytest.fail("the notebook retrained a pretrained SAE"))
     saes, _ = runs.seed_saes(P, progress=False)
