@@ -80,22 +80,26 @@ def novel_fraction_seeds(P, pairs: list[tuple[int, int]], theta: float, *, progr
     fams = {s: size_family(dataclasses.replace(P, seeds=[s, *[t for t in P.seeds if t != s]]), progress=progress)
             for s in seeds}
     combos = [(a, b) for a in seeds for b in seeds]
+    names = [f"{a}→{b}" for a, b in combos]
     out = {}
     for i, j in pairs:
         vals = [float(novel_fraction(max_decoder_cos(fams[a][i].sae, fams[b][j].sae), [theta])[0]) for a, b in combos]
-        out[f"{P.sizes[i]}→{P.sizes[j]}"] = {**shared_effects_spread(vals, [(("small", a), ("large", b))
-                                                                          for a, b in combos]),
-                                            "combos": [f"{a}→{b}" for a, b in combos]}
+        out[f"{P.sizes[i]}→{P.sizes[j]}"] = {**shared_effects_spread(vals, _combo_members(names)), "combos": names}
     return out
+
+
+def _combo_members(combos: list[str]) -> list[tuple]:
+    """The SAEs behind each "a→b" seed combination of `novel_fraction_seeds` (the smaller SAE of seed a, the larger
+    of seed b), as `metrics.shared_effects_spread` members."""
+    return [(("small", a), ("large", b)) for a, b in (c.split("→") for c in combos)]
 
 
 def novel_mean_spread(seeds_floor: dict, names: list[str]) -> dict:
     """The noise floor of the mean novel fraction over the size pairs `names` of `novel_fraction_seeds`' result:
     that mean for each seed combination, and one combination's sd bound (`metrics.shared_effects_spread`)."""
     combos = seeds_floor[names[0]]["combos"]
-    members = [(("small", c.split("→")[0]), ("large", c.split("→")[1])) for c in combos]
     return shared_effects_spread([float(np.mean([seeds_floor[n]["values"][c] for n in names]))
-                                  for c in range(len(combos))], members)
+                                  for c in range(len(combos))], _combo_members(combos))
 
 
 @dataclasses.dataclass
