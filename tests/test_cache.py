@@ -277,3 +277,46 @@ def test_byte_counts_read_at_every_scale():
 
     assert [human_bytes(n) for n in (0, 999, 80_640, 12_500_000, 3_021_000_000, 24.6e12)] == \
         ["0 B", "999 B", "80.6 kB", "12.5 MB", "3.02 GB", "24.60 TB"]
+
+
+# ---------------------------------------------------------------- results keyed by content (`digest`, `cached_json`)
+
+def test_digest_reads_content_dtype_and_shape_and_blocks_agree():
+    import numpy as np
+    import torch
+
+    a = np.arange(24, dtype=np.float32).reshape(6, 4)
+    assert cache.digest(a) == cache.digest(a.copy())                       # content, not identity
+    assert cache.digest(a) == cache.digest(a, block_bytes=16)              # row blocks of 1 row: same bytes read
+    assert cache.digest(a) != cache.digest(a.astype(np.float64))           # dtype
+    assert cache.digest(a) != cache.digest(a.reshape(4, 6))                # shape
+    b = a.copy()
+    b[5, 3] = np.nextafter(b[5, 3], np.inf)                                # one ulp in the last row
+    assert cache.digest(a) != cache.digest(b)
+    t = torch.arange(6, dtype=torch.bfloat16)
+    assert cache.digest(t) == cache.digest(t.clone()) != cache.digest(t.float())
+    assert cache.digest("x", 1) != cache.digest("x", 2)
+
+
+def test_cached_json_computes_once_and_round_trips_exactly(iso_cache):
+    import math
+
+    import numpy as np
+
+    calls = []
+    value = {"f": 0.1 + 0.2, "nan": math.nan, "i": 3, "arr": np.array([1e-8, 0.3], dtype=np.float32),
+             "l": [np.float32(0.7), (1, 2)]}
+
+    def compute():
+        calls.append(1)
+        return value
+
+    a = cache.cached_json("memo", {"k": 1}, compute)
+    b = cache.cached_json("memo", {"k": 1}, compute)
+    assert len(calls) == 1 and a.keys() == b.keys() == value.keys()   # the first call also reads what it stored
+    assert b["f"] == 0.1 + 0.2 and math.isnan(b["nan"]) and b["i"] == 3 and isinstance(b["i"], int)
+    assert b["arr"].dtype == np.float32 and np.array_equal(b["arr"], value["arr"])
+    assert b["l"] == [float(np.float32(0.7)), [1, 2]]
+    with pytest.raises(TypeError, match="not JSON-able"):
+        cache.cached_json("memo", {"k": 2}, lambda: {"x": object()})
+    assert not any(p.name.endswith(".partial") for p in (iso_cache / "memo").iterdir())

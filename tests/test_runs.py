@@ -22,6 +22,47 @@ def test_evaluate_pools_like_one_batch():
     assert res["l0"] <= 3 and res["n_tokens"] == 1000
 
 
+def test_held_out_metrics_are_cached_by_content_and_equal_the_uncached(iso_cache, tmp_path):
+    """`runs.evaluate` / `recon_metrics` / `evaluate_all` / `level_metrics` keep their result keyed by the SAE's
+    and the rows' content: the same call reads it back (bit-identical to the uncached function), and one ulp of
+    a weight, another row, another argument or a memmap of the same bytes behave as they should."""
+    from saesanity.sae import MatryoshkaBatchTopKSAE
+
+    rng = np.random.default_rng(1)
+    acts = rng.normal(size=(600, 8)).astype(np.float16)
+    sae = TopKSAE(8, 32, 3, seed=0)
+    n_eval = lambda: sum(1 for p in (iso_cache / "eval").iterdir() if p.is_dir())  # noqa: E731
+    first = runs.evaluate(sae, acts, batch=128, noise_shards=4)
+    assert first == runs.evaluate.__wrapped__(sae, acts, batch=128, noise_shards=4) and n_eval() == 1
+    np.save(tmp_path / "held.npy", acts)
+    assert runs.evaluate(sae, np.load(tmp_path / "held.npy", mmap_mode="r"), batch=128, noise_shards=4) == first
+    assert n_eval() == 1                                                    # same bytes: read back
+    assert runs.evaluate(sae, acts, batch=128) != first and n_eval() == 2  # another argument: no shards
+    with torch.no_grad():
+        sae.W_dec[0, 0] = torch.nextafter(sae.W_dec[0, 0], torch.tensor(np.inf))
+    got = runs.evaluate(sae, acts, batch=128, noise_shards=4)                 # recomputed: a new key
+    assert n_eval() == 3 and got == runs.evaluate.__wrapped__(sae, acts, batch=128, noise_shards=4)
+    other = acts.copy()
+    other[-1] = 0
+    runs.evaluate(sae, other, batch=128, noise_shards=4)
+    assert n_eval() == 4
+    rec = runs.recon_metrics(sae, acts, batch=128)
+    assert rec == runs.recon_metrics.__wrapped__(sae, acts, batch=128)
+    full = runs.evaluate_all(sae, acts)
+    want = runs.evaluate_all.__wrapped__(sae, acts)
+    assert full["frequency"].dtype == want["frequency"].dtype and np.array_equal(full["frequency"], want["frequency"])
+    assert {k: v for k, v in full.items() if k != "frequency"} == {k: v for k, v in want.items() if k != "frequency"}
+    m = MatryoshkaBatchTopKSAE(8, 16, 2, widths=(4,), seed=0)
+    m.threshold.fill_(0.05)
+    assert runs.level_metrics(m, acts, (4, 16), noise_shards=3) == runs.level_metrics.__wrapped__(m, acts, (4, 16),
+                                                                                                  noise_shards=3)
+    before = n_eval()
+    m.threshold.fill_(0.5)                                                  # a buffer, not a weight: in the key too
+    assert runs.level_metrics(m, acts, (4, 16), noise_shards=3) == runs.level_metrics.__wrapped__(m, acts, (4, 16),
+                                                                                                  noise_shards=3)
+    assert n_eval() == before + 1
+
+
 def test_trained_saes_are_cached_and_reused(iso_cache, tiny_llama_dir, monkeypatch):
     spec = ActivationSpec(model=str(tiny_llama_dir), variant="trained", corpus="debian:fortunes", n_tokens=2048,
                           seq_len=65, seed=0)

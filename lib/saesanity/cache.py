@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from . import __version__
 from .paths import cache_dir
 
@@ -275,6 +277,54 @@ def cached(
     (path,) = cached_many(step, [fields], lambda _, works: [compute(works[0]) or {}], version=version,
                           resumable=resumable)
     return path
+
+
+def digest(*values: Any, block_bytes: int = 64 << 20) -> str:
+    """SHA-256 of `values` by content: numpy arrays (a memmap is read in row blocks of about `block_bytes`, never
+    copied whole) and torch tensors by dtype, shape and bytes; anything else by its JSON form (`_canonical`).
+    What keys a result computed from in-memory data (`cached_json`), where no artifact names the input."""
+    h = hashlib.sha256()
+    for v in values:
+        if hasattr(v, "detach") and hasattr(v, "untyped_storage"):  # a torch tensor (bf16 too: read as its bytes)
+            import torch
+
+            t = v.detach().cpu().contiguous().reshape(-1)
+            h.update(f"tensor {v.dtype} {tuple(v.shape)};".encode())
+            h.update(t.view(torch.uint8).numpy().data)
+        elif isinstance(v, np.ndarray):
+            h.update(f"array {v.dtype} {v.shape};".encode())
+            rows = max(1, block_bytes // max(1, v[:1].nbytes)) if v.ndim else 1
+            for s in range(0, v.shape[0], rows) if v.ndim else [None]:
+                h.update(np.ascontiguousarray(v if s is None else v[s:s + rows]).data)
+        else:
+            h.update(_canonical({"v": v}).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _encode_json(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.tolist(), "dtype": str(x.dtype), "shape": list(x.shape)}
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"cached_json: {type(x).__name__} is not JSON-able")
+
+
+def _decode_json(d: dict) -> Any:
+    if "__ndarray__" in d:
+        return np.array(d["__ndarray__"], dtype=d["dtype"]).reshape(d["shape"])
+    return d
+
+
+def cached_json(step: str, fields: dict[str, Any], compute: Callable[[], Any], *, version: int = 1) -> Any:
+    """`compute()`'s value for (step, fields), computed once and kept as an artifact (`value.json`): dicts, lists,
+    floats (exactly: JSON keeps a float's repr; NaN and inf too), ints, strings and numpy arrays (restored with
+    their dtype and shape; tuples come back as lists). For small results that cost a pass over data to make."""
+    def write(work: Path) -> None:
+        (work / "value.json").write_text(json.dumps(compute(), default=_encode_json))
+
+    return json.loads((cached(step, fields, write, version=version) / "value.json").read_text(),
+                      object_hook=_decode_json)
 
 
 # ---------------------------------------------------------------- inspecting and clearing the cache

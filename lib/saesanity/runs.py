@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
+import inspect
 import io
 import json
 import shutil
@@ -25,7 +27,7 @@ from .activations import ActivationSpec, artifact_dirs, collect, key_fields
 from .corpus import token_sequences
 from . import params
 from .models import load_model
-from .cache import artifact_path, cached, cached_many, is_valid, key_of, read_meta
+from .cache import artifact_path, cached, cached_json, cached_many, digest, is_valid, key_of, read_meta
 from .matching import (Match, masks_from_pairs, match_pair, pair_matchings, pair_shared_spread, standard_rules,
                        summarize)
 from .metrics import Pooled
@@ -717,6 +719,53 @@ def pair_at_lengths(P: RunParams, *, progress: bool = True) -> dict[int, list[SA
     return {0: [make_sae(c, d_in) for c in base], **out}
 
 
+_EVAL_VERSION = 1
+_EVAL_FUNCTIONS: list = []  # the evaluation functions `_eval_cached` wraps: their source is in the key
+
+
+@functools.cache
+def _eval_code() -> str:
+    """Digest of the code an evaluation's numbers come from: `metrics`, the SAE package (encode / decode, the
+    top-k kernel) and the wrapped functions with the row readers, so an edit to any of them recomputes."""
+    from . import sae as sae_pkg
+
+    files = sorted(Path(M.__file__).parent.joinpath("sae").glob("*.*")) + [Path(M.__file__)]
+    return digest([f.read_text() for f in files if f.suffix in (".py", ".cpp")],
+                  [inspect.getsource(f) for f in (*_EVAL_FUNCTIONS, eval_batches, eval_mean, on_device)],
+                  sae_pkg.__name__)
+
+
+def _sae_digest(sae: SAEBase) -> str:
+    """An SAE by what its encode and decode compute from: its class, its scalar settings (k, widths, ...) and
+    every tensor of its state (weights and buffers: BatchTopK's threshold, JumpReLU's)."""
+    settings = {k: v for k, v in sorted(vars(sae).items()) if not k.startswith("_") and k != "training"
+                and isinstance(v, (bool, int, float, str, tuple, list, type(None)))}
+    state = sae.state_dict()
+    return digest(type(sae).__qualname__, settings, sorted(state), *(state[k] for k in sorted(state)))
+
+
+def _eval_cached(fn):
+    """`fn(sae, acts, ...)` computed once per (SAE, rows, arguments) and kept in the cache (step `eval`): the
+    SAE and the rows are keyed by content (`cache.digest`, ≈ 0.1 s for 100K rows of 576 values), with the
+    evaluation code, torch's version and thread count, so a result is the one this code would compute here
+    now. The same held-out metrics of the same SAE were recomputed by every notebook reading it (Fig. 1's
+    pair at three lengths in Fig. 2, A1, A2 and A3, ≈ 2 min each on 2 cores). `fn.__wrapped__` is uncached."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapped(sae, acts, *args, **kwargs):
+        bound = sig.bind(sae, acts, *args, **kwargs)
+        bound.apply_defaults()
+        rest = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()
+                if k not in ("sae", "acts")}
+        fields = {"fn": fn.__name__, "code": _eval_code(), "sae": _sae_digest(sae), "rows": digest(acts),
+                  "args": rest, "torch": torch.__version__, "threads": torch.get_num_threads()}
+        return cached_json("eval", fields, lambda: fn(sae, acts, *args, **kwargs), version=_EVAL_VERSION)
+
+    _EVAL_FUNCTIONS.append(fn)
+    return wrapped
+
+
 @contextlib.contextmanager
 def on_device(sae: SAEBase, device: str):
     """`sae` moved to `device` for the block, then back where it was."""
@@ -743,6 +792,7 @@ def eval_mean(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "
     return (total / acts.shape[0]).float()[None]
 
 
+@_eval_cached
 @torch.no_grad()
 def evaluate_all(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu") -> dict:
     """Every held-out metric of `sae` on `acts` [N, D] in one pass on `device` (`metrics.Pooled`: FVU centred on
@@ -756,6 +806,7 @@ def evaluate_all(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str 
     return pooled.result()
 
 
+@_eval_cached
 @torch.no_grad()
 def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch: int = 8192,
                   device: str = "cpu", noise_shards: int = 0) -> list[dict]:
@@ -779,22 +830,25 @@ def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch
                 p.update(x, z[:, :m] @ sae.W_dec[:m] + sae.b_dec, z[:, :m])
     out = [{"width": m, "fvu": r["fvu"], "l0": r["l0"]} for m, r in zip(widths, (p.result() for p in pooled))]
     if noise_shards and acts.shape[0] >= 2 * noise_shards:
-        per = [level_metrics(sae, s, widths, batch, device) for s in M.shards(acts, noise_shards)]
+        per = [level_metrics.__wrapped__(sae, s, widths, batch, device) for s in M.shards(acts, noise_shards)]
         for g, row in enumerate(out):
             for k in ("fvu", "l0"):
                 row[f"{k}_shard_sd"] = M.spread(p[g][k] for p in per)["sd"]
     return out
 
 
+@_eval_cached
 def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
              noise_shards: int = 0) -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows), mean L0 and n_tokens
     (`evaluate_all`); with `noise_shards` >= 2 also their noise floor over that many held-out shards,
     `fvu_shard_sd` and `l0_shard_sd` (`recon_metrics`, one more pass)."""
-    r = recon_metrics(sae, acts, batch, device, noise_shards) if noise_shards else evaluate_all(sae, acts, batch, device)
+    r = (recon_metrics.__wrapped__(sae, acts, batch, device, noise_shards) if noise_shards
+         else evaluate_all.__wrapped__(sae, acts, batch, device))
     return {k: r[k] for k in ("fvu", "l0", "n_tokens", "fvu_shard_sd", "l0_shard_sd") if k in r}
 
 
+@_eval_cached
 def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
                   noise_shards: int = M.NOISE_SHARDS) -> dict[str, float]:
     """Held-out metrics of `sae` on `acts`, pooled over all rows (the evaluation set's mean centres FVU):
@@ -803,12 +857,12 @@ def recon_metrics(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str
     `l0_shard_sd`: the sd of FVU and L0 over `noise_shards` contiguous shards of the rows (`metrics.shard_spread`;
     one more pass in all; left out for noise_shards = 0 or fewer than 2 rows a shard), and `fvu_shard_values`, the
     shards' FVUs, for a paired test against another metric on the same rows (`metrics.paired_beyond_noise`)."""
-    rec = {k: v for k, v in evaluate_all(sae, acts, batch, device).items() if k != "frequency"}
+    rec = {k: v for k, v in evaluate_all.__wrapped__(sae, acts, batch, device).items() if k != "frequency"}
     if noise_shards and acts.shape[0] >= 2 * noise_shards:
         l0s = []
 
         def fvu_of(rows):
-            m = evaluate_all(sae, rows, batch, device)
+            m = evaluate_all.__wrapped__(sae, rows, batch, device)
             l0s.append(m["l0"])
             return m["fvu"]
         spread = M.shard_spread(fvu_of, acts, noise_shards)
