@@ -339,3 +339,23 @@ def test_streamed_variant_saes_train_every_layer_in_one_pass(iso_cache, tiny_lla
         assert runs.is_trained(None, runs.train_cfg(V, P.seed), runs.data_for(V, "train", False, [h])[h][0])
         assert json.loads((t.path / "cfg.json").read_text())["metadata"]["hook_name"] == h
     assert not torch.equal(saes["resid_post.0"].sae.W_dec, saes["resid_post.2"].sae.W_dec)
+
+
+def test_the_lookup_null_is_cached_by_content(iso_cache):
+    """`baselines.lookup_null` keeps its result by the rows' and tokens' content: the second call reads it back,
+    equal to the uncached computation, and other rows are another artifact."""
+    from saesanity import baselines, params
+
+    P = params.load("heap_metrics_vs_layer", "smoke", layers=[2], variants=["trained"])
+    (first,) = baselines.variant_lookup_null(P, "trained", progress=False).values()
+    (again,) = baselines.variant_lookup_null(P, "trained", progress=False).values()
+    assert first == again and len([p for p in (iso_cache / "lookup").iterdir() if p.is_dir()]) == 1
+    V = baselines.view(P, "trained")
+    (h,) = baselines.hookpoints(P)
+    (acts, a_dir), (held, h_dir) = runs.data_for(V, "train", False, [h])[h], runs.data_for(V, "heldout", False, [h])[h]
+    tok = [np.load(d / "tokens.npy") for d in (a_dir, h_dir)]
+    want = baselines._lookup_null(acts[:baselines.LOOKUP_MAX_ROWS], held, *tok, runs.activation_spec(V).drop_first,
+                                  baselines.NOISE_SHARDS)
+    assert json.loads(json.dumps(want)) == first and first["unigram_fvu"] > 0
+    baselines.lookup_null(V, acts[:-1000], a_dir, held, h_dir)  # fewer training rows: computed anew
+    assert len([p for p in (iso_cache / "lookup").iterdir() if p.is_dir()]) == 2
