@@ -144,7 +144,7 @@ def _lookup_null(acts, held, tok_train, tok_held, drop: int, noise_shards: int) 
     """`lookup_null`'s computation (uncached) on the training rows `acts` (all of them) and their tokens."""
     vocab = int(max(tok_train.max(), tok_held.max())) + 1  # one packing of bigrams for both splits
     n = int(acts.shape[0])
-    X = torch.from_numpy(np.asarray(acts[:n], dtype=np.float64))  # one float64 copy, shared by every step below
+    X = torch.from_numpy(np.asarray(acts, dtype=np.float64))  # one float64 copy, shared by every step below
     Y = np.asarray(held, dtype=np.float32)
     keys = {o: (M.ngram_keys(tok_train, o, drop, vocab)[:n], M.ngram_keys(tok_held, o, drop, vocab)[:Y.shape[0]])
             for o in (1, 2)}

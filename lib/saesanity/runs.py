@@ -727,12 +727,9 @@ _EVAL_FUNCTIONS: list = []  # the evaluation functions `_eval_cached` wraps: the
 def _eval_code() -> str:
     """Digest of the code an evaluation's numbers come from: `metrics`, the SAE package (encode / decode, the
     top-k kernel) and the wrapped functions with the row readers, so an edit to any of them recomputes."""
-    from . import sae as sae_pkg
-
     files = sorted(Path(M.__file__).parent.joinpath("sae").glob("*.*")) + [Path(M.__file__)]
     return digest([f.read_text() for f in files if f.suffix in (".py", ".cpp")],
-                  [inspect.getsource(f) for f in (*_EVAL_FUNCTIONS, eval_batches, eval_mean, on_device)],
-                  sae_pkg.__name__)
+                  [inspect.getsource(f) for f in (*_EVAL_FUNCTIONS, eval_batches, eval_mean, on_device)])
 
 
 def _sae_digest(sae: SAEBase) -> str:
@@ -837,14 +834,13 @@ def level_metrics(sae: SAEBase, acts: np.ndarray, widths: tuple[int, ...], batch
     return out
 
 
-@_eval_cached
 def evaluate(sae: SAEBase, acts: np.ndarray, batch: int = 8192, device: str = "cpu",
              noise_shards: int = 0) -> dict[str, float]:
     """FVU (pooled over all rows: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean of all rows), mean L0 and n_tokens
     (`evaluate_all`); with `noise_shards` >= 2 also their noise floor over that many held-out shards,
-    `fvu_shard_sd` and `l0_shard_sd` (`recon_metrics`, one more pass)."""
-    r = (recon_metrics.__wrapped__(sae, acts, batch, device, noise_shards) if noise_shards
-         else evaluate_all.__wrapped__(sae, acts, batch, device))
+    `fvu_shard_sd` and `l0_shard_sd` (`recon_metrics`, one more pass). Both are cached, so this reads the
+    same entry `recon_metrics` / `evaluate_all` would."""
+    r = recon_metrics(sae, acts, batch, device, noise_shards) if noise_shards else evaluate_all(sae, acts, batch, device)
     return {k: r[k] for k in ("fvu", "l0", "n_tokens", "fvu_shard_sd", "l0_shard_sd") if k in r}
 
 
