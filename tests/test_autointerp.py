@@ -278,6 +278,30 @@ def test_hf_local_yes_probability_is_batch_invariant(tmp_path):
     assert isinstance(b.generate([prompts.explain(["<<cat>>"])], max_new_tokens=5)[0], str)
 
 
+@pytest.mark.usefixtures("iso_cache")
+def test_hf_local_calls_are_cached_per_forward_dtype(tmp_path):
+    import json
+    import sqlite3
+
+    from saesanity.autointerp.llm import HFLocal
+
+    convs = [prompts.detection("cats", "a cat")]
+    b = HFLocal("smollm2-tiny-random", dtype="float32", cache=CallCache(tmp_path), progress=False)
+    p = b.yes_probability(convs)
+    b.cache.flush()
+    (call,) = sqlite3.connect(tmp_path / "calls.sqlite").execute("SELECT call FROM calls").fetchone()
+    assert json.loads(call)["dtype"] == "float32"
+    again = HFLocal("smollm2-tiny-random", dtype="float32", cache=CallCache(tmp_path), progress=False)
+    np.testing.assert_array_equal(again.yes_probability(convs), p)
+    assert (again.cache.hits, again.cache.misses) == (1, 0)
+    half = HFLocal("smollm2-tiny-random", dtype="bfloat16", cache=CallCache(tmp_path), progress=False)
+    half.yes_probability(convs)
+    assert (half.cache.hits, half.cache.misses) == (0, 1)  # a bf16 forward is another call
+    from saesanity import machine
+
+    assert HFLocal("smollm2-tiny-random").dtype == machine.resolve_dtype("auto")
+
+
 # ---------------------------------------------------------------- the whole path, deterministic
 
 

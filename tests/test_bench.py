@@ -23,7 +23,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
 def test_training_bench_runs_at_tiny_sizes(tmp_path):
     """bench/training.py (the TopK step against the GEMM rate, its breakdown, ours vs SAELens) stays runnable."""
     r = subprocess.run([sys.executable, str(ROOT / "bench/training.py"), "--d", "16", "--latents", "64", "--k", "4",
-                        "--batch", "64", "--steps", "2", "--reps", "1", "--no-activations", "--breakdown"],
+                        "--batch", "64", "--steps", "2", "--reps", "1", "--no-activations", "--breakdown", "--bf16"],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     for line in ("fp32 ", "bf16 autocast", "encoder product B·D·F", "top-k over [B, F]", "TopK + AuxK, fp32",

@@ -1,3 +1,5 @@
+import torch
+
 from saesanity import machine
 
 AMD = {"cpu": "AMD EPYC", "isa": ["avx512_bf16", "avx512f", "avx2"], "cores": 2, "threads": 2,
@@ -28,3 +30,22 @@ def test_the_cpu_generation_is_recorded_and_compared_where_both_records_have_it(
     r = machine.info()
     if open("/proc/cpuinfo").read().count("cpu family"):
         assert r["cpu_id"].startswith("family ") and " model " in r["cpu_id"]
+
+
+def test_bf16_is_chosen_where_the_cpu_has_bf16_matrix_instructions_and_fp32_elsewhere(monkeypatch):
+    for flags, fast in [({"avx2", "avx512f", "avx512_bf16"}, True), ({"amx_bf16", "amx_tile"}, True),
+                        ({"avx2"}, False), ({"avx2", "avx512f"}, False), (set(), False)]:
+        monkeypatch.setattr(machine, "_cpuinfo", lambda flags=flags: ("some CPU", flags))
+        assert machine.bf16_fast("cpu") is fast
+        assert machine.resolve_dtype("auto", "cpu") == ("bfloat16" if fast else "float32")
+        assert machine.resolve_autocast("auto", "cpu") == ("bf16" if fast else "none")
+        # an explicit choice is kept whatever the CPU
+        assert machine.resolve_dtype("bfloat16") == "bfloat16" and machine.resolve_dtype("float32") == "float32"
+        assert machine.resolve_autocast("none") == "none" and machine.resolve_autocast("bf16") == "bf16"
+    assert machine.bf16_fast("mps") is False
+    assert machine.bf16_fast("cuda") is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def test_bf16_fast_reads_this_machines_flags():
+    flags = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split())
+    assert machine.bf16_fast() is bool(flags & {"amx_bf16", "avx512_bf16"})

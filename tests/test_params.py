@@ -223,6 +223,21 @@ def test_paper_mini_differs_from_paper_only_in_allowed_keys(stem):
 
 # ---------------------------------------------------------------- composition: groups, class defaults, same_as
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_resolved_for_this_machine_when_the_parameters_are_built(monkeypatch, fast):
+    from saesanity import machine
+
+    monkeypatch.setattr(machine, "bf16_fast", lambda device="cpu": fast)
+    for stem in ("paulo_fig1_matched_cosines", "heap_metrics_vs_layer", "leask_stitching"):
+        assert params.profile_values(stem, "default")["sae_autocast"] == "auto"  # what the file says
+        P = params.load(stem, "default")
+        assert (P.model_dtype, P.sae_autocast) == (("bfloat16", "bf16") if fast else ("float32", "none"))
+        assert params.load(stem, "default", sae_autocast="none", model_dtype="float16").model_dtype == "float16"
+    S = params.load("heap_figB_autointerp_roc", "default", llm_dtype="auto")  # the file says float32
+    assert S.llm_dtype == ("bfloat16" if fast else "float32")
+    assert params.load("paulo_fig1_matched_cosines", "smoke").sae_autocast == "none"  # explicit: kept
+
+
 def test_enumerations_match_the_registries_they_name():
     import typing
 
@@ -237,7 +252,8 @@ def test_enumerations_match_the_registries_they_name():
                           (params.Architecture, ARCHITECTURES), (params.Explainer, explainers.EXPLAINERS),
                           (params.Backend, BACKENDS), (params.Scorer, scorers.SCORERS),
                           (params.FrozenPart, FROZEN)]:
-        assert list(typing.get_args(lit)) == list(registry)
+        names = [n for n in typing.get_args(lit) if not (lit is params.Dtype and n == "auto")]  # auto: resolved
+        assert names == list(registry)
     with pytest.raises(params.ParamsError, match=r"variant='trainde'.*valid: \['trained'"):
         params.load("paulo_fig1_matched_cosines", "smoke", variant="trainde")
     with pytest.raises(params.ParamsError, match=r"kinds=\['mlp'\].*valid: \['resid_pre'"):
@@ -317,7 +333,7 @@ def test_help_lists_each_parameter_with_its_values_and_meaning():
     ({"device": "tpu"}, "device='tpu'; valid: 'cpu', 'cuda', 'cuda:<n>', 'mps'"),
     ({"lr": 0.0}, "lr=0.0 must be > 0"),
     ({"auxk_alpha": -1.0}, "auxk_alpha=-1.0 >= 0"),
-    ({"model_dtype": "fp8"}, "model_dtype='fp8'; valid: \\['float32', 'bfloat16', 'float16'\\]"),
+    ({"model_dtype": "fp8"}, "model_dtype='fp8'; valid: \\['auto', 'float32', 'bfloat16', 'float16'\\]"),
     ({"activations": "disk"}, "activations='disk'; valid"),
     ({"seeds": [0, 1.5]}, "parameter seeds=\\[0, 1.5\\]: expected int"),
 ])

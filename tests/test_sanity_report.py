@@ -220,6 +220,16 @@ def test_an_unknown_data_null_is_a_report_error():
                                      data_nulls=[]).data_nulls == []  # --data-nulls alone: none
 
 
+def test_the_report_resolves_auto_precision_for_this_machine_and_rejects_an_unknown_dtype(monkeypatch):
+    from saesanity import machine
+
+    for fast, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(machine, "bf16_fast", lambda device="cpu", fast=fast: fast)
+        assert ReportConfig.from_profile("default", model="smollm2-tiny-random", hookpoint="mlp_out.2").model_dtype == want
+    with pytest.raises(ReportError, match=r"model-dtype='fp8'; valid: \['auto', 'float32'"):
+        ReportConfig.from_profile("smoke", model="smollm2-tiny-random", hookpoint="mlp_out.2", model_dtype="fp8")
+
+
 def test_an_unknown_profile_is_a_report_error():  # the CLI's bad inputs: tests/test_bad_inputs.py
     with pytest.raises(ReportError, match="profile 'huge'"):
         ReportConfig.from_profile("huge", hookpoint="mlp_out.2")

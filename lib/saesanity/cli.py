@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="output folder (default reports/<model>_<hookpoint>)")
     for name, typ, what in (("corpus", str, "debian | debian:austen,web | hf:<dataset>[:<config>]"),
                             ("n-tokens", int, "training tokens"), ("n-eval-tokens", int, "held-out tokens"),
-                            ("seq-len", int, "tokens per sequence"), ("model-dtype", str, "float32 | bfloat16"),
+                            ("seq-len", int, "tokens per sequence"), ("model-dtype", str, "auto | float32 | bfloat16"),
                             ("d-sae", int, "latents of the SAEs trained here"), ("k", int, "TopK k of those"),
                             ("threshold", float, "cosine threshold of the shared rules (0.7)"),
                             ("n-boot", int, "bootstrap resamples"), ("device", str, "cpu | cuda"),

@@ -42,6 +42,35 @@ def _cpu_id() -> str | None:
     return f"family {fields['cpu family']} model {fields['model']}"
 
 
+BF16_ISA = ("amx_bf16", "avx512_bf16")  # the CPU instructions that make bf16 matmuls faster than fp32
+
+
+def bf16_fast(device: str = "cpu") -> bool:
+    """Whether bf16 is the fast matmul precision on `device`. On a CPU: where it has bf16 matrix instructions
+    (AMX-BF16 on Intel, AVX512-BF16 on AMD and Intel); without them oneDNN emulates bf16, far slower than fp32
+    (measured here: 1 GFLOP/s vs 148 on an AVX2-only AMD EPYC [family 25 model 1], 2 threads;
+    bench/bench_model_dtype.py). On CUDA: where torch says the device supports bf16. Decided by the flags, not a
+    timing, so one machine always makes the same choice (and so the same numbers)."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    return bool(_cpuinfo()[1] & set(BF16_ISA))
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """A forward-pass dtype with "auto" resolved: "bfloat16" where `bf16_fast(device)`, else "float32"."""
+    return ("bfloat16" if bf16_fast(device) else "float32") if dtype == "auto" else dtype
+
+
+def resolve_autocast(autocast: str, device: str = "cpu") -> str:
+    """An SAE-training autocast with "auto" resolved: "bf16" where `bf16_fast(device)`, else "none" (fp32)."""
+    return ("bf16" if bf16_fast(device) else "none") if autocast == "auto" else autocast
+
+
 def info() -> dict:
     """{"cpu", "cpu_id", "isa", "cores", "threads", "torch", "cuda"} of this process's machine."""
     import torch

@@ -335,10 +335,14 @@ def load_model(spec: str, variant: str = "trained", seed: int = 0, device: str =
                dtype: str = "float32") -> LoadedModel:
     """Load `spec` as `variant` (see the module docstring), in eval mode, cast to `dtype` last.
 
-    Variants are built in fp32 (re-randomisation draws the same numbers whatever `dtype`), then cast.
+    Variants are built in fp32 (re-randomisation draws the same numbers whatever `dtype`), then cast. `dtype`
+    "auto" is bfloat16 where `device` has fast bf16 matmuls, else float32 (`machine.resolve_dtype`).
     """
+    from .machine import resolve_dtype
+
+    dtype = resolve_dtype(dtype, device)
     if dtype not in DTYPES:
-        raise ModelError(f"dtype {dtype!r}; valid: {list(DTYPES)}")
+        raise ModelError(f"dtype {dtype!r}; valid: ['auto', {', '.join(map(repr, DTYPES))}]")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if variant not in VARIANTS:

@@ -81,13 +81,13 @@ class ParamsError(ValueError):
 # ---------------------------------------------------------------- the enumerations a parameter may take
 # (tests/test_params.py checks each against the registry of the module that implements it)
 Profile = Literal["smoke", "default", "paper-mini", "paper"]
-Dtype = Literal["float32", "bfloat16", "float16"]  # models.DTYPES
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]  # models.DTYPES, and "auto" (machine.resolve_dtype)
 ActsDtype = Literal["float32", "float16"]  # activations.STORE_DTYPES
 Variant = Literal["trained", "rerandomized_incl_emb", "rerandomized_excl_emb", "init", "step0", "control"]  # models.VARIANTS
 HookKind = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]  # activations.HOOK_KINDS
 Activations = Literal["cached", "streamed"]
 Trainer = Literal["ours", "sparsify"]
-Autocast = Literal["none", "bf16"]
+Autocast = Literal["auto", "none", "bf16"]  # "auto": machine.resolve_autocast
 LRSchedule = Literal["constant", "linear"]  # sae.train.LR_SCHEDULES
 Architecture = Literal["topk", "batchtopk", "relu", "gated", "jumprelu", "matryoshka"]  # sae.arch.ARCHITECTURES
 Explainer = Literal["llm", "top-tokens"]  # autointerp.explainers.EXPLAINERS
@@ -116,8 +116,22 @@ def param(doc: str, default: Any = dataclasses.MISSING) -> Any:
 # Each group declares its fields once and checks them in `check`, which calls `super().check()` first, so a
 # composed class runs every group's rules once (in method-resolution order).
 
+# The fields whose "auto" is resolved for this machine when the parameters are built (`_Group.__post_init__`):
+# bf16 where the device has fast bf16 matmuls (machine.bf16_fast), fp32 elsewhere. The parameters a notebook,
+# its cache keys and its figure's JSON see are the resolved ones.
+AUTO_FIELDS = {"model_dtype": "resolve_dtype", "llm_dtype": "resolve_dtype", "sae_autocast": "resolve_autocast"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Group:
+    def __post_init__(self) -> None:
+        from saesanity import machine
+
+        device = getattr(self, "device", "cpu")
+        for name, resolver in AUTO_FIELDS.items():
+            if getattr(self, name, None) == "auto":
+                object.__setattr__(self, name, getattr(machine, resolver)("auto", device))
+
     def check(self) -> None:
         """Cross-field rules (types and enumerations are checked by `build` from the annotations)."""
 
@@ -159,8 +173,9 @@ class ModelData(Text):
 
     n_tokens: int = param("training tokens of activations collected (and seen by each SAE, one epoch)")
     model_batch_size: int = param("sequences per model forward pass", 8)
-    model_dtype: Dtype = param("dtype of the model's forward pass: float32 | bfloat16 | float16 "
-                               "(activations are stored in acts_dtype)", "bfloat16")
+    model_dtype: Dtype = param("dtype of the model's forward pass: auto (bfloat16 where the CPU has bf16 matrix "
+                               "instructions, else float32) | float32 | bfloat16 | float16 (activations are stored "
+                               "in acts_dtype)", "auto")
     acts_dtype: ActsDtype = param("dtype cached activations are stored in: float16 (half float32's disk and "
                                   "memory traffic; exact for a bfloat16 forward within float16's range, else 11 "
                                   "significant bits: bench/RESULTS.md) | float32", "float16")
@@ -196,7 +211,8 @@ class SAETraining(_Group):
     epochs: int = param("passes each SAE makes over the n_tokens collected activations (it trains on n_tokens x "
                         "epochs; a repeated row is the same activation vector, a repeated sample); cached only", 1)
     sae_autocast: Autocast = param("none: fp32 SAE forward | bf16: our trainer's SAE forward under bf16 autocast, fp32 "
-                                   "parameters and Adam (sparsify keeps its own precision)", "none")
+                                   "parameters and Adam (sparsify keeps its own precision) | auto: bf16 where the CPU "
+                                   "has bf16 matrix instructions, else none", "none")
     lr_schedule: LRSchedule = param("constant: lr after the warm-up | linear: decaying to 0 at each run's end, as "
                                     "sparsify's (our trainer; then every training length is its own run)", "constant")
 
@@ -544,7 +560,8 @@ class InterpFields(_Group):
                            "smollm2-135m")
     api_base: str = param("openai-compatible base URL, e.g. http://localhost:8000/v1 ('' for hf-local)", "")
     api_key_env: str = param("environment variable holding the endpoint's API key", "OPENAI_API_KEY")
-    llm_dtype: Dtype = param("hf-local forward-pass dtype: float32 | bfloat16", "bfloat16")
+    llm_dtype: Dtype = param("hf-local forward-pass dtype: auto (bfloat16 where the CPU has bf16 matrix "
+                             "instructions, else float32) | float32 | bfloat16", "auto")
     scorers: list[Scorer] = param("detection | fuzzing | embedding", ["detection", "fuzzing", "embedding"])
     n_explain: int = param("explanation examples per latent, spread over the activation quantiles")
     n_score_act: int = param("activating scoring examples per latent (held out from the explainer)")

