@@ -57,6 +57,28 @@ def test_other_parameters_are_not_comparable_and_a_lost_number_fails_but_an_adde
     assert figcheck.compare(_doc(), {**_doc(), "params": {"d_sae": 4608, "k": 32, "sae_autocast": "none"}}).ok
 
 
+def test_a_figure_in_another_precision_is_compared_as_from_another_cpu():
+    """`auto` resolves model_dtype / sae_autocast per machine: bf16 figures against an fp32 machine's."""
+    fp32 = {**AMD, "cpu_id": "family 25 model 1", "isa": ["avx2"]}
+
+    def doc(machine, dtype, autocast, **kw):
+        d = _doc(machine, **kw)
+        return {**d, "params": {**d["params"], "model_dtype": dtype, "sae_autocast": autocast}}
+
+    near = figcheck.compare(doc(AMD, "bfloat16", "bf16"), doc(fp32, "float32", "none", fvu=0.3143))
+    assert near.ok and not near.same_machine and [m.path for m in near.within] == ["heldout[0].fvu"]
+    assert near.precision == [("model_dtype", "bfloat16", "float32"), ("sae_autocast", "bf16", "none")]
+    assert "another precision (model_dtype bfloat16 -> float32, sae_autocast bf16 -> none)" in figcheck.report(near)
+    # even on one machine a precision change is not expected to be bit-identical
+    same_cpu = figcheck.compare(doc(AMD, "bfloat16", "bf16"), doc(AMD, "float32", "none", fvu=0.3143))
+    assert same_cpu.ok and not same_cpu.same_machine
+    flipped = figcheck.compare(doc(AMD, "bfloat16", "bf16"), doc(fp32, "float32", "none", verdict=False))
+    assert not flipped.ok and flipped.flips
+    other = figcheck.compare(doc(AMD, "bfloat16", "bf16"), {**doc(fp32, "float32", "none"),
+                                                             "params": {"d_sae": 9216, "k": 32, "model_dtype": "float32"}})
+    assert not other.ok and "made with other parameters (d_sae): not comparable" in other.problem
+
+
 def test_illustrative_fields_are_compared_on_one_machine_only():
     a = _doc(INTEL, stem="leask_meta_sae", examples=[{"latent": 17}])
     b = _doc(AMD, stem="leask_meta_sae", examples=[{"latent": 2620}])

@@ -13,6 +13,10 @@ What a regenerated figure is guaranteed to reproduce (README, "Reliability"):
 * Either way **no verdict may flip**: a claim of the figure that was reproduced must still be, and one that was
   not must still not be.
 
+* **In another precision** — the parameters that `auto` resolves per machine (`PRECISION`: a bf16 forward and
+  bf16-autocast SAEs where the CPU has bf16 instructions, fp32 elsewhere) — a figure is compared as one from
+  another CPU (the same tolerances, no verdict may flip), and the report names the precision that changed.
+
 Never compared: timings, versions and the machine record (`IGNORED`). A figure made with other parameters is not
 compared at all (its numbers answer another question).
 """
@@ -66,6 +70,10 @@ TOLERANCE: dict[str, list[tuple[str, float, float]]] = {
 }
 DEFAULT_TOLERANCE = [(_ANY, 0.02, 0.1)]  # a figure not yet measured across CPUs
 
+# the parameters `auto` resolves per machine (params.AUTO_FIELDS): a figure that differs only in them is the same
+# question asked in another precision, compared as if from another CPU
+PRECISION = ("model_dtype", "sae_autocast", "llm_dtype")
+
 
 def tolerance(stem: str, path: str) -> tuple[float, float]:
     """(atol, rtol) of the number at `path` of figure `stem` on another machine."""
@@ -103,6 +111,7 @@ class Comparison:
     missing: list[str] = field(default_factory=list)  # numbers and claims of the committed JSON that are gone
     added: list[str] = field(default_factory=list)  # those only the regenerated one has (a newer version's)
     problem: str | None = None  # why the figure could not be compared
+    precision: list[tuple[str, object, object]] = field(default_factory=list)  # (parameter, committed, regenerated)
 
     @property
     def ok(self) -> bool:
@@ -138,12 +147,13 @@ def _verdicts(doc: dict) -> dict[str, object]:
 def compare(old: dict, new: dict) -> Comparison:
     """Number-by-number comparison of a committed (`old`) and a regenerated (`new`) figure JSON."""
     stem = old.get("stem") or new.get("stem") or "?"
-    same = machine.same(old.get("machine"), new.get("machine"))
-    c = Comparison(stem, same)
     pa, pb = old.get("params") or {}, new.get("params") or {}
     changed = sorted(k for k in set(pa) & set(pb) if pa[k] != pb[k])  # a field added since keeps its old meaning
-    if changed:
-        c.problem = f"made with other parameters ({', '.join(changed)}): not comparable"
+    precision = [(k, pa[k], pb[k]) for k in changed if k in PRECISION]
+    same = machine.same(old.get("machine"), new.get("machine")) and not precision
+    c = Comparison(stem, same, precision=precision)
+    if len(precision) < len(changed):
+        c.problem = f"made with other parameters ({', '.join(k for k in changed if k not in PRECISION)}): not comparable"
         return c
     skip = [] if same else ILLUSTRATIVE.get(stem, [])
     a, b = _numbers(old, skip), _numbers(new, skip)
@@ -168,6 +178,8 @@ def compare(old: dict, new: dict) -> Comparison:
 def report(c: Comparison, verbose: bool = False) -> str:
     """A few lines per figure: what was compared, what moved beyond the tolerance, which verdicts flipped."""
     kind = "same machine: bit-identical expected" if c.same_machine else "another machine: within tolerance"
+    if c.precision:
+        kind = f"another precision ({', '.join(f'{k} {x} -> {y}' for k, x, y in c.precision)}): within tolerance"
     if c.problem:
         return f"{c.stem}: {c.problem}"
     head = (f"{c.stem}: {'ok' if c.ok else 'CHANGED'} ({kind}) — {c.compared} numbers: {c.identical} identical, "
