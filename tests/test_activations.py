@@ -131,7 +131,7 @@ def test_bf16_forward_is_its_own_artifact_close_to_fp32(iso_cache, spec):
 def test_unknown_model_dtype(tiny_llama_dir):
     from saesanity.models import ModelError, load_model
 
-    with pytest.raises(ModelError, match=r"dtype 'int8'; valid: \['float32', 'bfloat16', 'float16'\]"):
+    with pytest.raises(ModelError, match=r"dtype 'int8'; valid: \['auto', 'float32', 'bfloat16', 'float16'\]"):
         load_model(str(tiny_llama_dir), dtype="int8")
 
 

@@ -123,7 +123,7 @@ def test_profiles_set_autocast_through_sae_autocast():
     H_on = params.load("heap_metrics_vs_layer", "smoke", sae_autocast="bf16")
     assert runs.train_cfg(baselines.view(H, "trained"), H.seed).autocast == "none"
     assert runs.train_cfg(baselines.view(H_on, "trained"), H.seed).autocast == "bf16"
-    with pytest.raises(params.ParamsError, match=r"sae_autocast='fp16'; valid: \['none', 'bf16'\]"):
+    with pytest.raises(params.ParamsError, match=r"sae_autocast='fp16'; valid: \['auto', 'none', 'bf16'\]"):
         params.load("paulo_fig1_matched_cosines", "smoke", sae_autocast="fp16")
 
 
