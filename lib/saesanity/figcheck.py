@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import machine
+from . import machine, params
 
 # leaf names (the last key of a path) never compared: how long things took, and with what
 IGNORED = re.compile(r"(^|\.)(seconds|tokens_per_s|\w+_per_s|saesanity_version|python)$|^machine(\.|$)")
@@ -70,9 +70,9 @@ TOLERANCE: dict[str, list[tuple[str, float, float]]] = {
 }
 DEFAULT_TOLERANCE = [(_ANY, 0.02, 0.1)]  # a figure not yet measured across CPUs
 
-# the parameters `auto` resolves per machine (params.AUTO_FIELDS): a figure that differs only in them is the same
-# question asked in another precision, compared as if from another CPU
-PRECISION = ("model_dtype", "sae_autocast", "llm_dtype")
+# the parameters `auto` resolves per machine: a figure that differs only in them is the same question asked in
+# another precision, compared as if from another CPU
+PRECISION = tuple(params.AUTO_FIELDS)
 
 
 def tolerance(stem: str, path: str) -> tuple[float, float]:

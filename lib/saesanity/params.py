@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import machine
 from .paths import PARAMS_DIR
 
 # the profile each profile is overlaid on (after `default`): paper-mini is the paper profile, shrunk
@@ -119,18 +120,17 @@ def param(doc: str, default: Any = dataclasses.MISSING) -> Any:
 # The fields whose "auto" is resolved for this machine when the parameters are built (`_Group.__post_init__`):
 # bf16 where the device has fast bf16 matmuls (machine.bf16_fast), fp32 elsewhere. The parameters a notebook,
 # its cache keys and its figure's JSON see are the resolved ones.
-AUTO_FIELDS = {"model_dtype": "resolve_dtype", "llm_dtype": "resolve_dtype", "sae_autocast": "resolve_autocast"}
+AUTO_FIELDS = {"model_dtype": machine.resolve_dtype, "llm_dtype": machine.resolve_dtype,
+               "sae_autocast": machine.resolve_autocast}
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Group:
     def __post_init__(self) -> None:
-        from saesanity import machine
-
         device = getattr(self, "device", "cpu")
-        for name, resolver in AUTO_FIELDS.items():
+        for name, resolve in AUTO_FIELDS.items():
             if getattr(self, name, None) == "auto":
-                object.__setattr__(self, name, getattr(machine, resolver)("auto", device))
+                object.__setattr__(self, name, resolve("auto", device))
 
     def check(self) -> None:
         """Cross-field rules (types and enumerations are checked by `build` from the annotations)."""
